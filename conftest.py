@@ -1,0 +1,164 @@
+"""Shared test harness: real `tracehub serve` processes on loopback, on SQLite and on PostgreSQL.
+
+`server` is session-scoped and parametrized over both databases. PostgreSQL tests use a database
+created for this run on TRACEHUB_TEST_POSTGRES_URL's server (default 127.0.0.1:5432) and dropped
+afterwards. Without a reachable server they are skipped with the reason shown, unless
+TRACEHUB_TEST_POSTGRES=require (CI), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import pytest
+
+API_KEY = "dev-key"
+PG_ADMIN_URL = os.environ.get("TRACEHUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """One real server process; its ports, an authenticated client and helpers to read back."""
+
+    def __init__(self, database_url: str, workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.database_url = database_url
+        self.workdir = workdir
+        self.port, self.otlp_http_port, self.grpc_port = free_port(), free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.otlp_http = f"http://127.0.0.1:{self.otlp_http_port}"
+        self.otlp_grpc = f"127.0.0.1:{self.grpc_port}"
+        self.api_key = API_KEY
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(base_url=self.url, headers={"x-api-key": API_KEY}, timeout=30)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACEHUB_", "OTEL_"))}
+        env.update(TRACEHUB_DATABASE_URL=self.database_url, TRACEHUB_LOG_LEVEL="warning")
+        env.update(self.extra_env)
+        return env
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tracehub", *args], env=self.env(),
+                              cwd=self.workdir, capture_output=True, text=True, timeout=60)
+
+    def start(self) -> ServerProcess:
+        log = open(self.workdir / f"server-{self.port}.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tracehub", "serve", "--host", "127.0.0.1",
+             "--port", str(self.port), "--otlp-http-port", str(self.otlp_http_port),
+             "--otlp-grpc-port", str(self.grpc_port)],
+            env=self.env(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log_text()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not answer /healthz: {self.log_text()}")
+
+    def log_text(self) -> str:
+        return (self.workdir / f"server-{self.port}.log").read_text(errors="replace")[-4000:]
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=60)
+        return int(self.proc.returncode)
+
+    def wait_trace(self, trace_id: str, min_spans: int = 1, timeout: float = 15.0,
+                   client: httpx.Client | None = None) -> dict[str, Any]:
+        """Poll the detail endpoint until the trace holds at least `min_spans` spans."""
+        client = client or self.client
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            r = client.get(f"/api/v1/traces/{trace_id}")
+            if r.status_code == 200:
+                last = r.json()
+                if len(last["spans"]) >= min_spans:
+                    return dict(last)
+            time.sleep(0.05)
+        raise AssertionError(f"trace {trace_id} did not reach {min_spans} spans: {last}")
+
+
+def _postgres_database() -> Iterator[str]:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("TRACEHUB_TEST_POSTGRES") == "require":
+            raise
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL} ({exc}); "
+                    "set TRACEHUB_TEST_POSTGRES_URL to run the PostgreSQL tests")
+    name = "tracehub_test_" + uuid.uuid4().hex[:12]
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def database_url_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], str]]:
+    """Makes a fresh database URL per call: `factory("sqlite")` or `factory("postgres")`."""
+    cleanups: list[Iterator[str]] = []
+
+    def make(backend: str) -> str:
+        if backend == "sqlite":
+            return f"sqlite:///{tmp_path_factory.mktemp('db') / 'tracehub.db'}"
+        gen = _postgres_database()
+        url = next(gen)
+        cleanups.append(gen)
+        return url
+
+    yield make
+    for gen in cleanups:
+        next(gen, None)
+
+
+@pytest.fixture(scope="session")
+def server_factory(database_url_factory: Callable[[str], str],
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerProcess]]:
+    """Starts extra servers (own database) for tests that stop, kill or reconfigure one."""
+    started: list[ServerProcess] = []
+
+    def make(backend: str = "sqlite", env: dict[str, str] | None = None,
+             database_url: str | None = None) -> ServerProcess:
+        url = database_url or database_url_factory(backend)
+        server = ServerProcess(url, tmp_path_factory.mktemp("server"), env)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        if server.proc is not None and server.proc.poll() is None:
+            server.stop()
+        server.client.close()
+
+
+@pytest.fixture(scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def server(request: pytest.FixtureRequest, server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    """The shared server for read-back tests, once per database backend."""
+    return server_factory(request.param)

@@ -1,0 +1,1 @@
+"""LLM Trace Hub: an OpenTelemetry-native tracing backend and decision engine for LLM apps."""

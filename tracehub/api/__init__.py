@@ -1,0 +1,1 @@
+"""REST API (`/api/v1/...`), health endpoints and the app factory."""

@@ -1,0 +1,41 @@
+"""App factories: they only wire routes, error handlers and the hub together."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tracehub.api.errors import ProblemError, handle_http, handle_problem
+from tracehub.api.traces import TraceRoutes
+from tracehub.collector.http import OtlpHttp
+from tracehub.hub import Hub
+
+HANDLERS = {ProblemError: handle_problem, HTTPException: handle_http}
+
+
+def _health_routes(hub: Hub) -> list[Route]:
+    async def healthz(_request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_request: Request) -> JSONResponse:
+        queued = hub.writer.queued_spans
+        ready = queued < hub.writer.max_queued_spans
+        return JSONResponse({"status": "ready" if ready else "overloaded", "queued_spans": queued},
+                            200 if ready else 503)
+
+    return [Route("/healthz", healthz), Route("/readyz", readyz)]
+
+
+def create_app(hub: Hub) -> Starlette:
+    """The main HTTP port: REST API, OTLP/HTTP and health."""
+    routes = _health_routes(hub) + OtlpHttp(hub).routes() + TraceRoutes(hub).routes()
+    return Starlette(routes=routes, exception_handlers=HANDLERS)  # type: ignore[arg-type]
+
+
+def create_otlp_app(hub: Hub) -> Starlette:
+    """The dedicated OTLP/HTTP port: only `/v1/traces`, `/v1/logs` and health."""
+    return Starlette(routes=_health_routes(hub) + OtlpHttp(hub).routes(),
+                     exception_handlers=HANDLERS)  # type: ignore[arg-type]

@@ -1,0 +1,17 @@
+"""API authentication: `x-api-key` or `Authorization: Bearer` -> the caller's project id."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from tracehub.api.errors import ProblemError
+from tracehub.collector.http import presented_key
+from tracehub.hub import Hub
+
+
+def project_of(request: Request, hub: Hub) -> int:
+    project_id = hub.keys.project_for(presented_key(request.headers))
+    if project_id is None:
+        raise ProblemError(401, "missing or unknown API key (send x-api-key or Authorization: Bearer)",
+                           headers={"www-authenticate": "Bearer"})
+    return project_id

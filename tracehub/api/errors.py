@@ -1,0 +1,47 @@
+"""API errors as application/problem+json (RFC 9457), with the field path for validation errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+          409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type",
+          422: "Unprocessable Content", 429: "Too Many Requests", 500: "Internal Server Error",
+          503: "Service Unavailable"}
+
+
+class ProblemError(Exception):
+    def __init__(self, status: int, detail: str, errors: list[dict[str, Any]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers
+
+
+def field_error(path: str, message: str) -> ProblemError:
+    return ProblemError(422, f"{path}: {message}", [{"path": path, "message": message}])
+
+
+def problem(status: int, detail: str, errors: list[dict[str, Any]] | None = None,
+            headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": TITLES.get(status, "Error"),
+                            "status": status, "detail": detail}
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
+
+
+async def handle_problem(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem(exc.status, exc.detail, exc.errors, exc.headers)
+
+
+async def handle_http(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return problem(exc.status_code, str(exc.detail), headers=exc.headers)

@@ -1,0 +1,51 @@
+"""Ingest errors, and the one place they become HTTP and gRPC status codes.
+
+Each error says whether the client should retry: permanent errors (bad body, bad key) must not be
+retried, transient ones (overload, shutting down) carry a retry delay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+
+@dataclass
+class IngestError(Exception):
+    message: str
+    http_status: int = 400
+    grpc_code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
+    retry_after_s: int | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def invalid(message: str) -> IngestError:
+    return IngestError(message)
+
+
+def unauthenticated() -> IngestError:
+    return IngestError("missing or unknown API key (send x-api-key or Authorization: Bearer)",
+                       401, grpc.StatusCode.UNAUTHENTICATED)
+
+
+def too_large(limit: int) -> IngestError:
+    return IngestError(f"request body exceeds {limit} bytes after decompression",
+                       413, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def unsupported_media_type(content_type: str) -> IngestError:
+    return IngestError(
+        f"unsupported content type {content_type!r}: use application/x-protobuf or application/json",
+        415, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def overloaded(retry_after_s: int = 1) -> IngestError:
+    return IngestError("ingest queue is full, retry later", 429,
+                       grpc.StatusCode.RESOURCE_EXHAUSTED, retry_after_s)
+
+
+def unavailable(message: str, retry_after_s: int = 2) -> IngestError:
+    return IngestError(message, 503, grpc.StatusCode.UNAVAILABLE, retry_after_s)

@@ -1,0 +1,80 @@
+"""OTLP/gRPC receiver: TraceService/Export and LogsService/Export on the shared decode path.
+
+Handlers take the raw request bytes (no generated servicer) so gRPC and HTTP decode through the same
+`tracehub.collector.otlp` functions. Overload answers RESOURCE_EXHAUSTED with a RetryInfo detail,
+which OTLP exporters treat as retryable after the given delay.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NoReturn
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from tracehub.collector import otlp
+from tracehub.collector.errors import IngestError, overloaded, unauthenticated
+from tracehub.hub import Hub
+from tracehub.records import Batch
+
+
+def _key(metadata: Any) -> str | None:
+    for name, value in metadata or ():
+        if name == "x-api-key" and value:
+            return str(value)
+        if name == "authorization" and str(value)[:7].lower() == "bearer ":
+            return str(value)[7:].strip()
+    return None
+
+
+async def _abort(context: grpc.aio.ServicerContext, err: IngestError) -> NoReturn:
+    status = status_pb2.Status(code=err.grpc_code.value[0], message=err.message)
+    if err.retry_after_s:
+        status.details.add().Pack(error_details_pb2.RetryInfo(
+            retry_delay=Duration(seconds=err.retry_after_s)))
+    await context.abort(err.grpc_code, err.message,
+                        trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),))
+
+
+def _handler(hub: Hub, decode: Callable[[bytes, str], otlp.Decoded], response_type: Any,
+             rejected_field: str) -> grpc.RpcMethodHandler:
+    async def export(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            project_id = hub.keys.project_for(_key(context.invocation_metadata()))
+            if project_id is None:
+                raise unauthenticated()
+            if not hub.pipeline.accepting():
+                raise overloaded()
+            decoded = decode(body, "protobuf")
+            await hub.pipeline.export(Batch(project_id, decoded.spans, decoded.events))
+        except IngestError as err:
+            await _abort(context, err)
+        answer = response_type()
+        if decoded.rejected:
+            setattr(answer.partial_success, rejected_field, decoded.rejected)
+            answer.partial_success.error_message = decoded.error_message
+        return bytes(answer.SerializeToString())
+
+    return grpc.unary_unary_rpc_method_handler(export)
+
+
+def create_server(hub: Hub) -> grpc.aio.Server:
+    limit = hub.settings.max_request_bytes
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", 4 * 1024 * 1024),
+        ("grpc.so_reuseport", 0),
+    ])
+    server.add_generic_rpc_handlers((
+        grpc.method_handlers_generic_handler("opentelemetry.proto.collector.trace.v1.TraceService", {
+            "Export": _handler(hub, otlp.decode_traces, ExportTraceServiceResponse, "rejected_spans"),
+        }),
+        grpc.method_handlers_generic_handler("opentelemetry.proto.collector.logs.v1.LogsService", {
+            "Export": _handler(hub, otlp.decode_logs, ExportLogsServiceResponse,
+                               "rejected_log_records"),
+        }),
+    ))
+    return server

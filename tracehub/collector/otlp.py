@@ -1,0 +1,224 @@
+"""OTLP decode: request bytes (protobuf or the spec's JSON encoding) -> internal records.
+
+The gRPC and the HTTP receivers both call `decode_traces` / `decode_logs`; there is no second decode
+path. An undecodable body raises `IngestError` (400 / INVALID_ARGUMENT). A decodable body with some
+invalid spans yields the valid records plus a rejected count and message for OTLP partial success.
+This module never touches the database.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from tracehub.collector import semconv
+from tracehub.collector.errors import invalid
+from tracehub.records import (
+    STATUS_ERROR,
+    STATUS_RUNNING,
+    STATUS_SUCCESS,
+    EventRecord,
+    SpanRecord,
+)
+
+KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
+_STATUS_CODE_ERROR = 2
+_ZERO_TRACE = bytes(16)
+_ZERO_SPAN = bytes(8)
+
+
+@dataclass
+class Decoded:
+    spans: list[SpanRecord] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
+    rejected: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def reject(self, message: str) -> None:
+        self.rejected += 1
+        if len(self.errors) < 5:  # enough to diagnose; the count says the rest
+            self.errors.append(message)
+
+    @property
+    def error_message(self) -> str:
+        if not self.rejected:
+            return ""
+        more = self.rejected - len(self.errors)
+        return "; ".join(self.errors) + (f"; and {more} more" if more > 0 else "")
+
+
+def any_value(v: AnyValue) -> Any:
+    which = v.WhichOneof("value")
+    if which is None:
+        return None
+    if which == "array_value":
+        return [any_value(x) for x in v.array_value.values]
+    if which == "kvlist_value":
+        return attributes(v.kvlist_value.values)
+    if which == "bytes_value":
+        return base64.b64encode(v.bytes_value).decode()
+    return getattr(v, which)
+
+
+def attributes(kvs: Any) -> dict[str, Any]:
+    return {kv.key: any_value(kv.value) for kv in kvs}
+
+
+def _parse(message: Any, body: bytes, content: str, fix_ids: Callable[[Any], None]) -> Any:
+    try:
+        if content == "json":
+            doc = json.loads(body)
+            if not isinstance(doc, dict):
+                raise invalid("OTLP/JSON body must be a JSON object")
+            fix_ids(doc)
+            json_format.ParseDict(doc, message, ignore_unknown_fields=True)
+        else:
+            message.ParseFromString(body)
+    except (DecodeError, json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise invalid(f"cannot decode OTLP {content} body: {exc}") from None
+    return message
+
+
+def _hex_to_b64(obj: dict[str, Any], key: str) -> None:
+    # OTLP/JSON carries ids as hex; protobuf's JSON mapping expects base64 for bytes fields.
+    value = obj.get(key)
+    if isinstance(value, str) and value:
+        try:
+            obj[key] = base64.b64encode(bytes.fromhex(value)).decode()
+        except ValueError:
+            obj[key] = base64.b64encode(b"\xff").decode()  # wrong length: rejected per span later
+
+
+def _fix_trace_ids(doc: dict[str, Any]) -> None:
+    for rs in _list(doc.get("resourceSpans") or doc.get("resource_spans")):
+        for ss in _list(rs.get("scopeSpans") or rs.get("scope_spans")):
+            for span in _list(ss.get("spans")):
+                for key in ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id"):
+                    _hex_to_b64(span, key)
+                for link in _list(span.get("links")):
+                    for key in ("traceId", "trace_id", "spanId", "span_id"):
+                        _hex_to_b64(link, key)
+
+
+def _fix_log_ids(doc: dict[str, Any]) -> None:
+    for rl in _list(doc.get("resourceLogs") or doc.get("resource_logs")):
+        for sl in _list(rl.get("scopeLogs") or rl.get("scope_logs")):
+            for record in _list(sl.get("logRecords") or sl.get("log_records")):
+                for key in ("traceId", "trace_id", "spanId", "span_id"):
+                    _hex_to_b64(record, key)
+
+
+def _list(value: Any) -> list[Any]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _scope(scope: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": scope.name, "version": scope.version}
+    if scope.attributes:
+        out["attributes"] = attributes(scope.attributes)
+    return out
+
+
+def decode_traces(body: bytes, content: str = "protobuf") -> Decoded:
+    request = _parse(ExportTraceServiceRequest(), body, content, _fix_trace_ids)
+    out = Decoded()
+    for rs in request.resource_spans:
+        resource = attributes(rs.resource.attributes)
+        for ss in rs.scope_spans:
+            scope = _scope(ss.scope)
+            for span in ss.spans:
+                record = _span(span, resource, scope, out)
+                if record is not None:
+                    out.spans.append(record)
+    return out
+
+
+def _span(span: Any, resource: dict[str, Any], scope: dict[str, Any], out: Decoded) -> SpanRecord | None:
+    tid, sid, pid = span.trace_id, span.span_id, span.parent_span_id
+    if len(tid) != 16 or tid == _ZERO_TRACE:
+        out.reject(f"span {span.name!r}: trace_id must be 16 non-zero bytes")
+        return None
+    if len(sid) != 8 or sid == _ZERO_SPAN:
+        out.reject(f"span {span.name!r}: span_id must be 8 non-zero bytes")
+        return None
+    if pid and len(pid) != 8:
+        out.reject(f"span {span.name!r}: parent_span_id must be empty or 8 bytes")
+        return None
+    if not span.start_time_unix_nano:
+        out.reject(f"span {span.name!r}: start_time_unix_nano is required")
+        return None
+    attrs = attributes(span.attributes)
+    events = [
+        {"name": e.name, "time_unix_nano": e.time_unix_nano, "attributes": attributes(e.attributes)}
+        for e in span.events
+    ]
+    kind = KINDS[span.kind] if 0 <= span.kind < len(KINDS) else "UNSPECIFIED"
+    end = span.end_time_unix_nano or None
+    if span.status.code == _STATUS_CODE_ERROR:
+        status = STATUS_ERROR
+    else:
+        status = STATUS_RUNNING if end is None else STATUS_SUCCESS
+    return SpanRecord(
+        trace_id=tid.hex(),
+        span_id=sid.hex(),
+        parent_span_id=pid.hex() if pid and pid != _ZERO_SPAN else None,
+        name=span.name,
+        kind=kind,
+        start_ns=span.start_time_unix_nano,
+        end_ns=end,
+        status=status,
+        status_message=span.status.message or None,
+        mapped=semconv.map_span(span.name, kind, attrs, resource, events),
+        attributes=attrs,
+        resource=resource,
+        scope=scope,
+        events=events,
+        links=[
+            {"trace_id": link.trace_id.hex(), "span_id": link.span_id.hex(),
+             "attributes": attributes(link.attributes)}
+            for link in span.links
+        ],
+    )
+
+
+def decode_logs(body: bytes, content: str = "protobuf") -> Decoded:
+    request = _parse(ExportLogsServiceRequest(), body, content, _fix_log_ids)
+    out = Decoded()
+    for rl in request.resource_logs:
+        resource = attributes(rl.resource.attributes)
+        for sl in rl.scope_logs:
+            scope = _scope(sl.scope)
+            for log in sl.log_records:
+                tid, sid = log.trace_id, log.span_id
+                if (tid and len(tid) != 16) or (sid and len(sid) != 8):
+                    out.reject("log record: trace_id must be 16 bytes and span_id 8 bytes")
+                    continue
+                attrs = attributes(log.attributes)
+                body_value = any_value(log.body) if log.HasField("body") else None
+                name = log.event_name or str(attrs.get("event.name") or "") or "log"
+                input_text, output_text = semconv.map_log(name, body_value, attrs)
+                payload: dict[str, Any] = {"body": body_value, "attributes": attrs,
+                                           "severity_text": log.severity_text,
+                                           "severity_number": log.severity_number,
+                                           "resource": resource, "scope": scope}
+                out.events.append(EventRecord(
+                    trace_id=tid.hex() if tid and tid != _ZERO_TRACE else None,
+                    span_id=sid.hex() if sid and sid != _ZERO_SPAN else None,
+                    event_type="LOG",
+                    name=name,
+                    # GenAI content events often set only the observed time.
+                    time_ns=log.time_unix_nano or log.observed_time_unix_nano,
+                    payload=payload,
+                    input_text=input_text,
+                    output_text=output_text,
+                ))
+    return out
+

@@ -1,0 +1,40 @@
+"""The running hub: settings, engine, writer, pipeline and key resolver, built once and passed down.
+
+Receivers, API routes and the CLI take a `Hub`; nothing else creates engines or writers.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+
+from tracehub.collector.pipeline import Pipeline
+from tracehub.settings import Settings
+from tracehub.store import db, keys
+from tracehub.store.writer import Writer
+
+log = logging.getLogger(__name__)
+
+
+class Hub:
+    def __init__(self, settings: Settings, engine: sa.Engine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or db.create_engine(settings.database_url)
+        self.writer = Writer(self.engine, settings.queue_max_spans, settings.writer_batch_spans)
+        self.pipeline = Pipeline(self.writer)
+        self.keys = keys.KeyResolver(self.engine)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def prepare(self) -> None:
+        """Migrate, make sure a project exists, and start the writer."""
+        db.migrate(self.engine)
+        keys.ensure_default_project(self.engine)
+        self.writer.start()
+
+    def close(self) -> None:
+        self.writer.stop()
+        self.engine.dispose()

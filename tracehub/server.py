@@ -1,0 +1,102 @@
+"""`tracehub serve`: the REST/OTLP-HTTP port, the dedicated OTLP/HTTP port and OTLP/gRPC in one loop.
+
+Shutdown on SIGTERM/SIGINT stops the listeners first (in-flight requests finish and are answered
+after their commit), then drains the writer: nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+import sys
+from typing import Any, Iterator
+
+import uvicorn
+
+from tracehub.api.app import create_app, create_otlp_app
+from tracehub.collector.grpc import create_server
+from tracehub.hub import Hub
+from tracehub.settings import Settings
+from tracehub.store import keys
+
+log = logging.getLogger("tracehub")
+
+
+class _Server(uvicorn.Server):
+    # Several servers share one loop; signals are handled once, in `serve()`.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_unsafe_bind(hub: Hub) -> None:
+    settings = hub.settings
+    if is_loopback(settings.host) or settings.allow_default_key_on_public:
+        return
+    if keys.only_default_key(hub.engine):
+        raise SystemExit(
+            f"refusing to listen on {settings.host}: the only API key is the well-known "
+            f"'{keys.DEFAULT_KEY}'. Create a real key first with `tracehub keys create --project NAME`"
+            " (or set TRACEHUB_ALLOW_DEFAULT_KEY_ON_PUBLIC=true for a throwaway setup)."
+        )
+
+
+def _uvicorn(app: Any, settings: Settings, port: int) -> _Server:
+    return _Server(uvicorn.Config(
+        app, host=settings.host, port=port, lifespan="off", access_log=False,
+        log_level=settings.log_level, timeout_graceful_shutdown=20,
+        # Bounded concurrency: beyond it uvicorn answers 503 instead of queueing without limit.
+        limit_concurrency=256, backlog=1024, server_header=False,
+    ))
+
+
+async def run(settings: Settings) -> None:
+    hub = Hub(settings)
+    hub.prepare()
+    try:
+        refuse_unsafe_bind(hub)
+        http_servers = [_uvicorn(create_app(hub), settings, settings.http_port)]
+        if settings.otlp_http_port:
+            http_servers.append(_uvicorn(create_otlp_app(hub), settings, settings.otlp_http_port))
+        grpc_server = None
+        if settings.otlp_grpc_port:
+            grpc_server = create_server(hub)
+            grpc_server.add_insecure_port(f"{settings.host}:{settings.otlp_grpc_port}")
+            await grpc_server.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        tasks = [asyncio.create_task(s.serve()) for s in http_servers]
+        log.info("tracehub on %s: API and OTLP/HTTP :%d, OTLP/HTTP :%s, OTLP/gRPC :%s, database %s",
+                 settings.host, settings.http_port, settings.otlp_http_port or "off",
+                 settings.otlp_grpc_port or "off", hub.engine.url.render_as_string(hide_password=True))
+        done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks],
+                                     return_when=asyncio.FIRST_COMPLETED)
+        for server in http_servers:
+            server.should_exit = True
+        if grpc_server is not None:
+            await grpc_server.stop(grace=20)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if any(t in done and not s.started for t, s in zip(tasks, http_servers)):
+            raise SystemExit("could not start the HTTP listener (is the port in use?)")
+    finally:
+        hub.close()
+
+
+def serve(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run(settings))

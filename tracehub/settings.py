@@ -1,0 +1,83 @@
+"""Settings: declared once, each with a default, an environment variable and a help string.
+
+The CLI builds one frozen `Settings` from flags and `TRACEHUB_*` variables and passes it down; no
+component reads the environment itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+def _setting(default: Any, help: str, flag: str | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "flag": flag})
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = _setting("127.0.0.1", "Address every listener binds to.", "--host")
+    http_port: int = _setting(8000, "REST API, web UI and OTLP/HTTP port.", "--port")
+    otlp_grpc_port: int = _setting(4317, "OTLP/gRPC port (0 disables it).", "--otlp-grpc-port")
+    otlp_http_port: int = _setting(4318, "Dedicated OTLP/HTTP port (0 disables it).", "--otlp-http-port")
+    database_url: str = _setting(
+        "sqlite:///./tracehub.db",
+        "SQLAlchemy URL: sqlite:///PATH (default) or postgresql+psycopg://USER@HOST/DB.",
+        "--database-url",
+    )
+    max_request_bytes: int = _setting(
+        16 * 1024 * 1024, "Largest accepted request body after decompression, in bytes."
+    )
+    queue_max_spans: int = _setting(
+        100_000, "Spans waiting for the writer before ingest answers 429 / RESOURCE_EXHAUSTED."
+    )
+    writer_batch_spans: int = _setting(
+        5_000, "Most spans the writer groups into one transaction."
+    )
+    allow_default_key_on_public: bool = _setting(
+        False, "Allow a non-loopback --host while only the default dev-key exists."
+    )
+    log_level: str = _setting("info", "Log level: debug, info, warning, error.")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Environment (`TRACEHUB_<NAME>`) over defaults, explicit overrides over both."""
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(env_name(f.name))
+            if raw is not None:
+                values[f.name] = _coerce(f.type, raw, f.name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def env_name(name: str) -> str:
+    return "TRACEHUB_" + name.upper()
+
+
+def _coerce(type_name: Any, raw: str, name: str) -> Any:
+    kind = type_name if isinstance(type_name, str) else type_name.__name__
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise SystemExit(f"{env_name(name)}={raw!r} is not an integer") from None
+    if kind == "bool":
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    return raw
+
+
+def describe() -> list[tuple[str, str, Any, str, str | None]]:
+    """(field, env var, default, help, flag) for every setting; the CLI and the docs use it."""
+    return [(f.name, env_name(f.name), f.default, f.metadata["help"], f.metadata["flag"])
+            for f in fields(Settings)]

@@ -1,0 +1,1 @@
+"""Storage: schema, migrations, the writer and read queries (SQLite or PostgreSQL)."""

@@ -1,0 +1,144 @@
+"""The database schema, as SQLAlchemy Core tables: the one description queries are built from.
+
+Alembic migrations (`tracehub/store/migrations/`) create and evolve these tables; this module must
+describe the schema as the newest migration leaves it. Times are Unix nanoseconds (BIGINT): they sort,
+they cost nothing to convert on the ingest path, and the API renders them as ISO 8601 UTC.
+Every table carries project_id, and every query filters by it.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData()
+
+# JSON documents: JSONB on PostgreSQL (queryable, indexable), JSON text on SQLite.
+Json = sa.JSON().with_variant(JSONB(), "postgresql")
+
+projects = sa.Table(
+    "projects",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("key_prefix", sa.String(16), nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Column("revoked_ns", sa.BigInteger),
+)
+
+traces = sa.Table(
+    "traces",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True),
+    sa.Column("trace_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.Text),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("start_ns", sa.BigInteger, nullable=False),
+    sa.Column("end_ns", sa.BigInteger),
+    sa.Column("model", sa.Text),
+    sa.Column("environment", sa.Text),
+    sa.Column("user_id", sa.Text),
+    sa.Column("session_id", sa.Text),
+    sa.Column("input_text", sa.Text),
+    sa.Column("output_text", sa.Text),
+    sa.Column("attributes", Json),
+    sa.Column("root_span_id", sa.String(32)),
+    sa.Column("span_count", sa.Integer, nullable=False),
+    # Spans stored without an end, and parents that children name but that have not arrived yet.
+    sa.Column("running_span_count", sa.Integer, nullable=False),
+    sa.Column("missing_parent_count", sa.Integer, nullable=False),
+    sa.Column("error_count", sa.Integer, nullable=False),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cost_usd", sa.Float, nullable=False),
+    sa.Column("decision", sa.String(32)),
+    sa.Column("user_review_passed", sa.Boolean),
+    # Start of the span the input_text came from and end of the one output_text came from, so a
+    # later batch can tell whether its span's text is earlier / later (the root always wins).
+    sa.Column("input_rank_ns", sa.BigInteger),
+    sa.Column("output_rank_ns", sa.BigInteger),
+    sa.Column("updated_ns", sa.BigInteger, nullable=False),
+    sa.Index("ix_traces_project_start", "project_id", "start_ns"),
+    sa.Index("ix_traces_project_session", "project_id", "session_id"),
+    sa.Index("ix_traces_project_user", "project_id", "user_id"),
+)
+
+spans = sa.Table(
+    "spans",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("trace_id", sa.String(32), nullable=False),
+    sa.Column("span_id", sa.String(32), nullable=False),
+    sa.Column("parent_span_id", sa.String(32)),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("span_type", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("status_message", sa.Text),
+    sa.Column("start_ns", sa.BigInteger, nullable=False),
+    sa.Column("end_ns", sa.BigInteger),
+    sa.Column("model", sa.Text),
+    sa.Column("input_text", sa.Text),
+    sa.Column("output_text", sa.Text),
+    sa.Column("input_tokens", sa.BigInteger),
+    sa.Column("output_tokens", sa.BigInteger),
+    sa.Column("total_tokens", sa.BigInteger),
+    sa.Column("cost_usd", sa.Float),
+    sa.Column("user_id", sa.Text),
+    sa.Column("session_id", sa.Text),
+    sa.Column("environment", sa.Text),
+    sa.Column("graph_name", sa.Text),
+    sa.Column("node_name", sa.Text),
+    sa.Column("step", sa.Integer),
+    sa.Column("attributes", Json, nullable=False),
+    sa.Column("resource", Json, nullable=False),
+    sa.Column("scope", Json, nullable=False),
+    sa.Column("events", Json, nullable=False),
+    sa.Column("links", Json, nullable=False),
+    sa.UniqueConstraint("project_id", "trace_id", "span_id", name="uq_spans_key"),
+    sa.Index("ix_spans_parent", "project_id", "trace_id", "parent_span_id"),
+)
+
+span_events = sa.Table(
+    "span_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("trace_id", sa.String(32)),
+    sa.Column("span_id", sa.String(32)),
+    sa.Column("event_type", sa.String(24), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("time_ns", sa.BigInteger, nullable=False),
+    sa.Column("payload", Json, nullable=False),
+    sa.Column("idempotency_key", sa.Text),
+    sa.Index("ix_span_events_span", "project_id", "trace_id", "span_id"),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("response", Json, nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+)
+
+# The text the PostgreSQL trigram index covers (migration 0001); search queries use this same
+# expression so the planner can use the index.
+SEARCH_DOCUMENT_PG = (
+    "lower(coalesce(name, '') || ' ' || coalesce(input_text, '') || ' ' || coalesce(output_text, '')"
+    " || ' ' || coalesce(attributes::text, ''))"
+)
