@@ -1,0 +1,288 @@
+"""OTLP server behaviour per the specification, against a real server: encodings, partial success,
+limits, errors, duplicates, out-of-order arrival, logs, byte-for-byte replays of real exporters."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from conftest import ServerProcess
+
+WIRE = Path(__file__).parent / "fixtures" / "otlp-wire"
+EXPORT_PATH = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+NS = 1_780_000_000_000_000_000
+
+
+def new_trace_id() -> bytes:
+    return secrets.token_bytes(16)
+
+
+def make_span(trace_id: bytes, span_id: bytes, parent: bytes = b"", name: str = "op",
+              start: int = NS, end: int = NS + 5_000_000, **attrs: Any) -> Span:
+    span = Span(trace_id=trace_id, span_id=span_id, parent_span_id=parent, name=name,
+                start_time_unix_nano=start, end_time_unix_nano=end, kind=Span.SPAN_KIND_INTERNAL)
+    for key, value in attrs.items():
+        v = AnyValue(int_value=value) if isinstance(value, int) else AnyValue(string_value=str(value))
+        span.attributes.append(KeyValue(key=key.replace("__", "."), value=v))
+    return span
+
+
+def request_of(*spans: Span) -> bytes:
+    req = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])])
+    return bytes(req.SerializeToString())
+
+
+def post(server: ServerProcess, body: bytes, path: str = "/v1/traces", **headers: str) -> httpx.Response:
+    base = {"content-type": "application/x-protobuf", "x-api-key": server.api_key}
+    base.update({k.replace("_", "-"): v for k, v in headers.items()})
+    return httpx.post(server.otlp_http + path, content=body, headers=base, timeout=30)
+
+
+def detail(server: ServerProcess, trace_id: bytes) -> dict[str, Any]:
+    r = server.client.get(f"/api/v1/traces/{trace_id.hex()}")
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_success_means_committed_and_visible_at_once(server: ServerProcess) -> None:
+    tid = new_trace_id()
+    r = post(server, request_of(make_span(tid, b"\x01" * 8, name="root")))
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-protobuf"
+    assert not ExportTraceServiceResponse.FromString(r.content).HasField("partial_success")
+    assert [s["name"] for s in detail(server, tid)["spans"]] == ["root"]  # no polling
+
+
+def test_otlp_json_encoding(server: ServerProcess) -> None:
+    tid, root, child = secrets.token_hex(16), secrets.token_hex(8), secrets.token_hex(8)
+    body = {"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-svc"}}]},
+        "scopeSpans": [{"scope": {"name": "json-test"}, "spans": [
+            {"traceId": tid, "spanId": child, "parentSpanId": root, "name": "chat", "kind": 3,
+             "startTimeUnixNano": str(NS + 1000), "endTimeUnixNano": str(NS + 2000),
+             "attributes": [{"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+                            {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "40"}},
+                            {"key": "nested", "value": {"kvlistValue": {"values": [
+                                {"key": "a", "value": {"arrayValue": {"values": [
+                                    {"doubleValue": 1.5}, {"boolValue": True}]}}}]}}}],
+             "status": {"code": 2, "message": "boom"}},
+            {"traceId": tid, "spanId": root, "name": "root", "kind": 2,
+             "startTimeUnixNano": NS, "endTimeUnixNano": NS + 3000, "unknownField": 1},
+        ]}]}]}
+    r = httpx.post(server.otlp_http + "/v1/traces", json=body,
+                   headers={"x-api-key": server.api_key}, timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert r.json() == {}
+    got = server.client.get(f"/api/v1/traces/{tid}").json()
+    spans = {s["name"]: s for s in got["spans"]}
+    assert spans["chat"]["parent_span_id"] == root and spans["chat"]["kind"] == "CLIENT"
+    assert spans["chat"]["span_type"] == "llm" and spans["chat"]["input_tokens"] == 40
+    assert spans["chat"]["attributes"]["nested"] == {"a": [1.5, True]}
+    assert spans["chat"]["status"] == "error" and spans["root"]["kind"] == "SERVER"
+    assert spans["root"]["resource"] == {"service.name": "json-svc"}
+    assert got["trace"]["status"] == "error" and got["trace"]["duration_ms"] == 0.003
+
+
+def test_partial_success_keeps_the_valid_spans(server: ServerProcess) -> None:
+    tid = new_trace_id()
+    body = request_of(
+        make_span(tid, b"\x02" * 8, name="good-root"),
+        make_span(tid[:10], b"\x03" * 8, name="short-trace-id"),
+        make_span(tid, b"\x00" * 8, name="zero-span-id"),
+        make_span(tid, b"\x04" * 8, parent=b"\x02" * 8, name="good-child"),
+    )
+    r = post(server, body)
+    assert r.status_code == 200
+    answer = ExportTraceServiceResponse.FromString(r.content)
+    assert answer.partial_success.rejected_spans == 2
+    assert "short-trace-id" in answer.partial_success.error_message
+    assert "zero-span-id" in answer.partial_success.error_message
+    assert sorted(s["name"] for s in detail(server, tid)["spans"]) == ["good-child", "good-root"]
+
+
+def test_partial_success_in_json(server: ServerProcess) -> None:
+    tid = secrets.token_hex(16)
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": [
+        {"traceId": tid, "spanId": secrets.token_hex(8), "name": "ok", "startTimeUnixNano": NS,
+         "endTimeUnixNano": NS + 1},
+        {"traceId": "not-hex", "spanId": secrets.token_hex(8), "name": "bad", "startTimeUnixNano": NS},
+    ]}]}]}
+    r = httpx.post(server.otlp_http + "/v1/traces", json=body, headers={"x-api-key": server.api_key})
+    assert r.status_code == 200
+    assert r.json()["partialSuccess"]["rejectedSpans"] == "1"
+    assert [s["name"] for s in server.client.get(f"/api/v1/traces/{tid}").json()["spans"]] == ["ok"]
+
+
+@pytest.mark.parametrize("content_type, body", [
+    ("application/x-protobuf", b"\xff\xff\xff\xff garbage"),
+    ("application/json", b"{not json"),
+    ("application/json", b"[1, 2]"),
+    ("application/json", b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}'),
+])
+def test_undecodable_body_is_400_with_status(server: ServerProcess, content_type: str, body: bytes) -> None:
+    r = post(server, body, content_type=content_type)
+    assert r.status_code == 400
+    if content_type == "application/json":
+        status = r.json()
+        assert status["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0] and status["message"]
+    else:
+        status = status_pb2.Status.FromString(r.content)
+        assert status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert "cannot decode" in status.message
+
+
+def test_unsupported_content_type_and_encoding_are_415(server: ServerProcess) -> None:
+    assert post(server, b"x", content_type="text/plain").status_code == 415
+    assert post(server, b"x", content_encoding="br").status_code == 415
+
+
+def test_bad_key_is_401(server: ServerProcess) -> None:
+    r = post(server, request_of(make_span(new_trace_id(), b"\x05" * 8)), x_api_key="wrong")
+    assert r.status_code == 401
+    assert status_pb2.Status.FromString(r.content).code == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    r = httpx.post(server.otlp_http + "/v1/traces", content=b"", timeout=10,
+                   headers={"content-type": "application/x-protobuf"})
+    assert r.status_code == 401
+
+
+def test_bearer_token_is_accepted(server: ServerProcess) -> None:
+    tid = new_trace_id()
+    r = httpx.post(server.otlp_http + "/v1/traces", content=request_of(make_span(tid, b"\x06" * 8)),
+                   headers={"content-type": "application/x-protobuf",
+                            "authorization": f"Bearer {server.api_key}"})
+    assert r.status_code == 200
+    assert len(detail(server, tid)["spans"]) == 1
+
+
+def test_oversized_and_gzip_bomb_bodies_are_413(server: ServerProcess) -> None:
+    limit = 16 * 1024 * 1024
+    r = post(server, b"\x00" * (limit + 1))
+    assert r.status_code == 413
+    bomb = gzip.compress(b"\x00" * (limit * 4))  # ~65 KB that inflates to 64 MiB
+    assert len(bomb) < 100_000
+    r = post(server, bomb, content_encoding="gzip")
+    assert r.status_code == 413
+    assert "after decompression" in status_pb2.Status.FromString(r.content).message
+    assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def test_truncated_gzip_is_400(server: ServerProcess) -> None:
+    body = gzip.compress(request_of(make_span(new_trace_id(), b"\x07" * 8)))
+    assert post(server, body[: len(body) // 2], content_encoding="gzip").status_code == 400
+
+
+def test_duplicate_delivery_is_stored_once(server: ServerProcess) -> None:
+    tid = new_trace_id()
+    body = request_of(make_span(tid, b"\x08" * 8, name="root", **{"gen_ai__operation__name": "chat",
+                                                                    "gen_ai__usage__input_tokens": 10}),
+                      make_span(tid, b"\x09" * 8, parent=b"\x08" * 8, name="child"))
+    for _ in range(3):
+        assert post(server, body).status_code == 200
+    got = detail(server, tid)
+    assert len(got["spans"]) == 2
+    assert got["trace"]["span_count"] == 2 and got["trace"]["input_tokens"] == 10
+
+
+def test_spans_in_any_order_across_requests(server: ServerProcess) -> None:
+    tid = new_trace_id()
+    root, mid, leaf_a, leaf_b = (bytes([i]) * 8 for i in (0x11, 0x12, 0x13, 0x14))
+    post(server, request_of(make_span(tid, leaf_a, mid, "leaf-a", NS + 20, NS + 30),
+                            make_span(tid, leaf_b, mid, "leaf-b", NS + 40, NS + 50)))
+    t = detail(server, tid)["trace"]
+    assert t["has_open_spans"] and t["open_span_count"] == 1 and t["status"] == "running"
+    assert t["span_count"] == 2 and t["completion_rate"] == pytest.approx(2 / 3, abs=1e-3)
+    post(server, request_of(make_span(tid, mid, root, "mid", NS + 10, NS + 60)))
+    t = detail(server, tid)["trace"]
+    assert t["open_span_count"] == 1 and t["span_count"] == 3 and t["name"] == "leaf-a"
+    post(server, request_of(make_span(tid, root, b"", "root", NS, NS + 100_000)))
+    got = detail(server, tid)
+    t = got["trace"]
+    assert (t["open_span_count"], t["has_open_spans"], t["completion_rate"]) == (0, False, 1.0)
+    assert t["status"] == "success" and t["name"] == "root" and t["span_count"] == 4
+    assert t["start_time"] == got["spans"][0]["start_time"] and t["duration_ms"] == 0.1
+    tree = got["tree"]
+    assert [n["name"] for n in tree] == ["root"]
+    assert [n["name"] for n in tree[0]["children"]] == ["mid"]
+    assert [n["name"] for n in tree[0]["children"][0]["children"]] == ["leaf-a", "leaf-b"]
+    assert [(e["name"], e["depth"]) for e in got["timeline"]] == [
+        ("root", 0), ("mid", 1), ("leaf-a", 2), ("leaf-b", 2)]
+
+
+def test_grpc_raw_errors_and_partial_success(server: ServerProcess) -> None:
+    channel = grpc.insecure_channel(server.otlp_grpc)
+    export = channel.unary_unary(EXPORT_PATH)
+    tid = new_trace_id()
+    body = request_of(make_span(tid, b"\x21" * 8), make_span(b"\x00" * 16, b"\x22" * 8, name="bad"))
+    answer = ExportTraceServiceResponse.FromString(export(body, metadata=[("x-api-key", server.api_key)]))
+    assert answer.partial_success.rejected_spans == 1
+    assert len(detail(server, tid)["spans"]) == 1
+    with pytest.raises(grpc.RpcError) as bad_key:
+        export(body, metadata=[("x-api-key", "nope")])
+    assert bad_key.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as garbage:
+        export(b"\xff\xff\xff", metadata=[("x-api-key", server.api_key)])
+    assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    channel.close()
+
+
+def _replay(server: ServerProcess, folder: str) -> list[bytes]:
+    bodies = []
+    for meta_path in sorted((WIRE / folder).glob("*.headers.json")):
+        meta = json.loads(meta_path.read_text())
+        body = meta_path.with_name(meta_path.name.replace(".headers.json", ".bin")).read_bytes()
+        headers = {k: v for k, v in meta["headers"].items() if k.lower() not in ("host", "content-length")}
+        headers["x-api-key"] = server.api_key
+        r = httpx.post(server.otlp_http + meta["path"], content=body, headers=headers, timeout=30)
+        assert r.status_code == 200, (meta_path.name, r.status_code, r.content)
+        bodies.append(gzip.decompress(body) if "gzip" in folder else body)
+    return bodies
+
+
+def _trace_ids(bodies: list[bytes]) -> set[str]:
+    ids = set()
+    for body in bodies:
+        try:
+            req = ExportTraceServiceRequest.FromString(body)
+        except Exception:
+            continue
+        ids |= {s.trace_id.hex() for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans}
+    return ids
+
+
+@pytest.mark.parametrize("folder", ["default", "gzip_env"])
+def test_wire_captures_replay_byte_for_byte(server: ServerProcess, folder: str) -> None:
+    bodies = _replay(server, folder)
+    for trace_id in _trace_ids(bodies):
+        got = server.client.get(f"/api/v1/traces/{trace_id}").json()
+        t = got["trace"]
+        assert t["has_open_spans"] is False and t["root_span_id"], t
+        assert t["span_count"] == len(got["spans"]) >= 2
+        assert len(got["tree"]) == 1
+        if "router_rag_graph" in (t["name"] or ""):
+            types = {s["span_type"] for s in got["spans"]}
+            assert {"llm", "tool", "retriever"} <= types
+            assert t["input_tokens"] > 0 and t["model"]
+
+
+def test_wire_logs_fill_the_span_content(server: ServerProcess) -> None:
+    _replay(server, "default")
+    bodies = [(WIRE / "default" / "002_v1_traces.bin").read_bytes()]
+    (trace_id,) = _trace_ids(bodies)
+    got = server.client.get(f"/api/v1/traces/{trace_id}").json()
+    chat = next(s for s in got["spans"] if s["name"].startswith("chat "))
+    logs = [e for e in chat["events"] if e["event_type"] == "LOG"]
+    assert logs and logs[0]["name"] == "gen_ai.client.inference.operation.details"
+    assert chat["input_text"] and chat["output_text"]
