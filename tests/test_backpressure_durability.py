@@ -1,0 +1,115 @@
+"""Overload answers backpressure (never unbounded memory, never 500); acknowledged spans survive
+SIGTERM and kill -9."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import grpc
+import httpx
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from conftest import ServerProcess
+from otlp_helpers import EXPORT_PATH, make_span, new_trace_id, post, request_of
+
+
+def _wait_queued(server: ServerProcess, expected: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if httpx.get(server.url + "/readyz").json()["queued_spans"] >= expected:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the writer never queued the request")
+
+
+def test_full_queue_answers_429_and_resource_exhausted(
+        server_factory: Callable[..., ServerProcess]) -> None:
+    server = server_factory("sqlite", env={"TRACEHUB_QUEUE_MAX_SPANS": "1"})
+    path = server.database_url.removeprefix("sqlite:///")
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # hold the write lock: the writer stalls, the queue fills
+    first_tid = new_trace_id()
+    results: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: results.update(
+        first=post(server, request_of(make_span(first_tid, b"\x31" * 8)))))
+    try:
+        thread.start()
+        _wait_queued(server, 1)
+        r = post(server, request_of(make_span(new_trace_id(), b"\x32" * 8)))
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert status_pb2.Status.FromString(r.content).code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        assert httpx.get(server.url + "/readyz").status_code == 503
+        assert httpx.get(server.url + "/healthz").status_code == 200
+
+        channel = grpc.insecure_channel(server.otlp_grpc)
+        with pytest.raises(grpc.RpcError) as exc:
+            channel.unary_unary(EXPORT_PATH)(request_of(make_span(new_trace_id(), b"\x33" * 8)),
+                                             metadata=[("x-api-key", server.api_key)])
+        channel.close()
+        assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        details = dict(exc.value.trailing_metadata())["grpc-status-details-bin"]
+        retry = error_details_pb2.RetryInfo()
+        assert status_pb2.Status.FromString(details).details[0].Unpack(retry)
+        assert retry.retry_delay.seconds >= 1
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        thread.join(30)
+    assert results["first"].status_code == 200  # the queued request is written once unblocked
+    assert len(server.wait_trace(first_tid.hex(), 1)["spans"]) == 1
+
+
+def _send_until(server: ServerProcess, stop: threading.Event, acked: list[str], lock: threading.Lock,
+                sender: int) -> None:
+    client = httpx.Client(timeout=30)
+    n = 0
+    while not stop.is_set():
+        tid = new_trace_id()
+        spans = [make_span(tid, bytes([sender, n % 256, i, 1, 1, 1, 1, 1]), name=f"s{i}")
+                 for i in range(50)]
+        n += 1
+        try:
+            r = client.post(server.otlp_http + "/v1/traces", content=request_of(*spans),
+                            headers={"content-type": "application/x-protobuf",
+                                     "x-api-key": server.api_key})
+        except httpx.HTTPError:
+            break
+        if r.status_code == 200:
+            with lock:
+                acked.append(tid.hex())
+        elif r.status_code not in (429, 503):
+            raise AssertionError(f"unexpected answer under shutdown: {r.status_code}")
+    client.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_acknowledged_spans_survive_shutdown(server_factory: Callable[..., ServerProcess],
+                                             backend: str, sig: int) -> None:
+    server = server_factory(backend)
+    acked: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(_send_until, server, stop, acked, lock, i) for i in range(4)]
+        deadline = time.monotonic() + 20
+        while len(acked) < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.stop(sig)
+        stop.set()
+        for f in futures:
+            f.result()
+    if sig == signal.SIGTERM:
+        assert server.proc is not None and server.proc.returncode == 0, server.log_text()
+    assert len(acked) >= 40
+    restarted = server_factory(backend, database_url=server.database_url)
+    for trace_id in acked:
+        got = restarted.client.get(f"/api/v1/traces/{trace_id}")
+        assert got.status_code == 200, f"acknowledged trace {trace_id} lost after {sig!r}"
+        assert got.json()["trace"]["span_count"] == 50
