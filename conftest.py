@@ -31,6 +31,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Callable[[], str] = str) -> None:
+    """Poll /healthz until the server answers; fail early if the process exits."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {log()}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server did not answer /healthz: {log()}")
+
+
 class ServerProcess:
     """One real server process; its ports, an authenticated client and helpers to read back."""
 
@@ -63,17 +78,8 @@ class ServerProcess:
              "--port", str(self.port), "--otlp-http-port", str(self.otlp_http_port),
              "--otlp-grpc-port", str(self.grpc_port)],
             env=self.env(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log_text()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"server did not answer /healthz: {self.log_text()}")
+        wait_healthy(self.url, self.proc, self.log_text)
+        return self
 
     def log_text(self) -> str:
         return (self.workdir / f"server-{self.port}.log").read_text(errors="replace")[-4000:]

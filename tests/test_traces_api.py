@@ -1,0 +1,126 @@
+"""The trace list and detail API: filters, search (Korean too), pagination, isolation, errors."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Any, Callable
+
+import httpx
+import pytest
+
+from conftest import ServerProcess
+from otlp_helpers import NS, make_span, post, request_of
+
+
+def _send_trace(server: ServerProcess, env: str, *, status_error: bool = False, text: str = "",
+                user: str = "u-1", start: int = NS, model: str = "gpt-4o-mini",
+                key: str | None = None) -> str:
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Status
+
+    tid = secrets.token_bytes(16)
+    root = make_span(tid, secrets.token_bytes(8), name="request", start=start, end=start + 9_000_000,
+                     **{"input__value": text, "user__id": user, "session__id": "s-" + user})
+    llm = make_span(tid, secrets.token_bytes(8), parent=root.span_id, name="chat", start=start + 1,
+                    end=start + 8_000_000, **{"gen_ai__operation__name": "chat",
+                                              "gen_ai__request__model": model,
+                                              "gen_ai__usage__input_tokens": 3})
+    if status_error:
+        llm.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message="rate limited"))
+    resource = Resource(attributes=[KeyValue(key="deployment.environment.name",
+                                             value=AnyValue(string_value=env))])
+    body = ExportTraceServiceRequest(resource_spans=[ResourceSpans(
+        resource=resource, scope_spans=[ScopeSpans(spans=[llm, root])])]).SerializeToString()
+    r = post(server, body, **({"x_api_key": key} if key else {}))
+    assert r.status_code == 200, r.text
+    return tid.hex()
+
+
+def _list(server: ServerProcess, **params: Any) -> dict[str, Any]:
+    r = server.client.get("/api/v1/traces", params=params)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_filters_and_pagination(server: ServerProcess) -> None:
+    env = "env-" + secrets.token_hex(4)
+    ok = [_send_trace(server, env, start=NS + i * 1_000_000_000, user="alice") for i in range(5)]
+    bad = _send_trace(server, env, status_error=True, start=NS + 10_000_000_000, user="bob",
+                      model="claude-x")
+    page1 = _list(server, environment=env, page_size=4)
+    assert page1["total"] == 6 and page1["page"] == 1 and page1["page_size"] == 4
+    assert [t["trace_id"] for t in page1["items"]] == [bad, *reversed(ok)][:4]  # newest first
+    page2 = _list(server, environment=env, page_size=4, page=2)
+    assert [t["trace_id"] for t in page2["items"]] == list(reversed(ok))[3:]
+    assert [t["trace_id"] for t in _list(server, environment=env, status="error")["items"]] == [bad]
+    assert _list(server, environment=env, status="success")["total"] == 5
+    assert [t["trace_id"] for t in _list(server, environment=env, model="claude-x")["items"]] == [bad]
+    assert _list(server, environment=env, user_id="alice")["total"] == 5
+    assert _list(server, environment=env, session_id="s-bob")["total"] == 1
+    assert _list(server, environment=env, has_open_spans="false")["total"] == 6
+    assert _list(server, environment=env, has_open_spans="true")["total"] == 0
+    after = _list(server, environment=env, start_after="2026-05-28T20:26:43Z")
+    assert after["total"] == 3  # starts at +3 s, +4 s and +10 s
+    before = _list(server, environment=env, start_before="2026-05-28T20:26:42Z")
+    assert before["total"] == 2
+    item = page1["items"][0]
+    for field in ("trace_id", "name", "status", "start_time", "end_time", "duration_ms", "model",
+                  "environment", "user_id", "session_id", "input_text", "output_text", "attributes",
+                  "span_count", "open_span_count", "has_open_spans", "completion_rate",
+                  "input_tokens", "output_tokens", "total_tokens", "cost_usd", "error_count",
+                  "decision", "user_review_passed"):
+        assert field in item, field
+    assert item["error_count"] == 1 and item["span_count"] == 2 and item["duration_ms"] == 9.0
+
+
+@pytest.mark.parametrize("query, hits", [
+    ("환불", 1), ("환불 규정", 1), ("규정을", 1), ("REFUND", 1), ("refund polic", 1), ("정책", 0),
+    ("%", 0), ('"quoted"', 1), ("a_b", 1), ("x", 1),
+])
+def test_search_finds_substrings_in_any_case_and_korean(server: ServerProcess, query: str,
+                                                        hits: int) -> None:
+    env = "search-" + secrets.token_hex(4)
+    _send_trace(server, env, text='고객: 환불 규정을 알려주세요 (Refund policy) "quoted" a_b x')
+    _send_trace(server, env, text="unrelated question about shipping")
+    assert _list(server, environment=env, search=query)["total"] == hits
+
+
+def test_bad_query_parameters_are_problem_json(server: ServerProcess) -> None:
+    for params, path in (({"page": "0"}, "query.page"), ({"page_size": "201"}, "query.page_size"),
+                         ({"page": "x"}, "query.page"), ({"has_open_spans": "maybe"}, "query.has_open_spans"),
+                         ({"start_after": "yesterday"}, "query.start_after")):
+        r = server.client.get("/api/v1/traces", params=params)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+        assert r.json()["errors"][0]["path"] == path
+    r = server.client.get("/api/v1/traces/not-an-id")
+    assert r.status_code == 422 and r.json()["errors"][0]["path"] == "path.trace_id"
+    r = server.client.get("/api/v1/traces/" + "ab" * 16)
+    assert r.status_code == 404 and r.json()["status"] == 404
+    assert httpx.get(server.url + "/api/v1/traces").status_code == 401
+
+
+def test_uuid_and_hex_ids_are_the_same_trace(server: ServerProcess) -> None:
+    tid = _send_trace(server, "uuid-" + secrets.token_hex(3))
+    dashed = str(uuid.UUID(hex=tid))
+    assert server.client.get(f"/api/v1/traces/{dashed}").json()["trace"]["trace_id"] == tid
+    assert server.client.get(f"/api/v1/traces/{tid.upper()}").status_code == 200
+
+
+def test_a_key_never_sees_another_projects_data(server: ServerProcess,
+                                                server_factory: Callable[..., ServerProcess]) -> None:
+    made = server.cli("keys", "create", "--project", "team-" + secrets.token_hex(3))
+    assert made.returncode == 0, made.stderr
+    other_key = made.stdout.strip()
+    assert other_key.startswith("th_") and "shown only this once" in made.stderr
+    env = "iso-" + secrets.token_hex(4)
+    mine = _send_trace(server, env)
+    theirs = _send_trace(server, env, key=other_key)
+    other = httpx.Client(base_url=server.url, headers={"x-api-key": other_key})
+    assert other.get(f"/api/v1/traces/{mine}").status_code == 404
+    assert [t["trace_id"] for t in other.get("/api/v1/traces", params={"environment": env}).json()["items"]] == [theirs]
+    assert server.client.get(f"/api/v1/traces/{theirs}").status_code == 404
+    assert [t["trace_id"] for t in _list(server, environment=env)["items"]] == [mine]
+    other.close()
