@@ -256,3 +256,17 @@ def test_wire_logs_fill_the_span_content(server: ServerProcess) -> None:
     logs = [e for e in chat["events"] if e["event_type"] == "LOG"]
     assert logs and logs[0]["name"] == "gen_ai.client.inference.operation.details"
     assert chat["input_text"] and chat["output_text"]
+
+
+def test_metrics_count_what_was_stored_and_rejected(server: ServerProcess) -> None:
+    def value(text: str, name: str) -> float:
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith(name + " ") or line.startswith(name + "{"))
+
+    before = httpx.get(server.url + "/metrics").text
+    tid = new_trace_id()
+    post(server, request_of(make_span(tid, b"\x41" * 8), make_span(tid[:3], b"\x42" * 8)))
+    after = httpx.get(server.url + "/metrics").text
+    assert value(after, "tracehub_spans_stored_total") - value(before, "tracehub_spans_stored_total") == 1
+    assert value(after, "tracehub_spans_rejected_total") - value(before, "tracehub_spans_rejected_total") == 1
+    assert "process_resident_memory_bytes" in after

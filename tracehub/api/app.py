@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tracehub import metrics
 from tracehub.api.errors import ProblemError, handle_http, handle_problem
 from tracehub.api.traces import TraceRoutes
 from tracehub.collector.http import OtlpHttp
@@ -26,7 +28,11 @@ def _health_routes(hub: Hub) -> list[Route]:
         return JSONResponse({"status": "ready" if ready else "overloaded", "queued_spans": queued},
                             200 if ready else 503)
 
-    return [Route("/healthz", healthz), Route("/readyz", readyz)]
+    async def prometheus(_request: Request) -> Response:
+        metrics.QUEUED_SPANS.set(hub.writer.queued_spans)
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", prometheus)]
 
 
 def create_app(hub: Hub) -> Starlette:

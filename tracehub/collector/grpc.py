@@ -15,6 +15,7 @@ from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from tracehub import metrics
 from tracehub.collector import otlp
 from tracehub.collector.errors import IngestError, overloaded, unauthenticated
 from tracehub.hub import Hub
@@ -51,9 +52,12 @@ def _handler(hub: Hub, decode: Callable[[bytes, str], otlp.Decoded], response_ty
             decoded = decode(body, "protobuf")
             await hub.pipeline.export(Batch(project_id, decoded.spans, decoded.events))
         except IngestError as err:
+            metrics.INGEST_REQUESTS.labels("grpc", err.grpc_code.name).inc()
             await _abort(context, err)
+        metrics.INGEST_REQUESTS.labels("grpc", "OK").inc()
         answer = response_type()
         if decoded.rejected:
+            metrics.SPANS_REJECTED.inc(decoded.rejected)
             setattr(answer.partial_success, rejected_field, decoded.rejected)
             answer.partial_success.error_message = decoded.error_message
         return bytes(answer.SerializeToString())

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tracehub import metrics
 from tracehub.collector import otlp
 from tracehub.collector.errors import IngestError, invalid, too_large, unsupported_media_type
 from tracehub.collector.errors import overloaded, unauthenticated
@@ -126,9 +127,12 @@ class OtlpHttp:
                 decoded = decode(body, codec)
                 await self.hub.pipeline.export(Batch(project_id, decoded.spans, decoded.events))
             except IngestError as err:
+                metrics.INGEST_REQUESTS.labels("http", str(err.http_status)).inc()
                 return error_response(err, codec)
+            metrics.INGEST_REQUESTS.labels("http", "200").inc()
             answer = response_type()
             if decoded.rejected:
+                metrics.SPANS_REJECTED.inc(decoded.rejected)
                 setattr(answer.partial_success, rejected_field, decoded.rejected)
                 answer.partial_success.error_message = decoded.error_message
             return Response(_encode(answer, codec), 200,

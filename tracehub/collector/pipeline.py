@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Protocol
 
+from tracehub import metrics
 from tracehub.collector.errors import overloaded, unavailable
 from tracehub.records import Batch
 from tracehub.store.writer import QueueFull, WriteResult, Writer, WriterStopped
@@ -33,6 +35,7 @@ class Pipeline:
     async def export(self, batch: Batch) -> WriteResult:
         if not len(batch):
             return WriteResult(0, 0, 0)
+        started = time.perf_counter()
         try:
             future = self.writer.submit(batch)
         except QueueFull:
@@ -43,6 +46,10 @@ class Pipeline:
             result = await asyncio.wrap_future(future)
         except Exception as exc:
             raise unavailable(f"storing the request failed: {exc}") from None
+        metrics.EXPORT_SECONDS.observe(time.perf_counter() - started)
+        metrics.SPANS_STORED.inc(result.spans_stored)
+        metrics.SPANS_DUPLICATE.inc(result.spans_duplicate)
+        metrics.EVENTS_STORED.inc(result.events_stored)
         for processor in self.processors:
             try:
                 await processor.process(batch, result)

@@ -90,6 +90,7 @@ _ROLE_EVENTS = {
 _DETAILS_EVENT = "gen_ai.client.inference.operation.details"
 
 _BAD = object()  # _loads' "not JSON" marker (None is valid JSON)
+_DECODER = json.JSONDecoder()
 
 
 # ---------------------------------------------------------------- public API
@@ -158,13 +159,15 @@ def _fill(m: Mapped, name: str, a: dict[str, Any], resource: dict[str, Any],
             own = get("gen_ai.task.name") or get("traceloop.entity.name")
             own_node = node is not None and (own == node or name == "execute_task " + node)
         else:
-            meta = _openinference_metadata(get("metadata"))
-            if meta is not None:
-                node = _scalar(meta.get("langgraph_node"))
-                step = _int(meta.get("langgraph_step"), _INT_MIN)
+            meta = get("metadata")
+            # The substring test keeps spans without LangGraph context off the slower path.
+            if (isinstance(meta, str) and "langgraph" in meta) or isinstance(meta, dict):
+                node = _scalar(_meta_field(meta, "langgraph_node"))
+                step = _int(_meta_field(meta, "langgraph_step"), _INT_MIN)
                 own_node = node is not None and name == node
                 # The graph's own span is the one LangGraph ran that is not inside any node.
-                if node is None and graph is None and meta.get("ls_integration") == "langgraph":
+                if (node is None and graph is None
+                        and _meta_field(meta, "ls_integration") == "langgraph"):
                     graph = name or None
     if graph is None:
         graph = _scalar(get("traceloop.workflow.name"))
@@ -245,13 +248,34 @@ def _vendor_type(get: Callable[[str], Any]) -> str | None:
     return None
 
 
-def _openinference_metadata(value: Any) -> dict[str, Any] | None:
-    if isinstance(value, dict):
-        return value
-    # The substring test keeps the JSON parse off spans that carry no LangGraph context.
-    if isinstance(value, str) and "langgraph" in value:
-        return _as_dict(value)
-    return None
+def _meta_field(meta: str | dict[str, Any], key: str) -> Any:
+    """One key of OpenInference's `metadata` (a JSON object as text) without parsing all of it.
+
+    The metadata repeats the whole LangChain config on every span, so a full json.loads would
+    cost more than the rest of the mapping; decoding just the value after `"key":` reads the
+    same answer. The key is matched as a quoted name followed by a colon, which cannot occur
+    inside a JSON string value (its quotes would be escaped).
+    """
+    if isinstance(meta, dict):
+        return meta.get(key)
+    if len(meta) > MAX_PARSE_CHARS:
+        return None
+    at = meta.find(f'"{key}"')
+    if at < 0:
+        return None
+    at += len(key) + 2
+    end = len(meta)
+    while at < end and meta[at] in " \t\r\n":
+        at += 1
+    if at >= end or meta[at] != ":":
+        return None
+    at += 1
+    while at < end and meta[at] in " \t\r\n":
+        at += 1
+    try:
+        return _DECODER.raw_decode(meta, at)[0]
+    except (ValueError, RecursionError):
+        return None
 
 
 # ---------------------------------------------------------------- input / output sources
@@ -492,7 +516,8 @@ def _flat_text(a: dict[str, Any], prefix: str, msg: str, call: str, output: bool
         j = 0
         while True:
             tc = f"{base}tool_calls.{j}.{call}"
-            fn_name, fn_args = a.get(tc + "name"), a.get(tc + "arguments")
+            fn_name = a.get(tc + "name")
+            fn_args = a.get(tc + "arguments") if fn_name is not None or j == 0 else None
             if fn_name is None and fn_args is None:
                 break
             calls.append({"name": fn_name, "arguments": fn_args})
