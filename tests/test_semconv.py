@@ -29,7 +29,7 @@ WEATHER_CALL = 'call get_weather({"city": "Paris"})'
 CALC_CALL = 'call calculator({"expression": "18+2"})'
 SYSTEM_AGENT = "system: You are a helpful agent. Use tools."
 USER_AGENT = "user: Weather in Paris, and what is 18+2?"
-# The last model call of the ReAct agent, rendered: the same text whichever instrumentation reports it.
+# The ReAct agent's last model call, rendered: the same text whichever instrumentation reports it.
 REACT_FINAL_INPUT = "\n".join([
     SYSTEM_AGENT, USER_AGENT, "assistant: Let me check the weather.", WEATHER_CALL,
     "tool: It is 18C and cloudy in Paris.", "assistant: " + CALC_CALL, "tool: 20"])
@@ -124,7 +124,7 @@ def test_openai_v2_tool_call_spans_and_their_log_records_agree() -> None:
 
 # ---------------------------------------------------------------- OpenInference
 
-ROUTER_RAG_ROWS = [
+ROUTER_RAG_ROWS: list[tuple[Any, ...]] = [
     ("router_rag_graph", "chain", None, None),
     ("router", "node", "router", 1),
     ("RunnableCallable", "chain", "router", 1),
@@ -156,7 +156,8 @@ def test_openinference_router_rag() -> None:
     assert by_name(pairs, "answer")[0].output_text == capture["extra"]["result"]
     assert by_name(pairs, "DocsRetriever")[0].input_text == QUESTION
     for name in ("router", "answer", "DocsRetriever", "search_docs"):
-        assert all(m.model is None and tokens(m) == (None, None, None) for m in by_name(pairs, name))
+        for m in by_name(pairs, name):
+            assert m.model is None and tokens(m) == (None, None, None)
 
 
 def test_openinference_llm_error() -> None:
@@ -173,7 +174,7 @@ def test_openinference_llm_error() -> None:
     assert llm.input_text and llm.input_text.startswith("system: You are a concise assistant.")
 
 
-REACT_OI_ROWS = [("react_agent", "agent", None, None)]
+REACT_OI_ROWS: list[tuple[Any, ...]] = [("react_agent", "agent", None, None)]
 for _step in (1, 3, 5):
     if _step > 1:
         REACT_OI_ROWS += [("tools", "node", "tools", _step - 1),
@@ -231,19 +232,20 @@ def test_traceloop_router_rag() -> None:
     for _, m in pairs[1:]:
         assert (m.user_id, m.session_id) == ("user-42", "sess-0001")
         assert m.input_text and m.output_text
-    m = {s["name"]: m for s, m in pairs}
+    named = {s["name"]: m for s, m in pairs}
     # Traceloop's {"inputs": ..., "tags": ..., "metadata": ...} envelope is unwrapped
-    assert m["router_rag_graph.workflow"].input_text == json.dumps({"question": QUESTION})
-    assert m["execute_task router"].input_text == json.dumps({"question": QUESTION, "context": []})
-    assert m["execute_task router"].output_text == '{"route": "retrieve"}'
-    assert m["execute_task RunnableCallable"].output_text == "retrieve"
-    assert m["vector_db_retrieve DocsRetriever"].input_text == QUESTION
-    assert m["execute_tool search_docs"].input_text == json.dumps({"query": QUESTION})
-    assert m["execute_tool search_docs"].output_text == (
-        "Doc hit for 'Which port does OTLP HTTP use?': OTLP/HTTP listens on port 4318, gRPC on 4317.")
-    assert m["execute_task answer"].output_text == json.dumps(
+    assert named["router_rag_graph.workflow"].input_text == json.dumps({"question": QUESTION})
+    assert named["execute_task router"].input_text == json.dumps(
+        {"question": QUESTION, "context": []})
+    assert named["execute_task router"].output_text == '{"route": "retrieve"}'
+    assert named["execute_task RunnableCallable"].output_text == "retrieve"
+    assert named["vector_db_retrieve DocsRetriever"].input_text == QUESTION
+    assert named["execute_tool search_docs"].input_text == json.dumps({"query": QUESTION})
+    assert named["execute_tool search_docs"].output_text == (
+        f"Doc hit for '{QUESTION}': OTLP/HTTP listens on port 4318, gRPC on 4317.")
+    assert named["execute_task answer"].output_text == json.dumps(
         {"answer": capture["extra"]["result"]})
-    llm = m["FakeToolChatModel.chat"]
+    llm = named["FakeToolChatModel.chat"]
     assert (llm.model, tokens(llm)) == ("fake-gpt-4o-mini", (64, 11, 75))
     assert llm.input_text and llm.input_text.startswith(
         "system: You are a concise assistant. Use the context.\nuser: Context:\n")
@@ -256,7 +258,7 @@ def test_traceloop_router_rag() -> None:
 def test_traceloop_react_agent_with_content_in_log_records() -> None:
     capture = load("traceloop_react_agent_events.json")
     pairs = mapped_spans(capture)
-    expected = [("create_agent react_agent", "agent", None, None),
+    expected: list[tuple[Any, ...]] = [("create_agent react_agent", "agent", None, None),
                 ("invoke_agent react_agent", "agent", None, None),
                 ("react_agent.workflow", "agent", None, None)]
     for step in (1, 3, 5):
@@ -323,7 +325,8 @@ def test_our_langgraph_attributes_and_override() -> None:
     assert (m.span_type, m.graph_name, m.node_name, m.step) == ("node", "support", "router", 2)
     m = span({"langgraph.node": "grader", "langgraph.step": "3", "tracehub.span.type": "JUDGE"})
     assert (m.span_type, m.node_name, m.step) == ("judge", "grader", 3)
-    assert span({"tracehub.span.type": "banana", "gen_ai.operation.name": "chat"}).span_type == "llm"
+    unknown = span({"tracehub.span.type": "banana", "gen_ai.operation.name": "chat"})
+    assert unknown.span_type == "llm"
     assert span({"tracehub.span.type": "guardrail", "openinference.span.kind": "LLM"}).span_type \
         == "guardrail"
 
@@ -568,7 +571,7 @@ def test_map_log_shapes() -> None:
     assert map_log("gen_ai.user.message", "plain body", {}) == ("user: plain body", None)
     assert map_log(None, '{"content": "from json"}', {"event.name": "gen_ai.system.message"}) \
         == ("system: from json", None)
-    assert map_log("gen_ai.tool.message", {"content": "20", "id": "call_1"}, {}) == ("tool: 20", None)
+    assert map_log("gen_ai.tool.message", {"content": "20", "id": "c1"}, {}) == ("tool: 20", None)
     assert map_log("gen_ai.assistant.message", {"content": None, "tool_calls": [
         {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]}, {}) \
         == ('assistant: call f({"a": 1})', None)
