@@ -39,6 +39,14 @@ class Mapped:
     step: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Idem:
+    """A client's idempotency key and the hash of the item it came with."""
+
+    key: str
+    request_hash: str
+
+
 @dataclass(slots=True)
 class SpanRecord:
     """One span, ids as lowercase hex, times as Unix nanoseconds (end None while running)."""
@@ -59,6 +67,7 @@ class SpanRecord:
     events: list[dict[str, Any]] = field(default_factory=list)
     links: list[dict[str, Any]] = field(default_factory=list)
     cost_usd: float | None = None
+    idem: Idem | None = None
 
 
 @dataclass(slots=True)
@@ -74,16 +83,57 @@ class EventRecord:
     # Text a GenAI content event contributes to its span's input / output.
     input_text: str | None = None
     output_text: str | None = None
-    idempotency_key: str | None = None
+    idem: Idem | None = None
+
+
+@dataclass(slots=True)
+class TraceRecord:
+    """Trace fields a JSON client states explicitly; None means "not stated, derive it"."""
+
+    trace_id: str
+    name: str | None = None
+    status: str | None = None
+    start_ns: int | None = None
+    end_ns: int | None = None
+    model: str | None = None
+    environment: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    input_text: str | None = None
+    output_text: str | None = None
+    attributes: dict[str, Any] | None = None
+    user_review_passed: bool | None = None
+    graph_name: str | None = None
+
+
+@dataclass(slots=True)
+class EvalRecord:
+    trace_id: str
+    eval_name: str
+    span_id: str | None = None
+    eval_model: str | None = None
+    score: float | None = None
+    passed: bool | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    user_review_passed: bool | None = None
+    created_ns: int = 0
+    idem: Idem | None = None
 
 
 @dataclass(slots=True)
 class Batch:
-    """Everything one request delivers for one project; written in one transaction."""
+    """Everything one request delivers for one project; written in one transaction.
+
+    With `require_parents`, a span whose parent is neither stored nor in the batch is refused
+    (the JSON API's allow_missing_parent=false); OTLP accepts spans in any order.
+    """
 
     project_id: int
     spans: list[SpanRecord] = field(default_factory=list)
     events: list[EventRecord] = field(default_factory=list)
+    traces: list[TraceRecord] = field(default_factory=list)
+    evals: list[EvalRecord] = field(default_factory=list)
+    require_parents: bool = False
 
     def __len__(self) -> int:
-        return len(self.spans) + len(self.events)
+        return len(self.spans) + len(self.events) + len(self.traces) + len(self.evals)

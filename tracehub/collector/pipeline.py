@@ -13,8 +13,10 @@ from typing import Protocol
 
 from tracehub import metrics
 from tracehub.collector.errors import overloaded, unavailable
+from tracehub.collector.pricing import Pricing
 from tracehub.records import Batch
-from tracehub.store.writer import QueueFull, WriteResult, Writer, WriterStopped
+from tracehub.store.batchwrite import WriteResult
+from tracehub.store.writer import QueueFull, Writer, WriterStopped
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +26,11 @@ class Processor(Protocol):
 
 
 class Pipeline:
-    def __init__(self, writer: Writer, processors: list[Processor] | None = None) -> None:
+    def __init__(self, writer: Writer, processors: list[Processor] | None = None,
+                 pricing: Pricing | None = None) -> None:
         self.writer = writer
         self.processors = list(processors or [])
+        self.pricing = pricing
 
     def accepting(self) -> bool:
         """Cheap admission check before a body is read: is there room in the queue at all?"""
@@ -34,8 +38,10 @@ class Pipeline:
 
     async def export(self, batch: Batch) -> WriteResult:
         if not len(batch):
-            return WriteResult(0, 0, 0)
+            return WriteResult()
         started = time.perf_counter()
+        if self.pricing is not None and batch.spans:
+            self.pricing.apply(batch.spans)  # before the writer folds span costs into the trace
         try:
             future = self.writer.submit(batch)
         except QueueFull:

@@ -67,6 +67,9 @@ traces = sa.Table(
     sa.Column("input_rank_ns", sa.BigInteger),
     sa.Column("output_rank_ns", sa.BigInteger),
     sa.Column("updated_ns", sa.BigInteger, nullable=False),
+    # Set by the JSON ingest API when the client states the trace's status; wins over derivation.
+    sa.Column("status_explicit", sa.String(16)),
+    sa.Column("graph_name", sa.Text),
     sa.Index("ix_traces_project_start", "project_id", "start_ns"),
     sa.Index("ix_traces_project_session", "project_id", "session_id"),
     sa.Index("ix_traces_project_user", "project_id", "user_id"),
@@ -124,6 +127,25 @@ span_events = sa.Table(
     sa.Column("payload", Json, nullable=False),
     sa.Column("idempotency_key", sa.Text),
     sa.Index("ix_span_events_span", "project_id", "trace_id", "span_id"),
+)
+
+evaluation_results = sa.Table(
+    "evaluation_results",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("trace_id", sa.String(32), nullable=False),
+    sa.Column("span_id", sa.String(32)),
+    sa.Column("eval_name", sa.Text, nullable=False),
+    sa.Column("eval_model", sa.Text),
+    sa.Column("score", sa.Float),
+    sa.Column("passed", sa.Boolean),
+    sa.Column("metadata", Json, nullable=False),
+    sa.Column("user_review_passed", sa.Boolean),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Index("ix_evals_trace", "project_id", "trace_id"),
+    sa.Index("ix_evals_name", "project_id", "eval_name", "created_ns"),
 )
 
 idempotency_keys = sa.Table(

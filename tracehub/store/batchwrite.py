@@ -1,0 +1,369 @@
+"""Writes one `Batch` inside the writer's open transaction: idempotency keys, spans, trace rows,
+events, lifecycle (END / ERROR) and evals.
+
+Idempotent by construction: an item whose idempotency key was seen with the same body is skipped
+and answered with the first result; a span already stored (same trace_id, span_id) is not stored or
+counted again. It uses the DB-API cursor and `executemany` only, no per-span ORM objects; it never
+commits (the writer does, once per group of requests).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from tracehub.records import (
+    STATUS_ERROR,
+    STATUS_SUCCESS,
+    Batch,
+    EvalRecord,
+    EventRecord,
+    Idem,
+    SpanRecord,
+)
+from tracehub.store import tracerow
+
+LIFECYCLE_END = frozenset(("END", "ERROR"))
+
+
+@dataclass
+class WriteResult:
+    spans_stored: int = 0
+    spans_duplicate: int = 0
+    events_stored: int = 0
+    evals_stored: int = 0
+    # Per idempotency key: "created", "duplicate" (same body seen before) or "conflict".
+    keys: dict[str, str] = field(default_factory=dict)
+    # Spans refused because their parent is unknown (only with Batch.require_parents).
+    orphans: set[tuple[str, str]] = field(default_factory=set)
+    # Spans not stored because the same (trace_id, span_id) already was.
+    duplicates: set[tuple[str, str]] = field(default_factory=set)
+
+
+def dumps(value: Any) -> str:
+    # UTF-8 as is (no \\u escapes) so search and storage see Korean text as written.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _loads(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+class Sql:
+    """The few differences between SQLite's and psycopg's SQL on the write path."""
+
+    def __init__(self, dialect: str) -> None:
+        self.pg = dialect == "postgresql"
+        self.p = "%s" if self.pg else "?"
+        self.pj = "%s::jsonb" if self.pg else "?"
+
+    def any_of(self, column: str, values: Iterable[Any]) -> tuple[str, list[Any]]:
+        values = sorted(set(values))
+        if self.pg:
+            return f"{column} = ANY(%s)", [values]
+        return f"{column} IN ({','.join('?' * len(values))})", values
+
+    def placeholders(self, columns: Iterable[str], json_columns: frozenset[str]) -> str:
+        return ", ".join(self.pj if c in json_columns else self.p for c in columns)
+
+
+SPAN_COLUMNS = (
+    "project_id", "trace_id", "span_id", "parent_span_id", "name", "kind", "span_type", "status",
+    "status_message", "start_ns", "end_ns", "model", "input_text", "output_text", "input_tokens",
+    "output_tokens", "total_tokens", "cost_usd", "user_id", "session_id", "environment",
+    "graph_name", "node_name", "step", "attributes", "resource", "scope", "events", "links",
+)
+_SPAN_JSON = frozenset(("attributes", "resource", "scope", "events", "links"))
+EVENT_COLUMNS = ("project_id", "trace_id", "span_id", "event_type", "name", "time_ns", "payload",
+                 "idempotency_key")
+EVAL_COLUMNS = ("project_id", "trace_id", "span_id", "eval_name", "eval_model", "score", "passed",
+                "metadata", "user_review_passed", "created_ns")
+
+
+def _span_row(project_id: int, s: SpanRecord) -> tuple[Any, ...]:
+    m = s.mapped
+    return (
+        project_id, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, m.span_type, s.status,
+        s.status_message, s.start_ns, s.end_ns, m.model, m.input_text, m.output_text,
+        m.input_tokens, m.output_tokens, m.total_tokens, s.cost_usd, m.user_id, m.session_id,
+        m.environment, m.graph_name, m.node_name, m.step, dumps(s.attributes), dumps(s.resource),
+        dumps(s.scope), dumps(s.events), dumps(s.links),
+    )
+
+
+class BatchWriter:
+    """One batch's writes; make a new one per batch."""
+
+    def __init__(self, cur: Any, sql: Sql) -> None:
+        self.cur = cur
+        self.sql = sql
+        self._touched: set[str] = set()  # trace rows to upsert
+        self._new_keys: dict[str, Idem] = {}
+
+    def _select(self, query: str, params: list[Any]) -> list[Any]:
+        self.cur.execute(query, params)
+        return list(self.cur.fetchall())
+
+    def write(self, batch: Batch) -> WriteResult:
+        result = WriteResult()
+        pid = batch.project_id
+        spans = self._claim_keys(pid, batch.spans, result)
+        events = self._claim_keys(pid, batch.events, result)
+        evals = self._claim_keys(pid, batch.evals, result)
+        rows = self._trace_rows(pid, {s.trace_id for s in spans} | {t.trace_id for t in batch.traces}
+                                | {e.trace_id for e in events if e.trace_id and (
+                                    e.event_type in LIFECYCLE_END or e.input_text or e.output_text)})
+        if spans:
+            self._write_spans(pid, spans, rows, batch.require_parents, result)
+        for t in batch.traces:
+            row = rows.get(t.trace_id) or rows.setdefault(
+                t.trace_id, tracerow.new_row(pid, t.trace_id, time.time_ns()))
+            tracerow.apply_explicit(row, t)
+            self._touched.add(t.trace_id)
+        if events:
+            self._write_events(pid, events, rows)
+            result.events_stored = len(events)
+        if evals:
+            self._write_evals(pid, evals, rows)
+            result.evals_stored = len(evals)
+        self._upsert_traces([rows[t] for t in self._touched])
+        self._record_keys(pid, result)
+        return result
+
+    # -- idempotency keys ----------------------------------------------------------------------
+
+    def _claim_keys(self, pid: int, items: list[Any], result: WriteResult) -> list[Any]:
+        """Items to write: those without a key, or whose key is new. Marks the others."""
+        keyed = [i.idem for i in items if i.idem is not None]
+        if not keyed:
+            return items
+        k_in, k_params = self.sql.any_of("key", [k.key for k in keyed])
+        seen = {key: h for key, h in self._select(
+            f"SELECT key, request_hash FROM idempotency_keys WHERE project_id = {self.sql.p} AND {k_in}",
+            [pid, *k_params])}
+        seen.update({k: i.request_hash for k, i in self._new_keys.items()})
+        keep = []
+        for item in items:
+            idem = item.idem
+            if idem is None:
+                keep.append(item)
+            elif idem.key in seen:
+                result.keys[idem.key] = "duplicate" if seen[idem.key] == idem.request_hash else "conflict"
+            else:
+                seen[idem.key] = idem.request_hash
+                self._new_keys[idem.key] = idem
+                result.keys[idem.key] = "created"
+                keep.append(item)
+        return keep
+
+    def _record_keys(self, pid: int, result: WriteResult) -> None:
+        if not self._new_keys:
+            return
+        now = time.time_ns()
+        cols = ("project_id", "key", "request_hash", "response", "created_ns")
+        self.cur.executemany(
+            f"INSERT INTO idempotency_keys ({', '.join(cols)})"
+            f" VALUES ({self.sql.placeholders(cols, frozenset(('response',)))})"
+            " ON CONFLICT (project_id, key) DO NOTHING",
+            [(pid, k, i.request_hash, dumps({"status": "created"}), now)
+             for k, i in self._new_keys.items()])
+        self._new_keys = {}
+
+    # -- spans ---------------------------------------------------------------------------------
+
+    def _trace_rows(self, pid: int, trace_ids: set[str]) -> dict[str, dict[str, Any]]:
+        if not trace_ids:
+            return {}
+        t_in, t_params = self.sql.any_of("trace_id", trace_ids)
+        lock = " FOR UPDATE" if self.sql.pg else ""
+        found = self._select(
+            f"SELECT {', '.join(tracerow.TRACE_COLUMNS)} FROM traces"
+            f" WHERE project_id = {self.sql.p} AND {t_in}{lock}", [pid, *t_params])
+        rows = {}
+        for r in found:
+            row = dict(zip(tracerow.TRACE_COLUMNS, r))
+            row["attributes"] = _loads(row["attributes"])
+            rows[row["trace_id"]] = row
+        return rows
+
+    def _write_spans(self, pid: int, spans: list[SpanRecord], rows: dict[str, dict[str, Any]],
+                     require_parents: bool, result: WriteResult) -> None:
+        q = self.sql.p
+        unique: dict[tuple[str, str], SpanRecord] = {}
+        for s in spans:
+            unique.setdefault((s.trace_id, s.span_id), s)
+        ids = {s.span_id for s in unique.values()} | {
+            s.parent_span_id for s in unique.values() if s.parent_span_id}
+        t_in, t_params = self.sql.any_of("trace_id", {s.trace_id for s in unique.values()})
+        s_in, s_params = self.sql.any_of("span_id", ids)
+        p_in, _ = self.sql.any_of("parent_span_id", ids)
+        existing = {tuple(r) for r in self._select(
+            f"SELECT trace_id, span_id FROM spans WHERE project_id = {q} AND {t_in} AND {s_in}",
+            [pid, *t_params, *s_params])}
+        referenced = {tuple(r) for r in self._select(
+            f"SELECT DISTINCT trace_id, parent_span_id FROM spans"
+            f" WHERE project_id = {q} AND {t_in} AND {p_in}", [pid, *t_params, *s_params])}
+        new = [s for key, s in unique.items() if key not in existing]
+        result.duplicates = {key for key in unique if key in existing}
+        new_keys = {(s.trace_id, s.span_id) for s in new}
+        if require_parents:
+            known = existing | new_keys
+            result.orphans = {(s.trace_id, s.span_id) for s in new
+                              if s.parent_span_id and (s.trace_id, s.parent_span_id) not in known}
+            new = [s for s in new if (s.trace_id, s.span_id) not in result.orphans]
+        result.spans_stored, result.spans_duplicate = len(new), len(spans) - len(new)
+        if not new:
+            return
+        self._apply_earlier_events(pid, new)
+        now = time.time_ns()
+        seen_parents: set[tuple[str, str]] = set()
+        for s in sorted(new, key=lambda s: s.start_ns):
+            row = rows.get(s.trace_id) or rows.setdefault(s.trace_id, tracerow.new_row(pid, s.trace_id, now))
+            tracerow.fold_span(row, s)
+            self._touched.add(s.trace_id)
+            # A stored child already counted this span as a missing parent.
+            if (s.trace_id, s.span_id) in referenced:
+                row["missing_parent_count"] -= 1
+            parent = (s.trace_id, s.parent_span_id) if s.parent_span_id else None
+            if (parent and parent not in existing and parent not in new_keys
+                    and parent not in referenced and parent not in seen_parents):
+                row["missing_parent_count"] += 1
+                seen_parents.add(parent)
+        self.cur.executemany(
+            f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)})"
+            f" VALUES ({self.sql.placeholders(SPAN_COLUMNS, _SPAN_JSON)})"
+            " ON CONFLICT (project_id, trace_id, span_id) DO NOTHING",
+            [_span_row(pid, s) for s in new])
+
+    def _apply_earlier_events(self, pid: int, new: list[SpanRecord]) -> None:
+        """Content (GenAI log records) and END / ERROR events that arrived before their span."""
+        waiting = [s for s in new if s.end_ns is None or not (s.mapped.input_text and s.mapped.output_text)]
+        if not waiting:
+            return
+        t_in, t_params = self.sql.any_of("trace_id", {s.trace_id for s in waiting})
+        found = self._select(
+            f"SELECT trace_id, span_id, event_type, time_ns, payload FROM span_events"
+            f" WHERE project_id = {self.sql.p} AND {t_in} AND span_id IS NOT NULL"
+            " AND event_type IN ('LOG', 'END', 'ERROR') ORDER BY time_ns, id", [pid, *t_params])
+        by_span: dict[tuple[str, str], list[tuple[str, int, Any]]] = defaultdict(list)
+        for trace_id, span_id, event_type, time_ns, payload in found:
+            by_span[(trace_id, span_id)].append((event_type, time_ns, _loads(payload)))
+        for s in waiting:
+            ins: list[str] = []
+            outs: list[str] = []
+            for event_type, time_ns, payload in by_span.get((s.trace_id, s.span_id), ()):
+                derived = payload.get("derived") or {}
+                if derived.get("input_text"):
+                    ins.append(derived["input_text"])
+                if derived.get("output_text"):
+                    outs.append(derived["output_text"])
+                if event_type in LIFECYCLE_END and s.end_ns is None:
+                    s.end_ns = time_ns
+                    s.status = STATUS_ERROR if event_type == "ERROR" else STATUS_SUCCESS
+                    s.status_message = s.status_message or payload.get("message")
+            s.mapped.input_text = s.mapped.input_text or "\n".join(ins) or None
+            s.mapped.output_text = s.mapped.output_text or "\n".join(outs) or None
+
+    def _upsert_traces(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        cols = tracerow.TRACE_COLUMNS
+        now = time.time_ns()
+        params = []
+        for row in rows:
+            row["status"] = tracerow.status_of(row)
+            row["updated_ns"] = now
+            params.append(tuple(
+                dumps(row[c]) if c == "attributes" and row[c] is not None else row[c] for c in cols))
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("project_id", "trace_id"))
+        self.cur.executemany(
+            f"INSERT INTO traces ({', '.join(cols)})"
+            f" VALUES ({self.sql.placeholders(cols, frozenset(('attributes',)))})"
+            f" ON CONFLICT (project_id, trace_id) DO UPDATE SET {updates}", params)
+
+    # -- events and evals ----------------------------------------------------------------------
+
+    def _write_events(self, pid: int, events: list[EventRecord], rows: dict[str, dict[str, Any]]) -> None:
+        q = self.sql.p
+        params = []
+        texts: dict[tuple[str, str], tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+        ends: dict[tuple[str, str], EventRecord] = {}
+        for e in sorted(events, key=lambda e: e.time_ns):
+            payload = e.payload
+            if e.input_text or e.output_text:
+                payload = {**payload, "derived": {"input_text": e.input_text,
+                                                  "output_text": e.output_text}}
+                if e.trace_id and e.span_id:
+                    ins, outs = texts[(e.trace_id, e.span_id)]
+                    if e.input_text:
+                        ins.append(e.input_text)
+                    if e.output_text:
+                        outs.append(e.output_text)
+            if e.event_type in LIFECYCLE_END and e.trace_id and e.span_id:
+                ends.setdefault((e.trace_id, e.span_id), e)
+            params.append((pid, e.trace_id, e.span_id, e.event_type, e.name, e.time_ns, dumps(payload),
+                           e.idem.key if e.idem else None))
+        self.cur.executemany(
+            f"INSERT INTO span_events ({', '.join(EVENT_COLUMNS)})"
+            f" VALUES ({self.sql.placeholders(EVENT_COLUMNS, frozenset(('payload',)))})", params)
+        if texts:
+            # Spans already stored without content take it from their log records.
+            updates = [("\n".join(i) or None, "\n".join(o) or None, pid, t, s)
+                       for (t, s), (i, o) in texts.items()]
+            self.cur.executemany(
+                f"UPDATE spans SET input_text = COALESCE(input_text, {q}),"
+                f" output_text = COALESCE(output_text, {q})"
+                f" WHERE project_id = {q} AND trace_id = {q} AND span_id = {q}", updates)
+            for input_text, output_text, _pid, trace_id, _span in updates:
+                row = rows.get(trace_id)
+                if row is not None:
+                    row["input_text"] = row["input_text"] or input_text
+                    row["output_text"] = row["output_text"] or output_text
+                    self._touched.add(trace_id)
+        if ends:
+            self._close_spans(pid, ends, rows)
+
+    def _close_spans(self, pid: int, ends: dict[tuple[str, str], EventRecord],
+                     rows: dict[str, dict[str, Any]]) -> None:
+        """END / ERROR events end stored running spans; for spans not stored yet they wait."""
+        q = self.sql.p
+        t_in, t_params = self.sql.any_of("trace_id", {t for t, _ in ends})
+        s_in, s_params = self.sql.any_of("span_id", {s for _, s in ends})
+        running = {tuple(r) for r in self._select(
+            f"SELECT trace_id, span_id FROM spans WHERE project_id = {q} AND {t_in} AND {s_in}"
+            " AND end_ns IS NULL", [pid, *t_params, *s_params])}
+        updates = []
+        for key in running & set(ends):
+            e = ends[key]
+            error = e.event_type == "ERROR"
+            updates.append((e.time_ns, STATUS_ERROR if error else STATUS_SUCCESS,
+                            e.payload.get("message") if error else None,
+                            e.payload.get("output_text"), pid, key[0], key[1]))
+            row = rows.get(key[0])
+            if row is not None:
+                tracerow.close_span(row, e.time_ns, error)
+                self._touched.add(key[0])
+        if updates:
+            self.cur.executemany(
+                f"UPDATE spans SET end_ns = {q}, status = {q}, status_message = COALESCE({q}, status_message),"
+                f" output_text = COALESCE(output_text, {q})"
+                f" WHERE project_id = {q} AND trace_id = {q} AND span_id = {q}", updates)
+
+    def _write_evals(self, pid: int, evals: list[EvalRecord], rows: dict[str, dict[str, Any]]) -> None:
+        self.cur.executemany(
+            f"INSERT INTO evaluation_results ({', '.join(EVAL_COLUMNS)})"
+            f" VALUES ({self.sql.placeholders(EVAL_COLUMNS, frozenset(('metadata',)))})",
+            [(pid, e.trace_id, e.span_id, e.eval_name, e.eval_model, e.score, e.passed,
+              dumps(e.metadata), e.user_review_passed, e.created_ns) for e in evals])
+        reviewed = [e for e in evals if e.user_review_passed is not None]
+        if reviewed:
+            q = self.sql.p
+            self.cur.executemany(
+                f"UPDATE traces SET user_review_passed = {q} WHERE project_id = {q} AND trace_id = {q}",
+                [(e.user_review_passed, pid, e.trace_id) for e in reviewed])
+            for e in reviewed:
+                if e.trace_id in rows:
+                    rows[e.trace_id]["user_review_passed"] = e.user_review_passed

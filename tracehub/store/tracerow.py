@@ -1,0 +1,110 @@
+"""Trace-level derived fields, maintained incrementally from the spans and events of each batch.
+
+Pure functions over a trace row held as a dict (the `traces` table's columns): the writer reads the
+rows a transaction touches, folds in what is new, and upserts them. Nothing here does I/O, and
+nothing here scans all spans of a trace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tracehub.records import STATUS_ERROR, STATUS_RUNNING, STATUS_SUCCESS, SpanRecord, TraceRecord
+
+TOKEN_SPAN_TYPES = frozenset(("llm", "embedding"))
+
+TRACE_COLUMNS = (
+    "project_id", "trace_id", "name", "status", "start_ns", "end_ns", "model", "environment",
+    "user_id", "session_id", "input_text", "output_text", "attributes", "root_span_id",
+    "span_count", "running_span_count", "missing_parent_count", "error_count", "input_tokens",
+    "output_tokens", "cost_usd", "decision", "user_review_passed", "input_rank_ns",
+    "output_rank_ns", "updated_ns", "status_explicit", "graph_name",
+)
+
+# Explicit fields a JSON client may state; they win over what the spans derive.
+_EXPLICIT = ("name", "model", "environment", "user_id", "session_id", "input_text", "output_text",
+             "attributes", "user_review_passed", "graph_name", "start_ns", "end_ns")
+
+
+def new_row(project_id: int, trace_id: str, now: int) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(TRACE_COLUMNS)
+    row.update(project_id=project_id, trace_id=trace_id, status=STATUS_RUNNING, start_ns=None,
+               span_count=0, running_span_count=0, missing_parent_count=0, error_count=0,
+               input_tokens=0, output_tokens=0, cost_usd=0.0, updated_ns=now)
+    return row
+
+
+def fold_span(row: dict[str, Any], s: SpanRecord) -> None:
+    """Fold one newly stored span into its trace row (counts, times, root, text, model, tokens)."""
+    m = s.mapped
+    row["span_count"] += 1
+    if s.end_ns is None:
+        row["running_span_count"] += 1
+    if s.status == STATUS_ERROR:
+        row["error_count"] += 1
+    if row["start_ns"] is None or s.start_ns < row["start_ns"]:
+        row["start_ns"] = s.start_ns
+    if s.end_ns is not None and (row["end_ns"] is None or s.end_ns > row["end_ns"]):
+        row["end_ns"] = s.end_ns
+    is_root = s.parent_span_id is None
+    if is_root:
+        row["root_span_id"] = s.span_id
+        row["name"] = s.name
+    elif row["name"] is None:
+        row["name"] = s.name
+    if m.span_type in TOKEN_SPAN_TYPES:
+        row["input_tokens"] += m.input_tokens or 0
+        row["output_tokens"] += m.output_tokens or 0
+        if m.model and not row["model"]:
+            row["model"] = m.model
+    if s.cost_usd:
+        row["cost_usd"] += s.cost_usd
+    for field in ("environment", "user_id", "session_id", "graph_name"):
+        value = getattr(m, field)
+        if value and not row[field]:
+            row[field] = value
+    # The root's text wins (rank -1); otherwise the earliest input and the latest output.
+    if m.input_text:
+        rank = -1 if is_root else s.start_ns
+        current = row["input_rank_ns"]
+        if current is None or (current != -1 and rank < current):
+            row["input_text"], row["input_rank_ns"] = m.input_text, rank
+    if m.output_text:
+        rank = -1 if is_root else (s.end_ns or s.start_ns)
+        current = row["output_rank_ns"]
+        if current is None or (current != -1 and (rank == -1 or rank > current)):
+            row["output_text"], row["output_rank_ns"] = m.output_text, rank
+
+
+def close_span(row: dict[str, Any], end_ns: int, error: bool) -> None:
+    """A running span of this trace ended (an END or ERROR event)."""
+    row["running_span_count"] = max(0, row["running_span_count"] - 1)
+    if error:
+        row["error_count"] += 1
+    if row["end_ns"] is None or end_ns > row["end_ns"]:
+        row["end_ns"] = end_ns
+
+
+def apply_explicit(row: dict[str, Any], t: TraceRecord) -> None:
+    for field in _EXPLICIT:
+        value = getattr(t, field)
+        if value is not None:
+            row[field] = value
+    if t.input_text is not None:
+        row["input_rank_ns"] = -1  # stated by the client: no span text replaces it
+    if t.output_text is not None:
+        row["output_rank_ns"] = -1
+    if t.status is not None:
+        row["status_explicit"] = t.status
+    if row["start_ns"] is None:
+        row["start_ns"] = t.start_ns if t.start_ns is not None else row["updated_ns"]
+
+
+def status_of(row: dict[str, Any]) -> str:
+    if row["status_explicit"]:
+        return str(row["status_explicit"])
+    if row["error_count"]:
+        return STATUS_ERROR
+    if row["running_span_count"] or row["missing_parent_count"] or row["root_span_id"] is None:
+        return STATUS_RUNNING
+    return STATUS_SUCCESS
