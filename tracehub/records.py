@@ -41,10 +41,11 @@ class Mapped:
 
 @dataclass(frozen=True, slots=True)
 class Idem:
-    """A client's idempotency key and the hash of the item it came with."""
+    """A client's idempotency key, the hash of the item it came with, and the answer to replay."""
 
     key: str
     request_hash: str
+    response: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

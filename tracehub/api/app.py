@@ -11,6 +11,8 @@ from starlette.routing import Route
 
 from tracehub import metrics
 from tracehub.api.errors import ProblemError, handle_http, handle_problem
+from tracehub.api.ingest import IngestRoutes
+from tracehub.api.stats import StatsRoutes
 from tracehub.api.traces import TraceRoutes
 from tracehub.collector.http import OtlpHttp
 from tracehub.hub import Hub
@@ -37,7 +39,8 @@ def _health_routes(hub: Hub) -> list[Route]:
 
 def create_app(hub: Hub) -> Starlette:
     """The main HTTP port: REST API, OTLP/HTTP and health."""
-    routes = _health_routes(hub) + OtlpHttp(hub).routes() + TraceRoutes(hub).routes()
+    routes = (_health_routes(hub) + OtlpHttp(hub).routes() + IngestRoutes(hub).routes()
+              + StatsRoutes(hub).routes() + TraceRoutes(hub).routes())
     return Starlette(routes=routes, exception_handlers=HANDLERS)  # type: ignore[arg-type]
 
 

@@ -80,6 +80,30 @@ def _event_view(event: dict[str, Any], source: str) -> dict[str, Any]:
             "attributes": event["payload"]}
 
 
+AMENDABLE = ("name", "span_type", "status", "status_message", "model", "input_text", "output_text",
+             "input_tokens", "output_tokens", "total_tokens", "cost_usd")
+
+
+def _amend(view: dict[str, Any], amendments: list[dict[str, Any]]) -> None:
+    """The merged read view: each AMENDMENT's patch in time order; attributes merge key by key."""
+    for event in amendments:
+        patch = event["payload"].get("patch") or {}
+        if isinstance(patch.get("attributes"), dict):
+            view["attributes"] = {**view["attributes"], **patch["attributes"]}
+        for key in AMENDABLE:
+            if key in patch:
+                view[key] = patch[key]
+    view["amendments"] = [{"time": iso(e["time_ns"]), "patch": e["payload"].get("patch")}
+                          for e in amendments]
+
+
+def eval_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {"trace_id": row["trace_id"], "span_id": row["span_id"], "eval_name": row["eval_name"],
+            "eval_model": row["eval_model"], "score": row["score"], "passed": row["passed"],
+            "metadata": _json(row["metadata"]), "user_review_passed": row["user_review_passed"],
+            "created_at": iso(row["created_ns"])}
+
+
 def span_view(row: dict[str, Any], extra_events: list[dict[str, Any]]) -> dict[str, Any]:
     events = [_event_view(e, "otel") for e in _json(row["events"])]
     events += [_event_view(e, "store") for e in extra_events]
@@ -87,7 +111,7 @@ def span_view(row: dict[str, Any], extra_events: list[dict[str, Any]]) -> dict[s
     if row["node_name"] or row["graph_name"]:
         langgraph = {"graph_name": row["graph_name"], "node_name": row["node_name"],
                      "step": row["step"]}
-    return {
+    view = {
         "span_id": row["span_id"],
         "trace_id": row["trace_id"],
         "parent_span_id": row["parent_span_id"],
@@ -116,6 +140,8 @@ def span_view(row: dict[str, Any], extra_events: list[dict[str, Any]]) -> dict[s
         "links": _json(row["links"]),
         "events": events,
     }
+    _amend(view, [e for e in extra_events if e["event_type"] == "AMENDMENT"])
+    return view
 
 
 def tree_and_timeline(rows: list[dict[str, Any]], trace_start: int | None
@@ -169,7 +195,8 @@ class TraceRoutes:
             environment=str_param(q, "environment"), user_id=str_param(q, "user_id"),
             session_id=str_param(q, "session_id"), name=str_param(q, "name"),
             search=str_param(q, "search"), decision=str_param(q, "decision"),
-            has_open_spans=bool_param(q, "has_open_spans"),
+            has_open_spans=bool_param(q, "has_open_spans"), eval_name=str_param(q, "eval_name"),
+            eval_passed=bool_param(q, "passed"), user_review_passed=bool_param(q, "user_review_passed"),
             start_after_ns=time_param(q, "start_after"), start_before_ns=time_param(q, "start_before"),
         )
 
@@ -190,7 +217,8 @@ class TraceRoutes:
                 if trace is None:
                     return None
                 return {"trace": trace, "spans": queries.trace_spans(conn, project_id, trace_id),
-                        "events": queries.trace_events(conn, project_id, trace_id)}
+                        "events": queries.trace_events(conn, project_id, trace_id),
+                        "evals": queries.trace_evals(conn, project_id, trace_id)}
 
         found = await run_in_threadpool(run)
         if found is None:
@@ -206,7 +234,7 @@ class TraceRoutes:
             "tree": tree,
             "timeline": timeline,
             "events": [_event_view(e, "store") for e in by_span.get(None, [])],
-            "evals": [],
+            "evals": [eval_view(e) for e in found["evals"]],
             "decisions": [],
             "judge_runs": [],
         })

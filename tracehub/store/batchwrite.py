@@ -35,8 +35,10 @@ class WriteResult:
     spans_duplicate: int = 0
     events_stored: int = 0
     evals_stored: int = 0
-    # Per idempotency key: "created", "duplicate" (same body seen before) or "conflict".
+    # Per idempotency key: "created", "duplicate" (same body seen before), "conflict" or "orphan".
     keys: dict[str, str] = field(default_factory=dict)
+    # The first answer stored for each "duplicate" key, to replay verbatim.
+    replayed: dict[str, Any] = field(default_factory=dict)
     # Spans refused because their parent is unknown (only with Batch.require_parents).
     orphans: set[tuple[str, str]] = field(default_factory=set)
     # Spans not stored because the same (trace_id, span_id) already was.
@@ -118,6 +120,10 @@ class BatchWriter:
                                     e.event_type in LIFECYCLE_END or e.input_text or e.output_text)})
         if spans:
             self._write_spans(pid, spans, rows, batch.require_parents, result)
+            for s in spans:  # a refused span does not use up its key
+                if s.idem is not None and (s.trace_id, s.span_id) in result.orphans:
+                    self._new_keys.pop(s.idem.key, None)
+                    result.keys[s.idem.key] = "orphan"
         for t in batch.traces:
             row = rows.get(t.trace_id) or rows.setdefault(
                 t.trace_id, tracerow.new_row(pid, t.trace_id, time.time_ns()))
@@ -141,19 +147,24 @@ class BatchWriter:
         if not keyed:
             return items
         k_in, k_params = self.sql.any_of("key", [k.key for k in keyed])
-        seen = {key: h for key, h in self._select(
-            f"SELECT key, request_hash FROM idempotency_keys WHERE project_id = {self.sql.p} AND {k_in}",
-            [pid, *k_params])}
-        seen.update({k: i.request_hash for k, i in self._new_keys.items()})
+        seen = {key: (h, _loads(response)) for key, h, response in self._select(
+            f"SELECT key, request_hash, response FROM idempotency_keys"
+            f" WHERE project_id = {self.sql.p} AND {k_in}", [pid, *k_params])}
+        seen.update({k: (i.request_hash, i.response) for k, i in self._new_keys.items()})
         keep = []
         for item in items:
             idem = item.idem
             if idem is None:
                 keep.append(item)
             elif idem.key in seen:
-                result.keys[idem.key] = "duplicate" if seen[idem.key] == idem.request_hash else "conflict"
+                first_hash, first_response = seen[idem.key]
+                if first_hash == idem.request_hash:
+                    result.keys[idem.key] = "duplicate"
+                    result.replayed[idem.key] = first_response
+                else:
+                    result.keys[idem.key] = "conflict"
             else:
-                seen[idem.key] = idem.request_hash
+                seen[idem.key] = (idem.request_hash, idem.response)
                 self._new_keys[idem.key] = idem
                 result.keys[idem.key] = "created"
                 keep.append(item)
@@ -168,8 +179,7 @@ class BatchWriter:
             f"INSERT INTO idempotency_keys ({', '.join(cols)})"
             f" VALUES ({self.sql.placeholders(cols, frozenset(('response',)))})"
             " ON CONFLICT (project_id, key) DO NOTHING",
-            [(pid, k, i.request_hash, dumps({"status": "created"}), now)
-             for k, i in self._new_keys.items()])
+            [(pid, k, i.request_hash, dumps(i.response), now) for k, i in self._new_keys.items()])
         self._new_keys = {}
 
     # -- spans ---------------------------------------------------------------------------------

@@ -11,7 +11,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tracehub.store.schema import SEARCH_DOCUMENT_PG, span_events, spans, traces
+from tracehub.store.schema import (
+    SEARCH_DOCUMENT_PG,
+    SEARCH_EVENTS_PG,
+    SEARCH_TRACES_PG,
+    evaluation_results,
+    span_events,
+    spans,
+    traces,
+)
 
 LIST_TEXT_LIMIT = 1000  # list rows carry previews; the detail carries the full text
 
@@ -29,31 +37,43 @@ class TraceFilter:
     has_open_spans: bool | None = None
     start_after_ns: int | None = None
     start_before_ns: int | None = None
+    eval_name: str | None = None
+    eval_passed: bool | None = None
+    user_review_passed: bool | None = None
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+# (table, FTS5 table, rowid column, text columns, PostgreSQL search expression) per searched table.
+_SEARCHED = (
+    ("spans", "spans_fts", "id", ("name", "input_text", "output_text", "attributes"), SEARCH_DOCUMENT_PG),
+    ("traces", "traces_fts", "rowid", ("name", "input_text", "output_text"), SEARCH_TRACES_PG),
+    ("span_events", "span_events_fts", "id", ("name", "payload"), SEARCH_EVENTS_PG),
+)
 
 
 def _search_condition(dialect: str, project_id: int, text: str) -> sa.ColumnElement[bool]:
-    """Traces with a span whose name, input, output or attributes contain `text` (any case)."""
-    if dialect == "sqlite":
-        if len(text) >= 3:
+    """Traces whose name, input or output, or one of whose spans (name, input, output,
+    attributes) or span events contain `text`, in any case."""
+    selects = []
+    for table, fts, rowid, columns, pg_document in _SEARCHED:
+        if dialect != "sqlite":
+            where = f"{pg_document} LIKE :q"
+            selects.append(f"SELECT trace_id FROM {table} WHERE project_id = :p AND {where}")
+        elif len(text) >= 3:
             # Trigram index: a phrase query is a case-insensitive substring match.
-            phrase = '"' + text.replace('"', '""') + '"'
-            matched = sa.text(
-                "SELECT s.trace_id FROM spans_fts JOIN spans s ON s.id = spans_fts.rowid"
-                " WHERE spans_fts MATCH :q AND s.project_id = :p"
-            ).bindparams(q=phrase, p=project_id)
+            selects.append(f"SELECT t.trace_id FROM {fts} JOIN {table} t ON t.{rowid} = {fts}.rowid"
+                           f" WHERE {fts} MATCH :m AND t.project_id = :p")
         else:
             # Too short for trigrams: scan, bounded by the project.
-            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            matched = sa.text(
-                "SELECT trace_id FROM spans WHERE project_id = :p AND ("
-                "name LIKE :q ESCAPE '\\' OR input_text LIKE :q ESCAPE '\\'"
-                " OR output_text LIKE :q ESCAPE '\\' OR attributes LIKE :q ESCAPE '\\')"
-            ).bindparams(q=like, p=project_id)
-    else:
-        like = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        matched = sa.text(
-            f"SELECT trace_id FROM spans WHERE project_id = :p AND {SEARCH_DOCUMENT_PG} LIKE :q"
-        ).bindparams(q=like, p=project_id)
+            likes = " OR ".join(f"{c} LIKE :q ESCAPE '\\'" for c in columns)
+            selects.append(f"SELECT trace_id FROM {table} WHERE project_id = :p AND ({likes})")
+    sql = " UNION ".join(selects)
+    params = {"p": project_id, "q": _like(text.lower() if dialect != "sqlite" else text),
+              "m": '"' + text.replace('"', '""') + '"'}
+    matched = sa.text(sql).bindparams(**{k: v for k, v in params.items() if f":{k}" in sql})
     return traces.c.trace_id.in_(matched.columns(sa.column("trace_id", sa.String)))
 
 
@@ -79,6 +99,16 @@ def list_traces(conn: sa.Connection, project_id: int, f: TraceFilter, page: int,
         conds.append(traces.c.start_ns < f.start_before_ns)
     if f.search:
         conds.append(_search_condition(conn.dialect.name, project_id, f.search))
+    if f.user_review_passed is not None:
+        conds.append(traces.c.user_review_passed == f.user_review_passed)
+    if f.eval_name is not None or f.eval_passed is not None:
+        ev = evaluation_results.c
+        matched = sa.select(ev.trace_id).where(ev.project_id == project_id)
+        if f.eval_name is not None:
+            matched = matched.where(ev.eval_name == f.eval_name)
+        if f.eval_passed is not None:
+            matched = matched.where(ev.passed == f.eval_passed)
+        conds.append(traces.c.trace_id.in_(matched))
     where = sa.and_(*conds)
     total = conn.execute(sa.select(sa.func.count()).select_from(traces).where(where)).scalar_one()
     preview = [sa.func.substr(c, 1, LIST_TEXT_LIMIT).label(c.name)
@@ -120,3 +150,12 @@ def trace_events(conn: sa.Connection, project_id: int, trace_id: str) -> list[di
             event["payload"] = json.loads(event["payload"])
         out.append(event)
     return out
+
+
+def trace_evals(conn: sa.Connection, project_id: int, trace_id: str) -> list[dict[str, Any]]:
+    ev = evaluation_results.c
+    rows = conn.execute(
+        sa.select(evaluation_results).where(ev.project_id == project_id, ev.trace_id == trace_id)
+        .order_by(ev.created_ns, ev.id)
+    ).mappings().all()
+    return [dict(r) for r in rows]

@@ -164,3 +164,7 @@ SEARCH_DOCUMENT_PG = (
     "lower(coalesce(name, '') || ' ' || coalesce(input_text, '') || ' ' || coalesce(output_text, '')"
     " || ' ' || coalesce(attributes::text, ''))"
 )
+SEARCH_TRACES_PG = (
+    "lower(coalesce(name, '') || ' ' || coalesce(input_text, '') || ' ' || coalesce(output_text, ''))"
+)
+SEARCH_EVENTS_PG = "lower(name || ' ' || payload::text)"

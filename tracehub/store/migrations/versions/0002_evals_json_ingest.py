@@ -1,4 +1,5 @@
-"""Evaluation results; explicit trace status and LangGraph graph name on traces.
+"""Evaluation results; explicit trace status and graph name on traces; search over trace text
+and span events.
 
 Revision ID: 0002
 Revises: 0001
@@ -9,6 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
+
+from tracehub.store.schema import SEARCH_EVENTS_PG, SEARCH_TRACES_PG
 
 revision = "0002"
 down_revision = "0001"
@@ -39,9 +42,39 @@ def upgrade() -> None:
     )
     op.create_index("ix_evals_trace", "evaluation_results", ["project_id", "trace_id"])
     op.create_index("ix_evals_name", "evaluation_results", ["project_id", "eval_name", "created_ns"])
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute("CREATE VIRTUAL TABLE traces_fts USING fts5(name, input_text, output_text,"
+                   " content='traces', content_rowid='rowid', tokenize='trigram')")
+        op.execute("INSERT INTO traces_fts(traces_fts) VALUES ('rebuild')")
+        op.execute(
+            "CREATE TRIGGER traces_fts_insert AFTER INSERT ON traces BEGIN"
+            " INSERT INTO traces_fts(rowid, name, input_text, output_text)"
+            " VALUES (new.rowid, new.name, new.input_text, new.output_text); END")
+        # Trace rows are upserted on every batch: re-index only when their text really changed.
+        op.execute(
+            "CREATE TRIGGER traces_fts_update AFTER UPDATE ON traces WHEN"
+            " old.name IS NOT new.name OR old.input_text IS NOT new.input_text"
+            " OR old.output_text IS NOT new.output_text BEGIN"
+            " INSERT INTO traces_fts(traces_fts, rowid, name, input_text, output_text)"
+            " VALUES ('delete', old.rowid, old.name, old.input_text, old.output_text);"
+            " INSERT INTO traces_fts(rowid, name, input_text, output_text)"
+            " VALUES (new.rowid, new.name, new.input_text, new.output_text); END")
+        op.execute("CREATE VIRTUAL TABLE span_events_fts USING fts5(name, payload,"
+                   " content='span_events', content_rowid='id', tokenize='trigram')")
+        op.execute(
+            "CREATE TRIGGER span_events_fts_insert AFTER INSERT ON span_events BEGIN"
+            " INSERT INTO span_events_fts(rowid, name, payload) VALUES (new.id, new.name, new.payload);"
+            " END")
+    else:
+        op.execute(f"CREATE INDEX ix_traces_search ON traces USING gin (({SEARCH_TRACES_PG}) gin_trgm_ops)")
+        op.execute(
+            f"CREATE INDEX ix_span_events_search ON span_events USING gin (({SEARCH_EVENTS_PG}) gin_trgm_ops)")
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute("DROP TABLE traces_fts")
+        op.execute("DROP TABLE span_events_fts")
     op.drop_table("evaluation_results")
     with op.batch_alter_table("traces") as batch:
         batch.drop_column("graph_name")

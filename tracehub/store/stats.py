@@ -1,0 +1,189 @@
+"""Dashboard statistics: one project's traces over the last N hours, in totals and per hour.
+
+`overview()` answers `GET /api/v1/traces/stats/overview`. The window is the last `last_hours` hours
+before `now_ns`; a trace belongs to it by its start time, an evaluation by its `created_ns`. The hourly
+series is aligned to UTC hour starts, so its first bucket is the partial hour the window starts in
+and its last the current hour; traces that start later in the current hour (client clocks running
+ahead) count too, so the series always adds up to the totals.
+
+What this module must never do:
+- read a trace row into Python to count it: totals are SQL aggregates and percentiles are picked
+  by window functions, so the answer costs a few small rows whatever the number of traces.
+- leave a key or an hour out: an empty project answers zeros, and every hour bucket is present.
+- use SQL that only one of SQLite and PostgreSQL understands.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from tracehub.records import STATUS_ERROR
+from tracehub.store.schema import evaluation_results, traces
+
+HOUR_NS = 3_600_000_000_000
+DECISION_ACTIONS = ("ALLOW_ANSWER", "BLOCK", "ESCALATE", "ALLOW_WITH_WARNING", "NEED_CLARIFICATION")
+LATENCY_PERCENTILES = (50, 95, 99)
+
+
+def window(last_hours: int, now_ns: int) -> tuple[int, int, int]:
+    """(window start, first bucket start, end of the current hour bucket), all in ns."""
+    start = now_ns - last_hours * HOUR_NS
+    return start, start - start % HOUR_NS, now_ns - now_ns % HOUR_NS + HOUR_NS
+
+
+def completion_rate_sql() -> sa.ColumnElement[float]:
+    """The API's per-trace completion_rate (api/traces.py trace_view) as SQL, unrounded:
+    known = span_count + missing_parent_count, open = running_span_count + missing_parent_count,
+    (known - open) / known, and 0 for a trace that knows of no span."""
+    t = traces.c
+    known = t.span_count + t.missing_parent_count
+    open_ = t.running_span_count + t.missing_parent_count
+    return sa.case((known > 0, sa.cast(known - open_, sa.Float) / known), else_=0.0)
+
+
+def overview(conn: sa.Connection, project_id: int, last_hours: int, now_ns: int) -> dict[str, Any]:
+    start, first, end = window(last_hours, now_ns)
+    t = traces.c
+    in_window = sa.and_(t.project_id == project_id, t.start_ns >= start, t.start_ns < end)
+    bucket = (t.start_ns - sa.literal(first, sa.BigInteger)) // HOUR_NS
+    n_buckets = (end - first) // HOUR_NS
+
+    def count_if(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+        return sa.func.sum(sa.case((condition, 1), else_=0))
+
+    per_bucket = conn.execute(
+        sa.select(
+            bucket.label("bucket"),
+            sa.func.count().label("trace_count"),
+            count_if(t.status == STATUS_ERROR).label("error_count"),
+            count_if(t.running_span_count + t.missing_parent_count > 0).label("open_traces"),
+            count_if(t.graph_name.is_not(None)).label("langgraph_runs"),
+            sa.func.sum(completion_rate_sql()).label("completion_sum"),
+            sa.func.sum(t.input_tokens).label("input_tokens"),
+            sa.func.sum(t.output_tokens).label("output_tokens"),
+            sa.func.sum(t.cost_usd).label("cost_usd"),
+        ).where(in_window).group_by(sa.literal_column("bucket"))
+    ).mappings().all()
+    # SUM over BIGINT is NUMERIC on PostgreSQL (Decimal in Python): normalize every value.
+    buckets = {int(r["bucket"]): {k: (float(v) if k in ("completion_sum", "cost_usd") else int(v))
+                                  for k, v in r.items() if k != "bucket"}
+               for r in per_bucket}
+
+    totals = {k: 0 for k in ("trace_count", "error_count", "open_traces", "langgraph_runs",
+                             "input_tokens", "output_tokens")}
+    completion_sum = cost = 0.0
+    for b in buckets.values():
+        for k in totals:
+            totals[k] += b[k]
+        completion_sum += b["completion_sum"]
+        cost += b["cost_usd"]
+    count = totals["trace_count"]
+    overall_latency, bucket_p50 = _latencies(conn, in_window, bucket)
+
+    series = []
+    for i in range(n_buckets):
+        b = buckets.get(i)
+        series.append({
+            "start_ns": first + i * HOUR_NS,
+            "trace_count": b["trace_count"] if b else 0,
+            "error_count": b["error_count"] if b else 0,
+            "total_tokens": b["input_tokens"] + b["output_tokens"] if b else 0,
+            "cost_usd": round(b["cost_usd"], 8) if b else 0.0,
+            "latency_p50_ms": bucket_p50.get(i, 0.0),
+        })
+    return {
+        "last_hours": last_hours,
+        "window_start_ns": start,
+        "window_end_ns": end,
+        "trace_count": count,
+        "error_count": totals["error_count"],
+        "error_rate": round(totals["error_count"] / count, 4) if count else 0.0,
+        "open_traces": totals["open_traces"],
+        "completion_rate": round(completion_sum / count, 4) if count else 0.0,
+        "latency_ms": overall_latency,
+        "tokens": {"input": totals["input_tokens"], "output": totals["output_tokens"],
+                   "total": totals["input_tokens"] + totals["output_tokens"]},
+        "cost_usd": round(cost, 8),
+        "decisions_by_action": _decisions(conn, in_window),
+        "eval": _evals(conn, project_id, start, end),
+        "langgraph_runs": totals["langgraph_runs"],
+        "series": series,
+    }
+
+
+def _rank_rows(rn: Any, n: Any, pct: int) -> sa.ColumnElement[bool]:
+    """True for the two rows (1-based rn of n) that the pct-th percentile interpolates between."""
+    lo = (n - 1) * pct // 100  # integer division on both databases: floor of (n - 1) * pct / 100
+    return sa.or_(rn == lo + 1, rn == lo + 2)
+
+
+def _interpolate(values: dict[int, int], n: int, pct: int) -> float:
+    """Linear interpolation between closest ranks (PostgreSQL percentile_cont), in ms."""
+    if n == 0:
+        return 0.0
+    lo, rest = divmod((n - 1) * pct, 100)
+    low = values[lo + 1]
+    high = values.get(lo + 2, low)
+    return round((low + (high - low) * rest / 100) / 1e6, 3)
+
+
+def _latencies(conn: sa.Connection, in_window: sa.ColumnElement[bool], bucket: Any
+               ) -> tuple[dict[str, float], dict[int, float]]:
+    """p50/p95/p99 of finished traces' durations overall, and p50 per hour bucket.
+
+    Finished: no running span and no missing parent, with an end. Window functions rank the
+    durations in the database, so only the few rows at the wanted ranks come back.
+    """
+    t = traces.c
+    duration = t.end_ns - t.start_ns
+    ranked = sa.select(
+        bucket.label("bucket"),
+        duration.label("duration"),
+        sa.func.row_number().over(order_by=duration).label("rn_all"),
+        sa.func.count().over().label("n_all"),
+        sa.func.row_number().over(partition_by=bucket, order_by=duration).label("rn_bucket"),
+        sa.func.count().over(partition_by=bucket).label("n_bucket"),
+    ).where(in_window, t.end_ns.is_not(None),
+            t.running_span_count + t.missing_parent_count == 0).subquery()
+    r = ranked.c
+    wanted = [_rank_rows(r.rn_all, r.n_all, pct) for pct in LATENCY_PERCENTILES]
+    wanted.append(_rank_rows(r.rn_bucket, r.n_bucket, 50))
+    rows = conn.execute(sa.select(ranked).where(sa.or_(*wanted))).mappings().all()
+
+    overall: dict[int, int] = {}
+    n_all = 0
+    per_bucket: dict[int, tuple[int, dict[int, int]]] = {}
+    for row in rows:
+        n_all = int(row["n_all"])
+        overall[int(row["rn_all"])] = int(row["duration"])
+        n_b, values = per_bucket.setdefault(int(row["bucket"]), (int(row["n_bucket"]), {}))
+        values[int(row["rn_bucket"])] = int(row["duration"])
+    latency = {f"p{pct}": _interpolate(overall, n_all, pct) for pct in LATENCY_PERCENTILES}
+    return latency, {b: _interpolate(values, n_b, 50) for b, (n_b, values) in per_bucket.items()}
+
+
+def _decisions(conn: sa.Connection, in_window: sa.ColumnElement[bool]) -> dict[str, int]:
+    found = conn.execute(
+        sa.select(traces.c.decision, sa.func.count())
+        .where(in_window, traces.c.decision.is_not(None)).group_by(traces.c.decision)
+    ).all()
+    counts = dict.fromkeys(DECISION_ACTIONS, 0)
+    counts.update({action: int(n) for action, n in found})
+    return counts
+
+
+def _evals(conn: sa.Connection, project_id: int, start: int, end: int) -> dict[str, Any]:
+    e = evaluation_results.c
+    row = conn.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.sum(sa.case((e.passed.is_(True), 1), else_=0)),
+            sa.func.sum(sa.case((e.passed.is_(False), 1), else_=0)),
+        ).where(e.project_id == project_id, e.created_ns >= start, e.created_ns < end)
+    ).one()
+    count, passed, failed = int(row[0]), int(row[1] or 0), int(row[2] or 0)
+    judged = passed + failed  # results with only a score have no pass / fail to count
+    return {"count": count, "passed": passed, "failed": failed,
+            "pass_rate": round(passed / judged, 4) if judged else 0.0}
