@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tracehub import metrics
+from tracehub.api import openapi
 from tracehub.api.errors import ProblemError, handle_http, handle_problem
 from tracehub.api.ingest import IngestRoutes
 from tracehub.api.stats import StatsRoutes
@@ -37,10 +38,18 @@ def _health_routes(hub: Hub) -> list[Route]:
     return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", prometheus)]
 
 
+_OPENAPI = openapi.document()
+
+
+async def _openapi(_request: Request) -> JSONResponse:
+    return JSONResponse(_OPENAPI)
+
+
 def create_app(hub: Hub) -> Starlette:
     """The main HTTP port: REST API, OTLP/HTTP and health."""
     routes = (_health_routes(hub) + OtlpHttp(hub).routes() + IngestRoutes(hub).routes()
-              + StatsRoutes(hub).routes() + TraceRoutes(hub).routes())
+              + StatsRoutes(hub).routes() + TraceRoutes(hub).routes()
+              + [Route("/api/v1/openapi.json", _openapi)])
     return Starlette(routes=routes, exception_handlers=HANDLERS)  # type: ignore[arg-type]
 
 

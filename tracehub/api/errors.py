@@ -29,9 +29,9 @@ def field_error(path: str, message: str) -> ProblemError:
 
 
 def problem(status: int, detail: str, errors: list[dict[str, Any]] | None = None,
-            headers: dict[str, str] | None = None) -> JSONResponse:
+            headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": TITLES.get(status, "Error"),
-                            "status": status, "detail": detail}
+                            "status": status, "detail": detail, **(extra or {})}
     if errors:
         body["errors"] = errors
     return JSONResponse(body, status, headers=headers, media_type="application/problem+json")

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tracehub.api.auth import project_of
-from tracehub.api.errors import ProblemError, field_error
+from tracehub.api.errors import ProblemError, field_error, problem
 from tracehub.api.params import normalize_id, parse_time_ns
 from tracehub.api.schemas import validation_errors
 from tracehub.collector import semconv
@@ -366,8 +366,11 @@ def _batch_answer(head: dict[str, Any], results: list[dict[str, Any]]) -> JSONRe
     summary = {s: sum(1 for r in results if r["status"] == s and not r.get("replayed"))
                for s in ("created", "duplicate", "error")}
     summary["replayed"] = sum(1 for r in results if r.get("replayed"))
-    status = 200
-    if failed:
-        statuses = {r["error"]["status"] for r in failed}
-        status = 207 if len(failed) < len(results) or len(statuses) > 1 else statuses.pop()
-    return JSONResponse({**head, "results": results, "summary": summary}, status)
+    body = {**head, "results": results, "summary": summary}
+    if not failed:
+        return JSONResponse(body, 200)
+    statuses = {r["error"]["status"] for r in failed}
+    if len(failed) < len(results) or len(statuses) > 1:
+        return JSONResponse(body, 207)
+    errors = [{"path": r["error"]["path"], "message": r["error"]["message"]} for r in failed]
+    return problem(statuses.pop(), "no item of the request was stored", errors, extra=body)

@@ -71,6 +71,27 @@ class Sql:
     def placeholders(self, columns: Iterable[str], json_columns: frozenset[str]) -> str:
         return ", ".join(self.pj if c in json_columns else self.p for c in columns)
 
+    def rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """PostgreSQL refuses NUL in text and \\u0000 in jsonb; a client may send either."""
+        if not self.pg:
+            return rows
+        return [tuple(_no_nul(v) for v in row) for row in rows]
+
+    def executemany(self, cur: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        cur.executemany(sql, self.rows(rows))
+
+
+def _no_nul(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_no_nul(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    if "\\u0000" in value:
+        value = value.replace("\\u0000", "\\ufffd")
+    return value
+
 
 SPAN_COLUMNS = (
     "project_id", "trace_id", "span_id", "parent_span_id", "name", "kind", "span_type", "status",
@@ -106,7 +127,7 @@ class BatchWriter:
         self._new_keys: dict[str, Idem] = {}
 
     def _select(self, query: str, params: list[Any]) -> list[Any]:
-        self.cur.execute(query, params)
+        self.cur.execute(query, self.sql.rows([tuple(params)])[0])
         return list(self.cur.fetchall())
 
     def write(self, batch: Batch) -> WriteResult:
@@ -175,8 +196,8 @@ class BatchWriter:
             return
         now = time.time_ns()
         cols = ("project_id", "key", "request_hash", "response", "created_ns")
-        self.cur.executemany(
-            f"INSERT INTO idempotency_keys ({', '.join(cols)})"
+        self.sql.executemany(
+            self.cur, f"INSERT INTO idempotency_keys ({', '.join(cols)})"
             f" VALUES ({self.sql.placeholders(cols, frozenset(('response',)))})"
             " ON CONFLICT (project_id, key) DO NOTHING",
             [(pid, k, i.request_hash, dumps(i.response), now) for k, i in self._new_keys.items()])
@@ -242,8 +263,8 @@ class BatchWriter:
                     and parent not in referenced and parent not in seen_parents):
                 row["missing_parent_count"] += 1
                 seen_parents.add(parent)
-        self.cur.executemany(
-            f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)})"
+        self.sql.executemany(
+            self.cur, f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)})"
             f" VALUES ({self.sql.placeholders(SPAN_COLUMNS, _SPAN_JSON)})"
             " ON CONFLICT (project_id, trace_id, span_id) DO NOTHING",
             [_span_row(pid, s) for s in new])
@@ -289,8 +310,8 @@ class BatchWriter:
             params.append(tuple(
                 dumps(row[c]) if c == "attributes" and row[c] is not None else row[c] for c in cols))
         updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("project_id", "trace_id"))
-        self.cur.executemany(
-            f"INSERT INTO traces ({', '.join(cols)})"
+        self.sql.executemany(
+            self.cur, f"INSERT INTO traces ({', '.join(cols)})"
             f" VALUES ({self.sql.placeholders(cols, frozenset(('attributes',)))})"
             f" ON CONFLICT (project_id, trace_id) DO UPDATE SET {updates}", params)
 
@@ -316,15 +337,15 @@ class BatchWriter:
                 ends.setdefault((e.trace_id, e.span_id), e)
             params.append((pid, e.trace_id, e.span_id, e.event_type, e.name, e.time_ns, dumps(payload),
                            e.idem.key if e.idem else None))
-        self.cur.executemany(
-            f"INSERT INTO span_events ({', '.join(EVENT_COLUMNS)})"
+        self.sql.executemany(
+            self.cur, f"INSERT INTO span_events ({', '.join(EVENT_COLUMNS)})"
             f" VALUES ({self.sql.placeholders(EVENT_COLUMNS, frozenset(('payload',)))})", params)
         if texts:
             # Spans already stored without content take it from their log records.
             updates = [("\n".join(i) or None, "\n".join(o) or None, pid, t, s)
                        for (t, s), (i, o) in texts.items()]
-            self.cur.executemany(
-                f"UPDATE spans SET input_text = COALESCE(input_text, {q}),"
+            self.sql.executemany(
+            self.cur, f"UPDATE spans SET input_text = COALESCE(input_text, {q}),"
                 f" output_text = COALESCE(output_text, {q})"
                 f" WHERE project_id = {q} AND trace_id = {q} AND span_id = {q}", updates)
             for input_text, output_text, _pid, trace_id, _span in updates:
@@ -357,22 +378,22 @@ class BatchWriter:
                 tracerow.close_span(row, e.time_ns, error)
                 self._touched.add(key[0])
         if updates:
-            self.cur.executemany(
-                f"UPDATE spans SET end_ns = {q}, status = {q}, status_message = COALESCE({q}, status_message),"
+            self.sql.executemany(
+            self.cur, f"UPDATE spans SET end_ns = {q}, status = {q}, status_message = COALESCE({q}, status_message),"
                 f" output_text = COALESCE(output_text, {q})"
                 f" WHERE project_id = {q} AND trace_id = {q} AND span_id = {q}", updates)
 
     def _write_evals(self, pid: int, evals: list[EvalRecord], rows: dict[str, dict[str, Any]]) -> None:
-        self.cur.executemany(
-            f"INSERT INTO evaluation_results ({', '.join(EVAL_COLUMNS)})"
+        self.sql.executemany(
+            self.cur, f"INSERT INTO evaluation_results ({', '.join(EVAL_COLUMNS)})"
             f" VALUES ({self.sql.placeholders(EVAL_COLUMNS, frozenset(('metadata',)))})",
             [(pid, e.trace_id, e.span_id, e.eval_name, e.eval_model, e.score, e.passed,
               dumps(e.metadata), e.user_review_passed, e.created_ns) for e in evals])
         reviewed = [e for e in evals if e.user_review_passed is not None]
         if reviewed:
             q = self.sql.p
-            self.cur.executemany(
-                f"UPDATE traces SET user_review_passed = {q} WHERE project_id = {q} AND trace_id = {q}",
+            self.sql.executemany(
+            self.cur, f"UPDATE traces SET user_review_passed = {q} WHERE project_id = {q} AND trace_id = {q}",
                 [(e.user_review_passed, pid, e.trace_id) for e in reviewed])
             for e in reviewed:
                 if e.trace_id in rows:

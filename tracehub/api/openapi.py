@@ -1,0 +1,146 @@
+"""The OpenAPI 3.1 document, served at `/api/v1/openapi.json`.
+
+Request bodies are the very JSON Schemas the API validates with (`tracehub.api.schemas`), so the
+document cannot drift from what is enforced. A test checks that every route is documented.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tracehub.api.schemas import BODIES
+
+PROBLEM = {"description": "Error (RFC 9457 problem details)",
+           "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+AUTH_ERRORS = {"401": PROBLEM, "422": PROBLEM}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+_STR = {"type": "string"}
+_BOOL = {"type": "boolean"}
+_TIME = {"type": "string", "format": "date-time"}
+
+TRACE_FILTERS = [
+    _query("page", {"type": "integer", "minimum": 1, "default": 1}, "Page number, from 1."),
+    _query("page_size", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Items per page."),
+    _query("status", {"enum": ["running", "success", "error"]}, "Trace status."),
+    _query("model", _STR, "Model name."),
+    _query("environment", _STR, "Deployment environment."),
+    _query("user_id", _STR, "End user id."),
+    _query("session_id", _STR, "Session / conversation id."),
+    _query("name", _STR, "Trace name (root span name or graph name)."),
+    _query("search", _STR, "Case-insensitive substring in names, input, output, attributes, events."),
+    _query("decision", _STR, "Latest decision action."),
+    _query("has_open_spans", _BOOL, "Traces with running spans or parents not yet received."),
+    _query("start_after", _TIME, "Traces starting at or after this time."),
+    _query("start_before", _TIME, "Traces starting before this time."),
+    _query("eval_name", _STR, "Traces with an evaluation of this name."),
+    _query("passed", _BOOL, "Traces with an evaluation (of eval_name, if given) that passed / failed."),
+    _query("user_review_passed", _BOOL, "Traces a reviewer marked passed / failed."),
+]
+
+_OBJ = {"type": "object"}
+_ITEM_RESULTS = {
+    "type": "object",
+    "properties": {
+        "results": {"type": "array", "items": {"type": "object", "required": ["status"], "properties": {
+            "status": {"enum": ["created", "duplicate", "error"]}, "replayed": _BOOL,
+            "error": {"type": "object", "properties": {"status": {"type": "integer"}, "path": _STR,
+                                                       "message": _STR}}}}},
+        "summary": _OBJ,
+    },
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ingest(summary: str, body: str) -> dict[str, Any]:
+    return {"post": {
+        "summary": summary, "tags": ["ingest"],
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": f"#/components/schemas/{body}"}}}},
+        "responses": {"200": _json(_ITEM_RESULTS, "Every item stored (or replayed)."),
+                      "207": _json(_ITEM_RESULTS, "Some items failed; each says why."),
+                      "400": PROBLEM, "409": PROBLEM, **AUTH_ERRORS, "429": PROBLEM, "503": PROBLEM},
+    }}
+
+
+def _otlp(summary: str) -> dict[str, Any]:
+    binary = {"schema": {"type": "string", "contentMediaType": "application/x-protobuf"}}
+    return {"post": {
+        "summary": summary, "tags": ["otlp"],
+        "requestBody": {"required": True, "content": {"application/x-protobuf": binary,
+                                                      "application/json": {"schema": _OBJ}}},
+        "responses": {code: {"description": text} for code, text in (
+            ("200", "Stored; partial_success counts rejected items."), ("400", "Undecodable body."),
+            ("401", "Bad key."), ("413", "Body too large after decompression."),
+            ("415", "Unsupported content type or encoding."), ("429", "Overloaded; see Retry-After."),
+            ("503", "Unavailable; see Retry-After."))},
+    }}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "LLM Trace Hub", "version": "0.1.0",
+                 "description": "OpenTelemetry-native tracing for LLM applications. Authenticate "
+                                "with `x-api-key` or `Authorization: Bearer`."},
+        "servers": [{"url": "/"}],
+        "security": [{"apiKey": []}, {"bearer": []}],
+        "paths": {
+            "/api/v1/traces": {"get": {
+                "summary": "List traces, newest first", "tags": ["traces"], "parameters": TRACE_FILTERS,
+                "responses": {"200": _json({"type": "object", "required": ["items", "page", "page_size",
+                                                                           "total"],
+                                            "properties": {"items": {"type": "array", "items": _OBJ},
+                                                           "page": {"type": "integer"},
+                                                           "page_size": {"type": "integer"},
+                                                           "total": {"type": "integer"}}}, "A page."),
+                              **AUTH_ERRORS}}},
+            "/api/v1/traces/{trace_id}": {"get": {
+                "summary": "One trace: spans, tree, timeline, evals, decisions, judge runs",
+                "tags": ["traces"],
+                "parameters": [{"name": "trace_id", "in": "path", "required": True, "schema": _STR,
+                                "description": "32 hex characters or a UUID."}],
+                "responses": {"200": _json(_OBJ, "The trace."), "404": PROBLEM, **AUTH_ERRORS}}},
+            "/api/v1/traces/stats/overview": {"get": {
+                "summary": "Dashboard figures over the last hours", "tags": ["traces"],
+                "parameters": [_query("last_hours", {"type": "integer", "minimum": 1, "maximum": 720,
+                                                     "default": 24}, "Window in hours.")],
+                "responses": {"200": _json(_OBJ, "Totals and an hourly series."), **AUTH_ERRORS}}},
+            "/api/v1/ingest/traces": _ingest("A trace and a batch of its spans", "IngestTraces"),
+            "/api/v1/ingest/spans": _ingest("Span events: LOG, AMENDMENT, START, END, ERROR", "IngestSpans"),
+            "/api/v1/ingest/langgraph-runs": _ingest("A LangGraph run and its nodes", "LangGraphRun"),
+            "/api/v1/evals": {"post": {
+                "summary": "Attach an evaluation result to a trace", "tags": ["evals"],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Eval"}}}},
+                "responses": {"201": _json(_OBJ, "Stored."), "200": _json(_OBJ, "Replayed retry."),
+                              "409": PROBLEM, "400": PROBLEM, **AUTH_ERRORS}}},
+            "/v1/traces": _otlp("OTLP/HTTP trace export (protobuf or JSON, gzip or not)"),
+            "/v1/logs": _otlp("OTLP/HTTP log export (GenAI content events)"),
+            "/healthz": {"get": {"summary": "Liveness", "tags": ["ops"], "security": [],
+                                 "responses": {"200": {"description": "Serving."}}}},
+            "/readyz": {"get": {"summary": "Readiness (ingest queue has room)", "tags": ["ops"],
+                                "security": [],
+                                "responses": {"200": {"description": "Ready."},
+                                              "503": {"description": "Overloaded."}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "tags": ["ops"], "security": [],
+                                 "responses": {"200": {"description": "Text exposition format."}}}},
+            "/api/v1/openapi.json": {"get": {"summary": "This document", "tags": ["ops"], "security": [],
+                                             "responses": {"200": _json(_OBJ, "OpenAPI 3.1.")}}},
+        },
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+                                "bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {**BODIES, "Problem": {"type": "object", "properties": {
+                "type": _STR, "title": _STR, "status": {"type": "integer"}, "detail": _STR,
+                "errors": {"type": "array", "items": {"type": "object", "properties": {
+                    "path": _STR, "message": _STR}}}}}},
+        },
+    }
