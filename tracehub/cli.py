@@ -1,4 +1,4 @@
-"""The `tracehub` command: serve, migrate, keys create. Every serve flag is also a TRACEHUB_* variable."""
+"""The `tracehub` command: serve, migrate, seed, keys create. Every serve flag is also a TRACEHUB_* variable."""
 
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ def _parser() -> argparse.ArgumentParser:
                              description="Bring the database schema to the newest version.")
     migrate.add_argument("--database-url", default=None, help="SQLAlchemy URL; env TRACEHUB_DATABASE_URL.")
 
+    seed = sub.add_parser("seed", help="load demo data (idempotent)",
+                          description="Load demo traces, a LangGraph run, evals, a failure and an open "
+                                      "trace through the API, so a first start is not empty.")
+    seed.add_argument("--api-key", default="dev-key", help="key of the project to seed (default dev-key)")
+    seed.add_argument("--database-url", default=None, help="SQLAlchemy URL; env TRACEHUB_DATABASE_URL.")
+
     keys = sub.add_parser("keys", help="manage API keys", description="Manage API keys.")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = keys_sub.add_parser("create", help="create a key for a project (printed once)",
@@ -37,12 +43,28 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items()
-                 if k not in ("command", "keys_command", "project")}
+                 if k not in ("command", "keys_command", "project", "api_key")}
     settings = Settings.from_env(**overrides)
     if args.command == "serve":
         from tracehub.server import serve
 
         serve(settings)
+        return 0
+
+    if args.command == "seed":
+        from tracehub.hub import Hub
+        from tracehub.seed import seed
+
+        hub = Hub(settings)
+        hub.prepare()
+        try:
+            counts = seed(hub, args.api_key)
+        finally:
+            hub.close()
+        if counts["requests"]:
+            print(f"seeded {counts['created']} items in {counts['requests']} requests")
+        else:
+            print("demo data already present; nothing to do")
         return 0
 
     from tracehub.store import db, keys
