@@ -10,6 +10,7 @@ import logging
 import sqlalchemy as sa
 
 from tracehub.collector.pipeline import Pipeline
+from tracehub.collector.pricing import Pricing
 from tracehub.settings import Settings
 from tracehub.store import db, keys
 from tracehub.store.writer import Writer
@@ -22,7 +23,8 @@ class Hub:
         self.settings = settings
         self.engine = engine or db.create_engine(settings.database_url)
         self.writer = Writer(self.engine, settings.queue_max_spans, settings.writer_batch_spans)
-        self.pipeline = Pipeline(self.writer)
+        self.pricing = Pricing.load(settings.prices_file)
+        self.pipeline = Pipeline(self.writer, pricing=self.pricing)
         self.keys = keys.KeyResolver(self.engine)
 
     @property

@@ -40,6 +40,10 @@ class Settings:
         False, "Allow a non-loopback --host while only the default dev-key exists."
     )
     log_level: str = _setting("info", "Log level: debug, info, warning, error.")
+    prices_file: str | None = _setting(
+        None, "JSON or YAML model price table (USD per 1M input / output tokens) merged over the"
+        " shipped one; see tracehub/data/model_prices.json for the shape."
+    )
 
     @property
     def is_sqlite(self) -> bool:
@@ -74,6 +78,8 @@ def _coerce(type_name: Any, raw: str, name: str) -> Any:
             raise SystemExit(f"{env_name(name)}={raw!r} is not an integer") from None
     if kind == "bool":
         return raw.strip().lower() in ("1", "true", "yes", "on")
+    if kind.endswith("| None") and not raw.strip():
+        return None  # an empty optional setting means "not set"
     return raw
 
 

@@ -67,12 +67,13 @@ def overview(conn: sa.Connection, project_id: int, last_hours: int, now_ns: int)
         ).where(in_window).group_by(sa.literal_column("bucket"))
     ).mappings().all()
     # SUM over BIGINT is NUMERIC on PostgreSQL (Decimal in Python): normalize every value.
-    buckets = {int(r["bucket"]): {k: (float(v) if k in ("completion_sum", "cost_usd") else int(v))
-                                  for k, v in r.items() if k != "bucket"}
-               for r in per_bucket}
+    buckets: dict[int, dict[str, Any]] = {
+        int(r["bucket"]): {k: (float(v) if k in ("completion_sum", "cost_usd") else int(v))
+                           for k, v in r.items() if k != "bucket"}
+        for r in per_bucket}
 
-    totals = {k: 0 for k in ("trace_count", "error_count", "open_traces", "langgraph_runs",
-                             "input_tokens", "output_tokens")}
+    totals = dict.fromkeys(("trace_count", "error_count", "open_traces", "langgraph_runs",
+                            "input_tokens", "output_tokens"), 0)
     completion_sum = cost = 0.0
     for b in buckets.values():
         for k in totals:
@@ -82,16 +83,18 @@ def overview(conn: sa.Connection, project_id: int, last_hours: int, now_ns: int)
     count = totals["trace_count"]
     overall_latency, bucket_p50 = _latencies(conn, in_window, bucket)
 
+    empty = {"trace_count": 0, "error_count": 0, "input_tokens": 0, "output_tokens": 0,
+             "cost_usd": 0.0}
     series = []
     for i in range(n_buckets):
-        b = buckets.get(i)
+        hour = buckets.get(i, empty)
         series.append({
             "start_ns": first + i * HOUR_NS,
-            "trace_count": b["trace_count"] if b else 0,
-            "error_count": b["error_count"] if b else 0,
-            "total_tokens": b["input_tokens"] + b["output_tokens"] if b else 0,
-            "cost_usd": round(b["cost_usd"], 8) if b else 0.0,
-            "latency_p50_ms": bucket_p50.get(i, 0.0),
+            "trace_count": hour["trace_count"],
+            "error_count": hour["error_count"],
+            "total_tokens": hour["input_tokens"] + hour["output_tokens"],
+            "cost_usd": round(hour["cost_usd"], 8),
+            "latency_p50_ms": bucket_p50.get(i, 0.0),  # 0 when the hour has no finished trace
         })
     return {
         "last_hours": last_hours,
@@ -158,7 +161,7 @@ def _latencies(conn: sa.Connection, in_window: sa.ColumnElement[bool], bucket: A
     for row in rows:
         n_all = int(row["n_all"])
         overall[int(row["rn_all"])] = int(row["duration"])
-        n_b, values = per_bucket.setdefault(int(row["bucket"]), (int(row["n_bucket"]), {}))
+        _, values = per_bucket.setdefault(int(row["bucket"]), (int(row["n_bucket"]), {}))
         values[int(row["rn_bucket"])] = int(row["duration"])
     latency = {f"p{pct}": _interpolate(overall, n_all, pct) for pct in LATENCY_PERCENTILES}
     return latency, {b: _interpolate(values, n_b, 50) for b, (n_b, values) in per_bucket.items()}
