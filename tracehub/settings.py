@@ -31,7 +31,7 @@ class Settings:
         16 * 1024 * 1024, "Largest accepted request body after decompression, in bytes."
     )
     queue_max_spans: int = _setting(
-        100_000, "Spans waiting for the writer before ingest answers 429 / RESOURCE_EXHAUSTED."
+        20_000, "Spans waiting for the writer before ingest answers 429 / RESOURCE_EXHAUSTED."
     )
     writer_batch_spans: int = _setting(
         5_000, "Most spans the writer groups into one transaction."
