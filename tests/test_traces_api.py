@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from conftest import ServerProcess
-from otlp_helpers import NS, make_span, post, request_of
+from otlp_helpers import NS, make_span, post
 
 
 def _send_trace(server: ServerProcess, env: str, *, status_error: bool = False, text: str = "",

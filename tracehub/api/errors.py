@@ -44,4 +44,4 @@ async def handle_problem(_request: Request, exc: Exception) -> JSONResponse:
 
 async def handle_http(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+    return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))

@@ -38,6 +38,7 @@ async def _abort(context: grpc.aio.ServicerContext, err: IngestError) -> NoRetur
             retry_delay=Duration(seconds=err.retry_after_s)))
     await context.abort(err.grpc_code, err.message,
                         trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),))
+    raise AssertionError("abort() raises")  # grpc's stubs do not say so
 
 
 def _handler(hub: Hub, decode: Callable[[bytes, str], otlp.Decoded], response_type: Any,

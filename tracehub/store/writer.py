@@ -90,6 +90,7 @@ class Writer:
         conn = self._engine.raw_connection()
         try:
             dbapi = conn.driver_connection
+            assert dbapi is not None
             if self._sql.pg:
                 dbapi.autocommit = True  # explicit BEGIN / COMMIT below
             else:
