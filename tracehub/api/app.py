@@ -50,10 +50,10 @@ def create_app(hub: Hub) -> Starlette:
     routes = (_health_routes(hub) + OtlpHttp(hub).routes() + IngestRoutes(hub).routes()
               + StatsRoutes(hub).routes() + TraceRoutes(hub).routes()
               + [Route("/api/v1/openapi.json", _openapi)])
-    return Starlette(routes=routes, exception_handlers=HANDLERS)  # type: ignore[arg-type]
+    return Starlette(routes=routes, exception_handlers=HANDLERS)
 
 
 def create_otlp_app(hub: Hub) -> Starlette:
     """The dedicated OTLP/HTTP port: only `/v1/traces`, `/v1/logs` and health."""
     return Starlette(routes=_health_routes(hub) + OtlpHttp(hub).routes(),
-                     exception_handlers=HANDLERS)  # type: ignore[arg-type]
+                     exception_handlers=HANDLERS)

@@ -89,7 +89,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def _encode(message: Any, codec: str) -> bytes:
     if codec == "json":
-        return json_format.MessageToJson(message, indent=None).encode()
+        return str(json_format.MessageToJson(message, indent=None)).encode()
     return bytes(message.SerializeToString())
 
 
