@@ -251,7 +251,8 @@ class BatchWriter:
         self._apply_earlier_events(pid, new)
         now = time.time_ns()
         seen_parents: set[tuple[str, str]] = set()
-        for s in sorted(new, key=lambda s: s.start_ns):
+        # Model calls first, so the trace's model is a model that was called, not a declared one.
+        for s in sorted(new, key=lambda s: (s.mapped.span_type not in tracerow.TOKEN_SPAN_TYPES, s.start_ns)):
             row = rows.get(s.trace_id) or rows.setdefault(s.trace_id, tracerow.new_row(pid, s.trace_id, now))
             tracerow.fold_span(row, s)
             self._touched.add(s.trace_id)

@@ -55,8 +55,9 @@ def fold_span(row: dict[str, Any], s: SpanRecord) -> None:
     if m.span_type in TOKEN_SPAN_TYPES:
         row["input_tokens"] += m.input_tokens or 0
         row["output_tokens"] += m.output_tokens or 0
-        if m.model and not row["model"]:
-            row["model"] = m.model
+    # The first model seen wins; a model call's model is seen first within a batch (see below).
+    if m.model and not row["model"]:
+        row["model"] = m.model
     if s.cost_usd:
         row["cost_usd"] += s.cost_usd
     for field in ("environment", "user_id", "session_id", "graph_name"):
