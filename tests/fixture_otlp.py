@@ -1,7 +1,7 @@
-"""Turn a capture from shared/fixtures/otel-captures into the OTLP protobuf requests it came from.
+"""Turn a capture from tests/fixtures/otel-captures into the OTLP protobuf requests it came from.
 
 A capture is the JSON dump of finished spans and log records from an in-memory exporter (see
-shared/fixtures/README.md). End-to-end tests replay it through a real server, so the conversion
+tests/fixtures/README.md). End-to-end tests replay it through a real server, so the conversion
 mirrors what the Python OTLP exporter sends: spans grouped by resource and then by
 instrumentation scope in first-seen order, ids as raw bytes from hex, enum names as proto enums,
 attributes as AnyValue (arrays and kvlists included), and a log record's missing body as an empty

@@ -1,6 +1,6 @@
-"""Semantic-convention mapping against every real capture in shared/fixtures, plus bad input.
+"""Semantic-convention mapping against every real capture in tests/fixtures, plus bad input.
 
-The captures come from real instrumentation packages (see shared/fixtures/README.md); ids and
+The captures come from real instrumentation packages (see tests/fixtures/README.md); ids and
 timestamps change per run, so these tests compare span names, order and mapped fields only.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,7 @@ import pytest
 from tracehub.collector.semconv import MAX_PARSE_CHARS, map_log, map_span
 from tracehub.records import SPAN_TYPES, Mapped
 
-FIXTURES = Path(os.environ.get("TRACEHUB_FIXTURES")
-                or Path(__file__).resolve().parents[2] / "shared" / "fixtures")
+FIXTURES = Path(__file__).parent / "fixtures"
 CAPTURES = FIXTURES / "otel-captures"
 CAPTURE_NAMES = sorted(p.name for p in CAPTURES.glob("*.json"))
 
