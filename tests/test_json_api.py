@@ -238,3 +238,16 @@ def test_unparseable_and_unauthenticated(hub: ServerProcess) -> None:
     assert send(hub, "/api/v1/ingest/traces", "{nope").status_code == 400
     r = httpx.post(hub.url + "/api/v1/evals", json={"trace_id": TRACE_1, "eval_name": "x"})
     assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_gzip_bodies_and_size_limit(hub: ServerProcess) -> None:
+    import gzip
+
+    body = gzip.compress(json.dumps({"trace_id": TRACE_1, "eval_name": "gz", "score": 1}).encode())
+    r = hub.client.post("/api/v1/evals", content=body,
+                        headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert r.status_code == 201, r.text
+    huge = gzip.compress(b"[" + b"0," * (5 * 1024 * 1024) + b"0]")
+    r = hub.client.post("/api/v1/ingest/traces", content=huge,
+                        headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"

@@ -24,6 +24,7 @@ from tracehub.api.params import normalize_id, parse_time_ns
 from tracehub.api.schemas import validation_errors
 from tracehub.collector import semconv
 from tracehub.collector.errors import IngestError
+from tracehub.collector.http import read_body
 from tracehub.hub import Hub
 from tracehub.records import (
     STATUS_ERROR,
@@ -319,9 +320,10 @@ async def _json_body(request: Request) -> Any:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in ("application/json", ""):
         raise ProblemError(415, f"unsupported content type {ctype!r}: send application/json")
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise ProblemError(413, f"request body exceeds {MAX_BODY_BYTES} bytes")
+    try:
+        raw = await read_body(request, MAX_BODY_BYTES)  # bounded, gzip allowed, as for OTLP
+    except IngestError as err:
+        raise ProblemError(err.http_status, err.message) from None
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
