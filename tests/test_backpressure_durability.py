@@ -28,9 +28,11 @@ def _wait_queued(server: ServerProcess, expected: int) -> None:
     raise AssertionError("the writer never queued the request")
 
 
-def test_full_queue_answers_429_and_resource_exhausted(
-        server_factory: Callable[..., ServerProcess]) -> None:
-    server = server_factory("sqlite", env={"TRACEHUB_QUEUE_MAX_SPANS": "1"})
+@pytest.mark.parametrize("limit", [{"TRACEHUB_QUEUE_MAX_SPANS": "1"},
+                                   {"TRACEHUB_MAX_INFLIGHT_BYTES": "64"}], ids=["queue", "bytes"])
+def test_overload_answers_429_and_resource_exhausted(
+        server_factory: Callable[..., ServerProcess], limit: dict[str, str]) -> None:
+    server = server_factory("sqlite", env=limit)
     path = server.database_url.removeprefix("sqlite:///")
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # hold the write lock: the writer stalls, the queue fills
@@ -44,7 +46,8 @@ def test_full_queue_answers_429_and_resource_exhausted(
         r = post(server, request_of(make_span(new_trace_id(), b"\x32" * 8)))
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
         assert status_pb2.Status.FromString(r.content).code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
-        assert httpx.get(server.url + "/readyz").status_code == 503
+        if "TRACEHUB_QUEUE_MAX_SPANS" in limit:
+            assert httpx.get(server.url + "/readyz").status_code == 503
         assert httpx.get(server.url + "/healthz").status_code == 200
 
         channel = grpc.insecure_channel(server.otlp_grpc)

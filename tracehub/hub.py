@@ -24,7 +24,8 @@ class Hub:
         self.engine = engine or db.create_engine(settings.database_url)
         self.writer = Writer(self.engine, settings.queue_max_spans, settings.writer_batch_spans)
         self.pricing = Pricing.load(settings.prices_file)
-        self.pipeline = Pipeline(self.writer, pricing=self.pricing)
+        self.pipeline = Pipeline(self.writer, pricing=self.pricing,
+                                 max_inflight_bytes=settings.max_inflight_bytes)
         self.keys = keys.KeyResolver(self.engine)
 
     @property

@@ -58,7 +58,7 @@ def _uvicorn(app: Any, settings: Settings, port: int) -> _Server:
         app, host=settings.host, port=port, lifespan="off", access_log=False,
         log_level=settings.log_level, timeout_graceful_shutdown=20,
         # Bounded concurrency: beyond it uvicorn answers 503 instead of queueing without limit.
-        limit_concurrency=256, backlog=1024, server_header=False,
+        limit_concurrency=settings.max_concurrent_requests, backlog=1024, server_header=False,
     ))
 
 

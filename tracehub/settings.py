@@ -33,6 +33,14 @@ class Settings:
     queue_max_spans: int = _setting(
         20_000, "Spans waiting for the writer before ingest answers 429 / RESOURCE_EXHAUSTED."
     )
+    max_inflight_bytes: int = _setting(
+        64 * 1024 * 1024,
+        "Request bytes (decompressed) being read, decoded or written at once; beyond it ingest"
+        " answers 429 / RESOURCE_EXHAUSTED. Bounds memory under overload.",
+    )
+    max_concurrent_requests: int = _setting(
+        256, "Concurrent requests per listener; beyond it HTTP answers 503 and gRPC RESOURCE_EXHAUSTED."
+    )
     writer_batch_spans: int = _setting(
         5_000, "Most spans the writer groups into one transaction."
     )

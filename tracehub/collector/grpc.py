@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from tracehub import metrics
 from tracehub.collector import otlp
-from tracehub.collector.errors import IngestError, overloaded, unauthenticated
+from tracehub.collector.errors import IngestError, unauthenticated
 from tracehub.hub import Hub
 from tracehub.records import Batch
 
@@ -48,10 +48,9 @@ def _handler(hub: Hub, decode: Callable[[bytes, str], otlp.Decoded], response_ty
             project_id = hub.keys.project_for(_key(context.invocation_metadata()))
             if project_id is None:
                 raise unauthenticated()
-            if not hub.pipeline.accepting():
-                raise overloaded()
-            decoded = decode(body, "protobuf")
-            await hub.pipeline.export(Batch(project_id, decoded.spans, decoded.events))
+            with hub.pipeline.admit(len(body)):
+                decoded = decode(body, "protobuf")
+                await hub.pipeline.export(Batch(project_id, decoded.spans, decoded.events))
         except IngestError as err:
             metrics.INGEST_REQUESTS.labels("grpc", err.grpc_code.name).inc()
             await _abort(context, err)
@@ -72,7 +71,7 @@ def create_server(hub: Hub) -> grpc.aio.Server:
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", 4 * 1024 * 1024),
         ("grpc.so_reuseport", 0),
-    ])
+    ], maximum_concurrent_rpcs=hub.settings.max_concurrent_requests)
     server.add_generic_rpc_handlers((
         grpc.method_handlers_generic_handler("opentelemetry.proto.collector.trace.v1.TraceService", {
             "Export": _handler(hub, otlp.decode_traces, ExportTraceServiceResponse, "rejected_spans"),

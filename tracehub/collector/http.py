@@ -22,7 +22,8 @@ from starlette.routing import Route
 from tracehub import metrics
 from tracehub.collector import otlp
 from tracehub.collector.errors import IngestError, invalid, too_large, unsupported_media_type
-from tracehub.collector.errors import overloaded, unauthenticated
+from tracehub.collector.errors import unauthenticated
+from tracehub.collector.pipeline import Reservation
 from tracehub.hub import Hub
 from tracehub.records import Batch
 
@@ -50,8 +51,9 @@ def _codec(request: Request) -> str:
     raise unsupported_media_type(ctype)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, decompressed, never holding more than `limit` bytes of it."""
+async def read_body(request: Request, limit: int, reservation: Reservation | None = None) -> bytes:
+    """The request body, decompressed, never holding more than `limit` bytes of it; the bytes held
+    are reserved from the pipeline's budget as they arrive."""
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("gzip", "x-gzip"):
         inflater: Any = zlib.decompressobj(wbits=31)
@@ -82,6 +84,8 @@ async def read_body(request: Request, limit: int) -> bytes:
                 raise too_large(limit)
         if len(out) > limit:
             raise too_large(limit)
+        if reservation is not None:
+            reservation.grow(len(out))
     if inflater is not None and not inflater.eof and out:
         raise invalid("compressed body is truncated")
     return bytes(out)
@@ -121,11 +125,12 @@ class OtlpHttp:
                 project_id = self.hub.keys.project_for(presented_key(request.headers))
                 if project_id is None:
                     raise unauthenticated()
-                if not self.hub.pipeline.accepting():
-                    raise overloaded()
-                body = await read_body(request, self.hub.settings.max_request_bytes)
-                decoded = decode(body, codec)
-                await self.hub.pipeline.export(Batch(project_id, decoded.spans, decoded.events))
+                declared = request.headers.get("content-length", "")
+                with self.hub.pipeline.admit(int(declared) if declared.isdigit() else 0) as held:
+                    body = await read_body(request, self.hub.settings.max_request_bytes, held)
+                    decoded = decode(body, codec)
+                    del body
+                    await self.hub.pipeline.export(Batch(project_id, decoded.spans, decoded.events))
             except IngestError as err:
                 metrics.INGEST_REQUESTS.labels("http", str(err.http_status)).inc()
                 return error_response(err, codec)

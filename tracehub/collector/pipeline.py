@@ -2,6 +2,10 @@
 
 `export()` returns only after the records are committed; processors (the decision engine) run after
 the commit and never hold up the acknowledgement of stored data.
+
+Memory is bounded twice: `admit()` reserves the bytes of each request body from a budget shared by
+every receiver until the request is answered (a request that does not fit is refused before its
+body is read further), and the writer's queue is bounded in spans.
 """
 
 from __future__ import annotations
@@ -25,16 +29,49 @@ class Processor(Protocol):
     async def process(self, batch: Batch, result: WriteResult) -> None: ...
 
 
+class Reservation:
+    """Bytes of one request held against the pipeline's budget; grows as the body is read."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+        self.held = 0
+
+    def grow(self, total: int) -> None:
+        if total > self.held:
+            self._pipeline.reserve(total - self.held, self.held)
+            self.held = total
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._pipeline.inflight_bytes -= self.held
+        self.held = 0
+
+
 class Pipeline:
     def __init__(self, writer: Writer, processors: list[Processor] | None = None,
-                 pricing: Pricing | None = None) -> None:
+                 pricing: Pricing | None = None, max_inflight_bytes: int = 64 * 1024 * 1024) -> None:
         self.writer = writer
         self.processors = list(processors or [])
         self.pricing = pricing
+        self.max_inflight_bytes = max_inflight_bytes
+        self.inflight_bytes = 0  # touched only on the event loop: no lock
 
-    def accepting(self) -> bool:
-        """Cheap admission check before a body is read: is there room in the queue at all?"""
-        return self.writer.queued_spans < self.writer.max_queued_spans
+    def admit(self, declared_bytes: int = 0) -> Reservation:
+        """Admission before a body is read: room in the writer's queue and in the byte budget."""
+        if self.writer.queued_spans >= self.writer.max_queued_spans:
+            raise overloaded()
+        reservation = Reservation(self)
+        reservation.grow(declared_bytes)
+        return reservation
+
+    def reserve(self, n: int, own: int = 0) -> None:
+        # A request alone is always let through, however large, so a big body cannot starve.
+        others = self.inflight_bytes - own
+        if others and self.inflight_bytes + n > self.max_inflight_bytes:
+            raise overloaded()
+        self.inflight_bytes += n
 
     async def export(self, batch: Batch) -> WriteResult:
         if not len(batch):

@@ -20,9 +20,8 @@ SQLITE_PRAGMAS = (
     "PRAGMA synchronous=NORMAL",
     "PRAGMA busy_timeout=10000",
     "PRAGMA foreign_keys=ON",
-    # 64 MiB page cache per connection and memory-mapped reads: fewer syscalls on queries.
-    "PRAGMA cache_size=-65536",
-    "PRAGMA mmap_size=268435456",
+    # 16 MiB page cache per connection: the pool holds several, and memory is bounded by design.
+    "PRAGMA cache_size=-16384",
     "PRAGMA temp_store=MEMORY",
 )
 
