@@ -124,3 +124,16 @@ def test_a_key_never_sees_another_projects_data(server: ServerProcess,
     assert server.client.get(f"/api/v1/traces/{theirs}").status_code == 404
     assert [t["trace_id"] for t in _list(server, environment=env)["items"]] == [mine]
     other.close()
+
+
+def test_search_index_catches_up_and_serves_from_the_index(server: ServerProcess) -> None:
+    import time
+
+    env = "indexed-" + secrets.token_hex(4)
+    wanted = _send_trace(server, env, text="인덱스 확인용 문장 zebra-crossing")
+    deadline = time.monotonic() + 20
+    while httpx.get(server.url + "/readyz").json()["search_unindexed_rows"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert httpx.get(server.url + "/readyz").json()["search_unindexed_rows"] == 0
+    for query in ("zebra-cross", "확인용 문장", "ZEBRA"):
+        assert [t["trace_id"] for t in _list(server, environment=env, search=query)["items"]] == [wanted]

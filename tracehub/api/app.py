@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -17,8 +18,17 @@ from tracehub.api.stats import StatsRoutes
 from tracehub.api.traces import TraceRoutes
 from tracehub.collector.http import OtlpHttp
 from tracehub.hub import Hub
+from tracehub.store import search
 
 HANDLERS = {ProblemError: handle_problem, HTTPException: handle_http}
+
+
+def _unindexed_rows(hub: Hub) -> int:
+    raw = hub.engine.raw_connection()
+    try:
+        return search.unindexed_rows(raw.cursor(), hub.dialect == "postgresql")
+    finally:
+        raw.close()
 
 
 def _health_routes(hub: Hub) -> list[Route]:
@@ -28,8 +38,9 @@ def _health_routes(hub: Hub) -> list[Route]:
     async def readyz(_request: Request) -> JSONResponse:
         queued = hub.writer.queued_spans
         ready = queued < hub.writer.max_queued_spans
-        return JSONResponse({"status": "ready" if ready else "overloaded", "queued_spans": queued},
-                            200 if ready else 503)
+        unindexed = await run_in_threadpool(_unindexed_rows, hub)
+        return JSONResponse({"status": "ready" if ready else "overloaded", "queued_spans": queued,
+                             "search_unindexed_rows": unindexed}, 200 if ready else 503)
 
     async def prometheus(_request: Request) -> Response:
         metrics.QUEUED_SPANS.set(hub.writer.queued_spans)

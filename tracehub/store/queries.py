@@ -11,15 +11,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tracehub.store.schema import (
-    SEARCH_DOCUMENT_PG,
-    SEARCH_EVENTS_PG,
-    SEARCH_TRACES_PG,
-    evaluation_results,
-    span_events,
-    spans,
-    traces,
-)
+from tracehub.store import search
+from tracehub.store.schema import evaluation_results, span_events, spans, traces
 
 LIST_TEXT_LIMIT = 1000  # list rows carry previews; the detail carries the full text
 
@@ -40,41 +33,6 @@ class TraceFilter:
     eval_name: str | None = None
     eval_passed: bool | None = None
     user_review_passed: bool | None = None
-
-
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-# (table, FTS5 table, rowid column, text columns, PostgreSQL search expression) per searched table.
-_SEARCHED = (
-    ("spans", "spans_fts", "id", ("name", "input_text", "output_text", "attributes"), SEARCH_DOCUMENT_PG),
-    ("traces", "traces_fts", "rowid", ("name", "input_text", "output_text"), SEARCH_TRACES_PG),
-    ("span_events", "span_events_fts", "id", ("name", "payload"), SEARCH_EVENTS_PG),
-)
-
-
-def _search_condition(dialect: str, project_id: int, text: str) -> sa.ColumnElement[bool]:
-    """Traces whose name, input or output, or one of whose spans (name, input, output,
-    attributes) or span events contain `text`, in any case."""
-    selects = []
-    for table, fts, rowid, columns, pg_document in _SEARCHED:
-        if dialect != "sqlite":
-            where = f"{pg_document} LIKE :q"
-            selects.append(f"SELECT trace_id FROM {table} WHERE project_id = :p AND {where}")
-        elif len(text) >= 3:
-            # Trigram index: a phrase query is a case-insensitive substring match.
-            selects.append(f"SELECT t.trace_id FROM {fts} JOIN {table} t ON t.{rowid} = {fts}.rowid"
-                           f" WHERE {fts} MATCH :m AND t.project_id = :p")
-        else:
-            # Too short for trigrams: scan, bounded by the project.
-            likes = " OR ".join(f"{c} LIKE :q ESCAPE '\\'" for c in columns)
-            selects.append(f"SELECT trace_id FROM {table} WHERE project_id = :p AND ({likes})")
-    sql = " UNION ".join(selects)
-    params = {"p": project_id, "q": _like(text.lower() if dialect != "sqlite" else text),
-              "m": '"' + text.replace('"', '""') + '"'}
-    matched = sa.text(sql).bindparams(**{k: v for k, v in params.items() if f":{k}" in sql})
-    return traces.c.trace_id.in_(matched.columns(sa.column("trace_id", sa.String)))
 
 
 def _open_count() -> sa.ColumnElement[int]:
@@ -98,7 +56,7 @@ def list_traces(conn: sa.Connection, project_id: int, f: TraceFilter, page: int,
     if f.start_before_ns is not None:
         conds.append(traces.c.start_ns < f.start_before_ns)
     if f.search:
-        conds.append(_search_condition(conn.dialect.name, project_id, f.search))
+        conds.append(search.condition(conn.dialect.name, project_id, f.search))
     if f.user_review_passed is not None:
         conds.append(traces.c.user_review_passed == f.user_review_passed)
     if f.eval_name is not None or f.eval_passed is not None:

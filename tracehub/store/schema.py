@@ -168,3 +168,13 @@ SEARCH_TRACES_PG = (
     "lower(coalesce(name, '') || ' ' || coalesce(input_text, '') || ' ' || coalesce(output_text, ''))"
 )
 SEARCH_EVENTS_PG = "lower(name || ' ' || payload::text)"
+
+# How far each indexed table is covered by the search index (tracehub.store.search). The indexes
+# themselves are dialect-specific: FTS5 tables on SQLite, span_search / span_event_search with
+# pg_trgm GIN indexes on PostgreSQL (migration 0003).
+search_state = sa.Table(
+    "search_state",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("indexed_upto", sa.BigInteger, nullable=False),
+)

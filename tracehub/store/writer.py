@@ -10,7 +10,8 @@ traces a transaction touches, folds in only the spans that were not stored befor
 span counts once), and upserts the rows. Being the single writer is what makes that read-modify-write
 safe; on PostgreSQL the rows are also locked FOR UPDATE.
 
-What one batch writes, and how, is `tracehub.store.batchwrite`.
+What one batch writes, and how, is `tracehub.store.batchwrite`. Between commits, when idle (and at
+least once a second under load), the writer indexes new rows for search (`tracehub.store.search`).
 """
 
 from __future__ import annotations
@@ -18,15 +19,20 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any
 
 import sqlalchemy as sa
 
 from tracehub.records import Batch
+from tracehub.store import search
 from tracehub.store.batchwrite import BatchWriter, Sql, WriteResult
 
 log = logging.getLogger(__name__)
+
+INDEX_IDLE_S = 0.05  # an idle writer indexes after this pause
+INDEX_EVERY_S = 1.0  # a busy one still indexes a step this often
 
 
 class QueueFull(Exception):
@@ -60,6 +66,7 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="tracehub-writer", daemon=True)
         self.committed_spans = 0
         self.transactions = 0
+        self.indexed_rows = 0
 
     @property
     def queued_spans(self) -> int:
@@ -95,27 +102,56 @@ class Writer:
                 dbapi.autocommit = True  # explicit BEGIN / COMMIT below
             else:
                 dbapi.isolation_level = None
-            stop = False
-            while not stop:
-                job = self._queue.get()
-                if job is None:
-                    break
-                jobs, size = [job], job.size
-                while size < self._batch_spans:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    jobs.append(nxt)
-                    size += nxt.size
-                self._commit(dbapi, jobs)
-                with self._lock:
-                    self._queued -= size
+            self._loop(dbapi)
         finally:
             conn.close()
+
+    def _loop(self, dbapi: Any) -> None:
+        index_pending = True  # rows may be left unindexed by an earlier run
+        last_index = time.monotonic()
+        while True:
+            try:
+                job = self._queue.get(timeout=INDEX_IDLE_S if index_pending else None)
+            except queue.Empty:
+                index_pending = self._index(dbapi)  # idle: catch the search index up
+                last_index = time.monotonic()
+                continue
+            if job is None:
+                return
+            jobs, size, stop = [job], job.size, False
+            while size < self._batch_spans:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                jobs.append(nxt)
+                size += nxt.size
+            self._commit(dbapi, jobs)
+            with self._lock:
+                self._queued -= size
+            if stop:
+                return
+            index_pending = True
+            if time.monotonic() - last_index > INDEX_EVERY_S:  # bounded index lag under load
+                index_pending = self._index(dbapi)
+                last_index = time.monotonic()
+
+    def _index(self, dbapi: Any) -> bool:
+        """One bounded indexing step in its own transaction; True if more rows are waiting."""
+        cur = dbapi.cursor()
+        try:
+            cur.execute("BEGIN" if self._sql.pg else "BEGIN IMMEDIATE")
+            done = search.index_step(cur, self._sql.pg)
+            cur.execute("COMMIT")
+        except Exception:
+            log.exception("search indexing step failed; retrying later")
+            self._rollback(dbapi)
+            return True
+        self.indexed_rows += done
+        return done > 0
 
     def _commit(self, dbapi: Any, jobs: list[_Job]) -> None:
         try:
