@@ -69,6 +69,8 @@ class SpanRecord:
     links: list[dict[str, Any]] = field(default_factory=list)
     cost_usd: float | None = None
     idem: Idem | None = None
+    # The spans-table row, encoded ahead by the receiving thread so the writer thread only writes.
+    row: tuple[Any, ...] | None = None
 
 
 @dataclass(slots=True)

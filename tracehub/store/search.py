@@ -19,9 +19,6 @@ import sqlalchemy as sa
 
 from tracehub.store.schema import SEARCH_DOCUMENT_PG, SEARCH_EVENTS_PG, SEARCH_TRACES_PG, traces
 
-INDEX_STEP_ROWS = 2000
-
-
 class Indexed:
     """One indexed table: where its rows live and how the two dialects index them."""
 
@@ -75,7 +72,7 @@ def condition(dialect: str, project_id: int, text: str) -> sa.ColumnElement[bool
     return traces.c.trace_id.in_(matched.columns(sa.column("trace_id", sa.String)))
 
 
-def index_step(cur: Any, pg: bool, limit: int = INDEX_STEP_ROWS) -> int:
+def index_step(cur: Any, pg: bool, limit: int) -> int:
     """Index up to `limit` new rows of each indexed table; the caller commits. Returns how many."""
     p = "%s" if pg else "?"
     done = 0
