@@ -13,8 +13,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="tracehub", description="LLM Trace Hub: OpenTelemetry-native tracing for LLM apps.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    env_only = "\n".join(f"  {env}={default!r}\n      {help_text}"
+                         for _name, env, default, help_text, flag in describe() if not flag)
     serve = sub.add_parser("serve", help="run the API, OTLP/HTTP and OTLP/gRPC servers",
-                           description="Run the REST API and OTLP receivers (migrates first).")
+                           description="Run the REST API and OTLP receivers (migrates first).",
+                           epilog="settings read from the environment only:\n" + env_only,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, env, default, help_text, flag in describe():
         if flag:
             kind = int if isinstance(default, int) else str
