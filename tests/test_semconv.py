@@ -68,7 +68,7 @@ def test_every_capture_is_covered() -> None:
 def test_mapping_is_valid_and_leaves_attributes_untouched(name: str) -> None:
     capture = load(name)
     before = copy.deepcopy(capture["spans"])
-    for span, m in mapped_spans(capture):
+    for _span, m in mapped_spans(capture):
         assert m.span_type in SPAN_TYPES
         assert m.environment == ENV
         for text in (m.input_text, m.output_text):

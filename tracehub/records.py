@@ -14,6 +14,10 @@ from typing import Any
 SPAN_TYPES = ("llm", "embedding", "tool", "retriever", "reranker", "chain", "agent", "node", "judge",
               "guardrail", "evaluator", "span")
 
+# Spans that call a model: the ones tokens and cost are counted on (their parents often repeat
+# the usage, and counting both would double it).
+MODEL_CALL_SPAN_TYPES = frozenset(("llm", "embedding"))
+
 # Span status vocabulary (the spec's): an un-ended span is "running".
 STATUS_RUNNING = "running"
 STATUS_SUCCESS = "success"

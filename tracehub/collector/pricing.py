@@ -32,11 +32,8 @@ from typing import Any
 
 import yaml
 
-from tracehub.records import SpanRecord
+from tracehub.records import MODEL_CALL_SPAN_TYPES, SpanRecord
 
-# The span types the trace row sums tokens for (the store's TOKEN_SPAN_TYPES); kept here so the
-# collector does not import the store's internals.
-COSTED_SPAN_TYPES = frozenset(("llm", "embedding"))
 # Prices stay per million tokens, as listed, and the sum is divided once per span.
 PER_MILLION = 1_000_000
 # Characters that end a model family name inside a versioned id (gpt-4o-mini-2024-07-18,
@@ -140,7 +137,7 @@ class Pricing:
         """Set `cost_usd` on the model-call spans of a batch (see the module docstring)."""
         for s in spans:
             m = s.mapped
-            if s.cost_usd is not None or m.span_type not in COSTED_SPAN_TYPES:
+            if s.cost_usd is not None or m.span_type not in MODEL_CALL_SPAN_TYPES:
                 continue
             attrs = s.attributes
             # One C-level check for all cost keys (the usual answer is "none present").

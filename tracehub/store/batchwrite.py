@@ -18,6 +18,7 @@ from typing import Any, Iterable
 import orjson
 
 from tracehub.records import (
+    MODEL_CALL_SPAN_TYPES,
     STATUS_ERROR,
     STATUS_SUCCESS,
     Batch,
@@ -269,7 +270,7 @@ class BatchWriter:
         now = time.time_ns()
         seen_parents: set[tuple[str, str]] = set()
         # Model calls first, so the trace's model is a model that was called, not a declared one.
-        for s in sorted(new, key=lambda s: (s.mapped.span_type not in tracerow.TOKEN_SPAN_TYPES, s.start_ns)):
+        for s in sorted(new, key=lambda s: (s.mapped.span_type not in MODEL_CALL_SPAN_TYPES, s.start_ns)):
             row = rows.get(s.trace_id) or rows.setdefault(s.trace_id, tracerow.new_row(pid, s.trace_id, now))
             tracerow.fold_span(row, s)
             self._touched.add(s.trace_id)

@@ -50,6 +50,3 @@ def migrate(engine: sa.Engine) -> None:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
-
-def dialect_name(engine: sa.Engine) -> str:
-    return engine.dialect.name

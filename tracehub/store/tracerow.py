@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracehub.records import STATUS_ERROR, STATUS_RUNNING, STATUS_SUCCESS, SpanRecord, TraceRecord
-
-TOKEN_SPAN_TYPES = frozenset(("llm", "embedding"))
+from tracehub.records import (
+    MODEL_CALL_SPAN_TYPES,
+    STATUS_ERROR,
+    STATUS_RUNNING,
+    STATUS_SUCCESS,
+    SpanRecord,
+    TraceRecord,
+)
 
 TRACE_COLUMNS = (
     "project_id", "trace_id", "name", "status", "start_ns", "end_ns", "model", "environment",
@@ -52,7 +57,7 @@ def fold_span(row: dict[str, Any], s: SpanRecord) -> None:
         row["name"] = s.name
     elif row["name"] is None:
         row["name"] = s.name
-    if m.span_type in TOKEN_SPAN_TYPES:
+    if m.span_type in MODEL_CALL_SPAN_TYPES:
         row["input_tokens"] += m.input_tokens or 0
         row["output_tokens"] += m.output_tokens or 0
     # The first model seen wins; a model call's model is seen first within a batch (see below).

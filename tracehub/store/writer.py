@@ -69,9 +69,6 @@ class Writer:
         self._lock = threading.Lock()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="tracehub-writer", daemon=True)
-        self.committed_spans = 0
-        self.transactions = 0
-        self.indexed_rows = 0
 
     @property
     def queued_spans(self) -> int:
@@ -159,7 +156,6 @@ class Writer:
             log.exception("search indexing step failed; retrying later")
             self._rollback(dbapi)
             return True
-        self.indexed_rows += done
         return done > 0
 
     def _commit(self, dbapi: Any, jobs: list[_Job]) -> None:
@@ -174,9 +170,7 @@ class Writer:
             for job in jobs:
                 self._commit(dbapi, [job])
             return
-        self.transactions += 1
         for job, result in zip(jobs, results):
-            self.committed_spans += result.spans_stored
             job.future.set_result(result)
 
     @staticmethod
