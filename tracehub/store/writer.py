@@ -153,9 +153,9 @@ class Writer:
             done = search.index_step(cur, self._sql.pg, INDEX_STEP_ROWS)
             cur.execute("COMMIT")
         except Exception:
-            log.exception("search indexing step failed; retrying later")
+            log.exception("search indexing step failed; retrying after the next commit")
             self._rollback(dbapi)
-            return True
+            return False  # no busy retry loop; search stays complete through the tail scan
         return done > 0
 
     def _commit(self, dbapi: Any, jobs: list[_Job]) -> None:
