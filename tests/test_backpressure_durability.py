@@ -116,3 +116,25 @@ def test_acknowledged_spans_survive_shutdown(server_factory: Callable[..., Serve
         got = restarted.client.get(f"/api/v1/traces/{trace_id}")
         assert got.status_code == 200, f"acknowledged trace {trace_id} lost after {sig!r}"
         assert got.json()["trace"]["span_count"] == 50
+
+
+def test_a_request_that_gives_up_while_queued_does_not_stop_the_writer(
+        server_factory: Callable[..., ServerProcess]) -> None:
+    server = server_factory("sqlite")
+    blocker = sqlite3.connect(server.database_url.removeprefix("sqlite:///"), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    abandoned = new_trace_id()
+    channel = grpc.insecure_channel(server.otlp_grpc)
+    try:
+        with pytest.raises(grpc.RpcError) as exc:
+            channel.unary_unary(EXPORT_PATH)(request_of(make_span(abandoned, b"\x51" * 8)),
+                                             metadata=[("x-api-key", server.api_key)], timeout=0.5)
+        assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        channel.close()
+    later = new_trace_id()
+    assert post(server, request_of(make_span(later, b"\x52" * 8))).status_code == 200
+    assert len(server.wait_trace(later.hex(), 1)["spans"]) == 1
+    assert len(server.wait_trace(abandoned.hex(), 1)["spans"]) == 1  # committed, just not answered

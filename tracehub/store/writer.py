@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,6 +46,19 @@ class QueueFull(Exception):
 
 class WriterStopped(Exception):
     """The writer is shutting down and takes no new work."""
+
+
+def _settle(future: Future[WriteResult], result: WriteResult | None = None,
+            exception: BaseException | None = None) -> None:
+    """Answer a waiting request, unless it gave up (a gRPC deadline, a client that hung up
+    cancels the future): its data is committed anyway and a retry is de-duplicated."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+    except InvalidStateError:
+        pass
 
 
 class _Job:
@@ -135,9 +148,15 @@ class Writer:
                     break
                 jobs.append(nxt)
                 size += nxt.size
-            self._commit(dbapi, jobs)
-            with self._lock:
-                self._queued -= size
+            try:
+                self._commit(dbapi, jobs)
+            except Exception:  # the writer must outlive any one batch, or ingest wedges
+                log.exception("writing %d requests failed", len(jobs))
+                for failed in jobs:
+                    _settle(failed.future, exception=RuntimeError("the request could not be written"))
+            finally:
+                with self._lock:
+                    self._queued -= size
             if stop:
                 return
             index_pending = True
@@ -165,13 +184,13 @@ class Writer:
             log.exception("group commit of %d requests failed; retrying them one by one", len(jobs))
             self._rollback(dbapi)
             if len(jobs) == 1:
-                jobs[0].future.set_exception(RuntimeError("the database rejected this request"))
+                _settle(jobs[0].future, exception=RuntimeError("the database rejected this request"))
                 return
             for job in jobs:
                 self._commit(dbapi, [job])
             return
         for job, result in zip(jobs, results):
-            job.future.set_result(result)
+            _settle(job.future, result)
 
     @staticmethod
     def _rollback(dbapi: Any) -> None:
