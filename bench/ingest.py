@@ -612,6 +612,7 @@ class ServerHandle:
     db_desc: str = ""
     profile_kind: str | None = None
     profile_path: str | None = None
+    spy: str | None = None             # py-spy binary, when it attaches for the send window only
     pg_admin: str | None = None
     pg_db: str | None = None
 
@@ -666,8 +667,12 @@ def start_server(args: argparse.Namespace) -> ServerHandle:
         if spy and not args.cprofile:
             handle.profile_kind = "py-spy"
             handle.profile_path = os.path.join(workdir, "pyspy.txt")
-            cmd = [spy, "record", "--format", "raw", "--threads", "--rate", str(args.profile_rate),
-                   "--output", handle.profile_path, "--"] + serve
+            if args.profile_window == "all":
+                cmd = [spy, "record", "--format", "raw", "--threads", "--rate", str(args.profile_rate),
+                       "--output", handle.profile_path] + (["--gil"] if args.profile_gil else []) + [
+                       "--"] + serve
+            else:
+                handle.spy = spy  # attached by run() around the send phase
         else:
             handle.profile_kind = "cProfile"
             handle.profile_path = os.path.join(workdir, "cprofile.out")
@@ -694,7 +699,7 @@ def start_server(args: argparse.Namespace) -> ServerHandle:
         time.sleep(0.01)
     handle.start_s = time.perf_counter() - t0
     handle.pid = handle.proc.pid
-    if handle.profile_kind == "py-spy":
+    if handle.profile_kind == "py-spy" and handle.spy is None:
         for _ in range(100):
             kids = children_of(handle.proc.pid)
             if kids:
@@ -777,6 +782,11 @@ class SendStats:
 
 
 
+# Set when the run is abandoned (a stalled server, SIGTERM / Ctrl-C): senders stop taking work and
+# stop retrying.
+ABORT = threading.Event()
+
+
 def _rejected(payload: bytes) -> int:
     if not payload:
         return 0
@@ -796,7 +806,7 @@ def http_sender(target: tuple[str, int], key: str, use_gzip: bool, work: Workloa
         headers["Content-Encoding"] = "gzip"
     conn = http.client.HTTPConnection(*target, timeout=timeout)
     n = len(work.bodies)
-    while True:
+    while not ABORT.is_set():
         i = counter()
         if i >= n:
             break
@@ -835,16 +845,17 @@ def http_sender(target: tuple[str, int], key: str, use_gzip: bool, work: Workloa
                     delay = float(ra) if ra else min(0.25 * 2 ** attempt, 5.0)
                 except ValueError:
                     delay = 1.0
-            if time.perf_counter() + delay > give_up:
+            if time.perf_counter() + delay > give_up or ABORT.is_set():
                 stats.failed_requests += 1
                 stats.failed_spans += work.span_counts[i]
-                stats.errors.append(f"request {i}: gave up after {attempt + 1} attempts in "
-                                    f"{budget:.0f}s (last: {reason})")
+                stats.errors.append(f"request {i}: gave up after {attempt + 1} attempts"
+                                    + (" (run aborted)" if ABORT.is_set() else f" in {budget:.0f}s")
+                                    + f" (last: {reason})")
                 break
             stats.retries += 1
             stats.retry_reasons[reason] = stats.retry_reasons.get(reason, 0) + 1
             stats.retry_sleep_s += delay
-            time.sleep(delay)
+            ABORT.wait(delay)
     conn.close()
 
 
@@ -881,7 +892,7 @@ def grpc_sender(target: str, key: str, use_gzip: bool, work: Workload,
     retryable = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
                  grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED}
     n = len(work.bodies)
-    while True:
+    while not ABORT.is_set():
         i = counter()
         if i >= n:
             break
@@ -913,16 +924,17 @@ def grpc_sender(target: str, key: str, use_gzip: bool, work: Workload,
                 stats.acked_requests.append(i)
                 stats.last_ack = time.perf_counter()
                 break
-            if time.perf_counter() + delay > give_up:
+            if time.perf_counter() + delay > give_up or ABORT.is_set():
                 stats.failed_requests += 1
                 stats.failed_spans += work.span_counts[i]
-                stats.errors.append(f"request {i}: gave up after {attempt + 1} attempts in "
-                                    f"{budget:.0f}s (last: {reason})")
+                stats.errors.append(f"request {i}: gave up after {attempt + 1} attempts"
+                                    + (" (run aborted)" if ABORT.is_set() else f" in {budget:.0f}s")
+                                    + f" (last: {reason})")
                 break
             stats.retries += 1
             stats.retry_reasons[reason] = stats.retry_reasons.get(reason, 0) + 1
             stats.retry_sleep_s += delay
-            time.sleep(delay)
+            ABORT.wait(delay)
     channel.close()
 
 
@@ -1127,6 +1139,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     w.add_argument("--retry-budget", type=float, default=600.0,
                    help="seconds one request may spend retrying (429/503, RESOURCE_EXHAUSTED/"
                         "UNAVAILABLE, connection errors) before it counts as undelivered")
+    w.add_argument("--stall-timeout", type=float, default=180.0,
+                   help="abandon the send phase when no request has been acknowledged for this many "
+                        "seconds (0: never); the result then says 'stalled'")
     w.add_argument("--seed", type=int, default=None, help="workload seed (default: random)")
     w.add_argument("--query-timeout", type=float, default=300.0,
                    help="seconds to wait after the last ack for every span to be queryable")
@@ -1137,7 +1152,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     o.add_argument("--profile", action="store_true",
                    help="run the server under `py-spy record` (cProfile if py-spy is missing) and "
                         "print the top functions; throughput is lower while profiling")
-    o.add_argument("--cprofile", action="store_true", help="with --profile: force cProfile")
+    o.add_argument("--cprofile", action="store_true",
+                   help="with --profile: force cProfile (main thread only, whole server lifetime)")
+    o.add_argument("--profile-window", choices=("send", "all"), default="send",
+                   help="py-spy: attach from the first request to the last acknowledgement (send), "
+                        "or record the server's whole life incl. start-up and the REST checks (all)")
+    o.add_argument("--profile-gil", action="store_true",
+                   help="py-spy --gil: sample only the thread holding the GIL (where Python CPU goes;"
+                        " C code running without the GIL, e.g. SQLite, is then not seen)")
     o.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
     o.add_argument("--top", type=int, default=25, help="profile rows to print")
     args = p.parse_args(argv)
@@ -1168,7 +1190,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(32)
     env = f"bench-{seed:08x}-{os.getpid()}"
     log(f"building {args.spans} spans (seed {seed}, environment {env}) ...")
-    work = build_workload(args.spans, args.batch_size, env, seed, args.gzip)
+    # OTLP/HTTP bodies are gzipped ahead of time; gRPC compresses in its C core when asked
+    work = build_workload(args.spans, args.batch_size, env, seed, args.gzip and args.transport == "http")
     log(f"built {len(work.bodies)} requests, {work.raw_bytes / MIB:.1f} MiB protobuf"
         f" ({work.wire_bytes / MIB:.1f} MiB on the wire) in {work.build_s:.1f}s")
 
@@ -1180,6 +1203,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "config": {"db": None if args.url else args.db, "transport": args.transport,
                    "gzip": args.gzip, "spans": work.spans, "batch_size": args.batch_size,
                    "concurrency": args.concurrency, "profile": bool(args.profile),
+                   "profile_window": args.profile_window if args.profile else None,
                    "environment": env, "seed": seed},
         "workload": {"traces": work.traces, "requests": len(work.bodies),
                      "spans_per_trace": round(work.spans / work.traces, 2),
@@ -1225,28 +1249,52 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             def target_fn(st: SendStats) -> None:
                 grpc_sender(grpc_target, args.api_key, args.gzip, work, counter, st,
                             args.request_timeout, args.retry_budget)
-        threads = [threading.Thread(target=target_fn, args=(st,), name=f"sender-{k}")
+        threads = [threading.Thread(target=target_fn, args=(st,), name=f"sender-{k}", daemon=True)
                    for k, st in enumerate(per_sender)]
         server_cpu0 = cpu_seconds(handle.pid) if handle and handle.pid else None
         client_cpu0 = sum(os.times()[:2])
         machine0 = machine_busy_seconds()
         pg_db = handle.pg_db if handle else None
         db_cpu0 = db_backend_cpu(pg_db)
+        spy_proc = None
+        if handle and handle.spy and handle.pid and handle.profile_path:
+            spy_proc = subprocess.Popen(
+                [handle.spy, "record", "--pid", str(handle.pid), "--format", "raw", "--threads",
+                 "--rate", str(args.profile_rate), "--output", handle.profile_path]
+                + (["--gil"] if args.profile_gil else []),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            time.sleep(1.0)  # let it attach before the clock starts
         log(f"sending {len(work.bodies)} requests over {args.transport} with {args.concurrency} senders ...")
         t0 = time.perf_counter()
         for th in threads:
             th.start()
-        next_progress = t0 + args.progress
+        next_progress = t0 + args.progress if args.progress > 0 else float("inf")
+        last_acked, last_change = 0, t0
+        stalled = False
         for th in threads:
             while th.is_alive():
-                th.join(max(0.1, next_progress - time.perf_counter()) if args.progress > 0 else None)
-                if args.progress > 0 and time.perf_counter() >= next_progress:
+                th.join(max(0.1, min(1.0, next_progress - time.perf_counter())))
+                now = time.perf_counter()
+                # racy reads of the senders' counters: good enough for progress and stall checks
+                done = sum(st.acked_spans for st in per_sender)
+                if done != last_acked:
+                    last_acked, last_change = done, now
+                elif args.stall_timeout > 0 and now - last_change > args.stall_timeout and not stalled:
+                    stalled = True
+                    log(f"no acknowledgement for {args.stall_timeout:.0f}s: the server looks stuck;"
+                        " abandoning the send phase")
+                    ABORT.set()
+                if now >= next_progress:
                     next_progress += args.progress
-                    # a racy read of the senders' counters: good enough for a progress line
-                    done = sum(st.acked_spans for st in per_sender)
                     tries = sum(st.retries for st in per_sender)
-                    log(f"  {time.perf_counter() - t0:6.0f}s: {done:,} spans acked, {tries} retries")
+                    log(f"  {now - t0:6.0f}s: {done:,} spans acked, {tries} retries")
         t_sent = time.perf_counter()
+        if spy_proc is not None:
+            spy_proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            try:
+                spy_proc.wait(60)
+            except subprocess.TimeoutExpired:
+                spy_proc.kill()
         stats = SendStats()
         for st in per_sender:
             stats.merge(st)
@@ -1331,6 +1379,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "undelivered_spans": work.spans - acked - stats.rejected_spans,
             "rejected_spans": stats.rejected_spans,
             "failed_requests": stats.failed_requests,
+            "stalled": stalled,
             "retries": stats.retries,
             "retry_reasons": stats.retry_reasons,
             "retry_sleep_s": round(stats.retry_sleep_s, 2),
@@ -1401,6 +1450,10 @@ def _mark(ok: bool | None) -> str:
 
 def render(r: dict[str, Any]) -> str:
     c, w, s, res = r["config"], r["workload"], r.get("server", {}), r.get("results", {})
+    prof = r.get("profile")
+    prof_kind = prof.get("kind") if prof else None
+    # py-spy attached for the send window only leaves the start-up unprofiled
+    start_profiled = bool(c["profile"]) and (c.get("profile_window") != "send" or prof_kind != "py-spy")
     lines = ["", "=" * 78,
              f"tracehub OTLP ingest benchmark  {r['date']}  ({r['machine']['cpus']} CPUs, "
              f"Python {r['machine']['python']})",
@@ -1462,6 +1515,9 @@ def render(r: dict[str, Any]) -> str:
         if "list50_ms_p50" in spot:
             lines.append(f"reads after: GET /api/v1/traces?page_size=50 p50 {spot['list50_ms_p50']} ms, "
                          f"one trace's detail p50 {spot['detail_ms_p50']} ms")
+    if res.get("stalled"):
+        lines.append("STALLED     : the server stopped acknowledging requests; the send phase was "
+                     "abandoned (see the server log with --keep)")
     for e in res["errors"]:
         lines.append(f"error       : {e}")
     lines.append("-" * 78)
@@ -1476,10 +1532,11 @@ def render(r: dict[str, Any]) -> str:
                      f"{_mark(s['idle_rss_mib'] <= TARGET_IDLE_RSS_MIB)}")
         lines.append(f"target start < {TARGET_START_S:.0f} s                      : "
                      f"{_mark(s['start_s'] < TARGET_START_S)}"
-                     f"{'  (profiled: not comparable)' if c['profile'] else ''}")
-    prof = r.get("profile")
+                     + ("  (profiled: not comparable)" if start_profiled else ""))
     if prof:
-        lines += ["-" * 78, f"profile ({prof['kind']})"]
+        window = ("first request .. last ack" if c.get("profile_window") == "send"
+                  and prof["kind"] == "py-spy" else "whole server process")
+        lines += ["-" * 78, f"profile ({prof['kind']}, {window})"]
         if "error" in prof:
             lines.append(f"  {prof['error']}\n{prof.get('log_tail', '')}")
         elif prof["kind"] == "py-spy":
@@ -1506,9 +1563,21 @@ def render(r: dict[str, Any]) -> str:
     return "\n".join(x for x in lines if x != "")
 
 
+def _terminate(signum: int, _frame: Any) -> None:
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the spawned server is stopped and its
+    # database removed instead of being left running.
+    ABORT.set()
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = run(args)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        result = run(args)
+    except KeyboardInterrupt as exc:
+        log(f"interrupted ({exc or 'Ctrl-C'}); the spawned server was stopped and its database removed")
+        return 130
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     else:
