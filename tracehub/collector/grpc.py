@@ -18,17 +18,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tracehub import metrics
 from tracehub.collector import otlp
 from tracehub.collector.errors import IngestError, unauthenticated
+from tracehub.collector.http import presented_key
 from tracehub.hub import Hub
 from tracehub.records import Batch
-
-
-def _key(metadata: Any) -> str | None:
-    for name, value in metadata or ():
-        if name == "x-api-key" and value:
-            return str(value)
-        if name == "authorization" and str(value)[:7].lower() == "bearer ":
-            return str(value)[7:].strip()
-    return None
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: IngestError) -> NoReturn:
@@ -45,7 +37,7 @@ def _handler(hub: Hub, decode: Callable[[bytes, str], otlp.Decoded], response_ty
              rejected_field: str) -> grpc.RpcMethodHandler:
     async def export(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
-            project_id = hub.keys.project_for(_key(context.invocation_metadata()))
+            project_id = hub.keys.project_for(presented_key(dict(context.invocation_metadata() or ())))
             if project_id is None:
                 raise unauthenticated()
             with hub.pipeline.admit(len(body)):

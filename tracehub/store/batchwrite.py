@@ -77,6 +77,10 @@ class Sql:
             return f"{column} = ANY(%s)", [values]
         return f"{column} IN ({','.join('?' * len(values))})", values
 
+    def begin(self, cur: Any) -> None:
+        # SQLite: take the write lock up front so a read-modify-write cannot fail on upgrade.
+        cur.execute("BEGIN" if self.pg else "BEGIN IMMEDIATE")
+
     def pairs(self, keys: Iterable[tuple[str, str]]) -> tuple[str, list[Any]]:
         """A relation k(t, s) of (trace_id, id) pairs to drive a join (`self.join`): one index probe
         per pair, where `trace_id IN (...) AND span_id IN (...)` probes every combination."""

@@ -168,7 +168,7 @@ class Writer:
         """One bounded indexing step in its own transaction; True if more rows are waiting."""
         cur = dbapi.cursor()
         try:
-            cur.execute("BEGIN" if self._sql.pg else "BEGIN IMMEDIATE")
+            self._sql.begin(cur)
             done = search.index_step(cur, self._sql.pg, INDEX_STEP_ROWS)
             cur.execute("COMMIT")
         except Exception:
@@ -201,8 +201,7 @@ class Writer:
 
     def _transaction(self, dbapi: Any, jobs: list[_Job]) -> list[WriteResult]:
         cur = dbapi.cursor()
-        # SQLite: take the write lock up front so the read-modify-write cannot deadlock on upgrade.
-        cur.execute("BEGIN" if self._sql.pg else "BEGIN IMMEDIATE")
+        self._sql.begin(cur)
         results = [BatchWriter(cur, self._sql).write(job.batch) for job in jobs]
         cur.execute("COMMIT")
         return results
