@@ -34,9 +34,10 @@ class Settings:
         20_000, "Spans waiting for the writer before ingest answers 429 / RESOURCE_EXHAUSTED."
     )
     max_inflight_bytes: int = _setting(
-        64 * 1024 * 1024,
-        "Request bytes (decompressed) being read, decoded or written at once; beyond it ingest"
-        " answers 429 / RESOURCE_EXHAUSTED. Bounds memory under overload.",
+        128 * 1024 * 1024,
+        "Memory of the requests being read, decoded or written at once, counted as 7 bytes per"
+        " decompressed body byte (body, decoded records, encoded rows); beyond it ingest answers"
+        " 429 / RESOURCE_EXHAUSTED. Bounds memory under overload.",
     )
     max_concurrent_requests: int = _setting(
         256, "Concurrent requests per listener; beyond it HTTP answers 503 and gRPC RESOURCE_EXHAUSTED."

@@ -85,7 +85,7 @@ async def read_body(request: Request, limit: int, reservation: Reservation | Non
         if len(out) > limit:
             raise too_large(limit)
         if reservation is not None:
-            reservation.grow(len(out))
+            reservation.resize(len(out))
     if inflater is not None and not inflater.eof and out:
         raise invalid("compressed body is truncated")
     return bytes(out)
