@@ -20,15 +20,20 @@ SQLITE_PRAGMAS = (
     "PRAGMA synchronous=NORMAL",
     "PRAGMA busy_timeout=10000",
     "PRAGMA foreign_keys=ON",
-    # 16 MiB page cache per connection: the pool holds several, and memory is bounded by design.
-    "PRAGMA cache_size=-16384",
+    # 8 MiB page cache per connection, and at most SQLITE_POOL of them: a burst of reads once
+    # grew 15 connections' caches to ~100 MiB (16 MiB each, SQLAlchemy's default pool of 5 + 10).
+    "PRAGMA cache_size=-8192",
     "PRAGMA temp_store=MEMORY",
 )
+
+# Connections for the writer, its search indexing and concurrent API reads; more reads queue.
+SQLITE_POOL = 6
 
 
 def create_engine(url: str, **kwargs: Any) -> sa.Engine:
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False},
+                                  pool_size=SQLITE_POOL, max_overflow=0, **kwargs)
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
