@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from tracehub.settings import Settings, describe
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         from tracehub.hub import Hub
         from tracehub.seed import seed
 
-        hub = Hub(settings)
+        hub = Hub(dataclasses.replace(settings, decode_workers=0))  # seeds through the JSON API
         hub.prepare()
         try:
             counts = seed(hub, args.api_key)

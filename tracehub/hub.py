@@ -9,6 +9,7 @@ import logging
 
 import sqlalchemy as sa
 
+from tracehub.collector.decoding import DecodePool
 from tracehub.collector.pipeline import Pipeline
 from tracehub.collector.pricing import Pricing
 from tracehub.settings import Settings
@@ -27,17 +28,20 @@ class Hub:
         self.pipeline = Pipeline(self.writer, pricing=self.pricing,
                                  max_inflight_bytes=settings.max_inflight_bytes)
         self.keys = keys.KeyResolver(self.engine)
+        self.decoder = DecodePool(settings.decode_workers, self.pricing)
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     def prepare(self) -> None:
-        """Migrate, make sure a project exists, and start the writer."""
+        """Migrate, make sure a project exists, and start the writer and the decode workers."""
         db.migrate(self.engine)
         keys.ensure_default_project(self.engine)
+        self.decoder.start()  # forks: before any thread
         self.writer.start()
 
     def close(self) -> None:
+        self.decoder.close()
         self.writer.stop()
         self.engine.dispose()

@@ -45,6 +45,11 @@ class Settings:
     writer_batch_spans: int = _setting(
         5_000, "Most spans the writer groups into one transaction."
     )
+    decode_workers: int = _setting(
+        min(4, (os.cpu_count() or 1) - 1),
+        "Processes that decode OTLP traces beside the writer (default: one per core but one, at"
+        " most 4); 0 decodes in the server process.",
+    )
     allow_default_key_on_public: bool = _setting(
         False, "Allow a non-loopback --host while only the default dev-key exists."
     )

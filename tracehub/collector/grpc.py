@@ -12,7 +12,7 @@ unary, 64 senders of 1 MiB requests held ~300 MiB in gRPC's buffers while being 
 
 from __future__ import annotations
 
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from tracehub import metrics
-from tracehub.collector import otlp
+from tracehub.collector.decoding import Decode
 from tracehub.collector.errors import IngestError, invalid, unauthenticated
 from tracehub.collector.http import presented_key
 from tracehub.hub import Hub
@@ -38,7 +38,7 @@ async def _abort(context: grpc.aio.ServicerContext, err: IngestError) -> NoRetur
     raise AssertionError("abort() raises")  # grpc's stubs do not say so
 
 
-def _handler(hub: Hub, decode: Callable[[bytes, str], otlp.Decoded], response_type: Any,
+def _handler(hub: Hub, decode: Decode, response_type: Any,
              rejected_field: str) -> grpc.RpcMethodHandler:
     async def export(_requests: Any, context: grpc.aio.ServicerContext) -> bytes:
         try:
@@ -51,7 +51,7 @@ def _handler(hub: Hub, decode: Callable[[bytes, str], otlp.Decoded], response_ty
                     raise invalid("the request has no message")
                 hub.pipeline.note_body(len(body))
                 held.resize(len(body))
-                decoded = decode(body, "protobuf")
+                decoded = await decode(body, "protobuf", project_id)
                 del body
                 await hub.pipeline.export(Batch(project_id, decoded.spans, decoded.events))
         except IngestError as err:
@@ -81,10 +81,11 @@ def create_server(hub: Hub) -> grpc.aio.Server:
     ], maximum_concurrent_rpcs=hub.settings.max_concurrent_requests)
     server.add_generic_rpc_handlers((
         grpc.method_handlers_generic_handler("opentelemetry.proto.collector.trace.v1.TraceService", {
-            "Export": _handler(hub, otlp.decode_traces, ExportTraceServiceResponse, "rejected_spans"),
+            "Export": _handler(hub, hub.decoder.decode_traces, ExportTraceServiceResponse,
+                               "rejected_spans"),
         }),
         grpc.method_handlers_generic_handler("opentelemetry.proto.collector.logs.v1.LogsService", {
-            "Export": _handler(hub, otlp.decode_logs, ExportLogsServiceResponse,
+            "Export": _handler(hub, hub.decoder.decode_logs, ExportLogsServiceResponse,
                                "rejected_log_records"),
         }),
     ))

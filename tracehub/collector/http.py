@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tracehub import metrics
-from tracehub.collector import otlp
+from tracehub.collector.decoding import Decode
 from tracehub.collector.errors import IngestError, invalid, too_large, unsupported_media_type
 from tracehub.collector.errors import unauthenticated
 from tracehub.collector.pipeline import Reservation
@@ -110,13 +110,14 @@ class OtlpHttp:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/v1/traces", self._handler(otlp.decode_traces, ExportTraceServiceResponse,
-                                              "rejected_spans"), methods=["POST"]),
-            Route("/v1/logs", self._handler(otlp.decode_logs, ExportLogsServiceResponse,
+            Route("/v1/traces", self._handler(self.hub.decoder.decode_traces,
+                                              ExportTraceServiceResponse, "rejected_spans"),
+                  methods=["POST"]),
+            Route("/v1/logs", self._handler(self.hub.decoder.decode_logs, ExportLogsServiceResponse,
                                             "rejected_log_records"), methods=["POST"]),
         ]
 
-    def _handler(self, decode: Callable[[bytes, str], otlp.Decoded], response_type: Any,
+    def _handler(self, decode: Decode, response_type: Any,
                  rejected_field: str) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             codec = "protobuf"
@@ -128,7 +129,7 @@ class OtlpHttp:
                 declared = request.headers.get("content-length", "")
                 with self.hub.pipeline.admit(int(declared) if declared.isdigit() else 0) as held:
                     body = await read_body(request, self.hub.settings.max_request_bytes, held)
-                    decoded = decode(body, codec)
+                    decoded = await decode(body, codec, project_id)
                     del body
                     await self.hub.pipeline.export(Batch(project_id, decoded.spans, decoded.events))
             except IngestError as err:

@@ -101,9 +101,11 @@ class Pipeline:
         if not len(batch):
             return WriteResult()
         started = time.perf_counter()
-        if self.pricing is not None and batch.spans:
-            self.pricing.apply(batch.spans)  # before the writer folds span costs into the trace
-        for span in batch.spans:
+        # Spans from a decode worker come priced and encoded.
+        todo = [s for s in batch.spans if s.row is None]
+        if self.pricing is not None and todo:
+            self.pricing.apply(todo)  # before the writer folds span costs into the trace
+        for span in todo:
             # JSON encoding holds the GIL: do it here, so the writer thread's time goes to the
             # database (which releases the GIL) and the two threads use both cores.
             span.row = span_row(batch.project_id, span)

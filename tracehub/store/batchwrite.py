@@ -25,6 +25,7 @@ from tracehub.records import (
     EvalRecord,
     EventRecord,
     Idem,
+    Mapped,
     SpanRecord,
 )
 from tracehub.store import tracerow
@@ -132,13 +133,32 @@ EVAL_COLUMNS = ("project_id", "trace_id", "span_id", "eval_name", "eval_model", 
 
 def span_row(project_id: int, s: SpanRecord) -> tuple[Any, ...]:
     m = s.mapped
+    # JSON never changes after decode; a record rebuilt from its row has it only there.
+    json_columns = s.row[_JSON_AT:] if s.row is not None else (
+        dumps(s.attributes), dumps(s.resource), dumps(s.scope), dumps(s.events), dumps(s.links))
     return (
         project_id, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, m.span_type, s.status,
         s.status_message, s.start_ns, s.end_ns, m.model, m.input_text, m.output_text,
         m.input_tokens, m.output_tokens, m.total_tokens, s.cost_usd, m.user_id, m.session_id,
-        m.environment, m.graph_name, m.node_name, m.step, dumps(s.attributes), dumps(s.resource),
-        dumps(s.scope), dumps(s.events), dumps(s.links),
+        m.environment, m.graph_name, m.node_name, m.step, *json_columns,
     )
+
+
+_JSON_AT = SPAN_COLUMNS.index("attributes")
+
+
+def span_from_row(row: tuple[Any, ...]) -> SpanRecord:
+    """The record of a `span_row` (made in a decode worker): every field but the JSON ones, which
+    stay encoded in `row`."""
+    (_pid, trace_id, span_id, parent_span_id, name, kind, span_type, status, status_message, start_ns,
+     end_ns, model, input_text, output_text, input_tokens, output_tokens, total_tokens, cost_usd,
+     user_id, session_id, environment, graph_name, node_name, step) = row[:_JSON_AT]
+    return SpanRecord(
+        trace_id=trace_id, span_id=span_id, parent_span_id=parent_span_id, name=name, kind=kind,
+        start_ns=start_ns, end_ns=end_ns, status=status, status_message=status_message,
+        mapped=Mapped(span_type, model, input_text, output_text, input_tokens, output_tokens,
+                      total_tokens, user_id, session_id, environment, graph_name, node_name, step),
+        attributes={}, cost_usd=cost_usd, row=row)
 
 
 class BatchWriter:
@@ -308,6 +328,7 @@ class BatchWriter:
         for s in waiting:
             ins: list[str] = []
             outs: list[str] = []
+            changed = False
             for event_type, time_ns, payload in by_span.get((s.trace_id, s.span_id), ()):
                 derived = payload.get("derived") or {}
                 if derived.get("input_text"):
@@ -315,14 +336,16 @@ class BatchWriter:
                 if derived.get("output_text"):
                     outs.append(derived["output_text"])
                 if event_type in LIFECYCLE_END and s.end_ns is None:
-                    s.row = None
+                    changed = True
                     s.end_ns = time_ns
                     s.status = STATUS_ERROR if event_type == "ERROR" else STATUS_SUCCESS
                     s.status_message = s.status_message or payload.get("message")
             if ins or outs:
-                s.row = None
+                changed = True
                 s.mapped.input_text = s.mapped.input_text or "\n".join(ins) or None
                 s.mapped.output_text = s.mapped.output_text or "\n".join(outs) or None
+            if changed:
+                s.row = span_row(pid, s)
 
     def _upsert_traces(self, rows: list[dict[str, Any]]) -> None:
         if not rows:

@@ -1,0 +1,113 @@
+"""OTLP trace decoding in worker processes (TRACEHUB_DECODE_WORKERS): same data as decoding in the
+server process, a dead worker is replaced without losing the server, and workers die with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import pytest
+
+from conftest import ServerProcess
+from fixture_otlp import capture_to_logs_request, capture_to_trace_request
+from otlp_helpers import make_span, new_trace_id, post, request_of
+
+CAPTURES = sorted((Path(__file__).parent / "fixtures" / "otel-captures").glob("*.json"))
+# Set by the server when it writes a row, so they differ between two servers.
+VOLATILE = frozenset(("created_at", "updated_at", "ingested_at"))
+
+
+def _children(pid: int) -> set[int]:
+    kids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        kids.add(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _stable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
+def _replay_all(server: ServerProcess) -> set[str]:
+    trace_ids: set[str] = set()
+    for path in CAPTURES:
+        capture = json.loads(path.read_text())
+        logs = capture_to_logs_request(capture)
+        if logs is not None:
+            assert post(server, logs.SerializeToString(), "/v1/logs").status_code == 200
+        assert post(server, capture_to_trace_request(capture).SerializeToString()).status_code == 200
+        trace_ids |= {s["trace_id"] for s in capture["spans"]}
+    return trace_ids
+
+
+def test_workers_store_what_in_process_decoding_stores(server_factory: Callable[..., ServerProcess]) -> None:
+    in_process = server_factory("sqlite", env={"TRACEHUB_DECODE_WORKERS": "0"})
+    workers = server_factory("sqlite", env={"TRACEHUB_DECODE_WORKERS": "2"})
+    assert len(_children(workers.proc.pid)) >= 2  # type: ignore[union-attr]
+    assert not _children(in_process.proc.pid)  # type: ignore[union-attr]
+    trace_ids = _replay_all(in_process)
+    assert _replay_all(workers) == trace_ids
+    for trace_id in sorted(trace_ids):
+        a = in_process.client.get(f"/api/v1/traces/{trace_id}")
+        b = workers.client.get(f"/api/v1/traces/{trace_id}")
+        assert a.status_code == b.status_code == 200
+        assert _stable(a.json()) == _stable(b.json()), trace_id
+        assert a.json()["spans"] and all(s["attributes"] for s in b.json()["spans"])
+
+
+def test_a_killed_worker_is_replaced(server_factory: Callable[..., ServerProcess]) -> None:
+    server = server_factory("sqlite", env={"TRACEHUB_DECODE_WORKERS": "1"})
+    pid = server.proc.pid  # type: ignore[union-attr]
+    (worker,) = _children(pid)
+    os.kill(worker, signal.SIGKILL)
+    time.sleep(0.2)
+    tid = new_trace_id()
+    answers = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        r = post(server, request_of(make_span(tid, b"\x01" * 8)))
+        answers.append(r.status_code)
+        if r.status_code == 200:
+            break
+        # The request that met the dead worker is refused as retryable, never dropped silently.
+        assert r.status_code == 503 and r.headers.get("retry-after"), r.content
+        time.sleep(0.2)
+    assert answers[-1] == 200, answers
+    assert server.wait_trace(tid.hex())["spans"][0]["span_id"] == "01" * 8
+    assert _alive(pid) and worker not in _children(pid) and _children(pid)
+    assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])
+def test_workers_stop_with_the_server(server_factory: Callable[..., ServerProcess], sig: int) -> None:
+    server = server_factory("sqlite", env={"TRACEHUB_DECODE_WORKERS": "2"})
+    workers = _children(server.proc.pid)  # type: ignore[union-attr]
+    assert len(workers) == 2
+    server.stop(sig)
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(w) for w in workers)
