@@ -65,7 +65,9 @@ def decode_rows(body: bytes, codec: str, project_id: int
         return err.message
     if _pricing is not None:
         _pricing.apply(decoded.spans)
-    return [span_row(project_id, s) for s in decoded.spans], decoded.rejected, decoded.errors
+    shared: dict[int, str] = {}
+    return ([span_row(project_id, s, shared) for s in decoded.spans], decoded.rejected,
+            decoded.errors)
 
 
 class DecodePool:

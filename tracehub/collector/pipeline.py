@@ -105,10 +105,11 @@ class Pipeline:
         todo = [s for s in batch.spans if s.row is None]
         if self.pricing is not None and todo:
             self.pricing.apply(todo)  # before the writer folds span costs into the trace
+        shared: dict[int, str] = {}
         for span in todo:
             # JSON encoding holds the GIL: do it here, so the writer thread's time goes to the
             # database (which releases the GIL) and the two threads use both cores.
-            span.row = span_row(batch.project_id, span)
+            span.row = span_row(batch.project_id, span, shared)
         try:
             future = self.writer.submit(batch)
         except QueueFull:
