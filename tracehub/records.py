@@ -73,7 +73,9 @@ class SpanRecord:
     links: list[dict[str, Any]] = field(default_factory=list)
     cost_usd: float | None = None
     idem: Idem | None = None
-    # The spans-table row, encoded ahead by the receiving thread so the writer thread only writes.
+    # The spans-table row, encoded ahead (by a decode worker or the receiving thread) so the writer
+    # thread only writes. A span decoded in a worker has its JSON only here: `attributes`,
+    # `resource`, `scope`, `events` and `links` are empty (store.batchwrite.span_from_row).
     row: tuple[Any, ...] | None = None
 
 
