@@ -24,6 +24,8 @@ import json
 import math
 from typing import Any, Callable
 
+import orjson
+
 from tracehub.records import SPAN_TYPES, Mapped
 
 # Above this many characters a JSON attribute is used as raw text instead of being parsed, so one
@@ -697,7 +699,11 @@ def _loads(text: str) -> Any:
     if len(text) > MAX_PARSE_CHARS:
         return _BAD
     try:
-        return json.loads(text)
+        return orjson.loads(text)  # ~3x json's speed on message arrays; ingest parses one a span
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(text)  # what orjson refuses but Python's json reads (NaN, huge ints)
     except (ValueError, RecursionError):
         return _BAD
 
