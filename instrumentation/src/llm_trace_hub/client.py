@@ -71,6 +71,7 @@ from llm_trace_hub.version import __version__
 T = TypeVar("T")
 _STATUSES = frozenset({"success", "error"})
 _OK = Status(StatusCode.OK)
+_ID64 = 1 << 64
 
 
 class LLMTraceClient(LangGraphRunsMixin):
@@ -108,6 +109,9 @@ class LLMTraceClient(LangGraphRunsMixin):
             atexit.register(self._processor.shutdown)  # drains what the app did not flush
         self._providers_lock = threading.Lock()
         self._registry = SpanRegistry()
+        # A context this client made current and the trace id of the span current in it: the
+        # next start_span of that task finds its parent's trace here instead of looking it up.
+        self._hint: tuple[Context | None, int] = (None, 0)
         self._tracer: trace.Tracer | None = None
         self.api = http_api or HubAPI(
             self.settings.base_url,
@@ -172,8 +176,12 @@ class LLMTraceClient(LangGraphRunsMixin):
         # A trace is a new root even when some other span happens to be current.
         span = tracer.start_span(name, context=Context(), attributes=values)
         handle = SpanHandle(hex_span_id(span), hex_trace_id(span), name, span)
-        self._registry.add_trace(OpenTrace(OpenSpan(handle, previous), tracer))
-        otel_context.attach(trace.set_span_in_context(span, previous))
+        active = trace.set_span_in_context(span, previous)
+        self._registry.add_trace(OpenTrace(OpenSpan(handle, previous, active), tracer))
+        otel_context.attach(active)
+        root_context = span.get_span_context()
+        if root_context.is_valid:
+            self._hint = (active, root_context.trace_id)
         return handle.trace_id
 
     def end_trace(
@@ -212,8 +220,22 @@ class LLMTraceClient(LangGraphRunsMixin):
         if input_text is not None:
             self._set_io(values, attr.INPUT_VALUE, attr.INPUT_MIME_TYPE, input_text)
         current = otel_context.get_current()
-        parent, tracer = self._parent(trace_id, parent_span_id, current)
-        return self._open_span(name, parent, tracer, values, current)
+        if trace_id is None and parent_span_id is None:  # the usual case: under the current span
+            hint = self._hint
+            if hint[0] is current:
+                current_trace: int | None = hint[1]
+            else:
+                current_context = trace.get_current_span(current).get_span_context()
+                current_trace = current_context.trace_id if current_context.is_valid else None
+            if current_trace is not None:
+                owner = self._registry.trace_by_int(current_trace)
+                if owner is not None:
+                    return self._open_span(
+                        name, current, owner.tracer, values, current, owner, current_trace
+                    )
+        parent, owner = self._parent(trace_id, parent_span_id, current)
+        tracer = owner.tracer if owner is not None else self._default_tracer()
+        return self._open_span(name, parent, tracer, values, current, owner)
 
     def _open_span(
         self,
@@ -222,13 +244,27 @@ class LLMTraceClient(LangGraphRunsMixin):
         tracer: trace.Tracer,
         values: dict[str, Any],
         current: Context | None = None,
+        owner: OpenTrace | None = None,
+        parent_trace: int | None = None,
     ) -> SpanHandle:
+        """Start a span under ``parent`` (a span of ``owner``, if given) and make it current.
+
+        ``parent_trace``: when ``parent`` is ``current``, the trace id of its current span.
+        """
         span = tracer.start_span(name, context=parent, attributes=values)
         ctx = span.get_span_context()
-        handle = SpanHandle(format(ctx.span_id, "016x"), format(ctx.trace_id, "032x"), name, span)
+        span_int = ctx.span_id
+        # to_bytes().hex() is the cheapest zero-padded hex of the usual 64-bit id.
+        span_hex = span_int.to_bytes(8, "big").hex() if span_int < _ID64 else f"{span_int:016x}"
+        trace_hex = owner.root.handle.trace_id if owner is not None else f"{ctx.trace_id:032x}"
+        # tuple.__new__: SpanHandle's own __new__ is one more Python call per span.
+        handle = tuple.__new__(SpanHandle, (span_hex, trace_hex, name, span))
         restore = current if current is not None else otel_context.get_current()
-        self._registry.add_span(OpenSpan(handle, restore))
-        otel_context.attach(trace.set_span_in_context(span, parent))
+        active = trace.set_span_in_context(span, parent)
+        self._registry.add_span(OpenSpan(handle, restore, active, parent_trace))
+        otel_context.attach(active)
+        if parent_trace is not None:  # a child has its parent's trace id
+            self._hint = (active, parent_trace)
         return handle
 
     def end_span(
@@ -249,6 +285,14 @@ class LLMTraceClient(LangGraphRunsMixin):
             open_span.handle.span.set_attributes(
                 otel_attributes(attributes, self.max_content_bytes)
             )
+        if status == "success" and output_text is None and error is None:  # _end, minus a call
+            span = open_span.handle.span
+            span.set_status(_OK)
+            span.end()
+            current = otel_context.get_current()
+            if current is open_span.context or trace.get_current_span(current) is span:
+                self._restore(open_span)
+            return
         self._end(open_span, status, output_text, error, auto=False)
 
     @contextmanager
@@ -294,19 +338,44 @@ class LLMTraceClient(LangGraphRunsMixin):
         else:
             span.set_status(_OK)
         span.end()
-        if trace.get_current_span() is span:
-            otel_context.attach(open_span.parent_context)
+        current = otel_context.get_current()
+        # Identity first: the usual case (still the context start attached) skips a lookup.
+        if current is open_span.context or trace.get_current_span(current) is span:
+            self._restore(open_span)
+
+    def _restore(self, open_span: OpenSpan) -> None:
+        """Make the context current again that was current when ``open_span`` started."""
+        otel_context.attach(open_span.parent_context)
+        if open_span.parent_trace is not None:
+            self._hint = (open_span.parent_context, open_span.parent_trace)
 
     def _parent(
         self, trace_id: str | None, parent_span_id: str | None, current: Context
-    ) -> tuple[Context, trace.Tracer]:
-        """Parent context for a new span: explicit ids, else the current span, else latest trace."""
+    ) -> tuple[Context, OpenTrace | None]:
+        """Parent context for a new span: explicit ids, else the current span, else latest trace.
+
+        Also the open trace the parent belongs to (its tracer and hex id serve the child), if any.
+        """
+        if parent_span_id is not None or trace_id is not None:
+            explicit = self._explicit_parent(trace_id, parent_span_id)
+            if explicit is not None:
+                return explicit
+        current_context = trace.get_current_span(current).get_span_context()
+        if current_context.is_valid:
+            return current, self._registry.trace_by_int(current_context.trace_id)
+        latest = self._registry.latest_trace()
+        if latest is not None:
+            return trace.set_span_in_context(latest.root.handle.span), latest
+        return current, None
+
+    def _explicit_parent(
+        self, trace_id: str | None, parent_span_id: str | None
+    ) -> tuple[Context, OpenTrace | None] | None:
         if parent_span_id is not None:
             known = self._registry.span(parent_span_id)
             if known is not None:
                 owner = self._registry.trace(known.handle.trace_id)
-                tracer = owner.tracer if owner else self._default_tracer()
-                return trace.set_span_in_context(known.handle.span), tracer
+                return trace.set_span_in_context(known.handle.span), owner
             if trace_id is not None:  # a parent in another process or already ended
                 remote = SpanContext(
                     int(trace_id.replace("-", ""), 16),
@@ -314,19 +383,12 @@ class LLMTraceClient(LangGraphRunsMixin):
                     is_remote=True,
                     trace_flags=TraceFlags(TraceFlags.SAMPLED),
                 )
-                return trace.set_span_in_context(NonRecordingSpan(remote)), self._default_tracer()
+                return trace.set_span_in_context(NonRecordingSpan(remote)), None
         if trace_id is not None:
             owner = self._registry.trace(trace_id.replace("-", ""))
             if owner is not None:
-                return trace.set_span_in_context(owner.root.handle.span), owner.tracer
-        current_context = trace.get_current_span(current).get_span_context()
-        if current_context.is_valid:
-            owner = self._registry.trace_by_int(current_context.trace_id)
-            return current, owner.tracer if owner else self._default_tracer()
-        latest = self._registry.latest_trace()
-        if latest is not None:
-            return trace.set_span_in_context(latest.root.handle.span), latest.tracer
-        return current, self._default_tracer()
+                return trace.set_span_in_context(owner.root.handle.span), owner
+        return None
 
     def _default_tracer(self) -> trace.Tracer:
         if self._tracer is None:

@@ -83,6 +83,8 @@ class LangGraphRunsMixin:
             tracer: trace.Tracer,
             values: dict[str, Any],
             current: Context | None = None,
+            owner: OpenTrace | None = None,
+            parent_trace: int | None = None,
         ) -> SpanHandle: ...
 
         def end_span(
@@ -169,7 +171,13 @@ class LangGraphRunsMixin:
             values[attr.INPUT_VALUE] = to_json(input_state, self.max_content_bytes)
             values[attr.INPUT_MIME_TYPE] = attr.MIME_JSON
         parent_span = parent_handle.span if parent_handle is not None else run.root.handle.span
-        handle = self._open_span(name, trace.set_span_in_context(parent_span), run.tracer, values)
+        handle = self._open_span(
+            name,
+            trace.set_span_in_context(parent_span),
+            run.tracer,
+            values,
+            owner=run,
+        )
         run.nodes[node_id] = handle
         run.node_spans[node_id] = handle.span_id
         return handle

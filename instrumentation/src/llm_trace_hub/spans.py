@@ -29,11 +29,19 @@ def hex_trace_id(span: Span) -> str:
     return format(span.get_span_context().trace_id, "032x")
 
 
+_PLAIN_TYPES = frozenset({str, bool, int, float})
+
+
 def otel_attributes(values: Mapping[str, Any] | None, max_bytes: int) -> dict[str, Any]:
     """Keep OTel-valid values as they are; everything else (dicts, objects) becomes JSON."""
     out: dict[str, Any] = {}
-    for key, value in (values or {}).items():
-        if isinstance(value, str | bool | int | float):
+    if not values:
+        return out
+    for key, value in values.items():
+        # Exact-type test first: this runs for every attribute of every span.
+        if type(value) in _PLAIN_TYPES and type(key) is str:
+            out[key] = value
+        elif isinstance(value, str | bool | int | float):
             out[str(key)] = value
         elif isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
             out[str(key)] = list(value)
@@ -55,6 +63,8 @@ class SpanHandle(NamedTuple):
 class OpenSpan:
     handle: SpanHandle
     parent_context: Context  # made current again when this span ends while current
+    context: Context | None = None  # the context attached at start, with this span current
+    parent_trace: int | None = None  # the trace id of parent_context's current span, if known
 
 
 @dataclass(slots=True)

@@ -155,8 +155,12 @@ class SpanCallbackHandler(BaseCallbackHandler):
         self._runs.pop(run_id, None)
         span = self._graph_runs.pop(run_id, None)
         if span is not None and self._content.capture and span.is_recording():
-            span.set_attribute(attr.OUTPUT_VALUE, to_json(outputs, self._content.max_bytes))
-            span.set_attribute(attr.OUTPUT_MIME_TYPE, attr.MIME_JSON)
+            span.set_attributes(
+                {
+                    attr.OUTPUT_VALUE: to_json(outputs, self._content.max_bytes),
+                    attr.OUTPUT_MIME_TYPE: attr.MIME_JSON,
+                }
+            )
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._runs.pop(run_id, None)
@@ -265,17 +269,21 @@ class SpanCallbackHandler(BaseCallbackHandler):
                 output_tokens = int(
                     usage.get("completion_tokens") or usage.get("output_tokens") or 0
                 )
+        # One set_attributes call: each set_attribute takes the span's lock and validates.
+        values: dict[str, Any] = {}
         if seen_usage:
-            span.set_attribute(attr.GEN_AI_USAGE_INPUT_TOKENS, input_tokens)
-            span.set_attribute(attr.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)
+            values[attr.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
+            values[attr.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
         if isinstance(response_model, str) and response_model:
-            span.set_attribute(attr.GEN_AI_RESPONSE_MODEL, response_model)
+            values[attr.GEN_AI_RESPONSE_MODEL] = response_model
         if finish_reasons:
-            span.set_attribute(attr.GEN_AI_RESPONSE_FINISH_REASONS, finish_reasons)
+            values[attr.GEN_AI_RESPONSE_FINISH_REASONS] = finish_reasons
         if self._content.capture and outputs:
-            span.set_attribute(
-                attr.GEN_AI_OUTPUT_MESSAGES, output_messages_json(outputs, self._content.max_bytes)
+            values[attr.GEN_AI_OUTPUT_MESSAGES] = output_messages_json(
+                outputs, self._content.max_bytes
             )
+        if values:
+            span.set_attributes(values)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         span = self._finish(run_id)
@@ -353,8 +361,12 @@ class SpanCallbackHandler(BaseCallbackHandler):
         if span is None:
             return
         if self._content.capture:
-            span.set_attribute(attr.OUTPUT_VALUE, to_json(documents, self._content.max_bytes))
-            span.set_attribute(attr.OUTPUT_MIME_TYPE, attr.MIME_JSON)
+            span.set_attributes(
+                {
+                    attr.OUTPUT_VALUE: to_json(documents, self._content.max_bytes),
+                    attr.OUTPUT_MIME_TYPE: attr.MIME_JSON,
+                }
+            )
         span.end()
 
     def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:

@@ -228,16 +228,19 @@ class GraphTracing:
                 goto.append(channel[len(_BRANCH_PREFIX) :])
             elif not channel.startswith("__") or channel in _KEPT_RESERVED_CHANNELS:
                 update[channel] = value
+        # One set_attributes call: each set_attribute takes the span's lock and validates.
+        values: dict[str, Any] = {}
         if goto:
-            span.set_attribute("langgraph.goto", goto)
-        if not self.content.capture:
-            return
-        if len(update) == 1 and next(iter(update)) in _KEPT_RESERVED_CHANNELS:
-            output: Any = next(iter(update.values()))  # a non-dict state / a @task result
-        else:
-            output = update
-        span.set_attribute(attr.OUTPUT_VALUE, to_json(output, self.content.max_bytes))
-        span.set_attribute(attr.OUTPUT_MIME_TYPE, attr.MIME_JSON)
+            values["langgraph.goto"] = goto
+        if self.content.capture:
+            if len(update) == 1 and next(iter(update)) in _KEPT_RESERVED_CHANNELS:
+                output: Any = next(iter(update.values()))  # a non-dict state / a @task result
+            else:
+                output = update
+            values[attr.OUTPUT_VALUE] = to_json(output, self.content.max_bytes)
+            values[attr.OUTPUT_MIME_TYPE] = attr.MIME_JSON
+        if values:
+            span.set_attributes(values)
 
     def run_node(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         task = args[0] if args else kwargs.get("task")

@@ -1,0 +1,153 @@
+"""The span path's shortcuts keep the OTel SDK's behaviour: sampler, resource, current-span hint."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, DEFAULT_ON, Decision
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+from llm_trace_hub import LLMTraceClient
+from llm_trace_hub.provider import (
+    ParentBasedAlwaysOn,
+    build_resource,
+    build_tracer_provider,
+    default_sampler,
+)
+from llm_trace_hub.settings import HubSettings
+
+STATE = TraceState([("vendor", "x")])
+
+
+def parent(*, remote: bool, sampled: bool) -> Context:
+    flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+    ctx = SpanContext(0xABC, 0xDEF, is_remote=remote, trace_flags=flags, trace_state=STATE)
+    return trace.set_span_in_context(NonRecordingSpan(ctx))
+
+
+PARENTS = {
+    "none": None,
+    "empty": Context(),
+    "local sampled": parent(remote=False, sampled=True),
+    "local not sampled": parent(remote=False, sampled=False),
+    "remote sampled": parent(remote=True, sampled=True),
+    "remote not sampled": parent(remote=True, sampled=False),
+}
+
+
+@pytest.mark.parametrize("case", list(PARENTS))
+def test_sampler_decides_as_the_sdk_default(case: str) -> None:
+    sampler, attributes = ParentBasedAlwaysOn(), {"k": 1}
+    for _ in range(2):  # the second call is answered from the remembered parent
+        for ctx in (PARENTS[case], PARENTS["local not sampled"], PARENTS[case]):
+            ours = sampler.should_sample(ctx, 0x123, "s", attributes=attributes)
+            sdk = DEFAULT_ON.should_sample(ctx, 0x123, "s", attributes=attributes)
+            assert ours.decision is sdk.decision
+            assert dict(ours.attributes) == dict(sdk.attributes)
+            assert ours.trace_state == sdk.trace_state
+    assert sampler.get_description() == DEFAULT_ON.get_description()
+    dropped = sampler.should_sample(PARENTS["remote not sampled"], 1, "s", attributes=attributes)
+    assert dropped.decision is Decision.DROP and not dropped.attributes
+
+
+def test_sampler_follows_otel_traces_sampler(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    assert isinstance(default_sampler(), ParentBasedAlwaysOn)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+    assert isinstance(default_sampler(), ParentBasedAlwaysOn)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    assert default_sampler() is None
+    provider = build_tracer_provider(HubSettings(), span_exporter=InMemorySpanExporter())
+    assert provider.sampler is ALWAYS_OFF
+    provider.shutdown()
+
+
+def test_resource_hashes_like_the_sdk_resource() -> None:
+    ours = build_resource("svc", "prod")
+    sdk = Resource.create({"service.name": "svc", "deployment.environment.name": "prod"})
+    assert ours == sdk and hash(ours) == hash(sdk)
+    assert ours.attributes["service.name"] == "svc"
+
+
+def test_spans_of_one_resource_encode_under_it_once() -> None:
+    memory = InMemorySpanExporter()
+    provider = build_tracer_provider(
+        HubSettings(), service_name="svc", span_processor=SimpleSpanProcessor(memory)
+    )
+    tracer = provider.get_tracer("t")
+    for name in ("a", "b", "c"):
+        tracer.start_span(name).end()
+    request = encode_spans(memory.get_finished_spans())
+    [resource_spans] = request.resource_spans
+    [scope_spans] = resource_spans.scope_spans
+    assert [s.name for s in scope_spans.spans] == ["a", "b", "c"]
+    provider.shutdown()
+
+
+@pytest.fixture
+def memory() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def client(memory: InMemorySpanExporter) -> Iterator[LLMTraceClient]:
+    c = LLMTraceClient(span_processor=SimpleSpanProcessor(memory))
+    yield c
+    c.shutdown()
+
+
+def parent_name(memory: InMemorySpanExporter, name: str) -> str | None:
+    spans = {s.context.span_id: s for s in memory.get_finished_spans()}
+    [span] = [s for s in spans.values() if s.name == name]
+    return spans[span.parent.span_id].name if span.parent else None
+
+
+def test_siblings_and_a_second_trace_find_their_parents(
+    client: LLMTraceClient, memory: InMemorySpanExporter
+) -> None:
+    first = client.start_trace(name="first")
+    for name in ("a", "b"):
+        client.end_span(span_id=client.start_span(name).span_id)
+    second = client.start_trace(name="second", environment="staging")
+    child = client.start_span("in-second")
+    assert child.trace_id == second
+    client.end_span(span_id=child.span_id)
+    client.end_trace(trace_id=second)
+    after = client.start_span("after-second")  # the first trace's root is current again
+    assert after.trace_id == first
+    client.end_span(span_id=after.span_id)
+    client.end_trace(trace_id=first)
+    client.flush()
+    assert parent_name(memory, "a") == parent_name(memory, "b") == "first"
+    assert parent_name(memory, "in-second") == "second"
+    assert parent_name(memory, "after-second") == "first"
+    staging = next(s for s in memory.get_finished_spans() if s.name == "in-second")
+    assert staging.resource.attributes.get("deployment.environment.name") == "staging"
+
+
+def test_a_context_made_elsewhere_is_looked_up(
+    client: LLMTraceClient, memory: InMemorySpanExporter
+) -> None:
+    trace_id = client.start_trace(name="root")
+    other = TracerProvider(shutdown_on_exit=False).get_tracer("other")
+    foreign = other.start_span("foreign", context=Context())  # a trace of another tracer
+    token = otel_context.attach(trace.set_span_in_context(foreign))
+    inner = client.start_span("inner")
+    client.end_span(span_id=inner.span_id)
+    otel_context.detach(token)
+    foreign.end()
+    assert inner.trace_id != trace_id
+    assert inner.trace_id == format(foreign.get_span_context().trace_id, "032x")
+    nested = client.start_span("nested")  # the root is current again
+    assert nested.trace_id == trace_id
+    client.flush()
+    assert parent_name(memory, "nested") == "root"
