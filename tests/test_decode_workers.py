@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from conftest import ServerProcess
+from tracehub.collector.decoding import default_workers
 from fixture_otlp import capture_to_logs_request, capture_to_trace_request
 from otlp_helpers import make_span, new_trace_id, post, request_of
 
@@ -111,3 +112,18 @@ def test_workers_stop_with_the_server(server_factory: Callable[..., ServerProces
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(w) for w in workers)
+
+
+@pytest.mark.parametrize(("url", "cores", "workers"), [
+    ("sqlite:///./tracehub.db", 2, 1),
+    ("sqlite:///./tracehub.db", 1, 0),
+    ("sqlite:///./tracehub.db", 16, 4),
+    ("postgresql+psycopg://u@127.0.0.1:5432/db", 2, 0),
+    ("postgresql+psycopg://u@localhost/db", 4, 2),
+    ("postgresql+psycopg:///db?host=/var/run/postgresql", 2, 0),
+    ("postgresql+psycopg:///db", 2, 0),
+    ("postgresql+psycopg://u@db.internal:5432/db", 2, 1),
+    ("postgresql+psycopg:///db?host=db.internal", 2, 1),
+])
+def test_default_workers_leave_a_core_to_a_local_postgres(url: str, cores: int, workers: int) -> None:
+    assert default_workers(url, cores) == workers

@@ -9,7 +9,7 @@ import logging
 
 import sqlalchemy as sa
 
-from tracehub.collector.decoding import DecodePool
+from tracehub.collector.decoding import DecodePool, default_workers
 from tracehub.collector.pipeline import Pipeline
 from tracehub.collector.pricing import Pricing
 from tracehub.settings import Settings
@@ -28,7 +28,9 @@ class Hub:
         self.pipeline = Pipeline(self.writer, pricing=self.pricing,
                                  max_inflight_bytes=settings.max_inflight_bytes)
         self.keys = keys.KeyResolver(self.engine)
-        self.decoder = DecodePool(settings.decode_workers, self.pricing)
+        workers = settings.decode_workers
+        self.decoder = DecodePool(workers if workers >= 0 else default_workers(settings.database_url),
+                                  self.pricing)
 
     @property
     def dialect(self) -> str:

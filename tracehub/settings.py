@@ -46,9 +46,10 @@ class Settings:
         5_000, "Most spans the writer groups into one transaction."
     )
     decode_workers: int = _setting(
-        min(4, (os.cpu_count() or 1) - 1),
-        "Processes that decode OTLP traces beside the writer (default: one per core but one, at"
-        " most 4); 0 decodes in the server process.",
+        -1,
+        "Processes that decode OTLP traces beside the writer; 0 decodes in the server process."
+        " -1 (default): one per core but one, and one fewer when PostgreSQL runs on this machine"
+        " (it needs a core), at most 4.",
     )
     allow_default_key_on_public: bool = _setting(
         False, "Allow a non-loopback --host while only the default dev-key exists."
