@@ -64,9 +64,11 @@ def _replay_all(server: ServerProcess) -> set[str]:
     return trace_ids
 
 
-def test_workers_store_what_in_process_decoding_stores(server_factory: Callable[..., ServerProcess]) -> None:
-    in_process = server_factory("sqlite", env={"TRACEHUB_DECODE_WORKERS": "0"})
-    workers = server_factory("sqlite", env={"TRACEHUB_DECODE_WORKERS": "2"})
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_workers_store_what_in_process_decoding_stores(server_factory: Callable[..., ServerProcess],
+                                                       backend: str) -> None:
+    in_process = server_factory(backend, env={"TRACEHUB_DECODE_WORKERS": "0"})
+    workers = server_factory(backend, env={"TRACEHUB_DECODE_WORKERS": "2"})
     assert len(_children(workers.proc.pid)) >= 2  # type: ignore[union-attr]
     assert not _children(in_process.proc.pid)  # type: ignore[union-attr]
     trace_ids = _replay_all(in_process)

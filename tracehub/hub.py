@@ -40,6 +40,9 @@ class Hub:
         """Migrate, make sure a project exists, and start the writer and the decode workers."""
         db.migrate(self.engine)
         keys.ensure_default_project(self.engine)
+        # Forked workers must not inherit open connections: a child closing one would end the
+        # server's PostgreSQL session, or could checkpoint SQLite's WAL under the server.
+        self.engine.dispose()
         self.decoder.start()  # forks: before any thread
         self.writer.start()
 
