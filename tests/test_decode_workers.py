@@ -24,15 +24,17 @@ VOLATILE = frozenset(("created_at", "updated_at", "ingested_at"))
 
 
 def _children(pid: int) -> set[int]:
+    """Live (not zombie) child processes of `pid`."""
     kids = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        kids.add(int(entry))
-            except (OSError, IndexError, ValueError):
+                    state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+            except (OSError, ValueError):
                 continue
+            if int(ppid) == pid and state != "Z":
+                kids.add(int(entry))
     return kids
 
 
