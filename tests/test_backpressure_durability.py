@@ -46,6 +46,10 @@ def test_overload_answers_429_and_resource_exhausted(
         r = post(server, request_of(make_span(new_trace_id(), b"\x32" * 8)))
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
         assert status_pb2.Status.FromString(r.content).code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        # The JSON API shares the budget and the queue, and answers in problem+json.
+        r = server.client.post("/api/v1/ingest/traces", json={"trace": {"trace_id": new_trace_id().hex()}})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1, r.text
+        assert r.headers["content-type"] == "application/problem+json" and r.json()["status"] == 429
         if "TRACEHUB_QUEUE_MAX_SPANS" in limit:
             assert httpx.get(server.url + "/readyz").status_code == 503
         assert httpx.get(server.url + "/healthz").status_code == 200

@@ -24,6 +24,7 @@ from tracehub.api.params import normalize_id, parse_time_ns
 from tracehub.api.schemas import validation_errors
 from tracehub.collector import semconv
 from tracehub.collector.errors import IngestError
+from tracehub.collector.pipeline import Reservation
 from tracehub.collector.http import read_body
 from tracehub.hub import Hub
 from tracehub.records import (
@@ -162,29 +163,38 @@ class IngestRoutes:
                   single: bool = False) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> JSONResponse:
             project_id = project_of(request, self.hub)
-            body = await _json_body(request)
-            errors = validation_errors(schema, body)
-            # Errors inside one item of a list fail that item; anything else fails the request.
-            bad_items: dict[str, list[dict[str, Any]]] = {}
-            for e in errors:
-                parts = e["parts"]
-                if len(parts) >= 2 and isinstance(parts[1], int):
-                    bad_items.setdefault(f"{parts[0]}[{parts[1]}]", []).append(e)
-                else:
-                    raise ProblemError(422, f"{e['path']}: {e['message']}",
-                                       [{"path": x["path"], "message": x["message"]} for x in errors])
-            batch = Batch(project_id)
-            req = Items()
-            head = build(body, batch, req, set(bad_items))
-            for item in req.items:
-                if item.path in bad_items and item.error is None:
-                    first = bad_items[item.path][0]
-                    item.fail(422, first["message"], first["path"])
-            result = await self._export(batch)
-            results = _outcomes(req, result)
-            return _single_answer(results[0]) if single else _batch_answer(head, results)
+            # Held until the answer, as for OTLP: the body, then the records it became.
+            with self._admit(request) as held:
+                body = await _json_body(request, held)
+                errors = validation_errors(schema, body)
+                # Errors inside one item of a list fail that item; anything else fails the request.
+                bad_items: dict[str, list[dict[str, Any]]] = {}
+                for e in errors:
+                    parts = e["parts"]
+                    if len(parts) >= 2 and isinstance(parts[1], int):
+                        bad_items.setdefault(f"{parts[0]}[{parts[1]}]", []).append(e)
+                    else:
+                        raise ProblemError(422, f"{e['path']}: {e['message']}",
+                                           [{"path": x["path"], "message": x["message"]} for x in errors])
+                batch = Batch(project_id)
+                req = Items()
+                head = build(body, batch, req, set(bad_items))
+                for item in req.items:
+                    if item.path in bad_items and item.error is None:
+                        first = bad_items[item.path][0]
+                        item.fail(422, first["message"], first["path"])
+                result = await self._export(batch)
+                results = _outcomes(req, result)
+                return _single_answer(results[0]) if single else _batch_answer(head, results)
 
         return endpoint
+
+    def _admit(self, request: Request) -> Reservation:
+        declared = request.headers.get("content-length", "")
+        try:
+            return self.hub.pipeline.admit(int(declared) if declared.isdigit() else 0)
+        except IngestError as err:
+            raise _problem(err) from None
 
     async def _export(self, batch: Batch) -> WriteResult:
         if not len(batch):
@@ -192,8 +202,7 @@ class IngestRoutes:
         try:
             return await self.hub.pipeline.export(batch)
         except IngestError as err:
-            headers = {"retry-after": str(err.retry_after_s)} if err.retry_after_s else None
-            raise ProblemError(err.http_status, err.message, headers=headers) from None
+            raise _problem(err) from None
 
     # -- builders: body -> records + one Item per answerable thing -----------------------------
 
@@ -316,14 +325,19 @@ class IngestRoutes:
         return {}
 
 
-async def _json_body(request: Request) -> Any:
+def _problem(err: IngestError) -> ProblemError:
+    headers = {"retry-after": str(err.retry_after_s)} if err.retry_after_s else None
+    return ProblemError(err.http_status, err.message, headers=headers)
+
+
+async def _json_body(request: Request, held: Reservation) -> Any:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in ("application/json", ""):
         raise ProblemError(415, f"unsupported content type {ctype!r}: send application/json")
     try:
-        raw = await read_body(request, MAX_BODY_BYTES)  # bounded, gzip allowed, as for OTLP
+        raw = await read_body(request, MAX_BODY_BYTES, held)  # bounded, gzip allowed, as for OTLP
     except IngestError as err:
-        raise ProblemError(err.http_status, err.message) from None
+        raise _problem(err) from None
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
