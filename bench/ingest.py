@@ -611,6 +611,7 @@ class RssSampler(threading.Thread):
         self.peak_pss_sum = 0
         self.peak_rss_sum = 0
         self.workers = 0
+        self.samples = 0
         self._stop_evt = threading.Event()
 
     def run(self) -> None:
@@ -626,8 +627,12 @@ class RssSampler(threading.Thread):
         self.peak_file = max(self.peak_file, st.get("RssFile", 0))
         pids = server_pids(self.pid)
         self.workers = max(self.workers, len(pids) - 1)
-        self.peak_pss_sum = max(self.peak_pss_sum, sum(read_pss(p) for p in pids))
         self.peak_rss_sum = max(self.peak_rss_sum, sum(read_status(p).get("VmRSS", 0) for p in pids))
+        self.samples += 1
+        if self.samples % 10 == 1:
+            # smaps_rollup walks the page tables under the server's mmap lock, which its mmap /
+            # munmap calls then wait for: read it once a second, not every sample.
+            self.peak_pss_sum = max(self.peak_pss_sum, sum(read_pss(p) for p in pids))
 
     def stop(self) -> None:
         self.sample()
