@@ -24,8 +24,8 @@ from tracehub.api.params import normalize_id, parse_time_ns
 from tracehub.api.schemas import validation_errors
 from tracehub.collector import semconv
 from tracehub.collector.errors import IngestError
-from tracehub.collector.pipeline import Reservation
 from tracehub.collector.http import read_body
+from tracehub.collector.pipeline import Reservation
 from tracehub.hub import Hub
 from tracehub.records import (
     STATUS_ERROR,
