@@ -285,14 +285,6 @@ class LLMTraceClient(LangGraphRunsMixin):
             open_span.handle.span.set_attributes(
                 otel_attributes(attributes, self.max_content_bytes)
             )
-        if status == "success" and output_text is None and error is None:  # _end, minus a call
-            span = open_span.handle.span
-            span.set_status(_OK)
-            span.end()
-            current = otel_context.get_current()
-            if current is open_span.context or trace.get_current_span(current) is span:
-                self._restore(open_span)
-            return
         self._end(open_span, status, output_text, error, auto=False)
 
     @contextmanager
@@ -338,13 +330,17 @@ class LLMTraceClient(LangGraphRunsMixin):
         else:
             span.set_status(_OK)
         span.end()
-        current = otel_context.get_current()
-        # Identity first: the usual case (still the context start attached) skips a lookup.
-        if current is open_span.context or trace.get_current_span(current) is span:
-            self._restore(open_span)
+        self._restore(open_span)
 
     def _restore(self, open_span: OpenSpan) -> None:
-        """Make the context current again that was current when ``open_span`` started."""
+        """If ``open_span`` is still current, make current again what was when it started."""
+        current = otel_context.get_current()
+        # Identity first: the usual case (still the context start attached) skips a lookup.
+        if (
+            current is not open_span.context
+            and trace.get_current_span(current) is not open_span.handle.span
+        ):
+            return
         otel_context.attach(open_span.parent_context)
         if open_span.parent_trace is not None:
             self._hint = (open_span.parent_context, open_span.parent_trace)
