@@ -24,7 +24,7 @@ from tracehub.api.params import normalize_id, parse_time_ns
 from tracehub.api.schemas import validation_errors
 from tracehub.collector import semconv
 from tracehub.collector.errors import IngestError
-from tracehub.collector.http import read_body
+from tracehub.collector.http import declared_length, read_body
 from tracehub.collector.pipeline import Reservation
 from tracehub.hub import Hub
 from tracehub.records import (
@@ -190,9 +190,8 @@ class IngestRoutes:
         return endpoint
 
     def _admit(self, request: Request) -> Reservation:
-        declared = request.headers.get("content-length", "")
         try:
-            return self.hub.pipeline.admit(int(declared) if declared.isdigit() else 0)
+            return self.hub.pipeline.admit(declared_length(request))
         except IngestError as err:
             raise _problem(err) from None
 

@@ -51,6 +51,12 @@ def _codec(request: Request) -> str:
     raise unsupported_media_type(ctype)
 
 
+def declared_length(request: Request) -> int:
+    """The body size the client declares (Content-Length), 0 if it declares none."""
+    declared = request.headers.get("content-length", "")
+    return int(declared) if declared.isdigit() else 0
+
+
 async def read_body(request: Request, limit: int, reservation: Reservation | None = None) -> bytes:
     """The request body, decompressed, never holding more than `limit` bytes of it; the bytes held
     are reserved from the pipeline's budget as they arrive."""
@@ -63,8 +69,7 @@ async def read_body(request: Request, limit: int, reservation: Reservation | Non
         inflater = None
     else:
         raise IngestError(f"unsupported content-encoding {encoding!r}: use gzip or none", 415)
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared_length(request) > limit:
         raise too_large(limit)
     out = bytearray()
     raw = 0
@@ -126,8 +131,7 @@ class OtlpHttp:
                 project_id = self.hub.keys.project_for(presented_key(request.headers))
                 if project_id is None:
                     raise unauthenticated()
-                declared = request.headers.get("content-length", "")
-                with self.hub.pipeline.admit(int(declared) if declared.isdigit() else 0) as held:
+                with self.hub.pipeline.admit(declared_length(request)) as held:
                     body = await read_body(request, self.hub.settings.max_request_bytes, held)
                     decoded = await decode(body, codec, project_id)
                     del body
