@@ -1,4 +1,4 @@
-"""The span path's shortcuts keep the OTel SDK's behaviour: sampler, resource, current-span hint."""
+"""The span path's shortcuts keep the SDK's behaviour: sampling, resource, current-span hint."""
 
 from __future__ import annotations
 
@@ -13,17 +13,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, DEFAULT_ON, Decision
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
 from llm_trace_hub import LLMTraceClient
-from llm_trace_hub.provider import (
-    ParentBasedAlwaysOn,
-    build_resource,
-    build_tracer_provider,
-    default_sampler,
-)
+from llm_trace_hub.provider import build_resource, build_tracer_provider
 from llm_trace_hub.settings import HubSettings
+from llm_trace_hub.tracer import HubSpan, HubTracerProvider
 
 STATE = TraceState([("vendor", "x")])
 
@@ -45,29 +41,36 @@ PARENTS = {
 
 
 @pytest.mark.parametrize("case", list(PARENTS))
-def test_sampler_decides_as_the_sdk_default(case: str) -> None:
-    sampler, attributes = ParentBasedAlwaysOn(), {"k": 1}
-    for _ in range(2):  # the second call is answered from the remembered parent
-        for ctx in (PARENTS[case], PARENTS["local not sampled"], PARENTS[case]):
-            ours = sampler.should_sample(ctx, 0x123, "s", attributes=attributes)
-            sdk = DEFAULT_ON.should_sample(ctx, 0x123, "s", attributes=attributes)
-            assert ours.decision is sdk.decision
-            assert dict(ours.attributes) == dict(sdk.attributes)
-            assert ours.trace_state == sdk.trace_state
-    assert sampler.get_description() == DEFAULT_ON.get_description()
-    dropped = sampler.should_sample(PARENTS["remote not sampled"], 1, "s", attributes=attributes)
-    assert dropped.decision is Decision.DROP and not dropped.attributes
+def test_default_sampling_decides_as_the_sdk(case: str) -> None:
+    sdk = TracerProvider(shutdown_on_exit=False).get_tracer("t")
+    ours = HubTracerProvider(shutdown_on_exit=False).get_tracer("t")
+    for ctx in (PARENTS[case], PARENTS["local not sampled"], PARENTS[case]):
+        a = sdk.start_span("s", context=ctx, attributes={"k": 1})
+        b = ours.start_span("s", context=ctx, attributes={"k": 1})
+        assert b.is_recording() == a.is_recording()
+        assert type(b) is (HubSpan if a.is_recording() else NonRecordingSpan)
+        ca, cb = a.get_span_context(), b.get_span_context()
+        assert (cb.trace_flags, cb.trace_state, cb.is_remote) == (
+            ca.trace_flags,
+            ca.trace_state,
+            ca.is_remote,
+        )
+        if case not in ("none", "empty"):
+            assert cb.trace_id == ca.trace_id == 0xABC
+        if a.is_recording():
+            assert dict(b.attributes) == dict(a.attributes) == {"k": 1}
 
 
 def test_sampler_follows_otel_traces_sampler(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
-    assert isinstance(default_sampler(), ParentBasedAlwaysOn)
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_on")
-    assert isinstance(default_sampler(), ParentBasedAlwaysOn)
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
-    assert default_sampler() is None
     provider = build_tracer_provider(HubSettings(), span_exporter=InMemorySpanExporter())
     assert provider.sampler is ALWAYS_OFF
+    assert not provider.get_tracer("t").start_span("s").is_recording()
+    provider.shutdown()
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "1.0")
+    provider = build_tracer_provider(HubSettings(), span_exporter=InMemorySpanExporter())
+    assert isinstance(provider.get_tracer("t").start_span("s"), HubSpan)  # sampled by the ratio
     provider.shutdown()
 
 

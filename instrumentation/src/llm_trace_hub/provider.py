@@ -15,24 +15,17 @@ SDK's. When LangGraph is installed it is instrumented too. Nothing here talks to
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Mapping, Sequence
-from types import MappingProxyType
-from typing import Any
+from collections.abc import Mapping
 
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.environment_variables import OTEL_TRACES_SAMPLER
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Decision, Sampler, SamplingResult
-from opentelemetry.trace import Link, SpanContext, SpanKind, TraceState
-from opentelemetry.util.types import Attributes
 
 from llm_trace_hub import attributes as attr
 from llm_trace_hub.settings import HubSettings
+from llm_trace_hub.tracer import HubTracerProvider
 
 logger = logging.getLogger(__name__)
 
@@ -71,75 +64,6 @@ def build_resource(
     return _HashOnceResource(Resource.create(values))
 
 
-class _Sampled(SamplingResult):
-    """RECORD_AND_SAMPLE with the span's attributes as given.
-
-    ``SamplingResult`` wraps them in a ``MappingProxyType``, which ``isinstance(x, Mapping)``
-    (run on them by the span's attribute validation) never caches; the span copies them anyway.
-    """
-
-    def __init__(self, attributes: Attributes, trace_state: TraceState | None) -> None:
-        self.decision = Decision.RECORD_AND_SAMPLE
-        # The base class's attribute is typed as the proxy it builds.
-        self.attributes = attributes if attributes is not None else _NO_ATTRIBUTES  # type: ignore[assignment]
-        self.trace_state = trace_state
-
-
-_NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
-
-
-_DEFAULT_ON_DESCRIPTION: str = DEFAULT_ON.get_description()  # type: ignore[no-untyped-call]
-
-
-class ParentBasedAlwaysOn(Sampler):
-    """The SDK's default sampler, ``parentbased_always_on``, decided in one call.
-
-    Same decisions and trace state as ``ParentBased(ALWAYS_ON)`` (a root is sampled, a child
-    follows its parent's sampled flag) without its delegation and second parent lookup: the
-    sampler runs for every span, on the application's thread.
-    """
-
-    def __init__(self) -> None:
-        # The last parent context seen and its span context: siblings share their parent's
-        # context object, and a context never changes once made.
-        self._last: tuple[Context | None, SpanContext | None] = (None, None)
-
-    def should_sample(
-        self,
-        parent_context: Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        trace_state: TraceState | None = None,
-    ) -> SamplingResult:
-        last = self._last
-        if parent_context is not None and last[0] is parent_context:
-            parent = last[1]
-        else:
-            parent = trace.get_current_span(parent_context).get_span_context()
-            if parent_context is not None:
-                self._last = (parent_context, parent)
-        if parent is None or not parent.is_valid:
-            return _Sampled(attributes, None)
-        if parent.trace_flags.sampled:
-            return _Sampled(attributes, parent.trace_state)
-        return SamplingResult(Decision.DROP, None, parent.trace_state)
-
-    def get_description(self) -> str:
-        return _DEFAULT_ON_DESCRIPTION
-
-
-def default_sampler() -> Sampler | None:
-    """:class:`ParentBasedAlwaysOn` unless ``OTEL_TRACES_SAMPLER`` asks for another sampler.
-
-    ``None`` lets the SDK build the sampler the environment names, as it always does.
-    """
-    name = os.environ.get(OTEL_TRACES_SAMPLER, "parentbased_always_on").lower()
-    return ParentBasedAlwaysOn() if name == "parentbased_always_on" else None
-
-
 def build_span_processor(
     exporter: SpanExporter, schedule_delay_ms: float = 1000.0
 ) -> BatchSpanProcessor:
@@ -156,10 +80,12 @@ def build_tracer_provider(
     span_processor: SpanProcessor | None = None,
     shutdown_on_exit: bool = True,
 ) -> TracerProvider:
-    """A private TracerProvider for the hub. ``span_processor`` wins over ``span_exporter``."""
-    provider = TracerProvider(
+    """A private provider for the hub (its spans are :class:`~llm_trace_hub.tracer.HubSpan`).
+
+    ``span_processor`` wins over ``span_exporter``.
+    """
+    provider = HubTracerProvider(
         resource=build_resource(service_name, environment),
-        sampler=default_sampler(),
         shutdown_on_exit=shutdown_on_exit,
     )
     processor = span_processor or build_span_processor(span_exporter or hub_span_exporter(hub))
