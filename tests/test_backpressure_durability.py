@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable
 
 import grpc
@@ -142,3 +143,24 @@ def test_a_request_that_gives_up_while_queued_does_not_stop_the_writer(
     assert post(server, request_of(make_span(later, b"\x52" * 8))).status_code == 200
     assert len(server.wait_trace(later.hex(), 1)["spans"]) == 1
     assert len(server.wait_trace(abandoned.hex(), 1)["spans"]) == 1  # committed, just not answered
+
+
+def test_the_wal_is_copied_into_the_database_beside_the_writer(
+        server_factory: Callable[..., ServerProcess]) -> None:
+    """The writer's own auto-checkpoint waits for 64 MiB of WAL; the checkpointer thread copies
+    committed pages into the database file well before, without a COMMIT waiting on it."""
+    server = server_factory("sqlite")
+    path = Path(server.database_url.removeprefix("sqlite:///"))
+    before = path.stat().st_size
+    tid = new_trace_id()
+    spans = [make_span(tid, i.to_bytes(8, "big"), name=f"s{i}", payload="x" * 4000)
+             for i in range(1, 201)]
+    # Under SQLite's default auto-checkpoint (1,000 pages): only a checkpointer copies it now.
+    assert post(server, request_of(*spans)).status_code == 200
+    deadline = time.monotonic() + 10
+    while path.stat().st_size < before + 800_000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.stat().st_size >= before + 800_000
+    wal = path.with_name(path.name + "-wal")
+    assert wal.stat().st_size < 64 * 1024 * 1024
+    server.wait_trace(tid.hex(), min_spans=200)

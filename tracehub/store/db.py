@@ -26,8 +26,9 @@ SQLITE_PRAGMAS = (
     "PRAGMA temp_store=MEMORY",
 )
 
-# Connections for the writer, its search indexing and concurrent API reads; more reads queue.
-SQLITE_POOL = 6
+# Connections for the writer (and its search indexing), the WAL checkpointer and concurrent API
+# reads; more reads queue.
+SQLITE_POOL = 7
 
 
 def create_engine(url: str, **kwargs: Any) -> sa.Engine:

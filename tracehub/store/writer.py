@@ -10,9 +10,10 @@ traces a transaction touches, folds in only the spans that were not stored befor
 span counts once), and upserts the rows. Being the single writer is what makes that read-modify-write
 safe; on PostgreSQL the rows are also locked FOR UPDATE.
 
-What one batch writes, and how, is `tracehub.store.batchwrite`. When idle, the writer indexes new rows
-for search in steps (`tracehub.store.search`); under sustained load only a small step a second, so
-ingest keeps priority and the search index catches up afterwards.
+What one batch writes, and how, is `tracehub.store.batchwrite`. On SQLite a second thread
+checkpoints the WAL (`tracehub.store.checkpoint`), so COMMIT does not wait for fsync. When idle,
+the writer indexes new rows for search in steps (`tracehub.store.search`); under sustained load
+only a small step a second, so ingest keeps priority and the search index catches up afterwards.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import sqlalchemy as sa
 from tracehub.records import Batch
 from tracehub.store import search
 from tracehub.store.batchwrite import BatchWriter, Sql, WriteResult
+from tracehub.store.checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ class Writer:
         self._lock = threading.Lock()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="tracehub-writer", daemon=True)
+        self._checkpointer = None if self._sql.pg else Checkpointer(engine)
 
     @property
     def queued_spans(self) -> int:
@@ -89,6 +92,8 @@ class Writer:
 
     def start(self) -> None:
         self._thread.start()
+        if self._checkpointer is not None:
+            self._checkpointer.start()
 
     def submit(self, batch: Batch) -> Future[WriteResult]:
         job = _Job(batch)
@@ -107,6 +112,8 @@ class Writer:
             self._stopping = True
         self._queue.put(None)
         self._thread.join(timeout)
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
 
     def _run(self) -> None:
         conn = self._engine.raw_connection()
@@ -117,6 +124,8 @@ class Writer:
                 dbapi.autocommit = True  # explicit BEGIN / COMMIT below
             else:
                 dbapi.isolation_level = None
+                # The checkpointer thread copies the WAL; COMMIT does only past this bound.
+                dbapi.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
             self._loop(dbapi)
         finally:
             conn.close()
