@@ -44,7 +44,15 @@ class Named:
 def attributes_of_every_kind(tracer: trace.Tracer) -> None:
     span = tracer.start_span(
         "kinds",
-        attributes={"s": "text", "b": True, "i": 7, "f": 1.5, "strs": ["a", "b"], "ints": (1, 2)},
+        attributes={
+            "s": "text",
+            "b": True,
+            "i": 7,
+            "f": 1.5,
+            "strs": ["a", "b"],
+            "ints": (1, 2),
+            "": 0,
+        },
     )
     span.set_attribute("none", None)
     span.set_attribute("bytes", b"\x00\x01")
@@ -52,6 +60,7 @@ def attributes_of_every_kind(tracer: trace.Tracer) -> None:
     span.set_attribute("opaque", Opaque())
     span.set_attribute("", "empty key")
     span.set_attributes({3: "int key", "mixed": [1, "a"], "map": {"k": "v", "n": 1}})
+    span.set_attributes({"": "dropped from a mapping", Opaque(): "key without a str"})
     span.set_attribute("s", "replaced")
     span.end()
 

@@ -167,7 +167,7 @@ class HubSpan(SdkSpan):
                 )
                 if one:
                     cleaned[key] = value
-                self._dropped_attributes += cleaned.dropped + (0 if one else 1 - len(cleaned))
+                self._dropped_attributes += cleaned.dropped
                 for clean_key, clean_value in cleaned.items():
                     self._store(store, limit, clean_key, clean_value)
             elif key in store:
@@ -408,7 +408,7 @@ class HubTracerProvider(TracerProvider):
         # The limits the SDK's tracers get (SpanLimits() reads OTEL_*_LIMIT), read once here.
         self._limits = kwargs["span_limits"] = kwargs.get("span_limits") or SpanLimits()
         super().__init__(**kwargs)
-        self._hub_tracers: dict[int, HubTracer] = {}
+        self._hub_tracers: dict[InstrumentationScope, HubTracer] = {}
 
     def get_tracer(
         self,
@@ -422,13 +422,14 @@ class HubTracerProvider(TracerProvider):
         )
         if not isinstance(tracer, SdkTracer):
             return tracer  # OTEL_SDK_DISABLED: the SDK's no-op tracer
-        hub = self._hub_tracers.get(id(tracer))
+        scope = InstrumentationScope(
+            instrumenting_module_name or "",
+            instrumenting_library_version or "",
+            schema_url,
+            attributes,
+        )
+        # By scope, as the SDK caches its tracers (older SDKs made a new tracer each call).
+        hub = self._hub_tracers.get(scope)
         if hub is None:
-            scope = InstrumentationScope(
-                instrumenting_module_name or "",
-                instrumenting_library_version or "",
-                schema_url,
-                attributes,
-            )
-            hub = self._hub_tracers.setdefault(id(tracer), HubTracer(tracer, scope, self._limits))
+            hub = self._hub_tracers.setdefault(scope, HubTracer(tracer, scope, self._limits))
         return hub
