@@ -10,7 +10,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
@@ -246,3 +246,27 @@ def test_one_tracer_per_scope_and_resource_follows_the_provider() -> None:
     provider._update_resource(Resource({"process.pid": 42}))  # what the SDK does after a fork
     span = tracer.start_span("s")
     assert isinstance(span, HubSpan) and span.resource.attributes["process.pid"] == 42
+
+
+def test_processors_hear_of_a_span_as_from_the_sdk() -> None:
+    """on_start, the SDK's ending hook where it has one, and on_end, in that order."""
+
+    def heard(provider_class: type[TracerProvider]) -> list[tuple[str, str, bool]]:
+        calls: list[tuple[str, str, bool]] = []
+
+        class Listener(SpanProcessor):
+            def on_start(self, span: Any, parent_context: Any = None) -> None:
+                calls.append(("start", span.name, span.end_time is None))
+
+            def _on_ending(self, span: Any) -> None:
+                calls.append(("ending", span.name, span.end_time is None))
+
+            def on_end(self, span: ReadableSpan) -> None:
+                calls.append(("end", span.name, span.end_time is None))
+
+        provider = provider_class(shutdown_on_exit=False)
+        provider.add_span_processor(Listener())
+        provider.get_tracer("t").start_span("s").end()
+        return calls
+
+    assert heard(HubTracerProvider) == heard(TracerProvider)

@@ -294,8 +294,11 @@ class HubSpan(SdkSpan):
                 logger.warning("Calling end() on an ended span.")
                 return
             self._end_time = end_time if end_time is not None else time_ns()
+        tracer = self._tracer
+        if tracer.on_ending is not None:
+            tracer.on_ending(self)
         # Processors and exporters get the span itself: nothing changes it after this point.
-        self._tracer.span_processor.on_end(self)
+        tracer.span_processor.on_end(self)
 
     def __exit__(self, exc_type: Any, exc_val: BaseException | None, exc_tb: Any) -> None:
         if exc_val is not None and self.is_recording():
@@ -316,6 +319,8 @@ class HubTracer(trace_api.Tracer):
         self.sampler = sdk_tracer.sampler
         self.id_generator = sdk_tracer.id_generator
         self.span_processor: SpanProcessor = sdk_tracer.span_processor
+        # The SDK's hook for processors between end() and on_end (newer SDKs only).
+        self.on_ending = getattr(self.span_processor, "_on_ending", None)
         self.instrumentation_info = sdk_tracer.instrumentation_info
         self.scope = scope
         self.limits = _Limits(limits)
