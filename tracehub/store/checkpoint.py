@@ -45,11 +45,15 @@ class Checkpointer:
             dbapi.isolation_level = None
             cur = dbapi.cursor()
             cur.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+            failing = False
             while not self._stop.wait(self._interval_s):
                 try:
                     cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
                     cur.fetchall()
-                except Exception:  # a busy or locked database: the next round tries again
-                    log.warning("WAL checkpoint failed; retrying", exc_info=True)
+                    failing = False
+                except Exception:  # e.g. an I/O error: the next round tries again
+                    if not failing:  # once per run of failures, not four times a second
+                        log.warning("WAL checkpoint failed; retrying", exc_info=True)
+                    failing = True
         finally:
             conn.close()
