@@ -45,19 +45,6 @@ _UNSET = Status(StatusCode.UNSET)
 _RANDOM = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
 
 
-class _Limits:
-    """The span limits an SDK span would use, read once per tracer."""
-
-    def __init__(self, limits: SpanLimits) -> None:
-        self.attributes = limits.max_span_attributes
-        self.length = limits.max_span_attribute_length
-        self.events = limits.max_events
-        self.links = limits.max_links
-        self.event_attributes = limits.max_event_attributes
-        self.link_attributes = limits.max_link_attributes
-        self.other_length = limits.max_attribute_length
-
-
 class HubSpan(SdkSpan):
     """A recording span; see the module documentation."""
 
@@ -152,7 +139,7 @@ class HubSpan(SdkSpan):
         """Clean and store ``attributes``; the caller holds the lock (or owns the span)."""
         store = self._attributes
         limits = self._tracer.limits
-        limit, length = limits.attributes, limits.length
+        limit, length = limits.max_span_attributes, limits.max_span_attribute_length
         for key, value in attributes.items():
             if (
                 type(key) is not str
@@ -193,14 +180,17 @@ class HubSpan(SdkSpan):
     ) -> None:
         limits = self._tracer.limits
         bounded = BoundedAttributes(
-            limits.event_attributes, attributes, immutable=True, max_value_len=limits.other_length
+            limits.max_event_attributes,
+            attributes,
+            immutable=True,
+            max_value_len=limits.max_attribute_length,
         )
         event = Event(name=name, attributes=bounded, timestamp=timestamp)
         with self._lock:
             if self._end_time is not None:
                 logger.warning("Tried calling add_event on an ended span.")
                 return
-            self._events = self._append(self._events, limits.events, "_dropped_events", event)
+            self._events = self._append(self._events, limits.max_events, "_dropped_events", event)
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
         link = self._link(context, attributes)
@@ -211,7 +201,7 @@ class HubSpan(SdkSpan):
                 logger.warning("Tried calling add_link on an ended span.")
                 return
             self._links = self._append(
-                self._links, self._tracer.limits.links, "_dropped_links", link
+                self._links, self._tracer.limits.max_links, "_dropped_links", link
             )
 
     def _link(self, context: SpanContext, attributes: types.Attributes) -> Link | None:
@@ -219,7 +209,10 @@ class HubSpan(SdkSpan):
             return None
         limits = self._tracer.limits
         bounded = BoundedAttributes(
-            limits.link_attributes, attributes, immutable=True, max_value_len=limits.other_length
+            limits.max_link_attributes,
+            attributes,
+            immutable=True,
+            max_value_len=limits.max_attribute_length,
         )
         return Link(context, bounded)
 
@@ -323,7 +316,7 @@ class HubTracer(trace_api.Tracer):
         self.on_ending = getattr(self.span_processor, "_on_ending", None)
         self.instrumentation_info = sdk_tracer.instrumentation_info
         self.scope = scope
-        self.limits = _Limits(limits)
+        self.limits = limits
         self._default_on = self.sampler is DEFAULT_ON
         random = getattr(self.id_generator, "is_trace_id_random", lambda: False)()
         self._root_flags = (
@@ -398,7 +391,9 @@ class HubTracer(trace_api.Tracer):
         for link in links:
             made = span._link(link.context, link.attributes) if link else None
             if made is not None:
-                span._links = span._append(span._links, self.limits.links, "_dropped_links", made)
+                span._links = span._append(
+                    span._links, self.limits.max_links, "_dropped_links", made
+                )
         self.span_processor.on_start(span, parent_context=context)
         return span
 
