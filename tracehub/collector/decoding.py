@@ -27,8 +27,9 @@ import sqlalchemy as sa
 
 from tracehub.collector import otlp
 from tracehub.collector.errors import IngestError, invalid, unavailable
+from tracehub.collector.pipeline import encode_rows
 from tracehub.collector.pricing import Pricing
-from tracehub.store.batchwrite import span_from_row, span_row
+from tracehub.store.batchwrite import span_from_row
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,7 @@ def decode_rows(body: bytes, codec: str, project_id: int
         decoded = otlp.decode_traces(body, codec)
     except IngestError as err:
         return err.message
-    if _pricing is not None:
-        _pricing.apply(decoded.spans)
-    shared: dict[int, str] = {}
-    return ([span_row(project_id, s, shared) for s in decoded.spans], decoded.rejected,
-            decoded.errors)
+    return encode_rows(project_id, decoded.spans, _pricing), decoded.rejected, decoded.errors
 
 
 def default_workers(database_url: str, cores: int | None = None) -> int:

@@ -13,16 +13,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from tracehub import metrics
 from tracehub.collector.errors import overloaded, unavailable
 from tracehub.collector.pricing import Pricing
-from tracehub.records import Batch
+from tracehub.records import Batch, SpanRecord
 from tracehub.store.batchwrite import WriteResult, span_row
 from tracehub.store.writer import QueueFull, Writer, WriterStopped
 
 log = logging.getLogger(__name__)
+
+
+def encode_rows(project_id: int, spans: list[SpanRecord], pricing: Pricing | None
+                ) -> list[tuple[Any, ...]]:
+    """Price `spans` (before the writer folds their costs into traces), encode their rows into
+    `span.row` and return them; in the decode worker or in the receiving thread."""
+    if pricing is not None and spans:
+        pricing.apply(spans)
+    shared: dict[int, str] = {}  # one request's resource and scope, encoded once
+    rows = []
+    for span in spans:
+        span.row = row = span_row(project_id, span, shared)
+        rows.append(row)
+    return rows
 
 
 class Processor(Protocol):
@@ -101,15 +115,9 @@ class Pipeline:
         if not len(batch):
             return WriteResult()
         started = time.perf_counter()
-        # Spans from a decode worker come priced and encoded.
-        todo = [s for s in batch.spans if s.row is None]
-        if self.pricing is not None and todo:
-            self.pricing.apply(todo)  # before the writer folds span costs into the trace
-        shared: dict[int, str] = {}
-        for span in todo:
-            # JSON encoding holds the GIL: do it here, so the writer thread's time goes to the
-            # database (which releases the GIL) and the two threads use both cores.
-            span.row = span_row(batch.project_id, span, shared)
+        # Spans from a decode worker come priced and encoded. The others are encoded here: JSON
+        # encoding holds the GIL, and the writer thread's time should go to the database.
+        encode_rows(batch.project_id, [s for s in batch.spans if s.row is None], self.pricing)
         try:
             future = self.writer.submit(batch)
         except QueueFull:
