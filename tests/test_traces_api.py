@@ -130,10 +130,13 @@ def test_search_index_catches_up_and_serves_from_the_index(server: ServerProcess
     import time
 
     env = "indexed-" + secrets.token_hex(4)
-    wanted = _send_trace(server, env, text="인덱스 확인용 문장 zebra-crossing")
+    wanted = _send_trace(server, env, text="인덱스 확인용 문장 zebra-crossing abcz bcde")
     deadline = time.monotonic() + 20
     while httpx.get(server.url + "/readyz").json()["search_unindexed_rows"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert httpx.get(server.url + "/readyz").json()["search_unindexed_rows"] == 0
-    for query in ("zebra-cross", "확인용 문장", "ZEBRA"):
+    for query in ("zebra-cross", "확인용 문장", "ZEBRA", "bcz"):
         assert [t["trace_id"] for t in _list(server, environment=env, search=query)["items"]] == [wanted]
+    # Every trigram of these is in the trace, but not in this order.
+    for query in ("abcde", "zebra crossing", "확인 문장"):
+        assert _list(server, environment=env, search=query)["total"] == 0, query
