@@ -70,9 +70,10 @@ traces = sa.Table(
     # Set by the JSON ingest API when the client states the trace's status; wins over derivation.
     sa.Column("status_explicit", sa.String(16)),
     sa.Column("graph_name", sa.Text),
-    sa.Index("ix_traces_project_start", "project_id", "start_ns"),
+    sa.Index("ix_traces_project_start", "project_id", "start_ns", "trace_id"),
     sa.Index("ix_traces_project_session", "project_id", "session_id"),
     sa.Index("ix_traces_project_user", "project_id", "user_id"),
+    sa.Index("ix_traces_project_environment", "project_id", "environment", "start_ns", "trace_id"),
 )
 
 spans = sa.Table(
