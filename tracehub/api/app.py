@@ -7,13 +7,14 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from tracehub import metrics
 from tracehub.api import openapi
 from tracehub.api.errors import ProblemError, handle_http, handle_problem
 from tracehub.api.ingest import IngestRoutes
+from tracehub.api.responses import JSONResponse
 from tracehub.api.stats import StatsRoutes
 from tracehub.api.traces import TraceRoutes
 from tracehub.collector.http import OtlpHttp

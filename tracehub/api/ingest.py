@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tracehub.api.auth import project_of
 from tracehub.api.errors import ProblemError, field_error, problem
 from tracehub.api.params import normalize_id, parse_time_ns
+from tracehub.api.responses import JSONResponse
 from tracehub.api.schemas import validation_errors
 from tracehub.collector import semconv
 from tracehub.collector.errors import IngestError

@@ -12,11 +12,11 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tracehub.api.auth import project_of
 from tracehub.api.params import int_param, iso
+from tracehub.api.responses import JSONResponse
 from tracehub.hub import Hub
 from tracehub.store import stats
 

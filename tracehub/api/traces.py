@@ -5,12 +5,11 @@ Rows from `tracehub.store.queries` become the API's documented field names here 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tracehub.api.auth import project_of
@@ -24,12 +23,13 @@ from tracehub.api.params import (
     str_param,
     time_param,
 )
+from tracehub.api.responses import JSONResponse
 from tracehub.hub import Hub
 from tracehub.store import queries
 
 
 def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
+    return orjson.loads(value) if isinstance(value, str) else value
 
 
 def _duration_ms(start: int | None, end: int | None) -> float | None:
@@ -200,41 +200,38 @@ class TraceRoutes:
             start_after_ns=time_param(q, "start_after"), start_before_ns=time_param(q, "start_before"),
         )
 
-        def run() -> tuple[list[dict[str, Any]], int]:
+        def run() -> JSONResponse:  # rendering too: a 200-trace page must not hold the event loop
             with self.hub.engine.connect() as conn:
-                return queries.list_traces(conn, project_id, f, page, page_size)
+                rows, total = queries.list_traces(conn, project_id, f, page, page_size)
+            return JSONResponse(page_body([trace_view(r) for r in rows], page, page_size, total))
 
-        rows, total = await run_in_threadpool(run)
-        return JSONResponse(page_body([trace_view(r) for r in rows], page, page_size, total))
+        return await run_in_threadpool(run)
 
     async def detail(self, request: Request) -> JSONResponse:
         project_id = project_of(request, self.hub)
         trace_id = normalize_id(request.path_params["trace_id"], 32, "path.trace_id")
 
-        def run() -> dict[str, Any] | None:
+        def run() -> JSONResponse:
             with self.hub.engine.connect() as conn:
                 trace = queries.get_trace(conn, project_id, trace_id)
                 if trace is None:
-                    return None
-                return {"trace": trace, "spans": queries.trace_spans(conn, project_id, trace_id),
-                        "events": queries.trace_events(conn, project_id, trace_id),
-                        "evals": queries.trace_evals(conn, project_id, trace_id)}
+                    raise ProblemError(404, f"trace {trace_id} not found")
+                rows = queries.trace_spans(conn, project_id, trace_id)
+                events = queries.trace_events(conn, project_id, trace_id)
+                evals = queries.trace_evals(conn, project_id, trace_id)
+            by_span: dict[str | None, list[dict[str, Any]]] = {}
+            for event in events:
+                by_span.setdefault(event["span_id"], []).append(event)
+            tree, timeline = tree_and_timeline(rows, trace["start_ns"])
+            return JSONResponse({
+                "trace": trace_view(trace),
+                "spans": [span_view(r, by_span.get(r["span_id"], [])) for r in rows],
+                "tree": tree,
+                "timeline": timeline,
+                "events": [_event_view(e, "store") for e in by_span.get(None, [])],
+                "evals": [eval_view(e) for e in evals],
+                "decisions": [],
+                "judge_runs": [],
+            })
 
-        found = await run_in_threadpool(run)
-        if found is None:
-            raise ProblemError(404, f"trace {trace_id} not found")
-        by_span: dict[str | None, list[dict[str, Any]]] = {}
-        for event in found["events"]:
-            by_span.setdefault(event["span_id"], []).append(event)
-        rows = found["spans"]
-        tree, timeline = tree_and_timeline(rows, found["trace"]["start_ns"])
-        return JSONResponse({
-            "trace": trace_view(found["trace"]),
-            "spans": [span_view(r, by_span.get(r["span_id"], [])) for r in rows],
-            "tree": tree,
-            "timeline": timeline,
-            "events": [_event_view(e, "store") for e in by_span.get(None, [])],
-            "evals": [eval_view(e) for e in found["evals"]],
-            "decisions": [],
-            "judge_runs": [],
-        })
+        return await run_in_threadpool(run)
