@@ -289,9 +289,6 @@ class BatchWriter:
         existing = {tuple(r) for r in self._select(
             f"SELECT s.trace_id, s.span_id FROM {pairs} {self.sql.join} spans s ON s.project_id = {q}"
             " AND s.trace_id = k.t AND s.span_id = k.s", [*params, pid])}
-        referenced = {tuple(r) for r in self._select(
-            f"SELECT DISTINCT s.trace_id, s.parent_span_id FROM {pairs} {self.sql.join} spans s"
-            f" ON s.project_id = {q} AND s.trace_id = k.t AND s.parent_span_id = k.s", [*params, pid])}
         new = [s for key, s in unique.items() if key not in existing]
         result.duplicates = {key for key in unique if key in existing}
         new_keys = {(s.trace_id, s.span_id) for s in new}
@@ -305,20 +302,25 @@ class BatchWriter:
             return
         self._apply_earlier_events(pid, new)
         now = time.time_ns()
-        seen_parents: set[tuple[str, str]] = set()
+        awaited: dict[str, set[str]] = {}  # per trace: parents named by its spans, not stored
         # Model calls first, so the trace's model is a model that was called, not a declared one.
         for s in sorted(new, key=lambda s: (s.mapped.span_type not in MODEL_CALL_SPAN_TYPES, s.start_ns)):
             row = rows.get(s.trace_id) or rows.setdefault(s.trace_id, tracerow.new_row(pid, s.trace_id, now))
             tracerow.fold_span(row, s)
             self._touched.add(s.trace_id)
-            # A stored child already counted this span as a missing parent.
-            if (s.trace_id, s.span_id) in referenced:
+            waiting = awaited.get(s.trace_id)
+            if waiting is None:
+                waiting = awaited[s.trace_id] = set((row["awaited_parents"] or "").split())
+            if s.span_id in waiting:  # a stored child counted this span as missing
+                waiting.discard(s.span_id)
                 row["missing_parent_count"] -= 1
-            parent = (s.trace_id, s.parent_span_id) if s.parent_span_id else None
-            if (parent and parent not in existing and parent not in new_keys
-                    and parent not in referenced and parent not in seen_parents):
+            parent = s.parent_span_id
+            if (parent and parent not in waiting and (s.trace_id, parent) not in existing
+                    and (s.trace_id, parent) not in new_keys):
+                waiting.add(parent)
                 row["missing_parent_count"] += 1
-                seen_parents.add(parent)
+        for trace_id, waiting in awaited.items():
+            rows[trace_id]["awaited_parents"] = " ".join(sorted(waiting)) or None
         self.sql.executemany(
             self.cur, f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)})"
             f" VALUES ({self.sql.placeholders(SPAN_COLUMNS, _SPAN_JSON)})"

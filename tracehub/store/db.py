@@ -48,11 +48,11 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
     return sa.create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True, **kwargs)
 
 
-def migrate(engine: sa.Engine) -> None:
-    """Bring the schema to the newest packaged migration (idempotent)."""
+def migrate(engine: sa.Engine, revision: str = "head") -> None:
+    """Bring the schema to the newest packaged migration, or to `revision` (idempotent)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, revision)
 

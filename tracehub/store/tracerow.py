@@ -23,7 +23,7 @@ TRACE_COLUMNS = (
     "user_id", "session_id", "input_text", "output_text", "attributes", "root_span_id",
     "span_count", "running_span_count", "missing_parent_count", "error_count", "input_tokens",
     "output_tokens", "cost_usd", "decision", "user_review_passed", "input_rank_ns",
-    "output_rank_ns", "updated_ns", "status_explicit", "graph_name",
+    "output_rank_ns", "updated_ns", "status_explicit", "graph_name", "awaited_parents",
 )
 
 # Explicit fields a JSON client may state; they win over what the spans derive.

@@ -1,0 +1,54 @@
+"""Upgrading a database that holds data: what a migration derives must match what ingest derives."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Callable
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import ServerProcess
+from otlp_helpers import make_span, post, request_of
+from tracehub.store import db, keys
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_awaited_parents_are_derived_from_stored_spans(
+        backend: str, database_url_factory: Callable[[str], str],
+        server_factory: Callable[..., ServerProcess]) -> None:
+    url = database_url_factory(backend)
+    engine = db.create_engine(url)
+    db.migrate(engine, "0006")
+    keys.ensure_default_project(engine)
+    tid, root, stored, lost_a, lost_b = (secrets.token_hex(16), *(secrets.token_hex(8) for _ in range(4)))
+    children = [(secrets.token_hex(8), root), (secrets.token_hex(8), stored),
+                (secrets.token_hex(8), lost_a), (secrets.token_hex(8), lost_b),
+                (secrets.token_hex(8), lost_b)]
+    with engine.begin() as conn:
+        pid = conn.execute(sa.text("SELECT id FROM projects")).scalar_one()
+        conn.execute(sa.text(
+            "INSERT INTO traces (project_id, trace_id, status, start_ns, span_count, running_span_count,"
+            " missing_parent_count, error_count, input_tokens, output_tokens, cost_usd, updated_ns)"
+            " VALUES (:p, :t, 'running', 1, 6, 0, 3, 0, 0, 0, 0, 1)"), {"p": pid, "t": tid})
+        for span_id, parent in [(stored, None), *children]:
+            conn.execute(sa.text(
+                "INSERT INTO spans (project_id, trace_id, span_id, parent_span_id, name, kind, span_type,"
+                " status, start_ns, end_ns, attributes, resource, scope, events, links)"
+                " VALUES (:p, :t, :s, :parent, 'op', 'INTERNAL', 'span', 'success', 1, 2,"
+                " '{}', '{}', '{}', '[]', '[]')"), {"p": pid, "t": tid, "s": span_id, "parent": parent})
+    db.migrate(engine)
+    with engine.connect() as conn:
+        awaited = conn.execute(sa.text("SELECT awaited_parents FROM traces")).scalar_one()
+    engine.dispose()
+    assert sorted(awaited.split()) == sorted([root, lost_a, lost_b])
+
+    server = server_factory(database_url=url)
+    tid_bytes = bytes.fromhex(tid)
+    for span_id, open_after in ((lost_b, 2), (lost_a, 1), (root, 0)):
+        parent = b"" if span_id == root else bytes.fromhex(root)
+        r = post(server, request_of(make_span(tid_bytes, bytes.fromhex(span_id), parent)))
+        assert r.status_code == 200, r.text
+        trace = server.client.get(f"/api/v1/traces/{tid}").json()["trace"]
+        assert trace["open_span_count"] == open_after
+    assert trace["status"] == "success" and trace["span_count"] == 9
