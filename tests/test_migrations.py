@@ -1,8 +1,9 @@
-"""Upgrading a database that holds data: what a migration derives must match what ingest derives."""
+"""The schema at work: upgrading a database that holds data, and the plans its queries get."""
 
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 
 from conftest import ServerProcess
 from otlp_helpers import make_span, post, request_of
-from tracehub.store import db, keys
+from tracehub.store import db, keys, search
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -52,3 +53,17 @@ def test_awaited_parents_are_derived_from_stored_spans(
         trace = server.client.get(f"/api/v1/traces/{tid}").json()["trace"]
         assert trace["open_span_count"] == open_after
     assert trace["status"] == "success" and trace["span_count"] == 9
+
+
+def test_the_sqlite_search_index_drives_the_span_lookup(tmp_path: Path) -> None:
+    """Joined to spans, SQLite walked the project's rows and ran the FTS match once per row."""
+    engine = db.create_engine(f"sqlite:///{tmp_path / 'plan.db'}")
+    db.migrate(engine)
+    matched = search.condition("sqlite", 1, "보증 기간은").right  # traces.trace_id IN (<union>)
+    with engine.connect() as conn:
+        compiled = matched.element.compile(conn, compile_kwargs={"literal_binds": True})
+        plan = [row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")]
+    engine.dispose()
+    fts = [i for i, step in enumerate(plan) if "spans_fts VIRTUAL TABLE" in step]
+    assert fts and all(plan[i - 1].startswith("LIST SUBQUERY") for i in fts), plan
+    assert "SEARCH r USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
