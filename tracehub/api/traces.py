@@ -32,6 +32,12 @@ def _json(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str) else value
 
 
+def _embedded(value: Any) -> Any:
+    """Stored JSON text goes into the answer as it is: parsing and re-encoding each span's
+    attributes and resource was most of a 1,000-span trace's detail."""
+    return orjson.Fragment(value) if isinstance(value, str) else value
+
+
 def _duration_ms(start: int | None, end: int | None) -> float | None:
     if start is None or end is None:
         return None
@@ -105,8 +111,13 @@ def eval_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def span_view(row: dict[str, Any], extra_events: list[dict[str, Any]]) -> dict[str, Any]:
-    events = [_event_view(e, "otel") for e in _json(row["events"])]
+    """One span of a trace's detail; its JSON columns may be embedded as text (`orjson.Fragment`),
+    so the view is for encoding with orjson."""
+    events = [_event_view(e, "otel") for e in _json(row["events"])] if row["events"] != "[]" else []
     events += [_event_view(e, "store") for e in extra_events]
+    amendments = [e for e in extra_events if e["event_type"] == "AMENDMENT"]
+    merges_attributes = any(isinstance((e["payload"].get("patch") or {}).get("attributes"), dict)
+                            for e in amendments)
     langgraph = None
     if row["node_name"] or row["graph_name"]:
         langgraph = {"graph_name": row["graph_name"], "node_name": row["node_name"],
@@ -134,13 +145,13 @@ def span_view(row: dict[str, Any], extra_events: list[dict[str, Any]]) -> dict[s
         "session_id": row["session_id"],
         "environment": row["environment"],
         "langgraph": langgraph,
-        "attributes": _json(row["attributes"]),
-        "resource": _json(row["resource"]),
-        "scope": _json(row["scope"]),
-        "links": _json(row["links"]),
+        "attributes": (_json if merges_attributes else _embedded)(row["attributes"]),
+        "resource": _embedded(row["resource"]),
+        "scope": _embedded(row["scope"]),
+        "links": _embedded(row["links"]),
         "events": events,
     }
-    _amend(view, [e for e in extra_events if e["event_type"] == "AMENDMENT"])
+    _amend(view, amendments)
     return view
 
 
