@@ -53,6 +53,7 @@ def test_awaited_parents_are_derived_from_stored_spans(
         trace = server.client.get(f"/api/v1/traces/{tid}").json()["trace"]
         assert trace["open_span_count"] == open_after
     assert trace["status"] == "success" and trace["span_count"] == 9
+    assert server.client.get("/api/v1/traces").json()["total"] == 1  # counted by migration 0008
 
 
 def test_the_sqlite_search_index_drives_the_span_lookup(tmp_path: Path) -> None:

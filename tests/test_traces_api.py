@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from conftest import ServerProcess
-from otlp_helpers import NS, make_span, post
+from otlp_helpers import NS, make_span, post, request_of
 
 
 def _send_trace(server: ServerProcess, env: str, *, status_error: bool = False, text: str = "",
@@ -133,6 +133,26 @@ def test_a_key_never_sees_another_projects_data(server: ServerProcess,
     assert server.client.get(f"/api/v1/traces/{theirs}").status_code == 404
     assert [t["trace_id"] for t in _list(server, environment=env)["items"]] == [mine]
     other.close()
+
+
+def test_the_unfiltered_total_counts_each_trace_once(server: ServerProcess) -> None:
+    made = server.cli("keys", "create", "--project", "count-" + secrets.token_hex(3))
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    theirs = httpx.Client(base_url=server.url, headers={"x-api-key": key})
+    mine_before = _list(server)["total"]
+    tid = bytes.fromhex(_send_trace(server, "count", key=key))
+    root, child = secrets.token_bytes(8), secrets.token_bytes(8)
+    other = secrets.token_bytes(16)
+    for spans in ([make_span(other, child, parent=root)], [make_span(other, root)],
+                  [make_span(other, root)], [make_span(tid, secrets.token_bytes(8))]):
+        r = post(server, request_of(*spans), x_api_key=key)  # a split trace, a re-delivery
+        assert r.status_code == 200, r.text
+    _send_trace(server, "count", key=key)
+    assert theirs.get("/api/v1/traces").json()["total"] == 3
+    assert theirs.get("/api/v1/traces", params={"environment": "count"}).json()["total"] == 2
+    assert _list(server)["total"] == mine_before
+    theirs.close()
 
 
 def test_search_index_catches_up_and_serves_from_the_index(server: ServerProcess) -> None:

@@ -181,6 +181,7 @@ class BatchWriter:
         self.cur = cur
         self.sql = sql
         self._touched: set[str] = set()  # trace rows to upsert
+        self._stored_traces: set[str] = set()  # of those, the ones already in the database
         self._new_keys: dict[str, Idem] = {}
 
     def _select(self, query: str, params: list[Any]) -> list[Any]:
@@ -275,6 +276,7 @@ class BatchWriter:
             row = dict(zip(tracerow.TRACE_COLUMNS, r))
             row["attributes"] = _loads(row["attributes"])
             rows[row["trace_id"]] = row
+        self._stored_traces.update(rows)
         return rows
 
     def _write_spans(self, pid: int, spans: list[SpanRecord], rows: dict[str, dict[str, Any]],
@@ -378,6 +380,11 @@ class BatchWriter:
             self.cur, f"INSERT INTO traces ({', '.join(cols)})"
             f" VALUES ({self.sql.placeholders(cols, frozenset(('attributes',)))})"
             f" ON CONFLICT (project_id, trace_id) DO UPDATE SET {updates}", params)
+        added = sum(1 for row in rows if row["trace_id"] not in self._stored_traces)
+        if added:
+            q = self.sql.p
+            self.cur.execute(f"UPDATE projects SET trace_count = trace_count + {q} WHERE id = {q}",
+                             (added, rows[0]["project_id"]))
 
     # -- events and evals ----------------------------------------------------------------------
 

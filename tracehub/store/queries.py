@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tracehub.store import search
-from tracehub.store.schema import evaluation_results, span_events, spans, traces
+from tracehub.store.schema import evaluation_results, projects, span_events, spans, traces
 
 LIST_TEXT_LIMIT = 1000  # list rows carry previews; the detail carries the full text
 
@@ -68,7 +68,11 @@ def list_traces(conn: sa.Connection, project_id: int, f: TraceFilter, page: int,
             matched = matched.where(ev.passed == f.eval_passed)
         conds.append(traces.c.trace_id.in_(matched))
     where = sa.and_(*conds)
-    total = conn.execute(sa.select(sa.func.count()).select_from(traces).where(where)).scalar_one()
+    if len(conds) == 1:  # the project's traces: the writer keeps their count
+        total = conn.execute(sa.select(projects.c.trace_count).where(projects.c.id == project_id)
+                             ).scalar_one_or_none() or 0
+    else:
+        total = conn.execute(sa.select(sa.func.count()).select_from(traces).where(where)).scalar_one()
     preview = [sa.func.substr(c, 1, LIST_TEXT_LIMIT).label(c.name)
                for c in (traces.c.input_text, traces.c.output_text)]
     columns = [c for c in traces.c if c.name not in ("input_text", "output_text")] + preview
