@@ -92,8 +92,12 @@ def get_trace(conn: sa.Connection, project_id: int, trace_id: str) -> dict[str, 
 
 
 def trace_spans(conn: sa.Connection, project_id: int, trace_id: str) -> list[dict[str, Any]]:
+    """A trace's spans in start order. JSON columns come as the driver gives them: text on SQLite
+    (an answer embeds it as it is), parsed on PostgreSQL."""
+    columns = [sa.type_coerce(c, sa.Text).label(c.name) if isinstance(c.type, sa.JSON) else c
+               for c in spans.c]
     rows = conn.execute(
-        sa.select(spans).where(spans.c.project_id == project_id, spans.c.trace_id == trace_id)
+        sa.select(*columns).where(spans.c.project_id == project_id, spans.c.trace_id == trace_id)
         .order_by(spans.c.start_ns, spans.c.id)
     ).mappings().all()
     return [dict(r) for r in rows]
