@@ -251,3 +251,18 @@ def test_gzip_bodies_and_size_limit(hub: ServerProcess) -> None:
     r = hub.client.post("/api/v1/ingest/traces", content=huge,
                         headers={"content-type": "application/json", "content-encoding": "gzip"})
     assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_integers_beyond_64_bits_read_back_exactly(hub: ServerProcess) -> None:
+    tid, big = secrets.token_hex(16), 2**70 + 1
+    body = {"trace": {"trace_id": tid, "attributes": {"budget": big}},
+            "spans": [{"span_id": secrets.token_hex(8), "trace_id": tid, "name": "root",
+                       "start_time": "2026-02-07T10:00:01Z", "attributes": {"seed": big}}]}
+    r = send(hub, "/api/v1/ingest/traces", json.dumps(body))
+    assert r.status_code == 200, r.text
+    got = hub.client.get(f"/api/v1/traces/{tid}")
+    assert got.status_code == 200, got.text
+    assert got.json()["trace"]["attributes"] == {"budget": big}
+    assert got.json()["spans"][0]["attributes"]["seed"] == big
+    listed = hub.client.get("/api/v1/traces", params={"page_size": 200}).json()["items"]
+    assert [t["attributes"] for t in listed if t["trace_id"] == tid] == [{"budget": big}]

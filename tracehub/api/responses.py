@@ -8,6 +8,20 @@ import orjson
 from starlette import responses
 
 
+def _exact_big_ints(value: Any) -> Any:
+    """Integers beyond 64 bits (JSON clients may store them), which orjson refuses, as number text."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**64:
+        return orjson.Fragment(str(value))
+    if isinstance(value, dict):
+        return {k: _exact_big_ints(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_exact_big_ints(v) for v in value]
+    return value
+
+
 class JSONResponse(responses.JSONResponse):
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        try:
+            return orjson.dumps(content)
+        except TypeError:
+            return orjson.dumps(_exact_big_ints(content))

@@ -5,6 +5,7 @@ Rows from `tracehub.store.queries` become the API's documented field names here 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -29,7 +30,8 @@ from tracehub.store import queries
 
 
 def _json(value: Any) -> Any:
-    return orjson.loads(value) if isinstance(value, str) else value
+    # Not orjson: it reads integers beyond 64 bits (JSON clients send them) as floats.
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _embedded(value: Any) -> Any:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -33,9 +32,6 @@ SQLITE_POOL = 7
 
 
 def create_engine(url: str, **kwargs: Any) -> sa.Engine:
-    # JSON columns read back with orjson: the standard library's decoder was a third of a
-    # 1,000-span trace's detail.
-    kwargs.setdefault("json_deserializer", orjson.loads)
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"check_same_thread": False},
                                   pool_size=SQLITE_POOL, max_overflow=0, **kwargs)
