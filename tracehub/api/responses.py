@@ -1,4 +1,5 @@
-"""JSON answers encoded with orjson: a 200-trace page took ~40 ms in the standard library's encoder."""
+"""JSON answers encoded with orjson: a 200-trace page (340 KB) took 5.7 ms to encode with the standard
+library, 0.3 ms with orjson."""
 
 from __future__ import annotations
 
