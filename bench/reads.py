@@ -217,11 +217,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             while get_json(api, "/readyz").get("search_unindexed_rows"):
                 time.sleep(2)
         unindexed = get_json(api, "/readyz").get("search_unindexed_rows")
-        newest = get_json(api, "/api/v1/traces?page_size=50")["items"]
         env1 = f"{run_tag}-{min(1, (args.spans - 1) // args.chunk)}"
         middle = max(1, get_json(api, f"/api/v1/traces?page_size=1&environment={env1}")["total"] // 400)
         some = [t["trace_id"] for t in get_json(
             api, f"/api/v1/traces?page_size=200&page={middle}&environment={env1}")["items"]][::4]
+        if not some:
+            raise RuntimeError(f"no traces listed in environment {env1}")
         ingest.log(f"{total:,} traces stored in {load_s:.0f} s; {unindexed:,} span rows not yet in"
                    " the search index; reading ...")
         reads = {
@@ -241,7 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ingest.log(f"  {name}: p50 {measured[name]['p50_ms']} ms")
         result.update({
             "spans": stored + args.big_trace_spans, "traces": total, "load_s": round(load_s, 1),
-            "unindexed_rows_at_read": unindexed, "newest_listed": len(newest), "reads": measured,
+            "unindexed_rows_at_read": unindexed, "reads": measured,
             "targets": {
                 "list newest 50 < 10 ms": measured["list newest 50"]["p50_ms"] < 10,
                 "10-span detail < 10 ms": measured["detail of a 10-span trace"]["p50_ms"] < 10,
