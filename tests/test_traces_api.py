@@ -166,6 +166,7 @@ def test_search_index_catches_up_and_serves_from_the_index(server: ServerProcess
     assert httpx.get(server.url + "/readyz").json()["search_unindexed_rows"] == 0
     for query in ("zebra-cross", "확인용 문장", "ZEBRA", "bcz"):
         assert [t["trace_id"] for t in _list(server, environment=env, search=query)["items"]] == [wanted]
-    # Every trigram of these is in the trace, but not in this order.
+    # Not in the trace, though every trigram of "abcde" is ("abcz bcde"): the index's candidates
+    # are checked.
     for query in ("abcde", "zebra crossing", "확인 문장"):
         assert _list(server, environment=env, search=query)["total"] == 0, query
