@@ -76,11 +76,17 @@ def list_traces(conn: sa.Connection, project_id: int, f: TraceFilter, page: int,
     preview = [sa.func.substr(c, 1, LIST_TEXT_LIMIT).label(c.name)
                for c in (traces.c.input_text, traces.c.output_text)]
     columns = [c for c in traces.c if c.name not in ("input_text", "output_text")] + preview
+    newest_first = (traces.c.start_ns.desc(), traces.c.trace_id.desc())  # one index walked backwards
+    # The page's ids first, from the index alone; then only those rows. Selected in one step,
+    # PostgreSQL read and cut the text of every row before the page (page 100: 72 ms of 6,000 rows).
+    page_ids = (sa.select(traces.c.trace_id).where(where).order_by(*newest_first)
+                .limit(page_size).offset((page - 1) * page_size))
     rows = conn.execute(
-        sa.select(*columns).where(where)
-        .order_by(traces.c.start_ns.desc(), traces.c.trace_id.desc())  # one index walked backwards
-        .limit(page_size).offset((page - 1) * page_size)
+        sa.select(*columns)
+        .where(traces.c.project_id == project_id, traces.c.trace_id.in_(page_ids.scalar_subquery()))
     ).mappings().all()
+    # Sorted here: asked to, SQLite walked the whole start index again to avoid sorting 50 rows.
+    rows = sorted(rows, key=lambda r: (r["start_ns"] or 0, r["trace_id"]), reverse=True)
     return [dict(r) for r in rows], total
 
 
