@@ -86,7 +86,7 @@ def list_traces(conn: sa.Connection, project_id: int, f: TraceFilter, page: int,
         .where(traces.c.project_id == project_id, traces.c.trace_id.in_(page_ids.scalar_subquery()))
     ).mappings().all()
     # Sorted here: asked to, SQLite walked the whole start index again to avoid sorting 50 rows.
-    rows = sorted(rows, key=lambda r: (r["start_ns"] or 0, r["trace_id"]), reverse=True)
+    rows = sorted(rows, key=lambda r: (r["start_ns"], r["trace_id"]), reverse=True)
     return [dict(r) for r in rows], total
 
 
