@@ -179,12 +179,7 @@ class HubSpan(SdkSpan):
         self, name: str, attributes: types.Attributes = None, timestamp: int | None = None
     ) -> None:
         limits = self._tracer.limits
-        bounded = BoundedAttributes(
-            limits.max_event_attributes,
-            attributes,
-            immutable=True,
-            max_value_len=limits.max_attribute_length,
-        )
+        bounded = self._frozen_attributes(limits.max_event_attributes, attributes)
         event = Event(name=name, attributes=bounded, timestamp=timestamp)
         with self._lock:
             if self._end_time is not None:
@@ -207,14 +202,15 @@ class HubSpan(SdkSpan):
     def _link(self, context: SpanContext, attributes: types.Attributes) -> Link | None:
         if not (context and (context.is_valid or attributes or context.trace_state)):
             return None
-        limits = self._tracer.limits
-        bounded = BoundedAttributes(
-            limits.max_link_attributes,
-            attributes,
-            immutable=True,
-            max_value_len=limits.max_attribute_length,
-        )
-        return Link(context, bounded)
+        limit = self._tracer.limits.max_link_attributes
+        return Link(context, self._frozen_attributes(limit, attributes))
+
+    def _frozen_attributes(
+        self, limit: int | None, attributes: types.Attributes
+    ) -> BoundedAttributes:
+        """An event's or a link's attributes, cleaned and bounded as the SDK does."""
+        length = self._tracer.limits.max_attribute_length
+        return BoundedAttributes(limit, attributes, immutable=True, max_value_len=length)
 
     def _append(
         self, items: Sequence[Any], limit: int | None, dropped: str, item: Any
