@@ -1017,25 +1017,33 @@ def stored_spans(api_url: str, key: str, env: str, workers: int) -> tuple[int, i
     return seen, spans, time.perf_counter() - t
 
 
-def timed_get(url: str, key: str, n: int = 15) -> float | None:
-    """Median seconds of n sequential GETs (one warm-up first) on a keep-alive connection."""
-    u = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port or 80, timeout=30)
-    path = u.path + ("?" + u.query if u.query else "")
+def get_times(api_url: str, paths: list[str], key: str, n: int,
+              timeout: float = 30) -> list[float] | None:
+    """Seconds of n sequential GETs cycling over `paths` (each fetched once first, untimed) on
+    one keep-alive connection; None if one is not answered 200."""
+    u = urllib.parse.urlsplit(api_url)
+    conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port or 80, timeout=timeout)
     times = []
     try:
-        for k in range(n + 1):
+        for k in range(n + len(paths)):
             t = time.perf_counter()
-            conn.request("GET", path, headers={"x-api-key": key})
+            conn.request("GET", paths[k % len(paths)], headers={"x-api-key": key})
             resp = conn.getresponse()
             resp.read()
             if resp.status != 200:
                 return None
-            if k:
+            if k >= len(paths):
                 times.append(time.perf_counter() - t)
     finally:
         conn.close()
-    return statistics.median(times)
+    return times
+
+
+def timed_get(url: str, key: str, n: int = 15) -> float | None:
+    """Median seconds of n sequential GETs (one warm-up first) on a keep-alive connection."""
+    u = urllib.parse.urlsplit(url)
+    times = get_times(url, [u.path + ("?" + u.query if u.query else "")], key, n)
+    return statistics.median(times) if times else None
 
 
 def trace_count(api_url: str, key: str, env: str) -> int:

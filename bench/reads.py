@@ -165,23 +165,10 @@ def get_json(api_url: str, path: str) -> Any:
 def timed(api_url: str, paths: list[str], n: int) -> dict[str, float]:
     """Median / p95 / max milliseconds of n sequential GETs cycling over `paths` (one warm-up
     each first) on one keep-alive connection."""
-    u = urllib.parse.urlsplit(api_url)
-    conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port or 80, timeout=120)
-    times = []
-    try:
-        for k in range(n + len(paths)):
-            path = paths[k % len(paths)]
-            t = time.perf_counter()
-            conn.request("GET", path, headers={"x-api-key": "dev-key"})
-            resp = conn.getresponse()
-            resp.read()
-            if resp.status != 200:
-                raise RuntimeError(f"GET {path} answered {resp.status}")
-            if k >= len(paths):
-                times.append((time.perf_counter() - t) * 1000)
-    finally:
-        conn.close()
-    times.sort()
+    seconds = ingest.get_times(api_url, paths, "dev-key", n, timeout=120)
+    if seconds is None:
+        raise RuntimeError(f"GET {paths[0]} (or a sibling) was not answered 200")
+    times = sorted(s * 1000 for s in seconds)
     return {"p50_ms": round(statistics.median(times), 2),
             "p95_ms": round(times[min(len(times) - 1, int(len(times) * 0.95))], 2),
             "max_ms": round(times[-1], 2)}
