@@ -12,8 +12,9 @@ safe; on PostgreSQL the rows are also locked FOR UPDATE.
 
 What one batch writes, and how, is `tracehub.store.batchwrite`. On SQLite a second thread
 checkpoints the WAL (`tracehub.store.checkpoint`), so COMMIT does not wait for fsync. When idle,
-the writer indexes new rows for search in steps (`tracehub.store.search`); under sustained load
+the SQLite writer indexes new rows for search in steps (`tracehub.store.search`); under sustained load
 only a small step a second, so ingest keeps priority and the search index catches up afterwards.
+On PostgreSQL a thread of its own does the same steps beside the writer (`tracehub.store.indexer`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tracehub.records import Batch
 from tracehub.store import search
 from tracehub.store.batchwrite import BatchWriter, Sql, WriteResult
 from tracehub.store.checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
+from tracehub.store.indexer import SearchIndexer
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +87,22 @@ class Writer:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="tracehub-writer", daemon=True)
         self._checkpointer = None if self._sql.pg else Checkpointer(engine)
+        self._indexer = SearchIndexer(engine, self.busy, INDEX_STEP_ROWS, INDEX_EVERY_S) if self._sql.pg else None
+        self._last_commit = 0.0
 
     @property
     def queued_spans(self) -> int:
         return self._queued
 
+    def busy(self) -> bool:
+        return bool(self._queued) or time.monotonic() - self._last_commit < INDEX_IDLE_S
+
     def start(self) -> None:
         self._thread.start()
         if self._checkpointer is not None:
             self._checkpointer.start()
+        if self._indexer is not None:
+            self._indexer.start()
 
     def submit(self, batch: Batch) -> Future[WriteResult]:
         job = _Job(batch)
@@ -114,6 +123,8 @@ class Writer:
         self._thread.join(timeout)
         if self._checkpointer is not None:
             self._checkpointer.stop()
+        if self._indexer is not None:
+            self._indexer.stop()
 
     def _run(self) -> None:
         conn = self._engine.raw_connection()
@@ -131,7 +142,7 @@ class Writer:
             conn.close()
 
     def _loop(self, dbapi: Any) -> None:
-        index_pending = True  # rows may be left unindexed by an earlier run
+        index_pending = self._indexer is None  # rows may be left unindexed by an earlier run
         idle_wait = INDEX_IDLE_S
         last_index = time.monotonic()
         while True:
@@ -166,8 +177,12 @@ class Writer:
             finally:
                 with self._lock:
                     self._queued -= size
+            self._last_commit = time.monotonic()
             if stop:
                 return
+            if self._indexer is not None:  # PostgreSQL: indexed beside the writer
+                self._indexer.rows_committed()
+                continue
             index_pending = True
             if time.monotonic() - last_index > INDEX_EVERY_S:
                 index_pending = self._index(dbapi)
