@@ -36,6 +36,21 @@ def test_success_means_committed_and_visible_at_once(server: ServerProcess) -> N
     assert [s["name"] for s in detail(server, tid)["spans"]] == ["root"]  # no polling
 
 
+def test_nul_characters_are_stored_not_refused(server: ServerProcess) -> None:
+    # PostgreSQL refuses NUL in text and \u0000 in jsonb: there it becomes U+FFFD; SQLite keeps it.
+    tid = new_trace_id()
+    span = make_span(tid, b"\x31" * 8, name="nul\x00name", note="a\x00b")
+    span.events.add(name="ev\x00", time_unix_nano=NS + 1).attributes.add(key="k").value.string_value = "x\x00y"
+    r = post(server, request_of(span))
+    assert r.status_code == 200, r.text
+    assert not ExportTraceServiceResponse.FromString(r.content).HasField("partial_success")
+    nul = "\ufffd" if server.database_url.startswith("postgresql") else "\x00"
+    [got] = detail(server, tid)["spans"]
+    assert got["name"] == f"nul{nul}name"
+    assert got["attributes"]["note"] == f"a{nul}b"
+    assert got["events"][0]["attributes"] == {"k": f"x{nul}y"}
+
+
 def test_otlp_json_encoding(server: ServerProcess) -> None:
     tid, root, child = secrets.token_hex(16), secrets.token_hex(8), secrets.token_hex(8)
     body = {"resourceSpans": [{

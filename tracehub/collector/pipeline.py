@@ -31,7 +31,7 @@ def encode_rows(project_id: int, spans: list[SpanRecord], pricing: Pricing | Non
     `span.row` and return them; in the decode worker or in the receiving thread."""
     if pricing is not None and spans:
         pricing.apply(spans)
-    shared: dict[int, str] = {}  # one request's resource and scope, encoded once
+    shared: dict[int, bytearray] = {}  # one request's resource and scope, encoded once
     rows = []
     for span in spans:
         span.row = row = span_row(project_id, span, shared)

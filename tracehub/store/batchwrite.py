@@ -49,13 +49,19 @@ class WriteResult:
     duplicates: set[tuple[str, str]] = field(default_factory=set)
 
 
-def dumps(value: Any) -> str:
-    # UTF-8 as is (no \\u escapes) so search and storage see Korean text as written. orjson is ~3x
-    # faster than json on the ingest path; json takes what it refuses (ints beyond 64 bits).
+def dumps(value: Any) -> bytearray:
+    """A JSON column's value: UTF-8 bytes, which the statements turn into text (`Sql.pj`).
+
+    As str, the JSON was decoded from orjson's UTF-8, encoded again to cross from a decode worker,
+    decoded there and encoded once more to be bound: 15% of the writer's instructions were that
+    last encoding alone. A bytearray, not bytes: sqlite3 binds it without an adapter lookup.
+    UTF-8 as is (no \\u escapes) so search and storage see Korean text as written; json takes
+    what orjson refuses (ints beyond 64 bits).
+    """
     try:
-        return orjson.dumps(value, default=str).decode()
+        return bytearray(orjson.dumps(value, default=str))
     except TypeError:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+        return bytearray(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str), "utf-8")
 
 
 def _loads(value: Any) -> Any:
@@ -68,7 +74,8 @@ class Sql:
     def __init__(self, dialect: str) -> None:
         self.pg = dialect == "postgresql"
         self.p = "%s" if self.pg else "?"
-        self.pj = "%s::jsonb" if self.pg else "?"
+        # JSON goes in as UTF-8 bytes (`dumps`) and is stored as text / jsonb.
+        self.pj = "convert_from(%s, 'UTF8')::jsonb" if self.pg else "CAST(? AS TEXT)"
         # SQLite keeps the left side of a CROSS JOIN as the outer loop; PostgreSQL plans freely.
         self.join = "JOIN" if self.pg else "CROSS JOIN"
 
@@ -109,6 +116,8 @@ class Sql:
 def _no_nul(value: Any) -> Any:
     if isinstance(value, list):
         return [_no_nul(v) for v in value]
+    if isinstance(value, bytearray):  # JSON from `dumps`: a NUL is always escaped there
+        return value.replace(b"\\u0000", b"\\ufffd") if b"\\u0000" in value else value
     if not isinstance(value, str):
         return value
     if "\x00" in value:
@@ -131,7 +140,8 @@ EVAL_COLUMNS = ("project_id", "trace_id", "span_id", "eval_name", "eval_model", 
                 "metadata", "user_review_passed", "created_ns")
 
 
-def span_row(project_id: int, s: SpanRecord, shared: dict[int, str] | None = None) -> tuple[Any, ...]:
+def span_row(project_id: int, s: SpanRecord, shared: dict[int, bytearray] | None = None
+             ) -> tuple[Any, ...]:
     """The spans-table row of `s`. Spans of one request share their resource and scope objects;
     with `shared` (a dict kept over one request's spans) each is encoded once, and the rows share
     the one string (~600 bytes a span that also cross from a decode worker once)."""
@@ -151,7 +161,7 @@ def span_row(project_id: int, s: SpanRecord, shared: dict[int, str] | None = Non
 _JSON_AT = SPAN_COLUMNS.index("attributes")
 
 
-def _encode_shared(value: dict[str, Any], shared: dict[int, str] | None) -> str:
+def _encode_shared(value: dict[str, Any], shared: dict[int, bytearray] | None) -> bytearray:
     if shared is None:
         return dumps(value)
     out = shared.get(id(value))  # the objects outlive `shared`, so an id is never reused in it
