@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from conftest import ServerProcess
+from tracehub.collector.arena import Arena
 from tracehub.collector.decoding import default_workers
 from fixture_otlp import capture_to_logs_request, capture_to_trace_request
 from otlp_helpers import make_span, new_trace_id, post, request_of
@@ -44,6 +45,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _transfers(server: ServerProcess) -> dict[str, float]:
+    """tracehub_decode_transfers_total by path, from the server's /metrics."""
+    out = {}
+    for line in httpx.get(server.url + "/metrics").text.splitlines():
+        if line.startswith("tracehub_decode_transfers_total{"):
+            out[line.split('path="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def _replay_all(server: ServerProcess) -> set[str]:
     trace_ids: set[str] = set()
     for path in CAPTURES:
@@ -71,6 +81,15 @@ def test_workers_store_what_in_process_decoding_stores(server_factory: Callable[
         assert a.status_code == b.status_code == 200
         assert a.json() == b.json(), trace_id
         assert a.json()["spans"] and all(s["attributes"] for s in b.json()["spans"])
+    # Bodies and rows crossed in shared memory, except rows outgrowing their room (tiny spans).
+    assert _transfers(in_process) == {}
+    moved = _transfers(workers)
+    assert moved.get("shared", 0) > 0 and moved.get("pipe", 0) == 0, moved
+    # One bare span: its row outgrows twice its body, so it comes back through the pipe.
+    tid = new_trace_id()
+    assert post(workers, request_of(make_span(tid, b"\x01" * 8))).status_code == 200
+    assert _transfers(workers).get("pipe_rows", 0) == moved.get("pipe_rows", 0) + 1
+    assert workers.wait_trace(tid.hex())["spans"][0]["span_id"] == "01" * 8
 
 
 def test_a_killed_worker_is_replaced(server_factory: Callable[..., ServerProcess]) -> None:
@@ -92,6 +111,8 @@ def test_a_killed_worker_is_replaced(server_factory: Callable[..., ServerProcess
         time.sleep(0.2)
     assert answers[-1] == 200, answers
     assert server.wait_trace(tid.hex())["spans"][0]["span_id"] == "01" * 8
+    # A spawned worker does not share the arena: its requests go through the pipe.
+    assert _transfers(server).get("pipe", 0) >= 1
     assert _alive(pid) and worker not in _children(pid) and _children(pid)
     assert httpx.get(server.url + "/healthz").status_code == 200
 
@@ -121,3 +142,22 @@ def test_workers_stop_with_the_server(server_factory: Callable[..., ServerProces
 ])
 def test_default_workers_leave_a_core_to_a_local_postgres(url: str, cores: int, workers: int) -> None:
     assert default_workers(url, cores) == workers
+
+
+def test_arena_regions_are_reused_and_merged() -> None:
+    arena = Arena(1024)
+    a, b, c = arena.take(100), arena.take(200), arena.take(300)
+    assert (a, b, c) == (0, 128, 384)  # 64-byte aligned, first fit
+    assert arena.take(400) is None and arena.free_bytes == 1024 - 128 - 256 - 320
+    arena.give_back(b, 200)
+    assert arena.take(250) == 128  # the freed run is taken again
+    arena.give_back(128, 250)
+    arena.give_back(a, 100)
+    arena.give_back(c, 300)  # merges with both neighbours
+    assert arena.free_bytes == 1024 and arena.take(1024) == 0
+    arena.give_back(0, 1024)
+    view = arena.view
+    at = arena.take(4)
+    assert at is not None
+    view[at:at + 4] = b"span"
+    assert bytes(arena.buffer[at:at + 4]) == b"span"

@@ -10,6 +10,10 @@ SPANS_STORED = Counter("tracehub_spans_stored", "Spans committed to the database
 SPANS_DUPLICATE = Counter("tracehub_spans_duplicate", "Re-delivered spans that were already stored.")
 SPANS_REJECTED = Counter("tracehub_spans_rejected", "Invalid spans and log records rejected.")
 EVENTS_STORED = Counter("tracehub_events_stored", "Span events and log records committed.")
+DECODE_TRANSFERS = Counter("tracehub_decode_transfers",
+                           "OTLP trace requests sent to decode workers, by how they crossed: shared"
+                           " (memory), pipe (the arena was full or missing), pipe_rows (rows too big for"
+                           " their room came back through the pipe).", ["path"])
 QUEUED_SPANS = Gauge("tracehub_writer_queued_spans", "Spans waiting for the writer.")
 EXPORT_SECONDS = Histogram("tracehub_export_seconds", "Time from a request's submit to its commit.",
                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))

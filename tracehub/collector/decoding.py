@@ -6,8 +6,10 @@ used one core of two. Workers run the same `otlp.decode_traces` and `span_row` a
 the encoded rows, from which the server rebuilds light records (`span_from_row`: the JSON columns
 stay in `row`; `attributes`, `resource`, `scope`, `events` and `links` are left empty).
 
-With no workers (`TRACEHUB_DECODE_WORKERS=0`, or a one-core machine) the server decodes in process.
-A worker that dies is replaced, and the requests it held are answered 503 (retryable).
+Bodies and rows cross in shared memory (`tracehub.collector.arena`), not through the pool's pipes,
+whenever the arena has room. With no workers (`TRACEHUB_DECODE_WORKERS=0`, or a one-core machine)
+the server decodes in process. A worker that dies is replaced, and the requests it held are answered
+503 (retryable).
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ import gc
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from typing import Any, Awaitable, Callable
 
 import sqlalchemy as sa
 
+from tracehub import metrics
 from tracehub.collector import otlp
+from tracehub.collector.arena import Arena
 from tracehub.collector.errors import IngestError, invalid, unavailable
 from tracehub.collector.pipeline import encode_rows
 from tracehub.collector.pricing import Pricing
@@ -37,6 +42,12 @@ log = logging.getLogger(__name__)
 Decode = Callable[[bytes, str, int], Awaitable[otlp.Decoded]]
 
 _pricing: Pricing | None = None  # set in each worker by _init
+_arena: Arena | None = None  # inherited by forked workers
+
+# Room kept for a request's pickled rows, per byte of its body: they take ~1.7x a protobuf body on
+# the benchmark's spans. Rows that outgrow it come back through the pipe.
+ROWS_PER_BODY_BYTE = 2
+ARENA_BYTES = 32 * 1024 * 1024
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
@@ -58,7 +69,7 @@ def _ready() -> bool:
     return True
 
 
-def decode_rows(body: bytes, codec: str, project_id: int
+def decode_rows(body: bytes | memoryview, codec: str, project_id: int
                 ) -> tuple[list[tuple[Any, ...]], int, list[str]] | str:
     """In a worker: the rows of a request's valid spans, the rejected count and messages; or the
     message of an undecodable body (exceptions do not all survive pickling)."""
@@ -67,6 +78,19 @@ def decode_rows(body: bytes, codec: str, project_id: int
     except IngestError as err:
         return err.message
     return encode_rows(project_id, decoded.spans, _pricing), decoded.rejected, decoded.errors
+
+
+def decode_shared(at: int, body_bytes: int, room: int, codec: str, project_id: int) -> int | bytes:
+    """In a worker: `decode_rows` of the body at `at` in the arena. Its pickled answer goes right
+    behind the body when it fits in `room` (the answer is then its length), else back as bytes."""
+    assert _arena is not None
+    body = _arena.view[at:at + body_bytes]
+    answer = pickle.dumps(decode_rows(body, codec, project_id), pickle.HIGHEST_PROTOCOL)
+    if len(answer) > room:
+        return answer
+    out = at + body_bytes
+    _arena.view[out:out + len(answer)] = answer
+    return len(answer)
 
 
 def default_workers(database_url: str, cores: int | None = None) -> int:
@@ -85,15 +109,19 @@ def default_workers(database_url: str, cores: int | None = None) -> int:
 
 
 class DecodePool:
-    def __init__(self, workers: int, pricing: Pricing | None) -> None:
+    def __init__(self, workers: int, pricing: Pricing | None, arena_bytes: int = ARENA_BYTES) -> None:
         self.workers = workers
         self._pricing = pricing
+        self._arena_bytes = arena_bytes
         self._pool: ProcessPoolExecutor | None = None
 
     def start(self, method: str = "fork") -> None:
         """Start the workers. Call it before the server starts any thread: forked workers share the
         server's imported code (~40 MiB a worker less than a fresh interpreter) and start at once."""
+        global _arena
         if self.workers > 0:
+            # Spawned workers would not share an anonymous mapping: those requests use the pipes.
+            _arena = Arena(self._arena_bytes) if method == "fork" and self._arena_bytes else None
             if method == "fork":
                 gc.freeze()  # the workers' collector then never touches, and so copies, these pages
             self._pool = ProcessPoolExecutor(
@@ -115,9 +143,14 @@ class DecodePool:
         pool = self._pool
         if pool is None:
             return otlp.decode_traces(body, codec)
+        arena, room = _arena, len(body) * ROWS_PER_BODY_BYTE
+        at = arena.take(len(body) + room) if arena is not None else None
         try:
-            answer = await asyncio.get_running_loop().run_in_executor(
-                pool, decode_rows, body, codec, project_id)
+            if arena is None or at is None:
+                metrics.DECODE_TRANSFERS.labels("pipe").inc()
+                answer = await asyncio.wrap_future(pool.submit(decode_rows, body, codec, project_id))
+            else:
+                answer = await self._decode_shared(pool, arena, at, body, room, codec, project_id)
         except BrokenExecutor:
             log.error("an OTLP decode worker died; starting new ones")
             if self._pool is pool:
@@ -128,3 +161,28 @@ class DecodePool:
             raise invalid(answer)
         rows, rejected, errors = answer
         return otlp.Decoded(spans=[span_from_row(r) for r in rows], rejected=rejected, errors=errors)
+
+    @staticmethod
+    async def _decode_shared(pool: ProcessPoolExecutor, arena: Arena, at: int, body: bytes, room: int,
+                             codec: str, project_id: int) -> Any:
+        size = len(body) + room
+        arena.view[at:at + len(body)] = body
+        try:
+            done = pool.submit(decode_shared, at, len(body), room, codec, project_id)
+        except BaseException:  # a broken pool: no worker will touch the region
+            arena.give_back(at, size)
+            raise
+        try:
+            answer = await asyncio.wrap_future(done)
+            if isinstance(answer, bytes):
+                metrics.DECODE_TRANSFERS.labels("pipe_rows").inc()
+                return pickle.loads(answer)
+            metrics.DECODE_TRANSFERS.labels("shared").inc()
+            out = at + len(body)
+            return pickle.loads(arena.view[out:out + answer])
+        finally:
+            if done.done():
+                arena.give_back(at, size)
+            else:  # the caller gave up (a deadline, a hang-up): the worker still writes there
+                loop = asyncio.get_running_loop()
+                done.add_done_callback(lambda _: loop.call_soon_threadsafe(arena.give_back, at, size))

@@ -72,10 +72,10 @@ def attributes(kvs: Any) -> dict[str, Any]:
     return {kv.key: any_value(kv.value) for kv in kvs}
 
 
-def _parse(message: Any, body: bytes, content: str, fix_ids: Callable[[Any], None]) -> Any:
+def _parse(message: Any, body: bytes | memoryview, content: str, fix_ids: Callable[[Any], None]) -> Any:
     try:
         if content == "json":
-            doc = json.loads(body)
+            doc = json.loads(bytes(body) if isinstance(body, memoryview) else body)
             if not isinstance(doc, dict):
                 raise invalid("OTLP/JSON body must be a JSON object")
             fix_ids(doc)
@@ -127,7 +127,7 @@ def _scope(scope: Any) -> dict[str, Any]:
     return out
 
 
-def decode_traces(body: bytes, content: str = "protobuf") -> Decoded:
+def decode_traces(body: bytes | memoryview, content: str = "protobuf") -> Decoded:
     request = _parse(ExportTraceServiceRequest(), body, content, _fix_trace_ids)
     out = Decoded()
     for rs in request.resource_spans:
