@@ -68,3 +68,21 @@ def test_the_sqlite_search_index_drives_the_span_lookup(tmp_path: Path) -> None:
     fts = [i for i, step in enumerate(plan) if "spans_fts VIRTUAL TABLE" in step]
     assert fts and all(plan[i - 1].startswith("LIST SUBQUERY") for i in fts), plan
     assert "SEARCH r USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
+
+
+def test_new_sqlite_databases_get_8k_pages_and_old_ones_keep_theirs(tmp_path: Path) -> None:
+    import sqlite3
+
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE made_before (x)")
+    conn.close()
+    for path, size in ((tmp_path / "new.db", 8192), (old, 4096)):
+        engine = db.create_engine(f"sqlite:///{path}")
+        db.migrate(engine)
+        with engine.connect() as c:
+            assert c.exec_driver_sql("PRAGMA page_size").scalar() == size
+            assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert c.exec_driver_sql("SELECT count(*) FROM spans").scalar() == 0
+        engine.dispose()
