@@ -7,7 +7,7 @@ throughput. PostgreSQL takes concurrent writers and the steps write only the sea
 they run beside the writer. SQLite has one write lock, so there the writer still indexes between
 its own commits (`Writer._index`).
 
-The pacing is the writer's: while it is busy, one step a second (ingest keeps the CPU and the
+The pacing is the writer's: while it is busy, one small step a second (ingest keeps the CPU and the
 index catches up afterwards); once it is idle, step after step until the index is complete.
 """
 
@@ -26,11 +26,12 @@ log = logging.getLogger(__name__)
 
 
 class SearchIndexer:
-    def __init__(self, engine: sa.Engine, busy: Callable[[], bool], step_rows: int,
+    def __init__(self, engine: sa.Engine, busy: Callable[[], bool], step_rows: int, busy_step_rows: int,
                  busy_every_s: float) -> None:
         self._engine = engine
         self._busy = busy
         self._step_rows = step_rows
+        self._busy_step_rows = busy_step_rows
         self._busy_every_s = busy_every_s
         self._stop = threading.Event()
         self._new_rows = threading.Event()
@@ -72,7 +73,7 @@ class SearchIndexer:
         cur = dbapi.cursor()
         try:
             cur.execute("BEGIN")
-            done = search.index_step(cur, True, self._step_rows)
+            done = search.index_step(cur, True, self._busy_step_rows if self._busy() else self._step_rows)
             cur.execute("COMMIT")
         except Exception:
             log.exception("search indexing step failed; retrying after the next commit")
