@@ -48,7 +48,7 @@ class Settings:
     decode_workers: int = _setting(
         -1,
         "Processes that decode OTLP traces beside the writer; 0 decodes in the server process."
-        " -1 (default): one per core but one, and one fewer when PostgreSQL runs on this machine"
+        " -1 (default): one per core but one, and one fewer (but at least one) when PostgreSQL runs on this machine"
         " (it needs a core), at most 4.",
     )
     allow_default_key_on_public: bool = _setting(

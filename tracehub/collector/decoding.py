@@ -95,8 +95,9 @@ def decode_shared(at: int, body_bytes: int, room: int, codec: str, project_id: i
 
 def default_workers(database_url: str, cores: int | None = None) -> int:
     """One worker per core but the one the server's own thread and writer use; one fewer when
-    PostgreSQL runs on this machine. On two cores with a local PostgreSQL, a worker took the CPU
-    the database needed: 2,554 spans/s against 3,215 decoding in process (bench/README.md)."""
+    PostgreSQL runs on this machine, but never none on two cores or more. Through pipes, a worker
+    on two cores took the CPU a local PostgreSQL needed (2,554 spans/s against 3,215 decoding in
+    process); through the shared arena it gives ~8,750 against ~7,300 (bench/README.md)."""
     cores = cores if cores is not None else os.cpu_count() or 1
     url = sa.engine.make_url(database_url)
     socket_dir = url.query.get("host")  # libpq: a directory means a Unix socket
@@ -105,7 +106,7 @@ def default_workers(database_url: str, cores: int | None = None) -> int:
     host = url.host or (None if socket_dir is None else str(socket_dir))
     local_pg = url.get_backend_name() == "postgresql" and (
         host is None or host.startswith("/") or host in ("localhost", "127.0.0.1", "::1"))
-    return max(0, min(4, cores - 1 - int(local_pg)))
+    return max(min(1, cores - 1), min(4, cores - 1 - int(local_pg)))
 
 
 class DecodePool:
