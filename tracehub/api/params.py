@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 import uuid
 from datetime import datetime, UTC
 from typing import Any
@@ -36,7 +37,7 @@ def iso(ns: int | None) -> str | None:
 
 @functools.lru_cache(maxsize=4096)  # the spans of a trace, the traces of a page share seconds
 def _utc_second(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))  # a third of datetime's cost
 
 
 def parse_time_ns(value: str, path: str) -> int:

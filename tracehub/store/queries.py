@@ -81,13 +81,15 @@ def list_traces(conn: sa.Connection, project_id: int, f: TraceFilter, page: int,
     # PostgreSQL read and cut the text of every row before the page (page 100: 72 ms of 6,000 rows).
     page_ids = (sa.select(traces.c.trace_id).where(where).order_by(*newest_first)
                 .limit(page_size).offset((page - 1) * page_size))
-    rows = conn.execute(
+    result = conn.execute(
         sa.select(*columns)
         .where(traces.c.project_id == project_id, traces.c.trace_id.in_(page_ids.scalar_subquery()))
-    ).mappings().all()
+    )
+    keys = list(result.keys())
+    rows = [dict(zip(keys, r)) for r in result]  # a third of RowMapping's cost, and plain dicts
     # Sorted here: asked to, SQLite walked the whole start index again to avoid sorting 50 rows.
-    rows = sorted(rows, key=lambda r: (r["start_ns"], r["trace_id"]), reverse=True)
-    return [dict(r) for r in rows], total
+    rows.sort(key=lambda r: (r["start_ns"], r["trace_id"]), reverse=True)
+    return rows, total
 
 
 def get_trace(conn: sa.Connection, project_id: int, trace_id: str) -> dict[str, Any] | None:
