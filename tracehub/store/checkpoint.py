@@ -11,9 +11,11 @@ the WAL should this thread fall behind (`WRITER_AUTOCHECKPOINT_PAGES`).
 from __future__ import annotations
 
 import logging
-import threading
+from typing import Any
 
 import sqlalchemy as sa
+
+from tracehub.store.background import Background
 
 log = logging.getLogger(__name__)
 
@@ -23,37 +25,22 @@ WRITER_AUTOCHECKPOINT_PAGES = 16_384
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
-class Checkpointer:
+class Checkpointer(Background):
     def __init__(self, engine: sa.Engine, interval_s: float = 0.25) -> None:
-        self._engine = engine
+        super().__init__(engine, "tracehub-checkpoint")
         self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tracehub-checkpoint", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        conn = self._engine.raw_connection()
-        try:
-            dbapi = conn.driver_connection
-            assert dbapi is not None
-            dbapi.isolation_level = None
-            cur = dbapi.cursor()
-            cur.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
-            failing = False
-            while not self._stop.wait(self._interval_s):
-                try:
-                    cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                    cur.fetchall()
-                    failing = False
-                except Exception:  # e.g. an I/O error: the next round tries again
-                    if not failing:  # once per run of failures, not four times a second
-                        log.warning("WAL checkpoint failed; retrying", exc_info=True)
-                    failing = True
-        finally:
-            conn.close()
+    def _run(self, dbapi: Any) -> None:
+        dbapi.isolation_level = None
+        cur = dbapi.cursor()
+        cur.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+        failing = False
+        while not self._stop.wait(self._interval_s):
+            try:
+                cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                cur.fetchall()
+                failing = False
+            except Exception:  # e.g. an I/O error: the next round tries again
+                if not failing:  # once per run of failures, not four times a second
+                    log.warning("WAL checkpoint failed; retrying", exc_info=True)
+                failing = True

@@ -21,52 +21,40 @@ from typing import Any, Callable
 import sqlalchemy as sa
 
 from tracehub.store import search
+from tracehub.store.background import Background
 
 log = logging.getLogger(__name__)
 
 
-class SearchIndexer:
+class SearchIndexer(Background):
     def __init__(self, engine: sa.Engine, busy: Callable[[], bool], step_rows: int, busy_step_rows: int,
                  busy_every_s: float) -> None:
-        self._engine = engine
+        super().__init__(engine, "tracehub-indexer")
         self._busy = busy
         self._step_rows = step_rows
         self._busy_step_rows = busy_step_rows
         self._busy_every_s = busy_every_s
-        self._stop = threading.Event()
         self._new_rows = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tracehub-indexer", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._new_rows.set()
-        self._thread.join(timeout)
 
     def rows_committed(self) -> None:
         """The writer committed rows that may need indexing."""
+        self._wake()
+
+    def _wake(self) -> None:
         self._new_rows.set()
 
-    def _run(self) -> None:
-        conn = self._engine.raw_connection()
-        try:
-            dbapi = conn.driver_connection
-            assert dbapi is not None
-            dbapi.autocommit = True  # explicit BEGIN / COMMIT in _step
-            pending = True  # rows may be left unindexed by an earlier run
-            while not self._stop.is_set():
-                if not pending:
-                    self._new_rows.wait()
-                self._new_rows.clear()
-                started = time.monotonic()
-                pending = self._step(dbapi)
-                if self._busy():
-                    self._stop.wait(max(0.0, self._busy_every_s - (time.monotonic() - started)))
-                    pending = True  # the writer committed meanwhile
-        finally:
-            conn.close()
+    def _run(self, dbapi: Any) -> None:
+        dbapi.autocommit = True  # explicit BEGIN / COMMIT in _step
+        pending = True  # rows may be left unindexed by an earlier run
+        while not self._stop.is_set():
+            if not pending:
+                self._new_rows.wait()
+            self._new_rows.clear()
+            started = time.monotonic()
+            pending = self._step(dbapi)
+            if self._busy():
+                self._stop.wait(max(0.0, self._busy_every_s - (time.monotonic() - started)))
+                pending = True  # the writer committed meanwhile
 
     def _step(self, dbapi: Any) -> bool:
         """One bounded step in its own transaction; True if more rows may be waiting."""

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from tracehub.records import Batch
 from tracehub.store import search
+from tracehub.store.background import driver_connection
 from tracehub.store.batchwrite import BatchWriter, Sql, WriteResult
 from tracehub.store.checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from tracehub.store.indexer import SearchIndexer
@@ -131,10 +132,7 @@ class Writer:
             self._indexer.stop()
 
     def _run(self) -> None:
-        conn = self._engine.raw_connection()
-        try:
-            dbapi = conn.driver_connection
-            assert dbapi is not None
+        with driver_connection(self._engine) as dbapi:
             if self._sql.pg:
                 dbapi.autocommit = True  # explicit BEGIN / COMMIT below
             else:
@@ -142,8 +140,6 @@ class Writer:
                 # The checkpointer thread copies the WAL; COMMIT does only past this bound.
                 dbapi.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
             self._loop(dbapi)
-        finally:
-            conn.close()
 
     def _loop(self, dbapi: Any) -> None:
         index_pending = self._indexer is None  # rows may be left unindexed by an earlier run

@@ -1,0 +1,49 @@
+"""Threads beside the writer, each with a database connection of its own that it drives itself
+(the SQLite checkpointer, the PostgreSQL search indexer; the writer uses `driver_connection` too)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any, Iterator
+
+import sqlalchemy as sa
+
+
+@contextlib.contextmanager
+def driver_connection(engine: sa.Engine) -> Iterator[Any]:
+    """A pooled connection's DB-API connection, for a thread that runs its own transactions."""
+    conn = engine.raw_connection()
+    try:
+        dbapi = conn.driver_connection
+        assert dbapi is not None
+        yield dbapi
+    finally:
+        conn.close()
+
+
+class Background:
+    """A daemon thread running `_run(dbapi)` until `stop()`; `_run` waits on `self._stop`."""
+
+    def __init__(self, engine: sa.Engine, name: str) -> None:
+        self._engine = engine
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake()
+        self._thread.join(timeout)
+
+    def _wake(self) -> None:
+        """Interrupt whatever else `_run` may be waiting on."""
+
+    def _main(self) -> None:
+        with driver_connection(self._engine) as dbapi:
+            self._run(dbapi)
+
+    def _run(self, dbapi: Any) -> None:
+        raise NotImplementedError
