@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 Decode = Callable[[bytes, str, int], Awaitable[otlp.Decoded]]
 
 _pricing: Pricing | None = None  # set in each worker by _init
-_arena: Arena | None = None  # inherited by forked workers
+_arena: Arena | None = None  # likewise: the server's arena, shared at the fork
 
 # Room kept for a request's pickled rows, per byte of its body: they take ~1.7x a protobuf body on
 # the benchmark's spans. Rows that outgrow it come back through the pipe.
@@ -51,9 +51,9 @@ ARENA_BYTES = 32 * 1024 * 1024
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
-def _init(pricing: Pricing | None) -> None:
-    global _pricing
-    _pricing = pricing
+def _init(pricing: Pricing | None, arena: Arena | None = None) -> None:
+    global _pricing, _arena
+    _pricing, _arena = pricing, arena
     # Ctrl-C and a process-group SIGTERM are for the server, which drains and then stops workers;
     # a server killed with -9 takes its workers with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -114,20 +114,21 @@ class DecodePool:
         self.workers = workers
         self._pricing = pricing
         self._arena_bytes = arena_bytes
+        self._arena: Arena | None = None
         self._pool: ProcessPoolExecutor | None = None
 
     def start(self, method: str = "fork") -> None:
         """Start the workers. Call it before the server starts any thread: forked workers share the
         server's imported code (~40 MiB a worker less than a fresh interpreter) and start at once."""
-        global _arena
         if self.workers > 0:
-            # Spawned workers would not share an anonymous mapping: those requests use the pipes.
-            _arena = Arena(self._arena_bytes) if method == "fork" and self._arena_bytes else None
+            # Spawned workers cannot share an anonymous mapping (a forked child inherits it, and the
+            # fork passes `initargs` without pickling): their requests use the pipes.
+            self._arena = Arena(self._arena_bytes) if method == "fork" and self._arena_bytes else None
             if method == "fork":
                 gc.freeze()  # the workers' collector then never touches, and so copies, these pages
             self._pool = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context(method),
-                initializer=_init, initargs=(self._pricing,))
+                initializer=_init, initargs=(self._pricing, self._arena))
             for _ in range(self.workers):
                 self._pool.submit(_ready)
 
@@ -144,7 +145,7 @@ class DecodePool:
         pool = self._pool
         if pool is None:
             return otlp.decode_traces(body, codec)
-        arena, room = _arena, len(body) * ROWS_PER_BODY_BYTE
+        arena, room = self._arena, len(body) * ROWS_PER_BODY_BYTE
         at = arena.take(len(body) + room) if arena is not None else None
         try:
             if arena is None or at is None:
