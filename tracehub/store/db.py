@@ -20,7 +20,7 @@ SQLITE_PRAGMAS = (
     # New databases only (WAL fixes the page size once the file exists). Span rows take 3-6 KB:
     # with 4 KiB pages most overflowed onto a second page, and every page costs the writer two
     # writes to the WAL. 8 KiB pages took the writer from ~58 to ~46 µs a benchmark span (16 KiB:
-    # ~51, fewer rows share a page with a random index update).
+    # ~51, as every random index update then rewrites a larger page).
     "PRAGMA page_size=8192",
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
