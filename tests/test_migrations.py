@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import sqlite3
 from pathlib import Path
 from typing import Callable
 
@@ -71,8 +72,6 @@ def test_the_sqlite_search_index_drives_the_span_lookup(tmp_path: Path) -> None:
 
 
 def test_new_sqlite_databases_get_8k_pages_and_old_ones_keep_theirs(tmp_path: Path) -> None:
-    import sqlite3
-
     old = tmp_path / "old.db"
     conn = sqlite3.connect(old)
     conn.execute("PRAGMA journal_mode=WAL")
