@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import grpc
 import httpx
 import pytest
 
@@ -17,7 +18,7 @@ from conftest import ServerProcess
 from tracehub.collector.arena import Arena
 from tracehub.collector.decoding import default_workers
 from fixture_otlp import capture_to_logs_request, capture_to_trace_request
-from otlp_helpers import make_span, new_trace_id, post, request_of
+from otlp_helpers import EXPORT_PATH, make_span, new_trace_id, post, request_of
 
 CAPTURES = sorted((Path(__file__).parent / "fixtures" / "otel-captures").glob("*.json"))
 
@@ -52,6 +53,13 @@ def _transfers(server: ServerProcess) -> dict[str, float]:
         if line.startswith("tracehub_decode_transfers_total{"):
             out[line.split('path="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
     return out
+
+
+def _arena_free(server: ServerProcess) -> float:
+    for line in httpx.get(server.url + "/metrics").text.splitlines():
+        if line.startswith("tracehub_decode_arena_free_bytes "):
+            return float(line.split()[1])
+    raise AssertionError("no tracehub_decode_arena_free_bytes in /metrics")
 
 
 def _replay_all(server: ServerProcess) -> set[str]:
@@ -115,6 +123,33 @@ def test_a_killed_worker_is_replaced(server_factory: Callable[..., ServerProcess
     assert _transfers(server).get("pipe", 0) >= 1
     assert _alive(pid) and worker not in _children(pid) and _children(pid)
     assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def test_a_request_given_up_during_decoding_returns_its_shared_memory(
+        server_factory: Callable[..., ServerProcess]) -> None:
+    server = server_factory("sqlite", env={"TRACEHUB_DECODE_WORKERS": "1"})
+    full = _arena_free(server)
+    tid = new_trace_id()
+    big = request_of(*[make_span(tid, i.to_bytes(8, "big"), note="긴 문장 " * 100) for i in range(1, 6001)])
+    before = _transfers(server).get("shared", 0)
+    channel = grpc.insecure_channel(server.otlp_grpc)
+    export = channel.unary_unary(EXPORT_PATH)
+    with pytest.raises(grpc.RpcError) as gave_up:  # ~0.3 s of decoding; the deadline ends it sooner
+        export(big, timeout=0.05, metadata=[("x-api-key", server.api_key)])
+    assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    deadline = time.monotonic() + 20
+    while _transfers(server).get("shared", 0) == before and time.monotonic() < deadline:
+        time.sleep(0.01)  # the handler may still be reading the body when the client gives up
+    assert _transfers(server).get("shared", 0) == before + 1  # it reached the worker
+    assert _arena_free(server) < full  # the worker still holds the region
+    while _arena_free(server) < full and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _arena_free(server) == full  # given back once the worker was done with it
+    # The handler was cancelled while the worker decoded: nothing reached the writer.
+    assert server.client.get(f"/api/v1/traces/{tid.hex()}").status_code == 404
+    export(request_of(make_span(new_trace_id(), b"\x02" * 8)), metadata=[("x-api-key", server.api_key)])
+    assert _transfers(server).get("shared", 0) == before + 2
+    channel.close()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])

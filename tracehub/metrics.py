@@ -11,9 +11,11 @@ SPANS_DUPLICATE = Counter("tracehub_spans_duplicate", "Re-delivered spans that w
 SPANS_REJECTED = Counter("tracehub_spans_rejected", "Invalid spans and log records rejected.")
 EVENTS_STORED = Counter("tracehub_events_stored", "Span events and log records committed.")
 DECODE_TRANSFERS = Counter("tracehub_decode_transfers",
-                           "OTLP trace requests sent to decode workers, by how they crossed: shared"
-                           " (memory), pipe (the arena was full or missing), pipe_rows (rows too big for"
-                           " their room came back through the pipe).", ["path"])
+                           "OTLP trace requests sent to decode workers, by how their body crossed: shared"
+                           " (memory) or pipe (the arena was full or missing); pipe_rows counts the shared"
+                           " ones whose rows outgrew their room and came back through the pipe.", ["path"])
+DECODE_ARENA_FREE = Gauge("tracehub_decode_arena_free_bytes",
+                          "Free bytes of the memory shared with the decode workers.")
 QUEUED_SPANS = Gauge("tracehub_writer_queued_spans", "Spans waiting for the writer.")
 EXPORT_SECONDS = Histogram("tracehub_export_seconds", "Time from a request's submit to its commit.",
                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))

@@ -123,7 +123,8 @@ class DecodePool:
         if self.workers > 0:
             # Spawned workers cannot share an anonymous mapping (a forked child inherits it, and the
             # fork passes `initargs` without pickling): their requests use the pipes.
-            self._arena = Arena(self._arena_bytes) if method == "fork" and self._arena_bytes else None
+            self._arena = arena = Arena(self._arena_bytes) if method == "fork" and self._arena_bytes else None
+            metrics.DECODE_ARENA_FREE.set_function(lambda: arena.free_bytes if arena is not None else 0)
             if method == "fork":
                 gc.freeze()  # the workers' collector then never touches, and so copies, these pages
             self._pool = ProcessPoolExecutor(
@@ -174,12 +175,12 @@ class DecodePool:
         except BaseException:  # a broken pool: no worker will touch the region
             arena.give_back(at, size)
             raise
+        metrics.DECODE_TRANSFERS.labels("shared").inc()
         try:
             answer = await asyncio.wrap_future(done)
             if isinstance(answer, bytes):
                 metrics.DECODE_TRANSFERS.labels("pipe_rows").inc()
                 return pickle.loads(answer)
-            metrics.DECODE_TRANSFERS.labels("shared").inc()
             out = at + len(body)
             return pickle.loads(arena.view[out:out + answer])
         finally:
