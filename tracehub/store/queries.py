@@ -35,6 +35,12 @@ class TraceFilter:
     user_review_passed: bool | None = None
 
 
+def _dicts(result: sa.CursorResult[Any]) -> list[dict[str, Any]]:
+    """Rows as plain dicts: a third of what copying RowMappings costs (a 200-trace page, 1,000 spans)."""
+    keys = list(result.keys())
+    return [dict(zip(keys, row)) for row in result]
+
+
 def _open_count() -> sa.ColumnElement[int]:
     return traces.c.running_span_count + traces.c.missing_parent_count
 
@@ -81,12 +87,10 @@ def list_traces(conn: sa.Connection, project_id: int, f: TraceFilter, page: int,
     # PostgreSQL read and cut the text of every row before the page (page 100: 72 ms of 6,000 rows).
     page_ids = (sa.select(traces.c.trace_id).where(where).order_by(*newest_first)
                 .limit(page_size).offset((page - 1) * page_size))
-    result = conn.execute(
+    rows = _dicts(conn.execute(
         sa.select(*columns)
         .where(traces.c.project_id == project_id, traces.c.trace_id.in_(page_ids.scalar_subquery()))
-    )
-    keys = list(result.keys())
-    rows = [dict(zip(keys, r)) for r in result]  # a third of RowMapping's cost, and plain dicts
+    ))
     # Sorted here: asked to, SQLite walked the whole start index again to avoid sorting 50 rows.
     rows.sort(key=lambda r: (r["start_ns"], r["trace_id"]), reverse=True)
     return rows, total
@@ -104,32 +108,27 @@ def trace_spans(conn: sa.Connection, project_id: int, trace_id: str) -> list[dic
     (an answer embeds it as it is), parsed on PostgreSQL."""
     columns = [sa.type_coerce(c, sa.Text).label(c.name) if isinstance(c.type, sa.JSON) else c
                for c in spans.c]
-    rows = conn.execute(
+    return _dicts(conn.execute(
         sa.select(*columns).where(spans.c.project_id == project_id, spans.c.trace_id == trace_id)
         .order_by(spans.c.start_ns, spans.c.id)
-    ).mappings().all()
-    return [dict(r) for r in rows]
+    ))
 
 
 def trace_events(conn: sa.Connection, project_id: int, trace_id: str) -> list[dict[str, Any]]:
-    rows = conn.execute(
+    events = _dicts(conn.execute(
         sa.select(span_events).where(span_events.c.project_id == project_id,
                                      span_events.c.trace_id == trace_id)
         .order_by(span_events.c.time_ns, span_events.c.id)
-    ).mappings().all()
-    out = []
-    for r in rows:
-        event = dict(r)
+    ))
+    for event in events:
         if isinstance(event["payload"], str):
             event["payload"] = json.loads(event["payload"])
-        out.append(event)
-    return out
+    return events
 
 
 def trace_evals(conn: sa.Connection, project_id: int, trace_id: str) -> list[dict[str, Any]]:
     ev = evaluation_results.c
-    rows = conn.execute(
+    return _dicts(conn.execute(
         sa.select(evaluation_results).where(ev.project_id == project_id, ev.trace_id == trace_id)
         .order_by(ev.created_ns, ev.id)
-    ).mappings().all()
-    return [dict(r) for r in rows]
+    ))
