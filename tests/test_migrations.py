@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 from pathlib import Path
@@ -85,3 +86,44 @@ def test_new_sqlite_databases_get_8k_pages_and_old_ones_keep_theirs(tmp_path: Pa
             assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert c.exec_driver_sql("SELECT count(*) FROM spans").scalar() == 0
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_json_columns_move_from_jsonb_to_json_and_back(
+        database_url_factory: Callable[[str], str]) -> None:
+    engine = db.create_engine(database_url_factory("postgres"))
+    db.migrate(engine, "0008")
+    keys.ensure_default_project(engine)
+    attributes = '{"z": "그 다음", "a": {"n": 1.5}}'
+
+    def state(conn: sa.Connection) -> dict[str, tuple[str, str | None]]:
+        return {f"{table}.{column}": (kind, compression) for table, column, kind, compression
+                in conn.exec_driver_sql(
+                    "SELECT c.relname, a.attname, format_type(a.atttypid, NULL), a.attcompression"
+                    " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+                    " WHERE c.relname IN ('spans', 'traces') AND a.attname IN ('attributes', 'scope')")}
+
+    def reloptions(conn: sa.Connection) -> list[str] | None:
+        return conn.exec_driver_sql("SELECT reloptions FROM pg_class WHERE relname = 'spans'").scalar()
+
+    with engine.begin() as conn:
+        assert set(kind for kind, _ in state(conn).values()) == {"jsonb"}
+        conn.execute(sa.text(
+            "INSERT INTO spans (project_id, trace_id, span_id, name, kind, span_type, status, start_ns,"
+            " attributes, resource, scope, events, links) VALUES ((SELECT id FROM projects), :t, :s,"
+            " 'op', 'INTERNAL', 'span', 'success', 1, :a, '{}', '{}', '[]', '[]')"),
+            {"t": secrets.token_hex(16), "s": secrets.token_hex(8), "a": attributes})
+    db.migrate(engine)
+    with engine.connect() as conn:
+        lz4 = conn.exec_driver_sql("SELECT attcompression FROM pg_attribute WHERE attname = 'input_text'"
+                                   " AND attrelid = 'spans'::regclass").scalar()
+        assert state(conn) == {"spans.attributes": ("json", lz4), "spans.scope": ("json", lz4),
+                               "traces.attributes": ("json", lz4)}
+        assert reloptions(conn) == ["toast_tuple_target=8160"]
+        stored = conn.exec_driver_sql("SELECT attributes::text FROM spans").scalar()
+        assert stored is not None and json.loads(stored) == {"a": {"n": 1.5}, "z": "그 다음"}
+    db.downgrade(engine, "0008")
+    with engine.connect() as conn:
+        assert set(kind for kind, _ in state(conn).values()) == {"jsonb"}
+        assert reloptions(conn) is None
+    engine.dispose()

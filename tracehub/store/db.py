@@ -60,9 +60,18 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
 
 def migrate(engine: sa.Engine, revision: str = "head") -> None:
     """Bring the schema to the newest packaged migration, or to `revision` (idempotent)."""
+    _alembic(engine, command.upgrade, revision)
+
+
+def downgrade(engine: sa.Engine, revision: str) -> None:
+    """Take the schema back to `revision`."""
+    _alembic(engine, command.downgrade, revision)
+
+
+def _alembic(engine: sa.Engine, run: Callable[[Config, str], None], revision: str) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+        run(cfg, revision)
 

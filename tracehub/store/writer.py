@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from tracehub.records import Batch
 from tracehub.store import search
 from tracehub.store.background import driver_connection
-from tracehub.store.batchwrite import BatchWriter, Sql, WriteResult
+from tracehub.store.batchwrite import BatchWriter, Sql, WriteResult, bind_json_bytes
 from tracehub.store.checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from tracehub.store.indexer import SearchIndexer
 
@@ -135,6 +135,7 @@ class Writer:
         with driver_connection(self._engine) as dbapi:
             if self._sql.pg:
                 dbapi.autocommit = True  # explicit BEGIN / COMMIT below
+                bind_json_bytes(dbapi)
             else:
                 dbapi.isolation_level = None
                 # The checkpointer thread copies the WAL; COMMIT does only past this bound.
