@@ -10,6 +10,7 @@ commits (the writer does, once per group of requests).
 from __future__ import annotations
 
 import json
+import operator
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -62,9 +63,11 @@ def dumps(value: Any) -> bytearray:
     what orjson refuses (ints beyond 64 bits).
     """
     try:
-        return bytearray(orjson.dumps(value, default=str))
+        out = bytearray(orjson.dumps(value, default=str))
     except TypeError:
-        return bytearray(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str), "utf-8")
+        out = bytearray(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str), "utf-8")
+    # NUL, escaped: a document PostgreSQL could not read as text (see `_nul_free`).
+    return out.replace(b"\\u0000", b"\\ufffd") if b"\\u0000" in out else out
 
 
 class JsonBytes(Dumper):
@@ -121,7 +124,7 @@ class Sql:
         return ", ".join(self.pj if c in json_columns else self.p for c in columns)
 
     def rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """PostgreSQL refuses NUL in text and \\u0000 in jsonb; a client may send either."""
+        """PostgreSQL refuses NUL in text, which a client may send (span rows are made without)."""
         if not self.pg:
             return rows
         return [tuple(_no_nul(v) for v in row) for row in rows]
@@ -130,13 +133,14 @@ class Sql:
         cur.executemany(sql, self.rows(rows))
 
     def insert(self, cur: Any, table: str, columns: tuple[str, ...], json_columns: frozenset[str],
-               rows: list[tuple[Any, ...]], on_conflict: str = "") -> None:
+               rows: list[tuple[Any, ...]], on_conflict: str = "", nul_free: bool = False) -> None:
         """Insert rows known to be new. PostgreSQL COPYs them: row by row INSERTs started an executor
         for each (~12% of the backend's time a span) and cost the writer thread more too. A row
-        that is not new after all fails the transaction there; SQLite takes `on_conflict`."""
+        that is not new after all fails the transaction there; SQLite takes `on_conflict`.
+        `nul_free`: rows made by `span_row`, not to be checked again."""
         if self.pg:
             with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-                for row in self.rows(rows):
+                for row in rows if nul_free else self.rows(rows):
                     copy.write_row(row)
             return
         cur.executemany(f"INSERT INTO {table} ({', '.join(columns)})"
@@ -146,15 +150,26 @@ class Sql:
 def _no_nul(value: Any) -> Any:
     if isinstance(value, list):
         return [_no_nul(v) for v in value]
-    if isinstance(value, bytearray):  # JSON from `dumps`: a NUL is always escaped there
-        return value.replace(b"\\u0000", b"\\ufffd") if b"\\u0000" in value else value
-    if not isinstance(value, str):
-        return value
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
-    if "\\u0000" in value:
-        value = value.replace("\\u0000", "\\ufffd")
-    return value
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value  # JSON (`dumps`) never holds NUL
+
+
+_MAPPED_TEXT = ("model", "input_text", "output_text", "user_id", "session_id", "environment",
+                "graph_name", "node_name")
+_mapped_text = operator.attrgetter(*_MAPPED_TEXT)
+
+
+def _nul_free(s: SpanRecord) -> None:
+    """PostgreSQL refuses NUL in text: a span's text holds U+FFFD instead, on either database, so
+    both answer alike. Checked where the row is made (a decode worker, mostly); checking every
+    value of every row in the writer took ~7 us a span there."""
+    m = s.mapped
+    if "\x00" not in "".join(filter(None, (s.name, s.status_message, *_mapped_text(m)))):
+        return
+    s.name, s.status_message = _no_nul(s.name), _no_nul(s.status_message)
+    for name in _MAPPED_TEXT:
+        setattr(m, name, _no_nul(getattr(m, name)))
 
 
 SPAN_COLUMNS = (
@@ -175,6 +190,7 @@ def span_row(project_id: int, s: SpanRecord, shared: dict[int, bytearray] | None
     """The spans-table row of `s`. Spans of one request share their resource and scope objects;
     with `shared` (a dict kept over one request's spans) each is encoded once, and the rows share
     the one string (~600 bytes a span that also cross from a decode worker once)."""
+    _nul_free(s)
     m = s.mapped
     # JSON never changes after decode; a record rebuilt from its row has it only there.
     json_columns = s.row[_JSON_AT:] if s.row is not None else (
@@ -366,7 +382,7 @@ class BatchWriter:
         self.sql.insert(
             self.cur, "spans", SPAN_COLUMNS, _SPAN_JSON,
             [s.row if s.row is not None and s.row[0] == pid else span_row(pid, s) for s in new],
-            "ON CONFLICT (project_id, trace_id, span_id) DO NOTHING")
+            "ON CONFLICT (project_id, trace_id, span_id) DO NOTHING", nul_free=True)
 
     def _apply_earlier_events(self, pid: int, new: list[SpanRecord]) -> None:
         """Content (GenAI log records) and END / ERROR events that arrived before their span."""
