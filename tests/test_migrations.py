@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -127,3 +128,28 @@ def test_postgres_json_columns_move_from_jsonb_to_json_and_back(
         assert set(kind for kind, _ in state(conn).values()) == {"jsonb"}
         assert reloptions(conn) is None
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_statistics_follow_the_load(
+        database_url_factory: Callable[[str], str], server_factory: Callable[..., ServerProcess]) -> None:
+    """Autovacuum looks once a minute; without statistics the writer's lookups scanned every
+    stored span of the project for each batch."""
+    url = database_url_factory("postgres")
+    server = server_factory(database_url=url)
+    tid = secrets.token_hex(16)
+    spans = [make_span(bytes.fromhex(tid), i.to_bytes(8, "big"), name=f"s{i}") for i in range(1, 1_501)]
+    assert post(server, request_of(*spans)).status_code == 200
+    engine = db.create_engine(url)
+    deadline = time.monotonic() + 30
+    analyzed: dict[str, int] = {}
+    while time.monotonic() < deadline and set(analyzed) != {"spans"}:
+        with engine.connect() as conn:
+            analyzed = dict(conn.exec_driver_sql(  # type: ignore[arg-type]
+                "SELECT relname, analyze_count FROM pg_stat_user_tables"
+                " WHERE relname IN ('spans', 'traces') AND analyze_count > 0").all())
+        time.sleep(0.2)
+    with engine.connect() as conn:
+        estimate = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE relname = 'spans'").scalar()
+    engine.dispose()
+    assert analyzed == {"spans": 1} and estimate == 1_500  # one trace row: too few to analyze

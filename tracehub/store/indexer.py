@@ -1,4 +1,5 @@
-"""PostgreSQL only: the search index kept by a thread and connection of its own.
+"""PostgreSQL only: the search index and planner statistics, kept by a thread and connection of
+its own.
 
 A step of trigram indexing (GIN inserts, trigram extraction: about a fifth of the database's CPU
 during a load) takes ~0.3 s for 200 spans. Run by the writer between its commits, as on SQLite, it
@@ -9,6 +10,11 @@ its own commits (`Writer._index`).
 
 The pacing is the writer's: while it is busy, one small step a second (ingest keeps the CPU and the
 index catches up afterwards); once it is idle, step after step until the index is complete.
+
+Between steps the thread ANALYZEs a table the writer has doubled (`ANALYZED`). Autovacuum looks once
+a minute; until then a new database had no statistics, and PostgreSQL planned the writer's lookups
+of stored spans and trace rows as scans of all the project's rows (a hash join over every stored
+span for each batch), so ingest slowed as the tables grew.
 """
 
 from __future__ import annotations
@@ -24,6 +30,11 @@ from tracehub.store import search
 from tracehub.store.background import Background
 
 log = logging.getLogger(__name__)
+
+ANALYZED = ("spans", "traces", "span_events", "span_search", "span_event_search")
+ANALYZE_MIN_ROWS = 1_000
+# A backend that goes idle reports its row counts within 10 s (PGSTAT_IDLE_INTERVAL).
+STATS_LAG_S = 12.0
 
 
 class SearchIndexer(Background):
@@ -46,12 +57,19 @@ class SearchIndexer(Background):
     def _run(self, dbapi: Any) -> None:
         dbapi.autocommit = True  # explicit BEGIN / COMMIT in _step
         pending = True  # rows may be left unindexed by an earlier run
+        look_again = 0.0  # until then, ANALYZE may be due once the writer's counts arrive
         while not self._stop.is_set():
             if not pending:
-                self._new_rows.wait()
+                wait = look_again - time.monotonic()
+                if not self._new_rows.wait(wait if wait > 0 else None):
+                    self._analyze(dbapi)
+                    look_again = 0.0
+                    continue
             self._new_rows.clear()
+            look_again = time.monotonic() + STATS_LAG_S
             started = time.monotonic()
             pending = self._step(dbapi)
+            self._analyze(dbapi)
             if self._busy():
                 self._stop.wait(max(0.0, self._busy_every_s - (time.monotonic() - started)))
                 pending = True  # the writer committed meanwhile
@@ -72,3 +90,16 @@ class SearchIndexer(Background):
             self._stop.wait(self._busy_every_s)  # no busy retry loop; the tail scan keeps search whole
             return False
         return done > 0
+
+    def _analyze(self, dbapi: Any) -> None:
+        """ANALYZE the tables that changed by as many rows as they had (ANALYZE_MIN_ROWS at first)."""
+        try:
+            cur = dbapi.cursor()
+            cur.execute(
+                "SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
+                " WHERE s.relid = ANY(%s::regclass[]) AND s.n_mod_since_analyze >= greatest(%s, c.reltuples)",
+                [list(ANALYZED), ANALYZE_MIN_ROWS])
+            for (table,) in cur.fetchall():
+                cur.execute(f"ANALYZE {table}")
+        except Exception:
+            log.exception("ANALYZE failed; autovacuum still analyzes in time")
