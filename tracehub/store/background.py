@@ -22,6 +22,14 @@ def driver_connection(engine: sa.Engine) -> Iterator[Any]:
         conn.close()
 
 
+def rollback(dbapi: Any) -> None:
+    """End a failed transaction, if one is open and the connection still stands."""
+    try:
+        dbapi.cursor().execute("ROLLBACK")
+    except Exception:  # no transaction open, or the connection is gone
+        pass
+
+
 class Background:
     """A daemon thread running `_run(dbapi)` until `stop()`; `_run` waits on `self._stop`."""
 

@@ -11,10 +11,12 @@ its own commits (`Writer._index`).
 The pacing is the writer's: while it is busy, one small step a second (ingest keeps the CPU and the
 index catches up afterwards); once it is idle, step after step until the index is complete.
 
-Between steps the thread ANALYZEs a table the writer has doubled (`ANALYZED`). Autovacuum looks once
-a minute; until then a new database had no statistics, and PostgreSQL planned the writer's lookups
-of stored spans and trace rows as scans of all the project's rows (a hash join over every stored
-span for each batch), so ingest slowed as the tables grew.
+Between steps the thread ANALYZEs the key columns of a table the writer has doubled (`ANALYZED`).
+Autovacuum looks once a minute; until then a new database had no statistics, and PostgreSQL planned
+the writer's lookups of stored spans and trace rows as scans of all the project's rows (a hash join
+over every stored span for each batch), so ingest slowed as the tables grew. A sample of 3,000 rows
+and only these columns: a whole ANALYZE of 60,000 spans took 760 ms, this one 22 ms. Autovacuum
+still analyzes every column in its time.
 """
 
 from __future__ import annotations
@@ -27,12 +29,18 @@ from typing import Any, Callable
 import sqlalchemy as sa
 
 from tracehub.store import search
-from tracehub.store.background import Background
+from tracehub.store.background import Background, rollback
 
 log = logging.getLogger(__name__)
 
-ANALYZED = ("spans", "traces", "span_events", "span_search", "span_event_search")
+# The columns the writer's lookups and the trace list's filters select on.
+ANALYZED = {
+    "spans": "project_id, trace_id, span_id",
+    "traces": "project_id, trace_id, status, start_ns, environment, session_id, user_id",
+    "span_events": "project_id, trace_id, span_id, event_type",
+}
 ANALYZE_MIN_ROWS = 1_000
+ANALYZE_STATISTICS_TARGET = 10  # sample rows = 300 x target
 # A backend that goes idle reports its row counts within 10 s (PGSTAT_IDLE_INTERVAL).
 STATS_LAG_S = 12.0
 
@@ -83,23 +91,25 @@ class SearchIndexer(Background):
             cur.execute("COMMIT")
         except Exception:
             log.exception("search indexing step failed; retrying after the next commit")
-            try:
-                cur.execute("ROLLBACK")
-            except Exception:  # the connection is gone; the next step's BEGIN says so again
-                pass
+            rollback(dbapi)
             self._stop.wait(self._busy_every_s)  # no busy retry loop; the tail scan keeps search whole
             return False
         return done > 0
 
     def _analyze(self, dbapi: Any) -> None:
-        """ANALYZE the tables that changed by as many rows as they had (ANALYZE_MIN_ROWS at first)."""
+        """ANALYZE the tables holding twice the rows their statistics know (ANALYZE_MIN_ROWS at
+        first). A column list leaves n_mod_since_analyze to autovacuum, so the test is reltuples."""
+        cur = dbapi.cursor()
         try:
-            cur = dbapi.cursor()
             cur.execute(
                 "SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
-                " WHERE s.relid = ANY(%s::regclass[]) AND s.n_mod_since_analyze >= greatest(%s, c.reltuples)",
+                " WHERE s.relid = ANY(%s::regclass[]) AND s.n_live_tup >= greatest(%s, 2 * c.reltuples)",
                 [list(ANALYZED), ANALYZE_MIN_ROWS])
             for (table,) in cur.fetchall():
-                cur.execute(f"ANALYZE {table}")
+                cur.execute("BEGIN")
+                cur.execute(f"SET LOCAL default_statistics_target = {ANALYZE_STATISTICS_TARGET}")
+                cur.execute(f"ANALYZE {table} ({ANALYZED[table]})")
+                cur.execute("COMMIT")
         except Exception:
             log.exception("ANALYZE failed; autovacuum still analyzes in time")
+            rollback(dbapi)

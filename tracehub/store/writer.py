@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from tracehub.records import Batch
 from tracehub.store import search
-from tracehub.store.background import driver_connection
+from tracehub.store.background import driver_connection, rollback
 from tracehub.store.batchwrite import BatchWriter, Sql, WriteResult, bind_json_bytes
 from tracehub.store.checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from tracehub.store.indexer import SearchIndexer
@@ -198,7 +198,7 @@ class Writer:
             cur.execute("COMMIT")
         except Exception:
             log.exception("search indexing step failed; retrying after the next commit")
-            self._rollback(dbapi)
+            rollback(dbapi)
             return False  # no busy retry loop; search stays complete through the tail scan
         return done > 0
 
@@ -207,7 +207,7 @@ class Writer:
             results = self._transaction(dbapi, jobs)
         except Exception:
             log.exception("group commit of %d requests failed; retrying them one by one", len(jobs))
-            self._rollback(dbapi)
+            rollback(dbapi)
             if len(jobs) == 1:
                 _settle(jobs[0].future, exception=RuntimeError("the database rejected this request"))
                 return
@@ -216,13 +216,6 @@ class Writer:
             return
         for job, result in zip(jobs, results):
             _settle(job.future, result)
-
-    @staticmethod
-    def _rollback(dbapi: Any) -> None:
-        try:
-            dbapi.cursor().execute("ROLLBACK")
-        except Exception:  # no transaction open
-            pass
 
     def _transaction(self, dbapi: Any, jobs: list[_Job]) -> list[WriteResult]:
         cur = dbapi.cursor()
