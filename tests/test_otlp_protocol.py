@@ -36,6 +36,18 @@ def test_success_means_committed_and_visible_at_once(server: ServerProcess) -> N
     assert [s["name"] for s in detail(server, tid)["spans"]] == ["root"]  # no polling
 
 
+def test_numbers_beyond_their_columns_are_dropped_not_wrapped(server: ServerProcess) -> None:
+    # spans.step is an INTEGER and token counts BIGINT; binary COPY would wrap what overflows.
+    tid = new_trace_id()
+    spans = [make_span(tid, bytes([0x41, i]) * 4, name=f"n{i}", langgraph__node=f"n{i}",
+                       langgraph__step=step, gen_ai__usage__input_tokens=tokens)
+             for i, (step, tokens) in enumerate([(2**31 - 1, 2**40), (2**31, 2**63 - 1), (-(2**31) - 1, 7)])]
+    r = post(server, request_of(*spans))
+    assert r.status_code == 200, r.text
+    got = {s["name"]: (s["langgraph"]["step"], s["input_tokens"]) for s in detail(server, tid)["spans"]}
+    assert got == {"n0": (2**31 - 1, 2**40), "n1": (None, 2**63 - 1), "n2": (None, 7)}
+
+
 def test_nul_characters_are_stored_not_refused(server: ServerProcess) -> None:
     # PostgreSQL refuses NUL in text: a span's NUL becomes U+FFFD, on SQLite too, so both agree.
     tid = new_trace_id()

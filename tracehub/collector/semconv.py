@@ -32,7 +32,7 @@ from tracehub.records import SPAN_TYPES, Mapped
 # huge value cannot stall the ingest path.
 MAX_PARSE_CHARS = 1_000_000
 _INT_MAX = 2**63 - 1  # the store's BIGINT range
-_INT_MIN = -(2**63)
+_STEP_MIN, _STEP_MAX = -(2**31), 2**31 - 1  # spans.step is an INTEGER
 
 _SPAN_TYPE_SET = frozenset(SPAN_TYPES)
 
@@ -151,13 +151,13 @@ def _fill(m: Mapped, name: str, a: dict[str, Any], resource: dict[str, Any],
     node = _scalar(get("langgraph.node"))
     explicit_node = node is not None
     own_node = explicit_node
-    step = _int(get("langgraph.step"), _INT_MIN)
+    step = _int(get("langgraph.step"), _STEP_MIN, _STEP_MAX)
     graph = _scalar(get("langgraph.graph.name"))
     if node is None:
         tl_node = get("traceloop.association.properties.langgraph_node")
         if tl_node is not None:
             node = _scalar(tl_node)
-            step = _int(get("traceloop.association.properties.langgraph_step"), _INT_MIN)
+            step = _int(get("traceloop.association.properties.langgraph_step"), _STEP_MIN, _STEP_MAX)
             own = get("gen_ai.task.name") or get("traceloop.entity.name")
             own_node = node is not None and (own == node or name == "execute_task " + node)
         else:
@@ -165,7 +165,7 @@ def _fill(m: Mapped, name: str, a: dict[str, Any], resource: dict[str, Any],
             # The substring test keeps spans without LangGraph context off the slower path.
             if (isinstance(meta, str) and "langgraph" in meta) or isinstance(meta, dict):
                 node = _scalar(_meta_field(meta, "langgraph_node"))
-                step = _int(_meta_field(meta, "langgraph_step"), _INT_MIN)
+                step = _int(_meta_field(meta, "langgraph_step"), _STEP_MIN, _STEP_MAX)
                 own_node = node is not None and name == node
                 # The graph's own span is the one LangGraph ran that is not inside any node.
                 if (node is None and graph is None
@@ -759,7 +759,7 @@ def _first_scalar(get: Callable[[str], Any], keys: tuple[str, ...]) -> str | Non
     return None
 
 
-def _int(value: Any, low: int = 0) -> int | None:
+def _int(value: Any, low: int = 0, high: int = _INT_MAX) -> int | None:
     """A count from an int, an integral float or a numeric string; None for anything else."""
     if value is None or isinstance(value, bool):
         return None
@@ -785,7 +785,7 @@ def _int(value: Any, low: int = 0) -> int | None:
             number = int(as_float)
     else:
         return None
-    return number if low <= number <= _INT_MAX else None
+    return number if low <= number <= high else None
 
 
 def _first_int(get: Callable[[str], Any], keys: tuple[str, ...]) -> int | None:
