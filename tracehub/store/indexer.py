@@ -39,7 +39,7 @@ ANALYZED = {
     "traces": "project_id, trace_id, status, start_ns, environment, session_id, user_id",
     "span_events": "project_id, trace_id, span_id, event_type",
 }
-ANALYZE_MIN_ROWS = 1_000
+ANALYZE_MIN_ROWS = 200
 ANALYZE_STATISTICS_TARGET = 10  # sample rows = 300 x target
 # A backend that goes idle reports its row counts within 10 s (PGSTAT_IDLE_INTERVAL).
 STATS_LAG_S = 12.0
