@@ -64,11 +64,9 @@ def dumps(value: Any) -> bytearray:
     what orjson refuses (ints beyond 64 bits).
     """
     try:
-        out = bytearray(orjson.dumps(value, default=str))
+        return bytearray(orjson.dumps(value, default=str))
     except TypeError:
-        out = bytearray(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str), "utf-8")
-    # NUL, escaped: a document PostgreSQL could not read as text (see `_nul_free`).
-    return out.replace(b"\\u0000", b"\\ufffd") if b"\\u0000" in out else out
+        return bytearray(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str), "utf-8")
 
 
 class JsonBytes(Dumper):
@@ -133,22 +131,31 @@ class Sql:
         return ", ".join(self.pj if c in json_columns else self.p for c in columns)
 
     def rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """PostgreSQL refuses NUL in text, which a client may send (span rows are made without)."""
+        """PostgreSQL refuses NUL in text, which a client may send: there it becomes U+FFFD, SQLite
+        keeps it. JSON keeps it escaped on both (json takes \\u0000, jsonb did not)."""
         if not self.pg:
             return rows
         return [tuple(_no_nul(v) for v in row) for row in rows]
+
+    def span_rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """`rows` for span rows, which rarely hold NUL: one search over a row's joined text first
+        (checking every value of every row took ~7 us a span, this ~1)."""
+        if not self.pg:
+            return rows
+        return [tuple(_no_nul(v) for v in row) if "\x00" in "".join(filter(None, _span_text(row)))
+                else row for row in rows]
 
     def executemany(self, cur: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
         cur.executemany(sql, self.rows(rows))
 
     def insert(self, cur: Any, table: str, columns: tuple[str, ...], json_columns: frozenset[str],
-               rows: list[tuple[Any, ...]], on_conflict: str = "", nul_free: bool = False) -> None:
+               rows: list[tuple[Any, ...]], on_conflict: str = "") -> None:
         """Insert rows known to be new. PostgreSQL COPYs them: row by row INSERTs started an executor
         for each (~12% of the backend's time a span) and cost the writer thread more too. Binary
         COPY spares both sides escaping and parsing text: in isolation the backend's time a span
         went from ~76 to ~62 us, the writer thread's from ~44 to ~33. A row that is not new after
-        all fails the transaction there; SQLite takes `on_conflict`. `nul_free`: rows made by
-        `span_row`, not to be checked again."""
+        all fails the transaction there; SQLite takes `on_conflict`. The rows come through
+        `rows` or `span_rows`."""
         if self.pg:
             types = self._copy_types.get(table)
             if types is None:
@@ -157,7 +164,7 @@ class Sql:
                 types = self._copy_types[table] = dict(cur.fetchall())
             with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types([types[c] for c in columns])
-                for row in rows if nul_free else self.rows(rows):
+                for row in rows:
                     copy.write_row(row)
             return
         cur.executemany(f"INSERT INTO {table} ({', '.join(columns)})"
@@ -169,24 +176,7 @@ def _no_nul(value: Any) -> Any:
         return [_no_nul(v) for v in value]
     if isinstance(value, str) and "\x00" in value:
         return value.replace("\x00", "\ufffd")
-    return value  # JSON (`dumps`) never holds NUL
-
-
-_MAPPED_TEXT = ("model", "input_text", "output_text", "user_id", "session_id", "environment",
-                "graph_name", "node_name")
-_mapped_text = operator.attrgetter(*_MAPPED_TEXT)
-
-
-def _nul_free(s: SpanRecord) -> None:
-    """PostgreSQL refuses NUL in text: a span's text holds U+FFFD instead, on either database, so
-    both answer alike. Checked where the row is made (a decode worker, mostly); checking every
-    value of every row in the writer took ~7 us a span there."""
-    m = s.mapped
-    if "\x00" not in "".join(filter(None, (s.name, s.status_message, *_mapped_text(m)))):
-        return
-    s.name, s.status_message = _no_nul(s.name), _no_nul(s.status_message)
-    for name in _MAPPED_TEXT:
-        setattr(m, name, _no_nul(getattr(m, name)))
+    return value
 
 
 SPAN_COLUMNS = (
@@ -207,7 +197,6 @@ def span_row(project_id: int, s: SpanRecord, shared: dict[int, bytearray] | None
     """The spans-table row of `s`. Spans of one request share their resource and scope objects;
     with `shared` (a dict kept over one request's spans) each is encoded once, and the rows share
     the one string (~600 bytes a span that also cross from a decode worker once)."""
-    _nul_free(s)
     m = s.mapped
     # JSON never changes after decode; a record rebuilt from its row has it only there.
     json_columns = s.row[_JSON_AT:] if s.row is not None else (
@@ -222,6 +211,10 @@ def span_row(project_id: int, s: SpanRecord, shared: dict[int, bytearray] | None
 
 
 _JSON_AT = SPAN_COLUMNS.index("attributes")
+# A span row's text from the client: where `Sql.span_rows` looks for NUL.
+_span_text = operator.itemgetter(*(SPAN_COLUMNS.index(c) for c in (
+    "name", "status_message", "model", "input_text", "output_text", "user_id", "session_id",
+    "environment", "graph_name", "node_name")))
 
 
 def _encode_shared(value: dict[str, Any], shared: dict[int, bytearray] | None) -> bytearray:
@@ -398,8 +391,9 @@ class BatchWriter:
             rows[trace_id]["awaited_parents"] = " ".join(sorted(waiting)) or None
         self.sql.insert(
             self.cur, "spans", SPAN_COLUMNS, _SPAN_JSON,
-            [s.row if s.row is not None and s.row[0] == pid else span_row(pid, s) for s in new],
-            "ON CONFLICT (project_id, trace_id, span_id) DO NOTHING", nul_free=True)
+            self.sql.span_rows([s.row if s.row is not None and s.row[0] == pid else span_row(pid, s)
+                                for s in new]),
+            "ON CONFLICT (project_id, trace_id, span_id) DO NOTHING")
 
     def _apply_earlier_events(self, pid: int, new: list[SpanRecord]) -> None:
         """Content (GenAI log records) and END / ERROR events that arrived before their span."""
@@ -480,7 +474,7 @@ class BatchWriter:
                 ends.setdefault((e.trace_id, e.span_id), e)
             params.append((pid, e.trace_id, e.span_id, e.event_type, e.name, e.time_ns, dumps(payload),
                            e.idem.key if e.idem else None))
-        self.sql.insert(self.cur, "span_events", EVENT_COLUMNS, frozenset(("payload",)), params)
+        self.sql.insert(self.cur, "span_events", EVENT_COLUMNS, frozenset(("payload",)), self.sql.rows(params))
         if texts:
             # Spans already stored without content take it from their log records.
             updates = [("\n".join(i) or None, "\n".join(o) or None, pid, t, s)
@@ -527,8 +521,8 @@ class BatchWriter:
     def _write_evals(self, pid: int, evals: list[EvalRecord], rows: dict[str, dict[str, Any]]) -> None:
         self.sql.insert(
             self.cur, "evaluation_results", EVAL_COLUMNS, frozenset(("metadata",)),
-            [(pid, e.trace_id, e.span_id, e.eval_name, e.eval_model, e.score, e.passed,
-              dumps(e.metadata), e.user_review_passed, e.created_ns) for e in evals])
+            self.sql.rows([(pid, e.trace_id, e.span_id, e.eval_name, e.eval_model, e.score, e.passed,
+                            dumps(e.metadata), e.user_review_passed, e.created_ns) for e in evals]))
         reviewed = [e for e in evals if e.user_review_passed is not None]
         if reviewed:
             q = self.sql.p
