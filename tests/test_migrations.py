@@ -145,7 +145,7 @@ def test_postgres_statistics_follow_the_load(
     analyzed: dict[str, int] = {}
     while time.monotonic() < deadline and set(analyzed) != {"spans"}:
         with engine.connect() as conn:
-            analyzed = dict(conn.exec_driver_sql(  # type: ignore[arg-type]
+            analyzed = dict(conn.exec_driver_sql(
                 "SELECT relname, analyze_count FROM pg_stat_user_tables"
                 " WHERE relname IN ('spans', 'traces') AND analyze_count > 0").all())
         time.sleep(0.2)
