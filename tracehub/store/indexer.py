@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from tracehub.store import search
 from tracehub.store.background import Background, rollback
+from tracehub.store.batchwrite import Sql
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,10 @@ STATS_LAG_S = 12.0
 
 
 class SearchIndexer(Background):
-    def __init__(self, engine: sa.Engine, busy: Callable[[], bool], step_rows: int, busy_step_rows: int,
-                 busy_every_s: float) -> None:
+    def __init__(self, engine: sa.Engine, sql: Sql, busy: Callable[[], bool], step_rows: int,
+                 busy_step_rows: int, busy_every_s: float) -> None:
         super().__init__(engine, "tracehub-indexer")
+        self._sql = sql
         self._busy = busy
         self._step_rows = step_rows
         self._busy_step_rows = busy_step_rows
@@ -84,15 +86,9 @@ class SearchIndexer(Background):
 
     def _step(self, dbapi: Any) -> bool:
         """One bounded step in its own transaction; True if more rows may be waiting."""
-        cur = dbapi.cursor()
-        try:
-            cur.execute("BEGIN")
-            done = search.index_step(cur, True, self._busy_step_rows if self._busy() else self._step_rows)
-            cur.execute("COMMIT")
-        except Exception:
-            log.exception("search indexing step failed; retrying after the next commit")
-            rollback(dbapi)
-            self._stop.wait(self._busy_every_s)  # no busy retry loop; the tail scan keeps search whole
+        done = search.step_committed(dbapi, self._sql, self._busy_step_rows if self._busy() else self._step_rows)
+        if done is None:
+            self._stop.wait(self._busy_every_s)  # no busy retry loop
             return False
         return done > 0
 

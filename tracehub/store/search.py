@@ -15,11 +15,18 @@ characters (many Korean words are two syllables) cannot use trigrams and scan th
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from tracehub.store.background import rollback
 from tracehub.store.schema import SEARCH_DOCUMENT_PG, SEARCH_EVENTS_PG, SEARCH_TRACES_PG, traces
+
+if TYPE_CHECKING:
+    from tracehub.store.batchwrite import Sql
+
+log = logging.getLogger(__name__)
 
 class Indexed:
     """One indexed table: where its rows live and how the two dialects index them."""
@@ -88,6 +95,21 @@ def condition(dialect: str, project_id: int, text: str) -> sa.ColumnElement[bool
               "m": " AND ".join('"' + g.replace('"', '""') + '"' for g in _trigrams(text))}
     matched = sa.text(sql).bindparams(**{k: v for k, v in params.items() if f":{k}" in sql})
     return traces.c.trace_id.in_(matched.columns(sa.column("trace_id", sa.String)))
+
+
+def step_committed(dbapi: Any, sql: Sql, limit: int) -> int | None:
+    """`index_step` in a transaction of its own; None if it failed (logged and rolled back: search
+    stays complete through the scan of unindexed rows, and the caller tries again later)."""
+    cur = dbapi.cursor()
+    try:
+        sql.begin(cur)
+        done = index_step(cur, sql.pg, limit)
+        cur.execute("COMMIT")
+    except Exception:
+        log.exception("search indexing step failed; retrying after the next commit")
+        rollback(dbapi)
+        return None
+    return done
 
 
 def index_step(cur: Any, pg: bool, limit: int) -> int:

@@ -91,7 +91,7 @@ class Writer:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="tracehub-writer", daemon=True)
         self._checkpointer = None if self._sql.pg else Checkpointer(engine)
-        self._indexer = SearchIndexer(engine, self.busy, INDEX_STEP_ROWS, INDEX_BUSY_STEP_ROWS,
+        self._indexer = SearchIndexer(engine, self._sql, self.busy, INDEX_STEP_ROWS, INDEX_BUSY_STEP_ROWS,
                                       INDEX_EVERY_S) if self._sql.pg else None
         self._last_commit = 0.0
 
@@ -190,17 +190,9 @@ class Writer:
                 last_index = time.monotonic()
 
     def _index(self, dbapi: Any, rows: int) -> bool:
-        """One indexing step of up to `rows` in its own transaction; True if more rows may wait."""
-        cur = dbapi.cursor()
-        try:
-            self._sql.begin(cur)
-            done = search.index_step(cur, self._sql.pg, rows)
-            cur.execute("COMMIT")
-        except Exception:
-            log.exception("search indexing step failed; retrying after the next commit")
-            rollback(dbapi)
-            return False  # no busy retry loop; search stays complete through the tail scan
-        return done > 0
+        """One indexing step of up to `rows`; True if more rows may wait (not after a failure: no
+        busy retry loop)."""
+        return bool(search.step_committed(dbapi, self._sql, rows))
 
     def _commit(self, dbapi: Any, jobs: list[_Job]) -> None:
         try:
