@@ -20,6 +20,10 @@ import mmap
 _ALIGN = 64
 
 
+def _aligned(n: int) -> int:
+    return -(-max(n, 1) // _ALIGN) * _ALIGN
+
+
 class Arena:
     def __init__(self, size: int) -> None:
         self.size = size
@@ -31,7 +35,7 @@ class Arena:
 
     def take(self, n: int) -> int | None:
         """The offset of a region of `n` bytes, or None while the arena has no run that large."""
-        n = -(-max(n, 1) // _ALIGN) * _ALIGN
+        n = _aligned(n)
         for i, (offset, length) in enumerate(self._free):
             if length >= n:
                 if length == n:
@@ -42,7 +46,7 @@ class Arena:
         return None
 
     def give_back(self, offset: int, n: int) -> None:
-        n = -(-max(n, 1) // _ALIGN) * _ALIGN
+        n = _aligned(n)
         i = bisect.bisect(self._free, (offset, 0))
         start, end = offset, offset + n
         if i < len(self._free) and self._free[i][0] == end:  # merge with the run after
