@@ -351,12 +351,18 @@ class BatchWriter:
         unique: dict[tuple[str, str], SpanRecord] = {}
         for s in spans:
             unique.setdefault((s.trace_id, s.span_id), s)
-        # (trace, id) pairs of the batch's spans and of the parents they name.
-        keys = set(unique) | {(s.trace_id, s.parent_span_id) for s in unique.values() if s.parent_span_id}
-        pairs, params = self.sql.pairs(keys)
-        existing = {tuple(r) for r in self._select(
-            f"SELECT s.trace_id, s.span_id FROM {pairs} {self.sql.join} spans s ON s.project_id = {q}"
-            " AND s.trace_id = k.t AND s.span_id = k.s", [*params, pid])}
+        # (trace, id) pairs of the batch's spans and of the parents they name, in traces already
+        # stored: a span is stored with its trace row, so a trace without one has no spans yet.
+        stored = self._stored_traces
+        keys = {key for key in unique if key[0] in stored} | {
+            (s.trace_id, s.parent_span_id) for s in unique.values()
+            if s.parent_span_id and s.trace_id in stored}
+        existing: set[tuple[str, str]] = set()
+        if keys:
+            pairs, params = self.sql.pairs(keys)
+            existing = {tuple(r) for r in self._select(
+                f"SELECT s.trace_id, s.span_id FROM {pairs} {self.sql.join} spans s ON s.project_id = {q}"
+                " AND s.trace_id = k.t AND s.span_id = k.s", [*params, pid])}
         new = [s for key, s in unique.items() if key not in existing]
         result.duplicates = {key for key in unique if key in existing}
         new_keys = {(s.trace_id, s.span_id) for s in new}
