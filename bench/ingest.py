@@ -562,6 +562,19 @@ def machine_busy_seconds() -> float:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
+def machine_speed_us() -> float:
+    """Microseconds of one `sum(range(1000))`, best of five rounds: how fast this machine runs Python
+    right now. The same code's spans/s moves with it (it took ~10 on the fastest day seen, ~28 on
+    the slowest), so figures are comparable only at a similar speed."""
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(2_000):
+            sum(range(1000))
+        best = min(best, time.perf_counter() - t)
+    return round(best / 2_000 * 1e6, 2)
+
+
 def db_backend_cpu(dbname: str | None) -> dict[int, float]:
     """CPU seconds of each PostgreSQL backend serving `dbname` (matched on its process title)."""
     out: dict[int, float] = {}
@@ -1319,6 +1332,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 + (["--gil"] if args.profile_gil else []),
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             time.sleep(1.0)  # let it attach before the clock starts
+        result["machine"]["speed_us_before"] = machine_speed_us()
         log(f"sending {len(work.bodies)} requests over {args.transport} with {args.concurrency} senders ...")
         t0 = time.perf_counter()
         for th in threads:
@@ -1400,6 +1414,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   if pg_db else None)
         if sampler:
             sampler.stop()
+        result["machine"]["speed_us_after"] = machine_speed_us()
         # one trace's detail, as a spot check that the mapping is there
         spot: dict[str, Any] = {}
         status, doc = http_get_json(
@@ -1527,6 +1542,10 @@ def render(r: dict[str, Any]) -> str:
              f"              {w['traces_split_across_requests']:,} traces split across requests, "
              f"{w['traces_with_children_before_root']:,} with children sent before the root;"
              f" built in {w['build_s']}s (untimed)"]
+    m = r["machine"]
+    if "speed_us_before" in m:
+        lines.append(f"machine     : sum(range(1000)) took {m['speed_us_before']} µs before the run and "
+                     f"{m.get('speed_us_after', '?')} after (lower is faster; compare runs at a similar speed)")
     if not res:
         return "\n".join(lines + ["(no results: the run failed, see above)"])
     lat = res["latency_ms"]
