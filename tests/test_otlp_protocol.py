@@ -223,6 +223,26 @@ def test_spans_in_any_order_across_requests(server: ServerProcess) -> None:
         ("root", 0), ("mid", 1), ("leaf-a", 2), ("leaf-b", 2)]
 
 
+def test_trace_model_is_the_earliest_model_call(server: ServerProcess) -> None:
+    """An agent span may declare a model; the trace shows the one called first, in any order."""
+    tid = new_trace_id()
+    agent, call_a, call_b = (bytes([i]) * 8 for i in (0x31, 0x32, 0x33))
+    post(server, request_of(
+        make_span(tid, call_b, agent, "chat b", NS + 30, NS + 40, gen_ai__operation__name="chat",
+                  gen_ai__request__model="model-b"),
+        make_span(tid, agent, b"", "agent", NS, NS + 50, gen_ai__operation__name="invoke_agent",
+                  gen_ai__request__model="declared"),
+        make_span(tid, call_a, agent, "chat a", NS + 10, NS + 20, gen_ai__operation__name="chat",
+                  gen_ai__request__model="model-a")))
+    got = detail(server, tid)
+    assert got["trace"]["model"] == "model-a"
+    assert [s["name"] for s in got["spans"]] == ["agent", "chat a", "chat b"]
+    alone = new_trace_id()
+    post(server, request_of(make_span(alone, agent, b"", "agent", NS, NS + 50,
+                                      gen_ai__operation__name="invoke_agent", gen_ai__request__model="declared")))
+    assert detail(server, alone)["trace"]["model"] == "declared"
+
+
 def test_grpc_raw_errors_and_partial_success(server: ServerProcess) -> None:
     channel = grpc.insecure_channel(server.otlp_grpc)
     export = channel.unary_unary(EXPORT_PATH)

@@ -39,8 +39,10 @@ def new_row(project_id: int, trace_id: str, now: int) -> dict[str, Any]:
     return row
 
 
-def fold_span(row: dict[str, Any], s: SpanRecord) -> None:
-    """Fold one newly stored span into its trace row (counts, times, root, text, model, tokens)."""
+def fold_span(row: dict[str, Any], s: SpanRecord, declared: set[str]) -> None:
+    """Fold one newly stored span into its trace row (counts, times, root, text, model, tokens).
+    A batch's spans come in start order; `declared` (kept over one batch) holds the traces whose
+    model this batch took from a span that is not a model call, which a model call then replaces."""
     m = s.mapped
     row["span_count"] += 1
     if s.end_ns is None:
@@ -57,12 +59,19 @@ def fold_span(row: dict[str, Any], s: SpanRecord) -> None:
         row["name"] = s.name
     elif row["name"] is None:
         row["name"] = s.name
-    if m.span_type in MODEL_CALL_SPAN_TYPES:
+    call = m.span_type in MODEL_CALL_SPAN_TYPES
+    if call:
         row["input_tokens"] += m.input_tokens or 0
         row["output_tokens"] += m.output_tokens or 0
-    # The first model seen wins; a model call's model is seen first within a batch (see below).
-    if m.model and not row["model"]:
-        row["model"] = m.model
+    # The trace's model is one that was called, else one a span declared; the earliest wins.
+    if m.model:
+        if not row["model"]:
+            row["model"] = m.model
+            if not call:
+                declared.add(row["trace_id"])
+        elif call and row["trace_id"] in declared:
+            row["model"] = m.model
+            declared.discard(row["trace_id"])
     if s.cost_usd:
         row["cost_usd"] += s.cost_usd
     for field in ("environment", "user_id", "session_id", "graph_name"):
