@@ -671,6 +671,27 @@ class ServerHandle:
     pg_db: str | None = None
 
 
+def writer_counters(api_url: str) -> tuple[float, float] | None:
+    """(seconds busy, transactions) of the server's writer, from its /metrics."""
+    u = urllib.parse.urlsplit(api_url)
+    conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port or 80, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    except OSError:
+        return None
+    finally:
+        conn.close()
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("tracehub_writer_busy_seconds_total", "tracehub_writer_transactions_total"):
+            found[name] = float(value)
+    if len(found) < 2:
+        return None  # a server from before these metrics
+    return found["tracehub_writer_busy_seconds_total"], found["tracehub_writer_transactions_total"]
+
+
 def http_get_json(url: str, key: str, timeout: float = 30) -> tuple[int, Any]:
     u = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port or 80, timeout=timeout)
@@ -1333,6 +1354,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             time.sleep(1.0)  # let it attach before the clock starts
         result["machine"]["speed_us_before"] = machine_speed_us()
+        writer0 = writer_counters(api_url)
         log(f"sending {len(work.bodies)} requests over {args.transport} with {args.concurrency} senders ...")
         t0 = time.perf_counter()
         for th in threads:
@@ -1370,6 +1392,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         client_cpu = sum(os.times()[:2]) - client_cpu0
         acked = stats.acked_spans
         t_ack = (stats.last_ack or t_sent) - t0
+        writer1 = writer_counters(api_url)
         log(f"acked {acked}/{work.spans} spans in {t_ack:.2f}s ({acked / t_ack:,.0f} spans/s);"
             f" waiting until every span is queryable ...")
 
@@ -1453,6 +1476,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "retries": stats.retries,
             "retry_reasons": stats.retry_reasons,
             "retry_sleep_s": round(stats.retry_sleep_s, 2),
+            # the writer's share of first request .. last ack: near 1, ingest waits on it
+            "writer_busy": round((writer1[0] - writer0[0]) / t_ack, 3) if writer0 and writer1 and t_ack else None,
+            "writer_transactions": int(writer1[1] - writer0[1]) if writer0 and writer1 else None,
             "ack_s": round(t_ack, 3),
             "acked_spans_per_s": round(acked / t_ack) if t_ack else None,
             "queryable_s": round(t_query, 3) if t_query is not None else None,
@@ -1575,6 +1601,10 @@ def render(r: dict[str, Any]) -> str:
         f"{r['machine']['cpus']} cores); other processes {res.get('other_cpu_s')} s"
         f"{'  <- interference' if (res.get('other_cpu_s') or 0) > 0.1 * res['machine_busy_cpu_s'] else ''}",
     ]
+    if res.get("writer_busy") is not None:
+        lines.append(f"writer      : in a transaction {res['writer_busy']:.0%} of the time from first request to last"
+                     f" ack, {res['writer_transactions']} transactions"
+                     f" (near 100%: ingest waits on the writer)")
     if s.get("spawned"):
         lines += [
             f"server      : start {s['start_s']:.2f}s (spawn -> /healthz 200), idle RSS "

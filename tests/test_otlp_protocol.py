@@ -321,4 +321,6 @@ def test_metrics_count_what_was_stored_and_rejected(server: ServerProcess) -> No
     after = httpx.get(server.url + "/metrics").text
     assert value(after, "tracehub_spans_stored_total") - value(before, "tracehub_spans_stored_total") == 1
     assert value(after, "tracehub_spans_rejected_total") - value(before, "tracehub_spans_rejected_total") == 1
+    assert value(after, "tracehub_writer_transactions_total") > value(before, "tracehub_writer_transactions_total")
+    assert value(after, "tracehub_writer_busy_seconds_total") > value(before, "tracehub_writer_busy_seconds_total")
     assert "process_resident_memory_bytes" in after

@@ -16,6 +16,11 @@ DECODE_TRANSFERS = Counter("tracehub_decode_transfers",
                            " ones whose rows outgrew their room and came back through the pipe.", ["path"])
 DECODE_ARENA_FREE = Gauge("tracehub_decode_arena_free_bytes",
                           "Free bytes of the memory shared with the decode workers.")
+WRITER_BUSY_SECONDS = Counter("tracehub_writer_busy_seconds",
+                              "Time the writer spent in its transactions, writing and committing: a rate"
+                              " near 1 means ingest waits on the writer.")
+WRITER_TRANSACTIONS = Counter("tracehub_writer_transactions",
+                              "Transactions of the writer, each holding one or more requests.")
 QUEUED_SPANS = Gauge("tracehub_writer_queued_spans", "Spans waiting for the writer.")
 EXPORT_SECONDS = Histogram("tracehub_export_seconds", "Time from a request's submit to its commit.",
                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))

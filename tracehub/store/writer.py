@@ -28,6 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tracehub import metrics
 from tracehub.records import Batch
 from tracehub.store import search
 from tracehub.store.background import driver_connection, rollback
@@ -169,6 +170,7 @@ class Writer:
                     break
                 jobs.append(nxt)
                 size += nxt.size
+            started = time.perf_counter()
             try:
                 self._commit(dbapi, jobs)
             except Exception:  # the writer must outlive any one batch, or ingest wedges
@@ -178,6 +180,8 @@ class Writer:
             finally:
                 with self._lock:
                     self._queued -= size
+                metrics.WRITER_BUSY_SECONDS.inc(time.perf_counter() - started)
+                metrics.WRITER_TRANSACTIONS.inc()
             self._last_commit = time.monotonic()
             if stop:
                 return
