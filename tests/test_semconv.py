@@ -453,6 +453,20 @@ def test_genai_span_events_feed_input_and_output() -> None:
     assert span({}, events=[{"name": "exception", "attributes": {"x": 1}}]).input_text is None
 
 
+def test_genai_parts_of_every_shape_render() -> None:
+    def rendered(parts: Any) -> str | None:
+        return span({"gen_ai.operation.name": "chat", "gen_ai.input.messages": json.dumps(
+            [{"role": "user", "parts": parts}])}).input_text
+
+    assert rendered([{"type": "text", "content": "a"}]) == "user: a"
+    assert rendered([{"type": "text", "text": "b"}]) == "user: b"
+    assert rendered([{"type": "text", "content": ""}]) is None
+    assert rendered([{"type": "text", "content": [{"type": "text", "content": "nested"}]}]) == "user: nested"
+    assert rendered([{"type": "text", "content": "a"}, {"type": "text", "content": ""},
+                     {"type": "blob", "mime_type": "image/png"}]) == "user: a\n[blob image/png]"
+    assert rendered([]) is None
+
+
 def test_korean_text_passes_through_unchanged() -> None:
     question = "원금 보장 투자 추천해줘 — 환불 규정 알려줘"
     answer = "답변: 환불은 7일 이내 가능합니다 🙂"

@@ -628,28 +628,27 @@ def _message(message: Any) -> tuple[str | None, str | None]:
     if not isinstance(message, dict):
         return None, _plain(message)
     role = message.get("role")
-    pieces: list[str | None] = []
     if "parts" in message:  # OTel GenAI parts format
-        pieces.append(_content(message.get("parts")))
-    else:
-        inner = message.get("message")  # gen_ai.choice: {"index", "message": {...}, "tool_calls"}
-        if isinstance(inner, str):
-            parsed = _loads(inner)
-            inner = parsed if isinstance(parsed, dict) else {"content": inner}
-        source = inner if isinstance(inner, dict) else message
-        if role is None:
-            role = source.get("role")
-        pieces.append(_content(source.get("content")))
-        calls = source.get("tool_calls") or (message.get("tool_calls") if source is not message
-                                              else None)
-        if isinstance(calls, str):
-            calls = _loads(calls)
-        if isinstance(calls, list):
-            for call in calls:
-                if isinstance(call, dict):
-                    fn = call.get("function")
-                    fn = fn if isinstance(fn, dict) else call
-                    pieces.append(_call(fn.get("name"), fn.get("arguments")))
+        return (role if isinstance(role, str) and role else None), _content(message.get("parts"))
+    pieces: list[str | None] = []
+    inner = message.get("message")  # gen_ai.choice: {"index", "message": {...}, "tool_calls"}
+    if isinstance(inner, str):
+        parsed = _loads(inner)
+        inner = parsed if isinstance(parsed, dict) else {"content": inner}
+    source = inner if isinstance(inner, dict) else message
+    if role is None:
+        role = source.get("role")
+    pieces.append(_content(source.get("content")))
+    calls = source.get("tool_calls") or (message.get("tool_calls") if source is not message
+                                          else None)
+    if isinstance(calls, str):
+        calls = _loads(calls)
+    if isinstance(calls, list):
+        for call in calls:
+            if isinstance(call, dict):
+                fn = call.get("function")
+                fn = fn if isinstance(fn, dict) else call
+                pieces.append(_call(fn.get("name"), fn.get("arguments")))
     text = "\n".join(p for p in pieces if p)
     return (role if isinstance(role, str) and role else None), (text or None)
 
@@ -660,8 +659,9 @@ def _content(content: Any) -> str | None:
     if isinstance(content, str):
         return content or None
     if isinstance(content, list):
-        texts = [_part(p) for p in content]
-        return "\n".join(t for t in texts if t) or None
+        if len(content) == 1:  # most messages: one part
+            return _part(content[0]) or None
+        return "\n".join(filter(None, map(_part, content))) or None
     if isinstance(content, dict):
         return _part(content)
     return _plain(content)
@@ -671,13 +671,15 @@ def _part(part: Any) -> str | None:
     if not isinstance(part, dict):
         return _content(part) if isinstance(part, (str, list)) else _plain(part)
     kind = part.get("type")
+    text = part.get("content")
+    if text is None:
+        text = part.get("text")
+    if kind == "text" and isinstance(text, str):  # most parts
+        return text or None
     if kind == "tool_call" or kind == "function_call":
         return _call(part.get("name"), part.get("arguments"))
     if kind == "tool_call_response":
         return _content(part.get("response"))
-    text = part.get("content")
-    if text is None:
-        text = part.get("text")
     if text is not None:
         return _content(text)
     if isinstance(kind, str):  # blob, uri, file, image_url, ...: name it, never inline the bytes
