@@ -200,7 +200,7 @@ def span_row(project_id: int, s: SpanRecord, shared: dict[int, bytearray] | None
     # JSON never changes after decode; a record rebuilt from its row has it only there.
     json_columns = s.row[_JSON_AT:] if s.row is not None else (
         dumps(s.attributes), _encode_shared(s.resource, shared), _encode_shared(s.scope, shared),
-        dumps(s.events), dumps(s.links))
+        dumps(s.events) if s.events else _NO_ITEMS, dumps(s.links) if s.links else _NO_ITEMS)
     return (
         project_id, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, m.span_type, s.status,
         s.status_message, s.start_ns, s.end_ns, m.model, m.input_text, m.output_text,
@@ -210,6 +210,7 @@ def span_row(project_id: int, s: SpanRecord, shared: dict[int, bytearray] | None
 
 
 _JSON_AT = SPAN_COLUMNS.index("attributes")
+_NO_ITEMS = bytearray(b"[]")  # most spans' events and links; shared, never changed
 # A span row's text from the client: where `Sql.span_rows` looks for NUL.
 _span_text = operator.itemgetter(*(SPAN_COLUMNS.index(c) for c in (
     "name", "status_message", "model", "input_text", "output_text", "user_id", "session_id",
