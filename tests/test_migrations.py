@@ -153,3 +153,24 @@ def test_postgres_statistics_follow_the_load(
         estimate = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE relname = 'spans'").scalar()
     engine.dispose()
     assert analyzed == {"spans": 1} and estimate == 1_500  # one trace row: too few to analyze
+
+
+@pytest.mark.postgres
+def test_postgres_trace_table_is_vacuumed_when_ingest_pauses(
+        database_url_factory: Callable[[str], str], server_factory: Callable[..., ServerProcess]) -> None:
+    """Until a VACUUM sets the visibility map, a filtered list's total reads every matching row."""
+    url = database_url_factory("postgres")
+    server = server_factory(database_url=url)
+    spans = [make_span(secrets.token_bytes(16), b"\x01" * 8, name=f"t{i}") for i in range(300)]
+    assert post(server, request_of(*spans)).status_code == 200
+    engine = db.create_engine(url)
+    deadline = time.monotonic() + 30
+    counts: tuple[int, int] = (0, 0)
+    while time.monotonic() < deadline and not counts[0]:
+        with engine.connect() as conn:
+            row = conn.exec_driver_sql("SELECT vacuum_count, n_ins_since_vacuum FROM pg_stat_user_tables"
+                                       " WHERE relname = 'traces'").one()
+            counts = (row[0], row[1])
+        time.sleep(0.2)
+    engine.dispose()
+    assert counts == (1, 0)
