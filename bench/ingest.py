@@ -552,6 +552,30 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def thread_cpu_seconds(pids: list[int]) -> dict[str, float]:
+    """CPU seconds of the server and its decode workers by OS thread name: the server names its
+    writer, checkpointer, indexer and decode workers `th-*`; the event loop and every other thread
+    count together (threads that ended meanwhile are missed)."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat.rsplit(")", 1)[1].split()
+            key = name if name.startswith("th-") else "event loop and others"
+            out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all cores spent not idle (from /proc/stat), to see the database's and any
     other process's share next to the server's and the client's."""
@@ -1355,6 +1379,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(1.0)  # let it attach before the clock starts
         result["machine"]["speed_us_before"] = machine_speed_us()
         writer0 = writer_counters(api_url)
+        threads0 = thread_cpu_seconds(server_pids(handle.pid)) if handle and handle.pid else None
         log(f"sending {len(work.bodies)} requests over {args.transport} with {args.concurrency} senders ...")
         t0 = time.perf_counter()
         for th in threads:
@@ -1393,6 +1418,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         acked = stats.acked_spans
         t_ack = (stats.last_ack or t_sent) - t0
         writer1 = writer_counters(api_url)
+        threads1 = thread_cpu_seconds(server_pids(handle.pid)) if handle and handle.pid else None
         log(f"acked {acked}/{work.spans} spans in {t_ack:.2f}s ({acked / t_ack:,.0f} spans/s);"
             f" waiting until every span is queryable ...")
 
@@ -1479,6 +1505,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             # the writer's share of first request .. last ack: near 1, ingest waits on it
             "writer_busy": round((writer1[0] - writer0[0]) / t_ack, 3) if writer0 and writer1 and t_ack else None,
             "writer_transactions": int(writer1[1] - writer0[1]) if writer0 and writer1 else None,
+            # µs of CPU a span by server thread, first request .. last ack
+            "thread_us_per_span": (dict(sorted(
+                ((k, round((v - threads0.get(k, 0.0)) / acked * 1e6, 1)) for k, v in threads1.items()),
+                key=lambda kv: -kv[1])) if threads0 is not None and threads1 is not None and acked else None),
             "ack_s": round(t_ack, 3),
             "acked_spans_per_s": round(acked / t_ack) if t_ack else None,
             "queryable_s": round(t_query, 3) if t_query is not None else None,
@@ -1601,6 +1631,9 @@ def render(r: dict[str, Any]) -> str:
         f"{r['machine']['cpus']} cores); other processes {res.get('other_cpu_s')} s"
         f"{'  <- interference' if (res.get('other_cpu_s') or 0) > 0.1 * res['machine_busy_cpu_s'] else ''}",
     ]
+    if res.get("thread_us_per_span"):
+        lines.append("cpu a span  : " + ", ".join(f"{k} {v:g} µs" for k, v in res["thread_us_per_span"].items())
+                     + " (server threads, first request to last ack)")
     if res.get("writer_busy") is not None:
         lines.append(f"writer      : in a transaction {res['writer_busy']:.0%} of the time from first request to last"
                      f" ack, {res['writer_transactions']} transactions"

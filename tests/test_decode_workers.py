@@ -100,6 +100,22 @@ def test_workers_store_what_in_process_decoding_stores(server_factory: Callable[
     assert workers.wait_trace(tid.hex())["spans"][0]["span_id"] == "01" * 8
 
 
+def test_threads_carry_names_the_os_shows(server_factory: Callable[..., ServerProcess]) -> None:
+    """`top -H` and the benchmark tell the writer, its checkpointer and the decode workers apart."""
+    server = server_factory("sqlite", env={"TRACEHUB_DECODE_WORKERS": "1"})
+    pid = server.proc.pid  # type: ignore[union-attr]
+
+    def names(p: int) -> set[str]:
+        return {Path(f"/proc/{p}/task/{t}/comm").read_text().strip() for t in os.listdir(f"/proc/{p}/task")}
+
+    (worker,) = _children(pid)
+    deadline = time.monotonic() + 10
+    while names(worker) != {"th-decode"} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert names(worker) == {"th-decode"}
+    assert {"th-writer", "th-checkpoint"} <= names(pid)
+
+
 def test_a_killed_worker_is_replaced(server_factory: Callable[..., ServerProcess]) -> None:
     server = server_factory("sqlite", env={"TRACEHUB_DECODE_WORKERS": "1"})
     pid = server.proc.pid  # type: ignore[union-attr]

@@ -34,6 +34,7 @@ from tracehub.collector.arena import Arena
 from tracehub.collector.errors import IngestError, invalid, unavailable
 from tracehub.collector.pipeline import encode_rows
 from tracehub.collector.pricing import Pricing
+from tracehub.store.background import name_os_thread
 from tracehub.store.batchwrite import span_from_row
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def _init(pricing: Pricing | None, arena: Arena | None = None) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() == 1:
         os._exit(0)  # the server died before prctl
+    name_os_thread("th-decode")
     gc.set_threshold(50_000, 20, 100)  # as in the server: decoding allocates in bulk
 
 

@@ -27,7 +27,7 @@ JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 class Checkpointer(Background):
     def __init__(self, engine: sa.Engine, interval_s: float = 0.25) -> None:
-        super().__init__(engine, "tracehub-checkpoint")
+        super().__init__(engine, "tracehub-checkpoint", "th-checkpoint")
         self._interval_s = interval_s
 
     def _run(self, dbapi: Any) -> None:

@@ -51,7 +51,7 @@ STATS_LAG_S = 12.0
 class SearchIndexer(Background):
     def __init__(self, engine: sa.Engine, sql: Sql, busy: Callable[[], bool], step_rows: int,
                  busy_step_rows: int, busy_every_s: float) -> None:
-        super().__init__(engine, "tracehub-indexer")
+        super().__init__(engine, "tracehub-indexer", "th-indexer")
         self._sql = sql
         self._busy = busy
         self._step_rows = step_rows

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from tracehub import metrics
 from tracehub.records import Batch
 from tracehub.store import search
-from tracehub.store.background import driver_connection, rollback
+from tracehub.store.background import driver_connection, name_os_thread, rollback
 from tracehub.store.batchwrite import BatchWriter, Sql, WriteResult, bind_json_bytes
 from tracehub.store.checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from tracehub.store.indexer import SearchIndexer
@@ -133,6 +133,7 @@ class Writer:
             self._indexer.stop()
 
     def _run(self) -> None:
+        name_os_thread("th-writer")
         with driver_connection(self._engine) as dbapi:
             if self._sql.pg:
                 dbapi.autocommit = True  # explicit BEGIN / COMMIT below
