@@ -11,14 +11,16 @@ span counts once), and upserts the rows. Being the single writer is what makes t
 safe; on PostgreSQL the rows are also locked FOR UPDATE.
 
 What one batch writes, and how, is `tracehub.store.batchwrite`. On SQLite a second thread
-checkpoints the WAL (`tracehub.store.checkpoint`), so COMMIT does not wait for fsync. When idle,
-the SQLite writer indexes new rows for search in steps (`tracehub.store.search`); under sustained load
-only a small step a second, so ingest keeps priority and the search index catches up afterwards.
-On PostgreSQL a thread of its own does the same steps beside the writer (`tracehub.store.indexer`).
+checkpoints the WAL (`tracehub.store.checkpoint`), so COMMIT does not wait for fsync. The SQLite
+writer indexes new rows for search in steps (`tracehub.store.search`) when idle and after commits
+while it has time to spare; when ingest keeps it busy, only a small step a second, so ingest keeps
+priority and the search index catches up afterwards. On PostgreSQL a thread of its own does the
+same steps beside the writer (`tracehub.store.indexer`).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -40,13 +42,37 @@ log = logging.getLogger(__name__)
 
 # Indexing a span with ~2.5 KB of text costs ~0.3-0.5 ms of CPU. A writer with nothing queued for
 # INDEX_IDLE_S indexes in steps of INDEX_STEP_ROWS, so a request arriving meanwhile waits ~0.1 s at
-# most, and the gaps between the requests of a moderate load are enough to keep up. A busy writer
-# still indexes INDEX_BUSY_STEP_ROWS every INDEX_EVERY_S, so the index moves under any load; 200
-# rows there took 16% of the writer under the benchmark's load.
+# most. Under load it indexes a step after each commit unless requests are waiting or it has been
+# at work BUSY_SHARE of the last LOAD_WINDOW_S (`busy`, which PostgreSQL's indexer thread follows
+# too): a steady 2,000 spans/s leaves only short gaps between requests, and waiting for idle ones
+# had indexed ~140 rows a second while 2,000 came in. A busy writer still indexes
+# INDEX_BUSY_STEP_ROWS every INDEX_EVERY_S, so the index moves under any load (200 rows there took
+# 16% of the writer under the benchmark's load). With a window of 1 s the writer indexed through
+# the first half second of a burst (SQLite's benchmark ran ~4% slower, about its noise); with 0.25 s
+# no difference showed.
 INDEX_IDLE_S = 0.05
 INDEX_EVERY_S = 1.0
 INDEX_STEP_ROWS = 200
 INDEX_BUSY_STEP_ROWS = 50
+LOAD_WINDOW_S = 0.25
+BUSY_SHARE = 0.5
+
+
+class Load:
+    """The share of the last `window_s` that a thread spent at work, from the spells it reports."""
+
+    def __init__(self, window_s: float = LOAD_WINDOW_S) -> None:
+        self._window_s = window_s
+        self._spells: collections.deque[tuple[float, float]] = collections.deque()  # (end, seconds)
+
+    def add(self, started: float, ended: float) -> None:
+        self._spells.append((ended, ended - started))
+        while self._spells[0][0] < ended - self._window_s:
+            self._spells.popleft()
+
+    def share(self) -> float:
+        since = time.monotonic() - self._window_s
+        return sum(seconds for ended, seconds in tuple(self._spells) if ended > since) / self._window_s
 
 
 class QueueFull(Exception):
@@ -94,14 +120,17 @@ class Writer:
         self._checkpointer = None if self._sql.pg else Checkpointer(engine)
         self._indexer = SearchIndexer(engine, self._sql, self.busy, INDEX_STEP_ROWS, INDEX_BUSY_STEP_ROWS,
                                       INDEX_EVERY_S) if self._sql.pg else None
-        self._last_commit = 0.0
+        self._load = Load()  # transactions, and on SQLite the search indexing between them
 
     @property
     def queued_spans(self) -> int:
         return self._queued
 
     def busy(self) -> bool:
-        return bool(self._queued) or time.monotonic() - self._last_commit < INDEX_IDLE_S
+        """Whether ingest should have the CPU before search indexing: the writer has been at work
+        at least BUSY_SHARE of the last LOAD_WINDOW_S. (PostgreSQL's indexer, which runs beside the
+        writer, takes a request that waits a moment as no reason to stop.)"""
+        return self._load.share() >= BUSY_SHARE
 
     def start(self) -> None:
         self._thread.start()
@@ -171,7 +200,7 @@ class Writer:
                     break
                 jobs.append(nxt)
                 size += nxt.size
-            started = time.perf_counter()
+            started = time.monotonic()
             try:
                 self._commit(dbapi, jobs)
             except Exception:  # the writer must outlive any one batch, or ingest wedges
@@ -181,23 +210,30 @@ class Writer:
             finally:
                 with self._lock:
                     self._queued -= size
-                metrics.WRITER_BUSY_SECONDS.inc(time.perf_counter() - started)
+                ended = time.monotonic()
+                self._load.add(started, ended)
+                metrics.WRITER_BUSY_SECONDS.inc(ended - started)
                 metrics.WRITER_TRANSACTIONS.inc()
-            self._last_commit = time.monotonic()
             if stop:
                 return
             if self._indexer is not None:  # PostgreSQL: indexed beside the writer
                 self._indexer.rows_committed()
                 continue
             index_pending = True
-            if time.monotonic() - last_index > INDEX_EVERY_S:
+            if not self._queued and not self.busy():
+                index_pending = self._index(dbapi, INDEX_STEP_ROWS)
+                last_index = time.monotonic()
+            elif time.monotonic() - last_index > INDEX_EVERY_S:
                 index_pending = self._index(dbapi, INDEX_BUSY_STEP_ROWS)
                 last_index = time.monotonic()
 
     def _index(self, dbapi: Any, rows: int) -> bool:
-        """One indexing step of up to `rows`; True if more rows may wait (not after a failure: no
-        busy retry loop)."""
-        return bool(search.step_committed(dbapi, self._sql, rows))
+        """One indexing step of up to `rows`, counted in the writer's load; True if more rows may
+        wait (not after a failure: no busy retry loop)."""
+        started = time.monotonic()
+        done = search.step_committed(dbapi, self._sql, rows)
+        self._load.add(started, time.monotonic())
+        return bool(done)
 
     def _commit(self, dbapi: Any, jobs: list[_Job]) -> None:
         try:
