@@ -86,11 +86,11 @@ class SearchIndexer(Background):
             started = time.monotonic()
             pending = self._step(dbapi)
             self._analyze(dbapi)
-            if not self._busy():
-                self._vacuum(dbapi)
             if self._busy():
                 self._stop.wait(max(0.0, self._busy_every_s - (time.monotonic() - started)))
                 pending = True  # the writer committed meanwhile
+            else:
+                self._vacuum(dbapi)
 
     def _step(self, dbapi: Any) -> bool:
         """One bounded step in its own transaction; True if more rows may be waiting."""

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 class Indexed:
     """One indexed table: where its rows live and how the two dialects index them."""
 
