@@ -543,13 +543,20 @@ def tree_cpu_seconds(pid: int) -> float | None:
     return main + sum(cpu_seconds(k) or 0.0 for k in children_of(pid))
 
 
-def cpu_seconds(pid: int) -> float | None:
+def proc_stat(path: str) -> tuple[str, float] | None:
+    """(command name, CPU seconds) of a process or thread from its /proc stat file."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        with open(path) as f:
+            stat = f.read()
+        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 1:].split()
+        return name, (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    found = proc_stat(f"/proc/{pid}/stat")
+    return found[1] if found else None
 
 
 def thread_cpu_seconds(pids: list[int]) -> dict[str, float]:
@@ -557,22 +564,16 @@ def thread_cpu_seconds(pids: list[int]) -> dict[str, float]:
     writer, checkpointer, indexer and decode workers `th-*`; the event loop and every other thread
     count together (threads that ended meanwhile are missed)."""
     out: dict[str, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
     for pid in pids:
         try:
             tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
             continue
         for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            name = stat[stat.index("(") + 1:stat.rindex(")")]
-            fields = stat.rsplit(")", 1)[1].split()
-            key = name if name.startswith("th-") else "event loop and others"
-            out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+            found = proc_stat(f"/proc/{pid}/task/{tid}/stat")
+            if found is not None:
+                key = found[0] if found[0].startswith("th-") else "event loop and others"
+                out[key] = out.get(key, 0.0) + found[1]
     return out
 
 
