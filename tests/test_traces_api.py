@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from typing import Any, Callable
 
@@ -155,36 +156,34 @@ def test_the_unfiltered_total_counts_each_trace_once(server: ServerProcess) -> N
     theirs.close()
 
 
+def _unindexed(server: ServerProcess) -> int:
+    return int(httpx.get(server.url + "/readyz").json()["search_unindexed_rows"])
+
+
+def _wait_until_indexed(server: ServerProcess) -> None:
+    deadline = time.monotonic() + 20
+    while _unindexed(server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _unindexed(server) == 0
+
+
 def test_search_index_keeps_up_with_a_steady_load(server: ServerProcess) -> None:
     """20 requests a second leave the writer idle most of the time, but never 50 ms at once: the
     index used to wait for such a gap, or for the writer to be idle that long, and fell behind."""
-    import time
-
-    def unindexed() -> int:
-        return int(httpx.get(server.url + "/readyz").json()["search_unindexed_rows"])
-
-    deadline = time.monotonic() + 20
-    while unindexed() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert unindexed() == 0
+    _wait_until_indexed(server)
     start = time.monotonic()
     for i in range(60):  # 400 spans a second for 3 s
         tid = secrets.token_bytes(16)
         spans = [make_span(tid, (j + 1).to_bytes(8, "big"), name=f"steady {j}") for j in range(20)]
         assert post(server, request_of(*spans)).status_code == 200
         time.sleep(max(0.0, start + (i + 1) * 0.05 - time.monotonic()))
-    assert unindexed() <= 300
+    assert _unindexed(server) <= 300
 
 
 def test_search_index_catches_up_and_serves_from_the_index(server: ServerProcess) -> None:
-    import time
-
     env = "indexed-" + secrets.token_hex(4)
     wanted = _send_trace(server, env, text="인덱스 확인용 문장 zebra-crossing abcz bcde")
-    deadline = time.monotonic() + 20
-    while httpx.get(server.url + "/readyz").json()["search_unindexed_rows"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert httpx.get(server.url + "/readyz").json()["search_unindexed_rows"] == 0
+    _wait_until_indexed(server)
     for query in ("zebra-cross", "확인용 문장", "ZEBRA", "bcz"):
         assert [t["trace_id"] for t in _list(server, environment=env, search=query)["items"]] == [wanted]
     # Not in the trace, though every trigram of "abcde" is ("abcz bcde"): the index's candidates
