@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
 from conftest import ServerProcess
 from otlp_helpers import EXPORT_PATH, NS, make_span, new_trace_id, post, request_of
@@ -96,6 +97,27 @@ def test_otlp_json_encoding(server: ServerProcess) -> None:
     assert spans["chat"]["status"] == "error" and spans["root"]["kind"] == "SERVER"
     assert spans["root"]["resource"] == {"service.name": "json-svc"}
     assert got["trace"]["status"] == "error" and got["trace"]["duration_ms"] == 0.003
+
+
+def test_attribute_values_of_every_kind_are_kept(server: ServerProcess) -> None:
+    tid = new_trace_id()
+    span = make_span(tid, b"\x05" * 8, name="kinds")
+    values = {
+        "text": AnyValue(string_value="안녕 hello"), "empty_text": AnyValue(string_value=""),
+        "zero": AnyValue(int_value=0), "big": AnyValue(int_value=2**62), "no": AnyValue(bool_value=False),
+        "yes": AnyValue(bool_value=True), "half": AnyValue(double_value=0.5),
+        "zero_double": AnyValue(double_value=0.0), "raw": AnyValue(bytes_value=b"\x00\xff"),
+        "unset": AnyValue(),
+        "list": AnyValue(array_value=ArrayValue(values=[AnyValue(string_value=""), AnyValue(int_value=3)])),
+        "map": AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key="k", value=AnyValue(string_value="v"))])),
+    }
+    span.attributes.extend(KeyValue(key=k, value=v) for k, v in values.items())
+    assert post(server, request_of(span)).status_code == 200
+    [got] = detail(server, tid)["spans"]
+    assert got["attributes"] == {
+        "text": "안녕 hello", "empty_text": "", "zero": 0, "big": 2**62, "no": False, "yes": True,
+        "half": 0.5, "zero_double": 0.0, "raw": "AP8=", "unset": None, "list": ["", 3], "map": {"k": "v"},
+    }
 
 
 def test_partial_success_keeps_the_valid_spans(server: ServerProcess) -> None:
