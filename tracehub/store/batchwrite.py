@@ -185,6 +185,7 @@ SPAN_COLUMNS = (
     "graph_name", "node_name", "step", "attributes", "resource", "scope", "events", "links",
 )
 _SPAN_JSON = frozenset(("attributes", "resource", "scope", "events", "links"))
+_TRACE_JSON = frozenset(("attributes",))
 EVENT_COLUMNS = ("project_id", "trace_id", "span_id", "event_type", "name", "time_ns", "payload",
                  "idempotency_key")
 EVAL_COLUMNS = ("project_id", "trace_id", "span_id", "eval_name", "eval_model", "score", "passed",
@@ -445,18 +446,24 @@ class BatchWriter:
             return
         cols = tracerow.TRACE_COLUMNS
         now = time.time_ns()
-        params = []
+        new: list[tuple[Any, ...]] = []
+        stored: list[tuple[Any, ...]] = []
         for row in rows:
             row["status"] = tracerow.status_of(row)
             row["updated_ns"] = now
-            params.append(tuple(
+            (stored if row["trace_id"] in self._stored_traces else new).append(tuple(
                 dumps(row[c]) if c == "attributes" and row[c] is not None else row[c] for c in cols))
         updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("project_id", "trace_id"))
-        self.sql.executemany(
-            self.cur, f"INSERT INTO traces ({', '.join(cols)})"
-            f" VALUES ({self.sql.placeholders(cols, frozenset(('attributes',)))})"
-            f" ON CONFLICT (project_id, trace_id) DO UPDATE SET {updates}", params)
-        added = sum(1 for row in rows if row["trace_id"] not in self._stored_traces)
+        upsert = f"ON CONFLICT (project_id, trace_id) DO UPDATE SET {updates}"
+        if new:
+            # Most of a batch's traces are new: on PostgreSQL they are COPYed, as spans are. Upserted
+            # one statement each, a row cost its backend 63-90 us; COPYed, 30-47.
+            self.sql.insert(self.cur, "traces", cols, _TRACE_JSON, self.sql.rows(new), upsert)
+        if stored:
+            self.sql.executemany(
+                self.cur, f"INSERT INTO traces ({', '.join(cols)})"
+                f" VALUES ({self.sql.placeholders(cols, _TRACE_JSON)}) {upsert}", stored)
+        added = len(new)
         if added:
             q = self.sql.p
             self.cur.execute(f"UPDATE projects SET trace_count = trace_count + {q} WHERE id = {q}",
