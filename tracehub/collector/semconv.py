@@ -78,6 +78,8 @@ _SESSION_KEYS = ("session.id", "langfuse.session.id", "traceloop.association.pro
                  "gen_ai.conversation.id", "traceloop.association.properties.thread_id")
 _RESOURCE_ENV_KEYS = ("deployment.environment.name", "deployment.environment")
 _SPAN_ENV_KEYS = ("deployment.environment.name", "deployment.environment", "langfuse.environment")
+_TOKEN_KEYS = _INPUT_TOKEN_KEYS + _OUTPUT_TOKEN_KEYS + _TOTAL_TOKEN_KEYS
+_LOOKUP_KEYS = frozenset(_MODEL_KEYS + _TOKEN_KEYS + _USER_KEYS + _SESSION_KEYS + _SPAN_ENV_KEYS)
 
 # Traceloop wraps LangChain callback payloads: {"inputs": ..., "tags": ..., "metadata": ...}.
 _TL_INPUT_WRAPPERS = ("inputs", "input_str", "input", "query")
@@ -186,11 +188,16 @@ def _fill(m: Mapped, name: str, a: dict[str, Any], resource: dict[str, Any],
             span_type = vendor or "span"
     m.span_type = span_type
 
-    m.model = _first_scalar(get, _MODEL_KEYS)
+    # The keys of the lookups below that the span has, in one set operation: a group of which it
+    # has none (most spans have few) is then skipped instead of tried key by key.
+    found = _LOOKUP_KEYS.intersection(a)
+    m.model = None if found.isdisjoint(_MODEL_KEYS) else _first_scalar(get, _MODEL_KEYS)
 
-    tin = _first_int(get, _INPUT_TOKEN_KEYS)
-    tout = _first_int(get, _OUTPUT_TOKEN_KEYS)
-    total = _first_int(get, _TOTAL_TOKEN_KEYS)
+    tin = tout = total = None
+    if not found.isdisjoint(_TOKEN_KEYS):
+        tin = _first_int(get, _INPUT_TOKEN_KEYS)
+        tout = _first_int(get, _OUTPUT_TOKEN_KEYS)
+        total = _first_int(get, _TOTAL_TOKEN_KEYS)
     if (tin is None or tout is None or total is None) and "langfuse.observation.usage_details" in a:
         usage = _as_dict(get("langfuse.observation.usage_details"))
         if usage is not None:
@@ -201,10 +208,10 @@ def _fill(m: Mapped, name: str, a: dict[str, Any], resource: dict[str, Any],
         total = tin + tout
     m.input_tokens, m.output_tokens, m.total_tokens = tin, tout, total
 
-    m.user_id = _first_scalar(get, _USER_KEYS)
-    m.session_id = _first_scalar(get, _SESSION_KEYS)
+    m.user_id = None if found.isdisjoint(_USER_KEYS) else _first_scalar(get, _USER_KEYS)
+    m.session_id = None if found.isdisjoint(_SESSION_KEYS) else _first_scalar(get, _SESSION_KEYS)
     m.environment = (_first_scalar(resource.get, _RESOURCE_ENV_KEYS)
-                     or _first_scalar(get, _SPAN_ENV_KEYS))
+                     or (None if found.isdisjoint(_SPAN_ENV_KEYS) else _first_scalar(get, _SPAN_ENV_KEYS)))
 
     # Message-shaped sources read best for model calls; for everything else (chains, nodes, tools,
     # agents) the span's own input.value / entity input is the faithful record of what it got.
