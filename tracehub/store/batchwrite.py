@@ -129,6 +129,11 @@ class Sql:
     def placeholders(self, columns: Iterable[str], json_columns: frozenset[str]) -> str:
         return ", ".join(self.pj if c in json_columns else self.p for c in columns)
 
+    def insert_sql(self, table: str, columns: tuple[str, ...], json_columns: frozenset[str],
+                   on_conflict: str = "") -> str:
+        return (f"INSERT INTO {table} ({', '.join(columns)})"
+                f" VALUES ({self.placeholders(columns, json_columns)}) {on_conflict}")
+
     def rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """PostgreSQL refuses NUL in text, which a client may send: there it becomes U+FFFD, SQLite
         keeps it. JSON keeps it escaped on both (json takes \\u0000, jsonb did not)."""
@@ -166,8 +171,7 @@ class Sql:
                 for row in rows:
                     copy.write_row(row)
             return
-        cur.executemany(f"INSERT INTO {table} ({', '.join(columns)})"
-                        f" VALUES ({self.placeholders(columns, json_columns)}) {on_conflict}", rows)
+        cur.executemany(self.insert_sql(table, columns, json_columns, on_conflict), rows)
 
 
 def _no_nul(value: Any) -> Any:
@@ -322,9 +326,8 @@ class BatchWriter:
         now = time.time_ns()
         cols = ("project_id", "key", "request_hash", "response", "created_ns")
         self.sql.executemany(
-            self.cur, f"INSERT INTO idempotency_keys ({', '.join(cols)})"
-            f" VALUES ({self.sql.placeholders(cols, frozenset(('response',)))})"
-            " ON CONFLICT (project_id, key) DO NOTHING",
+            self.cur, self.sql.insert_sql("idempotency_keys", cols, frozenset(("response",)),
+                                          "ON CONFLICT (project_id, key) DO NOTHING"),
             [(pid, k, i.request_hash, dumps(i.response), now) for k, i in self._new_keys.items()])
         self._new_keys = {}
 
@@ -460,9 +463,7 @@ class BatchWriter:
             # one statement each, a row cost its backend 63-90 us; COPYed, 30-47.
             self.sql.insert(self.cur, "traces", cols, _TRACE_JSON, self.sql.rows(new), upsert)
         if stored:
-            self.sql.executemany(
-                self.cur, f"INSERT INTO traces ({', '.join(cols)})"
-                f" VALUES ({self.sql.placeholders(cols, _TRACE_JSON)}) {upsert}", stored)
+            self.sql.executemany(self.cur, self.sql.insert_sql("traces", cols, _TRACE_JSON, upsert), stored)
         added = len(new)
         if added:
             q = self.sql.p
