@@ -59,6 +59,48 @@ def test_awaited_parents_are_derived_from_stored_spans(
     assert server.client.get("/api/v1/traces").json()["total"] == 1  # counted by migration 0008
 
 
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_resources_move_out_of_span_rows_and_back(
+        backend: str, database_url_factory: Callable[[str], str],
+        server_factory: Callable[..., ServerProcess]) -> None:
+    url = database_url_factory(backend)
+    engine = db.create_engine(url)
+    db.migrate(engine, "0009")
+    keys.ensure_default_project(engine)
+    tid = secrets.token_hex(16)
+    a = '{"service.name":"a","host.name":"서버-1"}'
+    b = '{"service.name":"b"}'
+    spans = {secrets.token_hex(8): resource for resource in (a, a, b, "{}")}
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO traces (project_id, trace_id, status, start_ns, span_count, running_span_count,"
+            " missing_parent_count, error_count, input_tokens, output_tokens, cost_usd, updated_ns)"
+            " VALUES ((SELECT id FROM projects), :t, 'success', 1, 4, 0, 0, 0, 0, 0, 0, 1)"), {"t": tid})
+        for span_id, resource in spans.items():
+            conn.execute(sa.text(
+                "INSERT INTO spans (project_id, trace_id, span_id, name, kind, span_type, status, start_ns,"
+                " end_ns, attributes, resource, scope, events, links) VALUES ((SELECT id FROM projects),"
+                " :t, :s, 'op', 'INTERNAL', 'span', 'success', 1, 2, '{}', :r, '{}', '[]', '[]')"),
+                {"t": tid, "s": span_id, "r": resource})
+    db.migrate(engine)
+    with engine.connect() as conn:
+        stored = dict(conn.execute(sa.text("SELECT resource_id, CAST(attributes AS TEXT) FROM resources")).all())
+        named = dict(conn.execute(sa.text("SELECT span_id, resource_id FROM spans")).all())
+    assert sorted(stored.values()) == sorted([a, b])
+    assert {s: stored.get(rid, "{}") if rid is not None else "{}" for s, rid in named.items()} == spans
+    assert sum(rid is None for rid in named.values()) == 1
+    db.downgrade(engine, "0009")
+    with engine.connect() as conn:
+        back = dict(conn.execute(sa.text("SELECT span_id, CAST(resource AS TEXT) FROM spans")).all())
+    assert {s: json.loads(r) for s, r in back.items()} == {s: json.loads(r) for s, r in spans.items()}
+    db.migrate(engine)
+    engine.dispose()
+
+    server = server_factory(database_url=url)
+    got = {s["span_id"]: s["resource"] for s in server.client.get(f"/api/v1/traces/{tid}").json()["spans"]}
+    assert got == {s: json.loads(r) for s, r in spans.items()}
+
+
 def test_the_sqlite_search_index_drives_the_span_lookup(tmp_path: Path) -> None:
     """Joined to spans, SQLite walked the project's rows and ran the FTS match once per row."""
     engine = db.create_engine(f"sqlite:///{tmp_path / 'plan.db'}")

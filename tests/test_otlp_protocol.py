@@ -12,12 +12,15 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+import sqlalchemy as sa
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from conftest import ServerProcess
 from otlp_helpers import EXPORT_PATH, NS, make_span, new_trace_id, post, request_of
@@ -67,6 +70,38 @@ def test_nul_characters_are_stored_not_refused(server: ServerProcess) -> None:
     assert (got["input_text"], got["session_id"]) == (f"in{nul}put", f"s{nul}")
     listed = server.client.get("/api/v1/traces", params={"session_id": f"s{nul}"}).json()["items"]
     assert [t["name"] for t in listed] == [f"nul{nul}name"]
+
+
+def test_each_span_keeps_its_resource_which_is_stored_once(server: ServerProcess) -> None:
+    marker = secrets.token_hex(4)
+
+    def resource_spans(resource: dict[str, str], *spans: Span) -> ResourceSpans:
+        return ResourceSpans(resource=Resource(attributes=[
+            KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in resource.items()]),
+            scope_spans=[ScopeSpans(spans=spans)])
+
+    a = {"service.name": f"a-{marker}", "host.name": "서버-1"}
+    b = {"service.name": f"b-{marker}"}
+    tid = new_trace_id()
+    first = ExportTraceServiceRequest(resource_spans=[
+        resource_spans(a, make_span(tid, b"\x01" * 8, name="a1"), make_span(tid, b"\x02" * 8, name="a2")),
+        resource_spans(b, make_span(tid, b"\x03" * 8, name="b1")),
+        resource_spans({}, make_span(tid, b"\x04" * 8, name="none"))])
+    second = ExportTraceServiceRequest(resource_spans=[
+        resource_spans(a, make_span(tid, b"\x05" * 8, name="a3"))])
+    for req in (first, second):
+        r = post(server, req.SerializeToString())
+        assert r.status_code == 200, r.text
+    got = {s["name"]: s["resource"] for s in detail(server, tid)["spans"]}
+    assert got == {"a1": a, "a2": a, "a3": a, "b1": b, "none": {}}
+    engine = sa.create_engine(server.database_url)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(sa.text("SELECT CAST(attributes AS TEXT) FROM resources"
+                                          " WHERE CAST(attributes AS TEXT) LIKE :m"), {"m": f"%{marker}%"}).scalars()
+            assert sorted(json.loads(doc)["service.name"] for doc in stored) == [f"a-{marker}", f"b-{marker}"]
+    finally:
+        engine.dispose()
 
 
 def test_otlp_json_encoding(server: ServerProcess) -> None:

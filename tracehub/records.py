@@ -74,8 +74,9 @@ class SpanRecord:
     cost_usd: float | None = None
     idem: Idem | None = None
     # The spans-table row, encoded ahead (by a decode worker or the receiving thread) so the writer
-    # thread only writes. A span decoded in a worker has its JSON only here: `attributes`,
-    # `resource`, `scope`, `events` and `links` are empty (store.batchwrite.span_from_row).
+    # thread only writes. A span decoded in a worker has its JSON only here (and its resource in
+    # its batch): `attributes`, `resource`, `scope`, `events` and `links` are empty
+    # (store.batchwrite.span_from_row).
     row: tuple[Any, ...] | None = None
 
 
@@ -143,6 +144,8 @@ class Batch:
     traces: list[TraceRecord] = field(default_factory=list)
     evals: list[EvalRecord] = field(default_factory=list)
     require_parents: bool = False
+    # The spans' resources, JSON by id: their rows name them by id (store.batchwrite.RowEncoder).
+    resources: dict[int, bytearray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.spans) + len(self.events) + len(self.traces) + len(self.evals)

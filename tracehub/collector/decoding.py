@@ -72,14 +72,16 @@ def _ready() -> bool:
 
 
 def decode_rows(body: bytes | memoryview, codec: str, project_id: int
-                ) -> tuple[list[tuple[Any, ...]], int, list[str]] | str:
-    """In a worker: the rows of a request's valid spans, the rejected count and messages; or the
-    message of an undecodable body (exceptions do not all survive pickling)."""
+                ) -> tuple[list[tuple[Any, ...]], dict[int, bytearray], int, list[str]] | str:
+    """In a worker: the rows of a request's valid spans, their resources, the rejected count and
+    messages; or the message of an undecodable body (exceptions do not all survive pickling)."""
     try:
         decoded = otlp.decode_traces(body, codec)
     except IngestError as err:
         return err.message
-    return encode_rows(project_id, decoded.spans, _pricing), decoded.rejected, decoded.errors
+    resources: dict[int, bytearray] = {}
+    rows = encode_rows(project_id, decoded.spans, _pricing, resources)
+    return rows, resources, decoded.rejected, decoded.errors
 
 
 def decode_shared(at: int, body_bytes: int, room: int, codec: str, project_id: int) -> int | bytes:
@@ -164,8 +166,9 @@ class DecodePool:
             raise unavailable("the decoder restarted; retry") from None
         if isinstance(answer, str):
             raise invalid(answer)
-        rows, rejected, errors = answer
-        return otlp.Decoded(spans=[span_from_row(r) for r in rows], rejected=rejected, errors=errors)
+        rows, resources, rejected, errors = answer
+        return otlp.Decoded(spans=[span_from_row(r) for r in rows], rejected=rejected, errors=errors,
+                            resources=resources)
 
     @staticmethod
     async def _decode_shared(pool: ProcessPoolExecutor, arena: Arena, at: int, body: bytes, room: int,

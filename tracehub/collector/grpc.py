@@ -53,7 +53,8 @@ def _handler(hub: Hub, decode: Decode, response_type: Any,
                 held.resize(len(body))
                 decoded = await decode(body, "protobuf", project_id)
                 del body
-                await hub.pipeline.export(Batch(project_id, decoded.spans, decoded.events))
+                await hub.pipeline.export(Batch(project_id, decoded.spans, decoded.events,
+                                                resources=decoded.resources))
         except IngestError as err:
             metrics.INGEST_REQUESTS.labels("grpc", err.grpc_code.name).inc()
             await _abort(context, err)

@@ -135,7 +135,8 @@ class OtlpHttp:
                     body = await read_body(request, self.hub.settings.max_request_bytes, held)
                     decoded = await decode(body, codec, project_id)
                     del body
-                    await self.hub.pipeline.export(Batch(project_id, decoded.spans, decoded.events))
+                    await self.hub.pipeline.export(Batch(project_id, decoded.spans, decoded.events,
+                                                         resources=decoded.resources))
             except IngestError as err:
                 metrics.INGEST_REQUESTS.labels("http", str(err.http_status)).inc()
                 return error_response(err, codec)

@@ -41,6 +41,8 @@ class Decoded:
     events: list[EventRecord] = field(default_factory=list)
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
+    # Filled when rows are encoded (by a decode worker): see `Batch.resources`.
+    resources: dict[int, bytearray] = field(default_factory=dict)
 
     def reject(self, message: str) -> None:
         self.rejected += 1

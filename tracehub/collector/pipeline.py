@@ -19,22 +19,23 @@ from tracehub import metrics
 from tracehub.collector.errors import overloaded, unavailable
 from tracehub.collector.pricing import Pricing
 from tracehub.records import Batch, SpanRecord
-from tracehub.store.batchwrite import WriteResult, span_row
+from tracehub.store.batchwrite import RowEncoder, WriteResult, span_row
 from tracehub.store.writer import QueueFull, Writer, WriterStopped
 
 log = logging.getLogger(__name__)
 
 
-def encode_rows(project_id: int, spans: list[SpanRecord], pricing: Pricing | None
-                ) -> list[tuple[Any, ...]]:
+def encode_rows(project_id: int, spans: list[SpanRecord], pricing: Pricing | None,
+                resources: dict[int, bytearray]) -> list[tuple[Any, ...]]:
     """Price `spans` (before the writer folds their costs into traces), encode their rows into
-    `span.row` and return them; in the decode worker or in the receiving thread."""
+    `span.row` and return them, their resources into `resources`; in the decode worker or in the
+    receiving thread."""
     if pricing is not None and spans:
         pricing.apply(spans)
-    shared: dict[int, bytearray] = {}  # one request's resource and scope, encoded once
+    encoder = RowEncoder(resources)
     rows = []
     for span in spans:
-        span.row = row = span_row(project_id, span, shared)
+        span.row = row = span_row(project_id, span, encoder)
         rows.append(row)
     return rows
 
@@ -117,7 +118,7 @@ class Pipeline:
         started = time.perf_counter()
         # Spans from a decode worker come priced and encoded. The others are encoded here: JSON
         # encoding holds the GIL, and the writer thread's time should go to the database.
-        encode_rows(batch.project_id, [s for s in batch.spans if s.row is None], self.pricing)
+        encode_rows(batch.project_id, [s for s in batch.spans if s.row is None], self.pricing, batch.resources)
         try:
             future = self.writer.submit(batch)
         except QueueFull:

@@ -9,6 +9,7 @@ commits (the writer does, once per group of requests).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import operator
 import time
@@ -186,35 +187,68 @@ SPAN_COLUMNS = (
     "project_id", "trace_id", "span_id", "parent_span_id", "name", "kind", "span_type", "status",
     "status_message", "start_ns", "end_ns", "model", "input_text", "output_text", "input_tokens",
     "output_tokens", "total_tokens", "cost_usd", "user_id", "session_id", "environment",
-    "graph_name", "node_name", "step", "attributes", "resource", "scope", "events", "links",
+    "graph_name", "node_name", "step", "resource_id", "attributes", "scope", "events", "links",
 )
-_SPAN_JSON = frozenset(("attributes", "resource", "scope", "events", "links"))
+_SPAN_JSON = frozenset(("attributes", "scope", "events", "links"))
 _TRACE_JSON = frozenset(("attributes",))
+_RESOURCE_JSON = _TRACE_JSON
 EVENT_COLUMNS = ("project_id", "trace_id", "span_id", "event_type", "name", "time_ns", "payload",
                  "idempotency_key")
 EVAL_COLUMNS = ("project_id", "trace_id", "span_id", "eval_name", "eval_model", "score", "passed",
                 "metadata", "user_review_passed", "created_ns")
 
 
-def span_row(project_id: int, s: SpanRecord, shared: dict[int, bytearray] | None = None
-             ) -> tuple[Any, ...]:
-    """The spans-table row of `s`. Spans of one request share their resource and scope objects;
-    with `shared` (a dict kept over one request's spans) each is encoded once, and the rows share
-    the one string (~600 bytes a span that also cross from a decode worker once)."""
+class RowEncoder:
+    """Encodes one request's span rows. Its spans share their resource and scope objects: each is
+    encoded once, the rows share the one string, and each resource goes into `resources` (its id:
+    its JSON), which the writer stores once (`BatchWriter`); the rows name it by id."""
+
+    def __init__(self, resources: dict[int, bytearray]) -> None:
+        self.resources = resources
+        # By id(): the objects outlive the encoder, so an id is never reused in these.
+        self._scopes: dict[int, bytearray] = {}
+        self._resource_ids: dict[int, int | None] = {}
+
+    def resource_id(self, resource: dict[str, Any]) -> int | None:
+        key = id(resource)
+        if key in self._resource_ids:
+            return self._resource_ids[key]
+        rid = None
+        if resource:
+            doc = dumps(resource)
+            rid = content_id(doc)
+            self.resources[rid] = doc
+        self._resource_ids[key] = rid
+        return rid
+
+    def scope(self, scope: dict[str, Any]) -> bytearray:
+        out = self._scopes.get(id(scope))
+        if out is None:
+            out = self._scopes[id(scope)] = dumps(scope)
+        return out
+
+
+def content_id(doc: bytes | bytearray) -> int:
+    """A 64-bit name of a JSON document, from its bytes."""
+    return int.from_bytes(hashlib.blake2b(doc, digest_size=8).digest(), "big", signed=True)
+
+
+def span_row(project_id: int, s: SpanRecord, encoder: RowEncoder) -> tuple[Any, ...]:
+    """The spans-table row of `s`."""
     m = s.mapped
-    # JSON never changes after decode; a record rebuilt from its row has it only there.
-    json_columns = s.row[_JSON_AT:] if s.row is not None else (
-        dumps(s.attributes), _encode_shared(s.resource, shared), _encode_shared(s.scope, shared),
+    # Resource and JSON never change after decode; a record rebuilt from its row has them only there.
+    encoded = s.row[_ENCODED_AT:] if s.row is not None else (
+        encoder.resource_id(s.resource), dumps(s.attributes), encoder.scope(s.scope),
         dumps(s.events) if s.events else _NO_ITEMS, dumps(s.links) if s.links else _NO_ITEMS)
     return (
         project_id, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, m.span_type, s.status,
         s.status_message, s.start_ns, s.end_ns, m.model, m.input_text, m.output_text,
         m.input_tokens, m.output_tokens, m.total_tokens, s.cost_usd, m.user_id, m.session_id,
-        m.environment, m.graph_name, m.node_name, m.step, *json_columns,
+        m.environment, m.graph_name, m.node_name, m.step, *encoded,
     )
 
 
-_JSON_AT = SPAN_COLUMNS.index("attributes")
+_ENCODED_AT = SPAN_COLUMNS.index("resource_id")
 _NO_ITEMS = bytearray(b"[]")  # most spans' events and links; shared, never changed
 # A span row's text from the client: where `Sql.span_rows` looks for NUL.
 _span_text = operator.itemgetter(*(SPAN_COLUMNS.index(c) for c in (
@@ -222,21 +256,12 @@ _span_text = operator.itemgetter(*(SPAN_COLUMNS.index(c) for c in (
     "environment", "graph_name", "node_name")))
 
 
-def _encode_shared(value: dict[str, Any], shared: dict[int, bytearray] | None) -> bytearray:
-    if shared is None:
-        return dumps(value)
-    out = shared.get(id(value))  # the objects outlive `shared`, so an id is never reused in it
-    if out is None:
-        out = shared[id(value)] = dumps(value)
-    return out
-
-
 def span_from_row(row: tuple[Any, ...]) -> SpanRecord:
     """The record of a `span_row` (made in a decode worker): every field but the JSON ones, which
     stay encoded in `row`."""
     (_pid, trace_id, span_id, parent_span_id, name, kind, span_type, status, status_message, start_ns,
      end_ns, model, input_text, output_text, input_tokens, output_tokens, total_tokens, cost_usd,
-     user_id, session_id, environment, graph_name, node_name, step) = row[:_JSON_AT]
+     user_id, session_id, environment, graph_name, node_name, step) = row[:_ENCODED_AT]
     # Positional: keywords cost a third more, on the server's event loop, for every span.
     return SpanRecord(
         trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status, status_message,
@@ -254,6 +279,7 @@ class BatchWriter:
         self._touched: set[str] = set()  # trace rows to upsert
         self._stored_traces: set[str] = set()  # of those, the ones already in the database
         self._new_keys: dict[str, Idem] = {}
+        self._encoder = RowEncoder({})
 
     def _select(self, query: str, params: list[Any]) -> list[Any]:
         self.cur.execute(query, self.sql.rows([tuple(params)])[0])
@@ -262,6 +288,7 @@ class BatchWriter:
     def write(self, batch: Batch) -> WriteResult:
         result = WriteResult()
         pid = batch.project_id
+        self._encoder = RowEncoder(batch.resources)
         spans = self._claim_keys(pid, batch.spans, result)
         events = self._claim_keys(pid, batch.events, result)
         evals = self._claim_keys(pid, batch.evals, result)
@@ -270,6 +297,7 @@ class BatchWriter:
                                     e.event_type in LIFECYCLE_END or e.input_text or e.output_text)})
         if spans:
             self._write_spans(pid, spans, rows, batch.require_parents, result)
+            self._store_resources(pid, batch.resources)
             for s in spans:  # a refused span does not use up its key
                 if s.idem is not None and (s.trace_id, s.span_id) in result.orphans:
                     self._new_keys.pop(s.idem.key, None)
@@ -402,12 +430,19 @@ class BatchWriter:
                         and (s.trace_id, parent) not in new_keys):
                     waiting.add(parent)
                     row["missing_parent_count"] += 1
-                yield s.row if s.row is not None and s.row[0] == pid else span_row(pid, s)
+                yield s.row if s.row is not None and s.row[0] == pid else span_row(pid, s, self._encoder)
 
         self.sql.insert(self.cur, "spans", SPAN_COLUMNS, _SPAN_JSON, self.sql.span_rows(folded()),
                         "ON CONFLICT (project_id, trace_id, span_id) DO NOTHING")
         for trace_id, waiting in awaited.items():
             rows[trace_id]["awaited_parents"] = " ".join(sorted(waiting)) or None
+
+    def _store_resources(self, pid: int, resources: dict[int, bytearray]) -> None:
+        if resources:
+            self.sql.executemany(
+                self.cur, self.sql.insert_sql("resources", ("project_id", "resource_id", "attributes"),
+                                              _RESOURCE_JSON, "ON CONFLICT (project_id, resource_id) DO NOTHING"),
+                [(pid, rid, doc) for rid, doc in resources.items()])
 
     def _apply_earlier_events(self, pid: int, new: list[SpanRecord]) -> None:
         """Content (GenAI log records) and END / ERROR events that arrived before their span."""
@@ -442,7 +477,7 @@ class BatchWriter:
                 s.mapped.input_text = s.mapped.input_text or "\n".join(ins) or None
                 s.mapped.output_text = s.mapped.output_text or "\n".join(outs) or None
             if changed:
-                s.row = span_row(pid, s)
+                s.row = span_row(pid, s, self._encoder)
 
     def _upsert_traces(self, rows: list[dict[str, Any]]) -> None:
         if not rows:

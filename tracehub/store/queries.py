@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tracehub.store import search
-from tracehub.store.schema import evaluation_results, projects, span_events, spans, traces
+from tracehub.store.schema import evaluation_results, projects, resources, span_events, spans, traces
 
 LIST_TEXT_LIMIT = 1000  # list rows carry previews; the detail carries the full text
 
@@ -110,8 +110,12 @@ def trace_spans(conn: sa.Connection, project_id: int, trace_id: str) -> list[dic
     as_text = sa.cast if conn.dialect.name == "postgresql" else sa.type_coerce
     columns = [as_text(c, sa.Text).label(c.name) if isinstance(c.type, sa.JSON) else c
                for c in spans.c]
+    resource = sa.func.coalesce(as_text(resources.c.attributes, sa.Text), "{}").label("resource")
     return _dicts(conn.execute(
-        sa.select(*columns).where(spans.c.project_id == project_id, spans.c.trace_id == trace_id)
+        sa.select(*columns, resource)
+        .select_from(spans.outerjoin(resources, sa.and_(resources.c.project_id == spans.c.project_id,
+                                                        resources.c.resource_id == spans.c.resource_id)))
+        .where(spans.c.project_id == project_id, spans.c.trace_id == trace_id)
         .order_by(spans.c.start_ns, spans.c.id)
     ))
 
