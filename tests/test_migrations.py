@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import ServerProcess
-from otlp_helpers import make_span, post, request_of
+from otlp_helpers import make_span, new_trace_id, post, request_of
 from tracehub.store import db, keys, search
 
 
@@ -99,6 +99,63 @@ def test_resources_move_out_of_span_rows_and_back(
     server = server_factory(database_url=url)
     got = {s["span_id"]: s["resource"] for s in server.client.get(f"/api/v1/traces/{tid}").json()["spans"]}
     assert got == {s: json.loads(r) for s, r in spans.items()}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_stored_spans_are_keyed_by_their_trace_number(
+        backend: str, database_url_factory: Callable[[str], str],
+        server_factory: Callable[..., ServerProcess]) -> None:
+    url = database_url_factory(backend)
+    engine = db.create_engine(url)
+    db.migrate(engine, "0010")
+    keys.ensure_default_project(engine)
+    traces = {secrets.token_hex(16): [secrets.token_hex(8) for _ in range(2)] for _ in range(3)}
+    with engine.begin() as conn:
+        for tid, span_ids in traces.items():
+            conn.execute(sa.text(
+                "INSERT INTO traces (project_id, trace_id, status, start_ns, span_count, running_span_count,"
+                " missing_parent_count, error_count, input_tokens, output_tokens, cost_usd, updated_ns)"
+                " VALUES ((SELECT id FROM projects), :t, 'success', 1, 2, 0, 0, 0, 0, 0, 0, 1)"), {"t": tid})
+            for span_id in span_ids:
+                conn.execute(sa.text(
+                    "INSERT INTO spans (project_id, trace_id, span_id, name, kind, span_type, status, start_ns,"
+                    " end_ns, attributes, scope, events, links) VALUES ((SELECT id FROM projects), :t, :s,"
+                    " 'op', 'INTERNAL', 'span', 'success', 1, 2, '{}', '{}', '[]', '[]')"),
+                    {"t": tid, "s": span_id})
+    db.migrate(engine)
+    with engine.connect() as conn:
+        seqs = dict(conn.execute(sa.text("SELECT trace_id, seq FROM traces")).all())
+        keyed = conn.execute(sa.text("SELECT trace_id, trace_seq FROM spans")).all()
+    engine.dispose()
+    assert len(set(seqs.values())) == 3 and None not in seqs.values()
+    assert all(seqs[tid] == seq for tid, seq in keyed) and len(keyed) == 6
+
+    server = server_factory(database_url=url)
+    tid, (old, _) = next(iter(traces.items()))
+    new = secrets.token_hex(8)
+    for span_id in (old, new, old):  # a stored span again is a duplicate; a new one joins the trace
+        r = post(server, request_of(make_span(bytes.fromhex(tid), bytes.fromhex(span_id))))
+        assert r.status_code == 200, r.text
+    got = server.client.get(f"/api/v1/traces/{tid}").json()
+    assert sorted(s["span_id"] for s in got["spans"]) == sorted([*traces[tid], new])
+    assert got["trace"]["span_count"] == 3
+    fresh = new_trace_id()
+    assert post(server, request_of(make_span(fresh, b"\x07" * 8))).status_code == 200
+    server.stop()
+    engine = db.create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT seq FROM traces WHERE trace_id = :t"),
+                            {"t": fresh.hex()}).scalar_one() > max(seqs.values())
+    db.downgrade(engine, "0010")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM spans")).scalar_one() == 8
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:  # the old key is back
+        conn.execute(sa.text(
+            "INSERT INTO spans (project_id, trace_id, span_id, name, kind, span_type, status, start_ns,"
+            " attributes, scope, events, links) SELECT project_id, trace_id, span_id, name, kind,"
+            " span_type, status, start_ns, attributes, scope, events, links FROM spans WHERE span_id = :s"),
+            {"s": new})
+    engine.dispose()
 
 
 def test_the_sqlite_search_index_drives_the_span_lookup(tmp_path: Path) -> None:

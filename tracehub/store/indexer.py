@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 # The columns the writer's lookups and the trace list's filters select on.
 ANALYZED = {
-    "spans": "project_id, trace_id, span_id",
+    "spans": "project_id, trace_seq, span_id",
     "traces": "project_id, trace_id, status, start_ns, environment, session_id, user_id",
     "span_events": "project_id, trace_id, span_id, event_type",
 }

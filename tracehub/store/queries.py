@@ -115,7 +115,8 @@ def trace_spans(conn: sa.Connection, project_id: int, trace_id: str) -> list[dic
         sa.select(*columns, resource)
         .select_from(spans.outerjoin(resources, sa.and_(resources.c.project_id == spans.c.project_id,
                                                         resources.c.resource_id == spans.c.resource_id)))
-        .where(spans.c.project_id == project_id, spans.c.trace_id == trace_id)
+        .where(spans.c.project_id == project_id, spans.c.trace_seq == sa.select(traces.c.seq).where(
+            traces.c.project_id == project_id, traces.c.trace_id == trace_id).scalar_subquery())
         .order_by(spans.c.start_ns, spans.c.id)
     ))
 

@@ -76,7 +76,11 @@ traces = sa.Table(
     # Set by the JSON ingest API when the client states the trace's status; wins over derivation.
     sa.Column("status_explicit", sa.String(16)),
     sa.Column("graph_name", sa.Text),
+    # Numbers traces in the order they were first stored (PostgreSQL: sequence trace_seq; SQLite:
+    # the largest so far + 1, under the write lock): spans are keyed by it (migration 0011).
+    sa.Column("seq", sa.BigInteger),
     sa.Index("ix_traces_project_start", "project_id", "start_ns", "trace_id"),
+    sa.Index("uq_traces_seq", "seq", unique=True),
     sa.Index("ix_traces_project_session", "project_id", "session_id"),
     sa.Index("ix_traces_project_user", "project_id", "user_id"),
     sa.Index("ix_traces_project_environment", "project_id", "environment", "start_ns", "trace_id"),
@@ -90,6 +94,7 @@ spans = sa.Table(
               autoincrement=True),
     sa.Column("project_id", sa.Integer, nullable=False),
     sa.Column("trace_id", sa.String(32), nullable=False),
+    sa.Column("trace_seq", sa.BigInteger),  # traces.seq of the span's trace
     sa.Column("span_id", sa.String(32), nullable=False),
     sa.Column("parent_span_id", sa.String(32)),
     sa.Column("name", sa.Text, nullable=False),
@@ -117,7 +122,9 @@ spans = sa.Table(
     sa.Column("scope", Json, nullable=False),
     sa.Column("events", Json, nullable=False),
     sa.Column("links", Json, nullable=False),
-    sa.UniqueConstraint("project_id", "trace_id", "span_id", name="uq_spans_key"),
+    # A span's key, with its trace's number in place of its trace id: new spans belong to new
+    # traces, so their keys go at the end of the index instead of at random pages of it.
+    sa.Index("uq_spans_key", "trace_seq", "span_id", unique=True),
 )
 
 # A resource (service, host, SDK) is the same for every span a process sends: stored once, named by

@@ -23,7 +23,7 @@ TRACE_COLUMNS = (
     "user_id", "session_id", "input_text", "output_text", "attributes", "root_span_id",
     "span_count", "running_span_count", "missing_parent_count", "error_count", "input_tokens",
     "output_tokens", "cost_usd", "decision", "user_review_passed", "input_rank_ns",
-    "output_rank_ns", "updated_ns", "status_explicit", "graph_name", "awaited_parents",
+    "output_rank_ns", "updated_ns", "status_explicit", "graph_name", "awaited_parents", "seq",
 )
 
 # Explicit fields a JSON client may state; they win over what the spans derive.
@@ -31,11 +31,11 @@ _EXPLICIT = ("name", "model", "environment", "user_id", "session_id", "input_tex
              "attributes", "user_review_passed", "graph_name", "start_ns", "end_ns")
 
 
-def new_row(project_id: int, trace_id: str, now: int) -> dict[str, Any]:
+def new_row(project_id: int, trace_id: str, seq: int, now: int) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(TRACE_COLUMNS)
     row.update(project_id=project_id, trace_id=trace_id, status=STATUS_RUNNING, start_ns=None,
                span_count=0, running_span_count=0, missing_parent_count=0, error_count=0,
-               input_tokens=0, output_tokens=0, cost_usd=0.0, updated_ns=now)
+               input_tokens=0, output_tokens=0, cost_usd=0.0, updated_ns=now, seq=seq)
     return row
 
 
