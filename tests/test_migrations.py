@@ -172,13 +172,13 @@ def test_the_sqlite_search_index_drives_the_span_lookup(tmp_path: Path) -> None:
     assert "SEARCH r USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
 
 
-def test_new_sqlite_databases_get_8k_pages_and_old_ones_keep_theirs(tmp_path: Path) -> None:
+def test_new_sqlite_databases_get_16k_pages_and_old_ones_keep_theirs(tmp_path: Path) -> None:
     old = tmp_path / "old.db"
     conn = sqlite3.connect(old)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("CREATE TABLE made_before (x)")
     conn.close()
-    for path, size in ((tmp_path / "new.db", 8192), (old, 4096)):
+    for path, size in ((tmp_path / "new.db", 16384), (old, 4096)):
         engine = db.create_engine(f"sqlite:///{path}")
         db.migrate(engine)
         with engine.connect() as c:

@@ -5,7 +5,7 @@ whichever COMMIT crosses 1,000 pages, so the writer (and every request waiting o
 fsync: 4.3 s of I/O wait per 100,000 benchmark spans, with the writer thread busy 57% of the time.
 Here a second connection checkpoints PASSIVE-ly (it never blocks the writer, and copies only what
 no reader still needs) every `interval_s`, and the writer's own auto-checkpoint stays as a bound on
-the WAL should this thread fall behind (`WRITER_AUTOCHECKPOINT_PAGES`).
+the WAL should this thread fall behind (`WRITER_AUTOCHECKPOINT_BYTES`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from tracehub.store.background import Background
 
 log = logging.getLogger(__name__)
 
-# The writer's own auto-checkpoint: only reached when the checkpointer falls behind (64 MiB).
-WRITER_AUTOCHECKPOINT_PAGES = 16_384
+# The writer's own auto-checkpoint: only reached when the checkpointer falls behind.
+WRITER_AUTOCHECKPOINT_BYTES = 64 * 1024 * 1024
 # A WAL that grew while readers held old frames is cut back to this size once it is reused.
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 

@@ -35,7 +35,7 @@ from tracehub.records import Batch
 from tracehub.store import search
 from tracehub.store.background import driver_connection, name_os_thread, rollback
 from tracehub.store.batchwrite import BatchWriter, Sql, WriteResult, bind_json_bytes
-from tracehub.store.checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
+from tracehub.store.checkpoint import WRITER_AUTOCHECKPOINT_BYTES, Checkpointer
 from tracehub.store.indexer import SearchIndexer
 
 log = logging.getLogger(__name__)
@@ -169,8 +169,10 @@ class Writer:
                 bind_json_bytes(dbapi)
             else:
                 dbapi.isolation_level = None
-                # The checkpointer thread copies the WAL; COMMIT does only past this bound.
-                dbapi.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
+                # The checkpointer thread copies the WAL; COMMIT does only past this bound, which
+                # SQLite counts in pages (4, 8 or 16 KiB, as the database was created).
+                page_size = dbapi.execute("PRAGMA page_size").fetchone()[0]
+                dbapi.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_BYTES // page_size}")
             self._loop(dbapi)
 
     def _loop(self, dbapi: Any) -> None:
