@@ -119,9 +119,11 @@ def test_stored_spans_are_keyed_by_their_trace_number(
             for span_id in span_ids:
                 conn.execute(sa.text(
                     "INSERT INTO spans (project_id, trace_id, span_id, name, kind, span_type, status, start_ns,"
-                    " end_ns, attributes, scope, events, links) VALUES ((SELECT id FROM projects), :t, :s,"
-                    " 'op', 'INTERNAL', 'span', 'success', 1, 2, '{}', '{}', '[]', '[]')"),
-                    {"t": tid, "s": span_id})
+                    " end_ns, input_text, attributes, scope, events, links) VALUES ((SELECT id FROM projects),"
+                    " :t, :s, 'op', 'INTERNAL', 'span', 'success', 1, 2, :i, '{}', '{}', '[]', '[]')"),
+                    {"t": tid, "s": span_id, "i": f"질문 {span_id}"})
+    with engine.begin() as conn:  # in the search index before the table is rebuilt (SQLite)
+        assert search.index_step(conn.connection.cursor(), backend == "postgres", 100) == 6
     db.migrate(engine)
     with engine.connect() as conn:
         seqs = dict(conn.execute(sa.text("SELECT trace_id, seq FROM traces")).all())
@@ -139,6 +141,9 @@ def test_stored_spans_are_keyed_by_their_trace_number(
     got = server.client.get(f"/api/v1/traces/{tid}").json()
     assert sorted(s["span_id"] for s in got["spans"]) == sorted([*traces[tid], new])
     assert got["trace"]["span_count"] == 3
+    other_tid, other_spans = list(traces.items())[1]
+    found = server.client.get("/api/v1/traces", params={"search": f"질문 {other_spans[1]}"}).json()["items"]
+    assert [t["trace_id"] for t in found] == [other_tid]
     fresh = new_trace_id()
     assert post(server, request_of(make_span(fresh, b"\x07" * 8))).status_code == 200
     server.stop()
