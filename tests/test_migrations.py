@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from conftest import ServerProcess
 from otlp_helpers import make_span, new_trace_id, post, request_of
 from tracehub.store import db, keys, search
+from tracehub.store.batchwrite import Sql
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -161,6 +162,21 @@ def test_stored_spans_are_keyed_by_their_trace_number(
             " span_type, status, start_ns, attributes, scope, events, links FROM spans WHERE span_id = :s"),
             {"s": new})
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_trace_numbers_of_two_writers_never_collide(database_url_factory: Callable[[str], str]) -> None:
+    engine = db.create_engine(database_url_factory("postgres"))
+    db.migrate(engine)
+    a, b = Sql("postgresql"), Sql("postgresql")  # as two server processes would hold them
+    with engine.connect() as conn:
+        cur = conn.connection.cursor()
+        got_a = [*a.next_seqs(cur, 1500), *a.next_seqs(cur, 700)]
+        got_b = list(b.next_seqs(cur, 900))
+        got_a += a.next_seqs(cur, 5)
+    engine.dispose()
+    assert got_a == sorted(got_a) and got_b == sorted(got_b)
+    assert len(set(got_a)) == 2205 and len(set(got_b)) == 900 and not set(got_a) & set(got_b)
 
 
 def test_the_sqlite_search_index_drives_the_span_lookup(tmp_path: Path) -> None:

@@ -94,6 +94,10 @@ def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+# PostgreSQL's sequence trace_seq counts in steps of this (migration 0011): each value starts a block.
+TRACE_SEQ_BLOCK = 1000
+
+
 class Sql:
     """The few differences between SQLite's and psycopg's SQL on the write path."""
 
@@ -105,6 +109,7 @@ class Sql:
         # SQLite keeps the left side of a CROSS JOIN as the outer loop; PostgreSQL plans freely.
         self.join = "JOIN" if self.pg else "CROSS JOIN"
         self._copy_types: dict[str, dict[str, int]] = {}  # table: column: type oid
+        self._seq_next = self._seq_end = 0  # PostgreSQL: the trace numbers reserved and not used yet
 
     def any_of(self, column: str, values: Iterable[Any]) -> tuple[str, list[Any]]:
         values = sorted(set(values))
@@ -129,12 +134,22 @@ class Sql:
 
     def next_seqs(self, cur: Any, n: int) -> Iterator[int]:
         """`n` unused trace numbers (`traces.seq`), increasing."""
-        if self.pg:
-            cur.execute("SELECT nextval('trace_seq') FROM generate_series(1, %s)", [n])
-            return iter(sorted(r[0] for r in cur.fetchall()))
-        cur.execute("SELECT max(seq) FROM traces")  # under the write lock (`begin`)
-        top = cur.fetchone()[0] or 0
-        return iter(range(top + 1, top + 1 + n))
+        if not self.pg:
+            cur.execute("SELECT max(seq) FROM traces")  # under the write lock (`begin`)
+            top = cur.fetchone()[0] or 0
+            return iter(range(top + 1, top + 1 + n))
+        # Each nextval reserves a block (the sequence counts in TRACE_SEQ_BLOCK): one round trip
+        # per ~1,000 new traces instead of one per request; other processes get other blocks.
+        out: list[int] = []
+        while len(out) < n:
+            if self._seq_next >= self._seq_end:
+                cur.execute("SELECT nextval('trace_seq')")
+                self._seq_next = cur.fetchone()[0]
+                self._seq_end = self._seq_next + TRACE_SEQ_BLOCK
+            take = min(n - len(out), self._seq_end - self._seq_next)
+            out.extend(range(self._seq_next, self._seq_next + take))
+            self._seq_next += take
+        return iter(out)
 
     def placeholders(self, columns: Iterable[str], json_columns: frozenset[str]) -> str:
         return ", ".join(self.pj if c in json_columns else self.p for c in columns)

@@ -28,7 +28,8 @@ def upgrade() -> None:
     pg = op.get_bind().dialect.name == "postgresql"
     op.add_column("traces", sa.Column("seq", sa.BigInteger))
     if pg:
-        op.execute("CREATE SEQUENCE trace_seq AS BIGINT")
+        # INCREMENT BY: each nextval reserves a block of numbers for one writer (TRACE_SEQ_BLOCK).
+        op.execute("CREATE SEQUENCE trace_seq AS BIGINT INCREMENT BY 1000")
         op.execute("UPDATE traces SET seq = nextval('trace_seq')")
     else:
         op.execute("UPDATE traces SET seq = rowid")
