@@ -215,7 +215,7 @@ SPAN_COLUMNS = (
 )
 _SPAN_JSON = frozenset(("attributes", "scope", "events", "links"))
 _TRACE_JSON = frozenset(("attributes",))
-_RESOURCE_JSON = _TRACE_JSON
+_RESOURCE_JSON = frozenset(("attributes",))
 EVENT_COLUMNS = ("project_id", "trace_id", "span_id", "event_type", "name", "time_ns", "payload",
                  "idempotency_key")
 EVAL_COLUMNS = ("project_id", "trace_id", "span_id", "eval_name", "eval_model", "score", "passed",
@@ -258,7 +258,7 @@ def content_id(doc: bytes | bytearray) -> int:
 
 
 def span_row(project_id: int, s: SpanRecord, encoder: RowEncoder) -> tuple[Any, ...]:
-    """The spans-table row of `s`."""
+    """The spans-table row of `s`, all but its trace's number, which the writer adds."""
     m = s.mapped
     # Resource and JSON never change after decode; a record rebuilt from its row has them only there.
     encoded = s.row[_ENCODED_AT:] if s.row is not None else (
