@@ -6,6 +6,10 @@ wrote each of them to the WAL and then into the database again (~1/3 of the byte
 100,000-span load). Traces are now numbered in the order they are first stored (`traces.seq`), and
 the key is (trace_seq, span_id): a new trace's spans go at the end of the index.
 
+SQLite cannot drop a UNIQUE constraint, so its span table is copied: with 0010, upgrading a
+1.2 GB database of 200,000 spans took 23 s here and left the file 2.2 GB (new rows reuse the free
+pages; VACUUM returns them to the file system).
+
 Revision ID: 0011
 Revises: 0010
 """
