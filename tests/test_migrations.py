@@ -17,31 +17,43 @@ from otlp_helpers import make_span, new_trace_id, post, request_of
 from tracehub.store import db, keys, search
 from tracehub.store.batchwrite import Sql
 
+# Rows as an older schema takes them, written with SQL (the server of that time is gone).
+TRACE = {"status": "success", "start_ns": 1, "span_count": 0, "running_span_count": 0,
+         "missing_parent_count": 0, "error_count": 0, "input_tokens": 0, "output_tokens": 0,
+         "cost_usd": 0, "updated_ns": 1}
+SPAN = {"name": "op", "kind": "INTERNAL", "span_type": "span", "status": "success", "start_ns": 1,
+        "end_ns": 2, "attributes": "{}", "scope": "{}", "events": "[]", "links": "[]"}
+
+
+def store_at(url: str, revision: str) -> sa.Engine:
+    """A database at `revision` with the default project."""
+    engine = db.create_engine(url)
+    db.migrate(engine, revision)
+    keys.ensure_default_project(engine)
+    return engine
+
+
+def insert(conn: sa.Connection, table: str, **row: Any) -> None:
+    """One row of the default project."""
+    conn.execute(sa.text(f"INSERT INTO {table} (project_id, {', '.join(row)})"
+                         f" VALUES ((SELECT id FROM projects), {', '.join(':' + c for c in row)})"), row)
+
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_awaited_parents_are_derived_from_stored_spans(
         backend: str, database_url_factory: Callable[[str], str],
         server_factory: Callable[..., ServerProcess]) -> None:
     url = database_url_factory(backend)
-    engine = db.create_engine(url)
-    db.migrate(engine, "0006")
-    keys.ensure_default_project(engine)
+    engine = store_at(url, "0006")
     tid, root, stored, lost_a, lost_b = (secrets.token_hex(16), *(secrets.token_hex(8) for _ in range(4)))
     children = [(secrets.token_hex(8), root), (secrets.token_hex(8), stored),
                 (secrets.token_hex(8), lost_a), (secrets.token_hex(8), lost_b),
                 (secrets.token_hex(8), lost_b)]
     with engine.begin() as conn:
-        pid = conn.execute(sa.text("SELECT id FROM projects")).scalar_one()
-        conn.execute(sa.text(
-            "INSERT INTO traces (project_id, trace_id, status, start_ns, span_count, running_span_count,"
-            " missing_parent_count, error_count, input_tokens, output_tokens, cost_usd, updated_ns)"
-            " VALUES (:p, :t, 'running', 1, 6, 0, 3, 0, 0, 0, 0, 1)"), {"p": pid, "t": tid})
+        insert(conn, "traces", **{**TRACE, "status": "running", "span_count": 6, "missing_parent_count": 3},
+               trace_id=tid)
         for span_id, parent in [(stored, None), *children]:
-            conn.execute(sa.text(
-                "INSERT INTO spans (project_id, trace_id, span_id, parent_span_id, name, kind, span_type,"
-                " status, start_ns, end_ns, attributes, resource, scope, events, links)"
-                " VALUES (:p, :t, :s, :parent, 'op', 'INTERNAL', 'span', 'success', 1, 2,"
-                " '{}', '{}', '{}', '[]', '[]')"), {"p": pid, "t": tid, "s": span_id, "parent": parent})
+            insert(conn, "spans", **SPAN, resource="{}", trace_id=tid, span_id=span_id, parent_span_id=parent)
     db.migrate(engine)
     with engine.connect() as conn:
         awaited = conn.execute(sa.text("SELECT awaited_parents FROM traces")).scalar_one()
@@ -65,24 +77,15 @@ def test_resources_move_out_of_span_rows_and_back(
         backend: str, database_url_factory: Callable[[str], str],
         server_factory: Callable[..., ServerProcess]) -> None:
     url = database_url_factory(backend)
-    engine = db.create_engine(url)
-    db.migrate(engine, "0009")
-    keys.ensure_default_project(engine)
+    engine = store_at(url, "0009")
     tid = secrets.token_hex(16)
     a = '{"service.name":"a","host.name":"서버-1"}'
     b = '{"service.name":"b"}'
     spans = {secrets.token_hex(8): resource for resource in (a, a, b, "{}")}
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO traces (project_id, trace_id, status, start_ns, span_count, running_span_count,"
-            " missing_parent_count, error_count, input_tokens, output_tokens, cost_usd, updated_ns)"
-            " VALUES ((SELECT id FROM projects), :t, 'success', 1, 4, 0, 0, 0, 0, 0, 0, 1)"), {"t": tid})
+        insert(conn, "traces", **{**TRACE, "span_count": 4}, trace_id=tid)
         for span_id, resource in spans.items():
-            conn.execute(sa.text(
-                "INSERT INTO spans (project_id, trace_id, span_id, name, kind, span_type, status, start_ns,"
-                " end_ns, attributes, resource, scope, events, links) VALUES ((SELECT id FROM projects),"
-                " :t, :s, 'op', 'INTERNAL', 'span', 'success', 1, 2, '{}', :r, '{}', '[]', '[]')"),
-                {"t": tid, "s": span_id, "r": resource})
+            insert(conn, "spans", **SPAN, resource=resource, trace_id=tid, span_id=span_id)
     db.migrate(engine)
     with engine.connect() as conn:
         stored = dict(conn.execute(sa.text("SELECT resource_id, CAST(attributes AS TEXT) FROM resources")).all())
@@ -107,22 +110,13 @@ def test_stored_spans_are_keyed_by_their_trace_number(
         backend: str, database_url_factory: Callable[[str], str],
         server_factory: Callable[..., ServerProcess]) -> None:
     url = database_url_factory(backend)
-    engine = db.create_engine(url)
-    db.migrate(engine, "0010")
-    keys.ensure_default_project(engine)
+    engine = store_at(url, "0010")
     traces = {secrets.token_hex(16): [secrets.token_hex(8) for _ in range(2)] for _ in range(3)}
     with engine.begin() as conn:
         for tid, span_ids in traces.items():
-            conn.execute(sa.text(
-                "INSERT INTO traces (project_id, trace_id, status, start_ns, span_count, running_span_count,"
-                " missing_parent_count, error_count, input_tokens, output_tokens, cost_usd, updated_ns)"
-                " VALUES ((SELECT id FROM projects), :t, 'success', 1, 2, 0, 0, 0, 0, 0, 0, 1)"), {"t": tid})
+            insert(conn, "traces", **{**TRACE, "span_count": 2}, trace_id=tid)
             for span_id in span_ids:
-                conn.execute(sa.text(
-                    "INSERT INTO spans (project_id, trace_id, span_id, name, kind, span_type, status, start_ns,"
-                    " end_ns, input_text, attributes, scope, events, links) VALUES ((SELECT id FROM projects),"
-                    " :t, :s, 'op', 'INTERNAL', 'span', 'success', 1, 2, :i, '{}', '{}', '[]', '[]')"),
-                    {"t": tid, "s": span_id, "i": f"질문 {span_id}"})
+                insert(conn, "spans", **SPAN, trace_id=tid, span_id=span_id, input_text=f"질문 {span_id}")
     with engine.begin() as conn:  # in the search index before the table is rebuilt (SQLite)
         assert search.index_step(conn.connection.cursor(), backend == "postgres", 100) == 6
     db.migrate(engine)
@@ -156,11 +150,7 @@ def test_stored_spans_are_keyed_by_their_trace_number(
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM spans")).scalar_one() == 8
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:  # the old key is back
-        conn.execute(sa.text(
-            "INSERT INTO spans (project_id, trace_id, span_id, name, kind, span_type, status, start_ns,"
-            " attributes, scope, events, links) SELECT project_id, trace_id, span_id, name, kind,"
-            " span_type, status, start_ns, attributes, scope, events, links FROM spans WHERE span_id = :s"),
-            {"s": new})
+        insert(conn, "spans", **SPAN, trace_id=tid, span_id=new)
     engine.dispose()
 
 
@@ -212,9 +202,7 @@ def test_new_sqlite_databases_get_16k_pages_and_old_ones_keep_theirs(tmp_path: P
 @pytest.mark.postgres
 def test_postgres_json_columns_move_from_jsonb_to_json_and_back(
         database_url_factory: Callable[[str], str]) -> None:
-    engine = db.create_engine(database_url_factory("postgres"))
-    db.migrate(engine, "0008")
-    keys.ensure_default_project(engine)
+    engine = store_at(database_url_factory("postgres"), "0008")
     attributes = '{"z": "그 다음", "a": {"n": 1.5}}'
 
     def state(conn: sa.Connection) -> dict[str, tuple[str, str | None]]:
@@ -229,11 +217,8 @@ def test_postgres_json_columns_move_from_jsonb_to_json_and_back(
 
     with engine.begin() as conn:
         assert set(kind for kind, _ in state(conn).values()) == {"jsonb"}
-        conn.execute(sa.text(
-            "INSERT INTO spans (project_id, trace_id, span_id, name, kind, span_type, status, start_ns,"
-            " attributes, resource, scope, events, links) VALUES ((SELECT id FROM projects), :t, :s,"
-            " 'op', 'INTERNAL', 'span', 'success', 1, :a, '{}', '{}', '[]', '[]')"),
-            {"t": secrets.token_hex(16), "s": secrets.token_hex(8), "a": attributes})
+        insert(conn, "spans", **{**SPAN, "attributes": attributes}, resource="{}",
+               trace_id=secrets.token_hex(16), span_id=secrets.token_hex(8))
     db.migrate(engine)
     with engine.connect() as conn:
         lz4 = conn.exec_driver_sql("SELECT attcompression FROM pg_attribute WHERE attname = 'input_text'"
