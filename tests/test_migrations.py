@@ -17,6 +17,8 @@ from otlp_helpers import make_span, new_trace_id, post, request_of
 from tracehub.store import db, keys, search
 from tracehub.store.batchwrite import Sql
 
+BACKENDS = pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+
 # Rows as an older schema takes them, written with SQL (the server of that time is gone).
 TRACE = {"status": "success", "start_ns": 1, "span_count": 0, "running_span_count": 0,
          "missing_parent_count": 0, "error_count": 0, "input_tokens": 0, "output_tokens": 0,
@@ -39,7 +41,7 @@ def insert(conn: sa.Connection, table: str, **row: Any) -> None:
                          f" VALUES ((SELECT id FROM projects), {', '.join(':' + c for c in row)})"), row)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@BACKENDS
 def test_awaited_parents_are_derived_from_stored_spans(
         backend: str, database_url_factory: Callable[[str], str],
         server_factory: Callable[..., ServerProcess]) -> None:
@@ -72,7 +74,7 @@ def test_awaited_parents_are_derived_from_stored_spans(
     assert server.client.get("/api/v1/traces").json()["total"] == 1  # counted by migration 0008
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@BACKENDS
 def test_resources_move_out_of_span_rows_and_back(
         backend: str, database_url_factory: Callable[[str], str],
         server_factory: Callable[..., ServerProcess]) -> None:
@@ -105,7 +107,7 @@ def test_resources_move_out_of_span_rows_and_back(
     assert got == {s: json.loads(r) for s, r in spans.items()}
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@BACKENDS
 def test_stored_spans_are_keyed_by_their_trace_number(
         backend: str, database_url_factory: Callable[[str], str],
         server_factory: Callable[..., ServerProcess]) -> None:
