@@ -2,9 +2,9 @@
 
 The unique key (project_id, trace_id, span_id) put every new span at a random place in its index,
 since trace ids are random: a commit of ~600 spans dirtied ~400 of the index's pages, and SQLite
-wrote each of them to the WAL and then into the database again (~1/3 of the bytes written for a
-100,000-span load). Traces are now numbered in the order they are first stored (`traces.seq`), and
-the key is (trace_seq, span_id): a new trace's spans go at the end of the index.
+wrote each of them to the WAL and then into the database again. Traces are now numbered in the
+order they are first stored (`traces.seq`), and the key is (trace_seq, span_id): a new trace's
+spans go at the end of the index. A 100,000-span load wrote 1.23 GB instead of 1.53.
 
 SQLite cannot drop a UNIQUE constraint, so its span table is copied: with 0010, upgrading a
 1.2 GB database of 200,000 spans took 23 s here and left the file 2.2 GB (new rows reuse the free
