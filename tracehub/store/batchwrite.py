@@ -565,21 +565,22 @@ class BatchWriter:
             params.append((pid, e.trace_id, e.span_id, e.event_type, e.name, e.time_ns, dumps(payload),
                            e.idem.key if e.idem else None))
         self.sql.insert(self.cur, "span_events", EVENT_COLUMNS, frozenset(("payload",)), self.sql.rows(params))
-        # Spans already stored without content take it from their log records (a trace without a
-        # row has no spans).
-        updates = [("\n".join(i) or None, "\n".join(o) or None, pid, rows[t]["seq"], s)
-                   for (t, s), (i, o) in texts.items() if t in rows]
+        # Spans already stored without content take it from their log records.
+        updates = []
+        for (trace_id, span_id), (ins, outs) in texts.items():
+            row = rows.get(trace_id)
+            if row is None:  # a trace without a row has no spans
+                continue
+            input_text, output_text = "\n".join(ins) or None, "\n".join(outs) or None
+            updates.append((input_text, output_text, pid, row["seq"], span_id))
+            row["input_text"] = row["input_text"] or input_text
+            row["output_text"] = row["output_text"] or output_text
+            self._touched.add(trace_id)
         if updates:
             self.sql.executemany(
             self.cur, f"UPDATE spans SET input_text = COALESCE(input_text, {q}),"
                 f" output_text = COALESCE(output_text, {q})"
                 f" WHERE project_id = {q} AND trace_seq = {q} AND span_id = {q}", updates)
-            by_seq = {row["seq"]: row for row in rows.values()}
-            for input_text, output_text, _pid, seq, _span in updates:
-                row = by_seq[seq]
-                row["input_text"] = row["input_text"] or input_text
-                row["output_text"] = row["output_text"] or output_text
-                self._touched.add(row["trace_id"])
         if ends:
             self._close_spans(pid, ends, rows)
 
