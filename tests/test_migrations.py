@@ -221,7 +221,7 @@ def test_postgres_json_columns_move_from_jsonb_to_json_and_back(
         assert set(kind for kind, _ in state(conn).values()) == {"jsonb"}
         insert(conn, "spans", **{**SPAN, "attributes": attributes}, resource="{}",
                trace_id=secrets.token_hex(16), span_id=secrets.token_hex(8))
-    db.migrate(engine)
+    db.migrate(engine, "0011")
     with engine.connect() as conn:
         lz4 = conn.exec_driver_sql("SELECT attcompression FROM pg_attribute WHERE attname = 'input_text'"
                                    " AND attrelid = 'spans'::regclass").scalar()
@@ -234,6 +234,52 @@ def test_postgres_json_columns_move_from_jsonb_to_json_and_back(
     with engine.connect() as conn:
         assert set(kind for kind, _ in state(conn).values()) == {"jsonb"}
         assert reloptions(conn) is None
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_span_documents_become_text_and_back(
+        database_url_factory: Callable[[str], str], server_factory: Callable[..., ServerProcess]) -> None:
+    url = database_url_factory("postgres")
+    engine = store_at(url, "0011")
+    documents = {"attributes": '{"z": "그 다음", "n": 18446744073709551616, "nul": "a\\u0000b"}',
+                 "scope": '{"name": "s", "version": "1"}', "events": '[{"name": "e", "time_unix_nano": 5, "attributes": {}}]',
+                 "links": "[]"}
+    tid = secrets.token_hex(16)
+
+    def kinds(conn: sa.Connection) -> dict[str, tuple[str, str | None]]:
+        return {column: (kind, compression) for column, kind, compression in conn.exec_driver_sql(
+            "SELECT a.attname, format_type(a.atttypid, NULL), a.attcompression FROM pg_attribute a"
+            " WHERE a.attrelid = 'spans'::regclass AND a.attname = ANY(%(c)s)", {"c": list(documents)})}
+
+    with engine.begin() as conn:
+        seq = conn.exec_driver_sql("SELECT nextval('trace_seq')").scalar()
+        insert(conn, "traces", **{**TRACE, "span_count": 1}, trace_id=tid, seq=seq)
+        insert(conn, "spans", **{**SPAN, **documents}, trace_id=tid, span_id="00000000000000aa", trace_seq=seq)
+        lz4 = conn.exec_driver_sql("SELECT attcompression FROM pg_attribute WHERE attname = 'input_text'"
+                                   " AND attrelid = 'spans'::regclass").scalar()
+    db.migrate(engine)
+    with engine.connect() as conn:
+        assert kinds(conn) == dict.fromkeys(documents, ("text", lz4))
+        assert conn.exec_driver_sql("SELECT format_type(atttypid, NULL) FROM pg_attribute WHERE attname ="
+                                    " 'attributes' AND attrelid = 'traces'::regclass").scalar() == "json"
+    server = server_factory(database_url=url)
+    r = server.client.get(f"/api/v1/traces/{tid}")
+    assert r.status_code == 200, server.log_text()
+    span = r.json()["spans"][0]
+    assert span["attributes"] == {"z": "그 다음", "n": 18446744073709551616, "nul": "a\x00b"}
+    assert [e["name"] for e in span["events"]] == ["e"] and span["links"] == []
+    # New spans go in through the writer's COPY, which binds their JSON into the text columns.
+    later = new_trace_id()
+    r = post(server, request_of(make_span(later, b"\x0b" * 8, name="after", k="값")))
+    assert r.status_code == 200, r.text
+    assert server.client.get(f"/api/v1/traces/{later.hex()}").json()["spans"][0]["attributes"] == {"k": "값"}
+    server.stop()
+    db.downgrade(engine, "0011")
+    with engine.connect() as conn:
+        assert kinds(conn) == dict.fromkeys(documents, ("json", lz4))
+        assert conn.exec_driver_sql("SELECT attributes::text FROM spans WHERE span_id = '00000000000000aa'"
+                                    ).scalar() == documents["attributes"]
     engine.dispose()
 
 

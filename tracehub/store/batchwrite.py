@@ -85,6 +85,9 @@ class JsonBytesBinary(JsonBytes):
     format = Format.BINARY
 
 
+_JSON_OID = JsonBytes.oid
+
+
 def bind_json_bytes(dbapi: Any) -> None:
     dbapi.adapters.register_dumper(bytearray, JsonBytes)
     dbapi.adapters.register_dumper(None, JsonBytesBinary)  # by type, for COPY's set_types
@@ -192,7 +195,9 @@ class Sql:
                             " AND attnum > 0 AND NOT attisdropped", [table])
                 types = self._copy_types[table] = dict(cur.fetchall())
             with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types([types[c] for c in columns])
+                # JSON goes in through `JsonBytesBinary`, also into a text column (a span's
+                # documents): in binary COPY both take the same bytes.
+                copy.set_types([_JSON_OID if c in json_columns else types[c] for c in columns])
                 for row in rows:
                     copy.write_row(row)
             return
