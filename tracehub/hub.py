@@ -30,7 +30,7 @@ class Hub:
         self.keys = keys.KeyResolver(self.engine)
         workers = settings.decode_workers
         self.decoder = DecodePool(workers if workers >= 0 else default_workers(settings.database_url),
-                                  self.pricing)
+                                  self.pricing, self.writer.nul_free)
 
     @property
     def dialect(self) -> str:

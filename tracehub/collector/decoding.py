@@ -44,6 +44,7 @@ Decode = Callable[[bytes, str, int], Awaitable[otlp.Decoded]]
 
 _pricing: Pricing | None = None  # set in each worker by _init
 _arena: Arena | None = None  # likewise: the server's arena, shared at the fork
+_nul_free = False  # likewise: `Writer.nul_free`
 
 # Room kept for a request's pickled rows, per byte of its body: they take ~1.7x a protobuf body on
 # the benchmark's spans. Rows that outgrow it come back through the pipe.
@@ -52,9 +53,9 @@ ARENA_BYTES = 32 * 1024 * 1024
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
-def _init(pricing: Pricing | None, arena: Arena | None = None) -> None:
-    global _pricing, _arena
-    _pricing, _arena = pricing, arena
+def _init(pricing: Pricing | None, arena: Arena | None = None, nul_free: bool = False) -> None:
+    global _pricing, _arena, _nul_free
+    _pricing, _arena, _nul_free = pricing, arena, nul_free
     # Ctrl-C and a process-group SIGTERM are for the server, which drains and then stops workers;
     # a server killed with -9 takes its workers with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -80,7 +81,7 @@ def decode_rows(body: bytes | memoryview, codec: str, project_id: int
     except IngestError as err:
         return err.message
     resources: dict[int, bytearray] = {}
-    rows = encode_rows(project_id, decoded.spans, _pricing, resources)
+    rows = encode_rows(project_id, decoded.spans, _pricing, resources, _nul_free)
     return rows, resources, decoded.rejected, decoded.errors
 
 
@@ -114,9 +115,11 @@ def default_workers(database_url: str, cores: int | None = None) -> int:
 
 
 class DecodePool:
-    def __init__(self, workers: int, pricing: Pricing | None, arena_bytes: int = ARENA_BYTES) -> None:
+    def __init__(self, workers: int, pricing: Pricing | None, nul_free: bool,
+                 arena_bytes: int = ARENA_BYTES) -> None:
         self.workers = workers
         self._pricing = pricing
+        self._nul_free = nul_free
         self._arena_bytes = arena_bytes
         self._arena: Arena | None = None
         self._pool: ProcessPoolExecutor | None = None
@@ -133,7 +136,7 @@ class DecodePool:
                 gc.freeze()  # the workers' collector then never touches, and so copies, these pages
             self._pool = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context(method),
-                initializer=_init, initargs=(self._pricing, self._arena))
+                initializer=_init, initargs=(self._pricing, self._arena, self._nul_free))
             for _ in range(self.workers):
                 self._pool.submit(_ready)
 

@@ -26,13 +26,13 @@ log = logging.getLogger(__name__)
 
 
 def encode_rows(project_id: int, spans: list[SpanRecord], pricing: Pricing | None,
-                resources: dict[int, bytearray]) -> list[tuple[Any, ...]]:
+                resources: dict[int, bytearray], nul_free: bool) -> list[tuple[Any, ...]]:
     """Price `spans` (before the writer folds their costs into traces), encode their rows into
     `span.row` and return them, their resources into `resources`; in the decode worker or in the
-    receiving thread."""
+    receiving thread. `nul_free`: the writer's (`Writer.nul_free`)."""
     if pricing is not None and spans:
         pricing.apply(spans)
-    encoder = RowEncoder(resources)
+    encoder = RowEncoder(resources, nul_free)
     rows = []
     for span in spans:
         span.row = row = span_row(project_id, span, encoder)
@@ -118,7 +118,8 @@ class Pipeline:
         started = time.perf_counter()
         # Spans from a decode worker come priced and encoded. The others are encoded here: JSON
         # encoding holds the GIL, and the writer thread's time should go to the database.
-        encode_rows(batch.project_id, [s for s in batch.spans if s.row is None], self.pricing, batch.resources)
+        encode_rows(batch.project_id, [s for s in batch.spans if s.row is None], self.pricing, batch.resources,
+                    self.writer.nul_free)
         try:
             future = self.writer.submit(batch)
         except QueueFull:

@@ -169,14 +169,6 @@ class Sql:
             return rows
         return [tuple(_no_nul(v) for v in row) for row in rows]
 
-    def span_rows(self, rows: Iterable[tuple[Any, ...]]) -> Iterable[tuple[Any, ...]]:
-        """`rows` for span rows, which rarely hold NUL: one search over a row's joined text first
-        (checking every value of every row took ~7 us a span, this ~1). Lazy, as `rows` may be."""
-        if not self.pg:
-            return rows
-        return (tuple(_no_nul(v) for v in row) if "\x00" in "".join(filter(None, _span_text(row)))
-                else row for row in rows)
-
     def executemany(self, cur: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
         cur.executemany(sql, self.rows(rows))
 
@@ -186,8 +178,8 @@ class Sql:
         for each (~12% of the backend's time a span) and cost the writer thread more too. Binary
         COPY spares both sides escaping and parsing text: in isolation the backend's time a span
         went from ~76 to ~62 us, the writer thread's from ~44 to ~33. A row that is not new after
-        all fails the transaction there; SQLite takes `on_conflict`. The rows come through
-        `rows` or `span_rows`."""
+        all fails the transaction there; SQLite takes `on_conflict`. The rows come through `rows`,
+        or are span rows, encoded without NUL for PostgreSQL (`RowEncoder`)."""
         if self.pg:
             types = self._copy_types.get(table)
             if types is None:
@@ -230,10 +222,15 @@ EVAL_COLUMNS = ("project_id", "trace_id", "span_id", "eval_name", "eval_model", 
 class RowEncoder:
     """Encodes one request's span rows. Its spans share their resource and scope objects: each is
     encoded once, the rows share the one string, and each resource goes into `resources` (its id:
-    its JSON), which the writer stores once (`BatchWriter`); the rows name it by id."""
+    its JSON), which the writer stores once (`BatchWriter`); the rows name it by id.
 
-    def __init__(self, resources: dict[int, bytearray]) -> None:
+    With `nul_free` (PostgreSQL, which refuses NUL in text) a NUL in a text column becomes U+FFFD;
+    SQLite keeps it, and JSON keeps it escaped on both. Done here, in the decode worker, rather than
+    by the writer as it stores the rows: looking cost its thread ~3 us a span."""
+
+    def __init__(self, resources: dict[int, bytearray], nul_free: bool = False) -> None:
         self.resources = resources
+        self.nul_free = nul_free
         # By id(): the objects outlive the encoder, so an id is never reused in these.
         self._scopes: dict[int, bytearray] = {}
         self._resource_ids: dict[int, int | None] = {}
@@ -269,19 +266,22 @@ def span_row(project_id: int, s: SpanRecord, encoder: RowEncoder) -> tuple[Any, 
     encoded = s.row[_ENCODED_AT:] if s.row is not None else (
         encoder.resource_id(s.resource), dumps(s.attributes), encoder.scope(s.scope),
         dumps(s.events) if s.events else _NO_ITEMS, dumps(s.links) if s.links else _NO_ITEMS)
-    return (
+    row = (
         project_id, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, m.span_type, s.status,
         s.status_message, s.start_ns, s.end_ns, m.model, m.input_text, m.output_text,
         m.input_tokens, m.output_tokens, m.total_tokens, s.cost_usd, m.user_id, m.session_id,
         m.environment, m.graph_name, m.node_name, m.step, *encoded,
     )
+    if encoder.nul_free and any(v and "\x00" in v for v in _span_text(row)):
+        row = tuple(_no_nul(v) for v in row)
+    return row
 
 
 _ENCODED_AT = SPAN_COLUMNS.index("resource_id")
 # What the writer stores: a span's row and its trace's number, which only the writer knows.
 _SPAN_INSERT = (*SPAN_COLUMNS, "trace_seq")
 _NO_ITEMS = bytearray(b"[]")  # most spans' events and links; shared, never changed
-# A span row's text from the client: where `Sql.span_rows` looks for NUL.
+# A span row's text from the client: where `RowEncoder.nul_free` looks for NUL.
 _span_text = operator.itemgetter(*(SPAN_COLUMNS.index(c) for c in (
     "name", "status_message", "model", "input_text", "output_text", "user_id", "session_id",
     "environment", "graph_name", "node_name")))
@@ -301,16 +301,45 @@ def span_from_row(row: tuple[Any, ...]) -> SpanRecord:
         {}, {}, {}, [], [], cost_usd, None, row)
 
 
+class StoredResources:
+    """The resources a writer knows to be committed, so a request from a known process does not
+    store its resource again: that statement, one round trip per request, was ~6% of PostgreSQL's
+    writer thread. Ids count only once their transaction commits (`commit`). Nothing deletes
+    resource rows; whatever comes to (retention) must do so through the writer, or clear this."""
+
+    LIMIT = 10_000  # a bound on memory; past it, known ids are forgotten and stored again
+
+    def __init__(self) -> None:
+        self._committed: set[tuple[int, int]] = set()
+        self._pending: set[tuple[int, int]] = set()
+
+    def __contains__(self, key: tuple[int, int]) -> bool:
+        return key in self._committed or key in self._pending
+
+    def written(self, pid: int, ids: Iterable[int]) -> None:
+        self._pending.update((pid, rid) for rid in ids)
+
+    def commit(self) -> None:
+        if len(self._committed) + len(self._pending) > self.LIMIT:
+            self._committed.clear()
+        self._committed |= self._pending
+        self._pending.clear()
+
+    def rollback(self) -> None:
+        self._pending.clear()
+
+
 class BatchWriter:
     """One batch's writes; make a new one per batch."""
 
-    def __init__(self, cur: Any, sql: Sql) -> None:
+    def __init__(self, cur: Any, sql: Sql, stored_resources: StoredResources | None = None) -> None:
         self.cur = cur
         self.sql = sql
+        self._stored_resources = stored_resources or StoredResources()
         self._touched: set[str] = set()  # trace rows to upsert
         self._stored_traces: set[str] = set()  # of those, the ones already in the database
         self._new_keys: dict[str, Idem] = {}
-        self._encoder = RowEncoder({})
+        self._encoder = RowEncoder({}, sql.pg)
         self._seqs: Iterator[int] = iter(())  # for the trace rows this batch inserts
 
     def _select(self, query: str, params: list[Any]) -> list[Any]:
@@ -320,7 +349,7 @@ class BatchWriter:
     def write(self, batch: Batch) -> WriteResult:
         result = WriteResult()
         pid = batch.project_id
-        self._encoder = RowEncoder(batch.resources)
+        self._encoder = RowEncoder(batch.resources, self.sql.pg)
         spans = self._claim_keys(pid, batch.spans, result)
         events = self._claim_keys(pid, batch.events, result)
         evals = self._claim_keys(pid, batch.evals, result)
@@ -465,7 +494,7 @@ class BatchWriter:
                 encoded = s.row if s.row is not None and s.row[0] == pid else span_row(pid, s, self._encoder)
                 yield (*encoded, row["seq"])
 
-        self.sql.insert(self.cur, "spans", _SPAN_INSERT, _SPAN_JSON, self.sql.span_rows(folded()),
+        self.sql.insert(self.cur, "spans", _SPAN_INSERT, _SPAN_JSON, folded(),
                         "ON CONFLICT (trace_seq, span_id) DO NOTHING")
         for trace_id, waiting in awaited.items():
             rows[trace_id]["awaited_parents"] = " ".join(sorted(waiting)) or None
@@ -480,11 +509,13 @@ class BatchWriter:
             [*params, pid])}
 
     def _store_resources(self, pid: int, resources: dict[int, bytearray]) -> None:
-        if resources:
+        new = [(pid, rid, doc) for rid, doc in resources.items() if (pid, rid) not in self._stored_resources]
+        if new:
             self.sql.executemany(
                 self.cur, self.sql.insert_sql("resources", ("project_id", "resource_id", "attributes"),
                                               _RESOURCE_JSON, "ON CONFLICT (project_id, resource_id) DO NOTHING"),
-                [(pid, rid, doc) for rid, doc in resources.items()])
+                new)
+            self._stored_resources.written(pid, (rid for _, rid, _ in new))
 
     def _apply_earlier_events(self, pid: int, new: list[SpanRecord]) -> None:
         """Content (GenAI log records) and END / ERROR events that arrived before their span."""

@@ -34,7 +34,7 @@ from tracehub import metrics
 from tracehub.records import Batch
 from tracehub.store import search
 from tracehub.store.background import driver_connection, name_os_thread, rollback
-from tracehub.store.batchwrite import BatchWriter, Sql, WriteResult, bind_json_bytes
+from tracehub.store.batchwrite import BatchWriter, Sql, StoredResources, WriteResult, bind_json_bytes
 from tracehub.store.checkpoint import WRITER_AUTOCHECKPOINT_BYTES, Checkpointer
 from tracehub.store.indexer import SearchIndexer
 
@@ -121,6 +121,12 @@ class Writer:
         self._indexer = SearchIndexer(engine, self._sql, self.busy, INDEX_STEP_ROWS, INDEX_BUSY_STEP_ROWS,
                                       INDEX_EVERY_S) if self._sql.pg else None
         self._load = Load()  # transactions, and on SQLite the search indexing between them
+        self._resources = StoredResources()
+
+    @property
+    def nul_free(self) -> bool:
+        """Whether span rows must come encoded without NUL in their text (`RowEncoder`)."""
+        return self._sql.pg
 
     @property
     def queued_spans(self) -> int:
@@ -255,6 +261,11 @@ class Writer:
     def _transaction(self, dbapi: Any, jobs: list[_Job]) -> list[WriteResult]:
         cur = dbapi.cursor()
         self._sql.begin(cur)
-        results = [BatchWriter(cur, self._sql).write(job.batch) for job in jobs]
-        cur.execute("COMMIT")
+        try:
+            results = [BatchWriter(cur, self._sql, self._resources).write(job.batch) for job in jobs]
+            cur.execute("COMMIT")
+        except BaseException:
+            self._resources.rollback()
+            raise
+        self._resources.commit()
         return results
