@@ -20,8 +20,8 @@ import ctypes
 import gc
 import logging
 import multiprocessing
+import marshal
 import os
-import pickle
 import signal
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from typing import Any, Awaitable, Callable
@@ -46,7 +46,7 @@ _pricing: Pricing | None = None  # set in each worker by _init
 _arena: Arena | None = None  # likewise: the server's arena, shared at the fork
 _nul_free = False  # likewise: `Writer.nul_free`
 
-# Room kept for a request's pickled rows, per byte of its body: they take ~1.7x a protobuf body on
+# Room kept for a request's encoded rows, per byte of its body: they take ~1.7x a protobuf body on
 # the benchmark's spans. Rows that outgrow it come back through the pipe.
 ROWS_PER_BODY_BYTE = 2
 ARENA_BYTES = 32 * 1024 * 1024
@@ -86,11 +86,16 @@ def decode_rows(body: bytes | memoryview, codec: str, project_id: int
 
 
 def decode_shared(at: int, body_bytes: int, room: int, codec: str, project_id: int) -> int | bytes:
-    """In a worker: `decode_rows` of the body at `at` in the arena. Its pickled answer goes right
-    behind the body when it fits in `room` (the answer is then its length), else back as bytes."""
+    """In a worker: `decode_rows` of the body at `at` in the arena. Its answer goes right behind the
+    body when it fits in `room` (the answer is then its length), else back as bytes.
+
+    Encoded with marshal, not pickle: rows are tuples of str, int, float, None and bytes, which
+    marshal writes and reads in ~60% of pickle's time (4.7 -> 2.9 us a span here, 5.9 -> 3.7 in the
+    server, whose thread that reads them shares the GIL with the writer). Both ends are the same
+    interpreter, which marshal's format requires. It returns bytearrays as bytes (`span_from_row`)."""
     assert _arena is not None
     body = _arena.view[at:at + body_bytes]
-    answer = pickle.dumps(decode_rows(body, codec, project_id), pickle.HIGHEST_PROTOCOL)
+    answer = marshal.dumps(decode_rows(body, codec, project_id))
     if len(answer) > room:
         return answer
     out = at + body_bytes
@@ -171,7 +176,7 @@ class DecodePool:
             raise invalid(answer)
         rows, resources, rejected, errors = answer
         return otlp.Decoded(spans=[span_from_row(r) for r in rows], rejected=rejected, errors=errors,
-                            resources=resources)
+                            resources={rid: bytearray(doc) for rid, doc in resources.items()})
 
     @staticmethod
     async def _decode_shared(pool: ProcessPoolExecutor, arena: Arena, at: int, body: bytes, room: int,
@@ -188,9 +193,9 @@ class DecodePool:
             answer = await asyncio.wrap_future(done)
             if isinstance(answer, bytes):
                 metrics.DECODE_TRANSFERS.labels("pipe_rows").inc()
-                return pickle.loads(answer)
+                return marshal.loads(answer)
             out = at + len(body)
-            return pickle.loads(arena.view[out:out + answer])
+            return marshal.loads(arena.view[out:out + answer])
         finally:
             if done.done():
                 arena.give_back(at, size)

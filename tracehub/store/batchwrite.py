@@ -289,7 +289,8 @@ _span_text = operator.itemgetter(*(SPAN_COLUMNS.index(c) for c in (
 
 def span_from_row(row: tuple[Any, ...]) -> SpanRecord:
     """The record of a `span_row` (made in a decode worker): every field but the JSON ones, which
-    stay encoded in `row`."""
+    stay encoded in `row` (as bytes, not bytearrays, once they crossed from the worker: both bind
+    the same way)."""
     (_pid, trace_id, span_id, parent_span_id, name, kind, span_type, status, status_message, start_ns,
      end_ns, model, input_text, output_text, input_tokens, output_tokens, total_tokens, cost_usd,
      user_id, session_id, environment, graph_name, node_name, step) = row[:_ENCODED_AT]
