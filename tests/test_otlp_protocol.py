@@ -24,6 +24,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from conftest import ServerProcess
 from otlp_helpers import EXPORT_PATH, NS, make_span, new_trace_id, post, request_of
+from tracehub.store.batchwrite import StoredResources
 
 WIRE = Path(__file__).parent / "fixtures" / "otlp-wire"
 def detail(server: ServerProcess, trace_id: bytes) -> dict[str, Any]:
@@ -102,6 +103,20 @@ def test_each_span_keeps_its_resource_which_is_stored_once(server: ServerProcess
             assert sorted(json.loads(doc)["service.name"] for doc in stored) == [f"a-{marker}", f"b-{marker}"]
     finally:
         engine.dispose()
+
+
+def test_a_resource_counts_as_stored_only_once_its_transaction_commits() -> None:
+    known = StoredResources()
+    known.written(1, [10, 11])
+    assert (1, 10) in known  # a second request of the same transaction need not store it again
+    known.rollback()
+    assert (1, 10) not in known and (1, 11) not in known
+    known.written(1, [10])
+    known.commit()
+    assert (1, 10) in known and (2, 10) not in known  # per project
+    known.written(1, range(100, 100 + StoredResources.LIMIT))
+    known.commit()  # past the bound, what was known is forgotten first
+    assert (1, 10) not in known and (1, 100) in known
 
 
 def test_otlp_json_encoding(server: ServerProcess) -> None:
