@@ -72,17 +72,25 @@ def _ready() -> bool:
     return True
 
 
-def decode_rows(body: bytes | memoryview, codec: str, project_id: int
-                ) -> tuple[list[tuple[Any, ...]], dict[int, bytearray], int, list[str]] | str:
-    """In a worker: the rows of a request's valid spans, their resources, the rejected count and
-    messages; or the message of an undecodable body (exceptions do not all survive pickling)."""
+Rows = tuple[list[tuple[Any, ...]], dict[int, bytearray], int, list[str]]
+
+
+def decode_rows(body: bytes | memoryview, codec: str, project_id: int, pricing: Pricing | None,
+                nul_free: bool) -> Rows | str:
+    """The rows of a request's valid spans, their resources, the rejected count and messages; or
+    the message of an undecodable body (exceptions do not all survive pickling)."""
     try:
         decoded = otlp.decode_traces(body, codec)
     except IngestError as err:
         return err.message
     resources: dict[int, bytearray] = {}
-    rows = encode_rows(project_id, decoded.spans, _pricing, resources, _nul_free)
+    rows = encode_rows(project_id, decoded.spans, pricing, resources, nul_free)
     return rows, resources, decoded.rejected, decoded.errors
+
+
+def _worker_rows(body: bytes | memoryview, codec: str, project_id: int) -> Rows | str:
+    """In a worker: `decode_rows` with the worker's pricing and the writer's NUL rule."""
+    return decode_rows(body, codec, project_id, _pricing, _nul_free)
 
 
 def decode_shared(at: int, body_bytes: int, room: int, codec: str, project_id: int) -> int | bytes:
@@ -95,7 +103,7 @@ def decode_shared(at: int, body_bytes: int, room: int, codec: str, project_id: i
     interpreter, which marshal's format requires. It returns bytearrays as bytes (`span_from_row`)."""
     assert _arena is not None
     body = _arena.view[at:at + body_bytes]
-    answer = marshal.dumps(decode_rows(body, codec, project_id))
+    answer = marshal.dumps(_worker_rows(body, codec, project_id))
     if len(answer) > room:
         return answer
     out = at + body_bytes
@@ -163,7 +171,7 @@ class DecodePool:
         try:
             if arena is None or at is None:
                 metrics.DECODE_TRANSFERS.labels("pipe").inc()
-                answer = await asyncio.wrap_future(pool.submit(decode_rows, body, codec, project_id))
+                answer = await asyncio.wrap_future(pool.submit(_worker_rows, body, codec, project_id))
             else:
                 answer = await self._decode_shared(pool, arena, at, body, room, codec, project_id)
         except BrokenExecutor:
