@@ -7,7 +7,8 @@ text already, so the type only checked what cannot be wrong. The same COPY of 8,
 rows took the backend 20-27 us a row with json and 16-21 with text. Trace, event and eval documents,
 which clients and the JSON ingest API write, stay json.
 
-A type change resets a column's compression, so lz4 (migration 0004) is set again.
+The type change rewrites the span table and its indexes: 100,000 benchmark spans (391 MB) took
+2.1 s here. It resets a column's compression, so lz4 (migration 0004) is set again.
 
 Revision ID: 0012
 Revises: 0011
