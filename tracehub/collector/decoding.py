@@ -19,8 +19,8 @@ import contextlib
 import ctypes
 import gc
 import logging
-import multiprocessing
 import marshal
+import multiprocessing
 import os
 import signal
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor

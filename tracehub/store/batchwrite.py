@@ -228,7 +228,7 @@ class RowEncoder:
     SQLite keeps it, and JSON keeps it escaped on both. Done here, in the decode worker, rather than
     by the writer as it stores the rows: looking cost its thread ~3 us a span."""
 
-    def __init__(self, resources: dict[int, bytearray], nul_free: bool = False) -> None:
+    def __init__(self, resources: dict[int, bytearray], nul_free: bool) -> None:
         self.resources = resources
         self.nul_free = nul_free
         # By id(): the objects outlive the encoder, so an id is never reused in these.
@@ -306,7 +306,7 @@ class StoredResources:
     """The resources a writer knows to be committed, so a request from a known process does not
     store its resource again: that statement, one round trip per request, was ~6% of PostgreSQL's
     writer thread. Ids count only once their transaction commits (`commit`). Nothing deletes
-    resource rows; whatever comes to (retention) must do so through the writer, or clear this."""
+    resource rows; retention, when it comes, must delete them through the writer or clear this."""
 
     LIMIT = 10_000  # a bound on memory; past it, known ids are forgotten and stored again
 
@@ -336,7 +336,7 @@ class BatchWriter:
     def __init__(self, cur: Any, sql: Sql, stored_resources: StoredResources | None = None) -> None:
         self.cur = cur
         self.sql = sql
-        self._stored_resources = stored_resources or StoredResources()
+        self._stored_resources = StoredResources() if stored_resources is None else stored_resources
         self._touched: set[str] = set()  # trace rows to upsert
         self._stored_traces: set[str] = set()  # of those, the ones already in the database
         self._new_keys: dict[str, Idem] = {}
