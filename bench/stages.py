@@ -50,7 +50,7 @@ GC_THRESHOLDS = (50_000, 20, 100)  # tracehub.server's
 QUEUED_REQUESTS = 8  # requests waiting for the writer, as under the benchmark's load
 
 
-def best_of(repeat: int, spans: int, stage: Callable[[], Any]) -> list[float]:
+def cpu_per_span(repeat: int, spans: int, stage: Callable[[], Any]) -> list[float]:
     """CPU µs a span of each run of `stage` (this thread's CPU: the stages run in it)."""
     out = []
     for _ in range(repeat):
@@ -71,6 +71,8 @@ def thread_cpu(name: str) -> float:
 
 
 def write_once(url: str, dbname: str | None, answers: list[Any]) -> dict[str, float]:
+    """The writer's thread CPU, the backends' CPU (`dbname`: PostgreSQL) and the wall time per span
+    stored, for the decoded requests `answers` written into the fresh database at `url`."""
     engine = db.create_engine(url)
     db.migrate(engine)
     keys.ensure_default_project(engine)
@@ -81,7 +83,6 @@ def write_once(url: str, dbname: str | None, answers: list[Any]) -> dict[str, fl
         batches = [Batch(PROJECT, [span_from_row(r) for r in rows], [],
                          resources={rid: bytearray(doc) for rid, doc in resources.items()})
                    for rows, resources, _, _ in answers]
-        stored = 0
         writer0, backend0 = thread_cpu("th-writer"), sum(ingest.db_backend_cpu(dbname).values())
         started = time.perf_counter()
         futures = []
@@ -118,7 +119,7 @@ def main() -> None:
 
     work = ingest.build_workload(args.spans, args.batch_size, "stages", args.seed, False)
     pg = args.db == "postgres"
-    pricing = Pricing.load()  # and NUL replaced on PostgreSQL, as the server's workers do (`Hub`)
+    pricing = Pricing.load()  # and on PostgreSQL NUL replaced, as the server has its workers do
     answers = [decoding.decode_rows(body, "protobuf", PROJECT, pricing, pg) for body in work.bodies]
     encoded = [marshal.dumps(a) for a in answers]
     # The collector as the server and its workers set it up (`tracehub.server`), so it does not
@@ -129,9 +130,9 @@ def main() -> None:
     print(f"workload: {work.spans:,} spans in {len(work.bodies)} requests of {args.batch_size};"
           f" machine: sum(range(1000)) {ingest.machine_speed_us():.1f} µs (lower is faster)")
 
-    decode = best_of(args.repeat, work.spans, lambda: [
+    decode = cpu_per_span(args.repeat, work.spans, lambda: [
         marshal.dumps(decoding.decode_rows(body, "protobuf", PROJECT, pricing, pg)) for body in work.bodies])
-    receive = best_of(args.repeat, work.spans, lambda: [
+    receive = cpu_per_span(args.repeat, work.spans, lambda: [
         [span_from_row(r) for r in marshal.loads(data)[0]] for data in encoded])
     print(f"decode   (worker)      µs a span: {summary(decode)}")
     print(f"receive  (event loop)  µs a span: {summary(receive)}")
