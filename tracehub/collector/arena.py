@@ -3,9 +3,10 @@
 Through the process pool's pipes, a request's body (~2 KB a span) and the rows it decodes to (~3.5 KB
 as pickled) were copied by the kernel in 64 KiB pieces: 29% of the server's CPU under load was
 kernel time, and the thread receiving rows spent more of its time reading than unpickling. Here the
-server writes the body into a region, the worker parses it in place and writes its pickled rows
-behind it, and the server unpickles them from there. On the benchmark (SQLite, HTTP) that took the
-server from ~140 to ~105 µs of CPU a span, and acknowledged spans/s from ~12,200 to ~16,000.
+server writes the body into a region, the worker parses it in place and writes its encoded rows
+behind it (`decoding.decode_shared`), and the server reads them from there. On the benchmark
+(SQLite, HTTP) that took the server from ~140 to ~105 µs of CPU a span, and acknowledged spans/s
+from ~12,200 to ~16,000.
 
 The arena is an anonymous shared mapping made before the workers are forked; workers spawned later
 (after one died) do not have it, and requests then go through the pipe again. Regions are only
