@@ -42,7 +42,6 @@ from tracehub.collector import decoding  # noqa: E402
 from tracehub.collector.pricing import Pricing  # noqa: E402
 from tracehub.records import Batch  # noqa: E402
 from tracehub.store import db, keys  # noqa: E402
-from tracehub.store.batchwrite import span_from_row  # noqa: E402
 from tracehub.store.writer import Writer  # noqa: E402
 
 PROJECT = 1  # the default project of a fresh database
@@ -80,9 +79,7 @@ def write_once(url: str, dbname: str | None, answers: list[Any]) -> dict[str, fl
     writer = Writer(engine)
     writer.start()
     try:
-        batches = [Batch(PROJECT, [span_from_row(r) for r in rows], [],
-                         resources={rid: bytearray(doc) for rid, doc in resources.items()})
-                   for rows, resources, _, _ in answers]
+        batches = [Batch(PROJECT, d.spans, [], resources=d.resources) for d in map(decoding.received, answers)]
         writer0, backend0 = thread_cpu("th-writer"), sum(ingest.db_backend_cpu(dbname).values())
         started = time.perf_counter()
         futures = []
@@ -133,7 +130,7 @@ def main() -> None:
     decode = cpu_per_span(args.repeat, work.spans, lambda: [
         marshal.dumps(decoding.decode_rows(body, "protobuf", PROJECT, pricing, pg)) for body in work.bodies])
     receive = cpu_per_span(args.repeat, work.spans, lambda: [
-        [span_from_row(r) for r in marshal.loads(data)[0]] for data in encoded])
+        decoding.received(marshal.loads(data)) for data in encoded])
     print(f"decode   (worker)      µs a span: {summary(decode)}")
     print(f"receive  (event loop)  µs a span: {summary(receive)}")
 

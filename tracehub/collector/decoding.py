@@ -93,6 +93,14 @@ def _worker_rows(body: bytes | memoryview, codec: str, project_id: int) -> Rows 
     return decode_rows(body, codec, project_id, _pricing, _nul_free)
 
 
+def received(answer: Rows) -> otlp.Decoded:
+    """The server's records of a worker's `decode_rows` answer."""
+    rows, resources, rejected, errors = answer
+    # Resources go in by INSERT, which binds JSON as a bytearray (`JsonBytes`); marshal gave bytes.
+    return otlp.Decoded(spans=[span_from_row(r) for r in rows], rejected=rejected, errors=errors,
+                        resources={rid: bytearray(doc) for rid, doc in resources.items()})
+
+
 def decode_shared(at: int, body_bytes: int, room: int, codec: str, project_id: int) -> int | bytes:
     """In a worker: `decode_rows` of the body at `at` in the arena. Its answer goes right behind the
     body when it fits in `room` (the answer is then its length), else back as bytes.
@@ -182,9 +190,7 @@ class DecodePool:
             raise unavailable("the decoder restarted; retry") from None
         if isinstance(answer, str):
             raise invalid(answer)
-        rows, resources, rejected, errors = answer
-        return otlp.Decoded(spans=[span_from_row(r) for r in rows], rejected=rejected, errors=errors,
-                            resources={rid: bytearray(doc) for rid, doc in resources.items()})
+        return received(answer)
 
     @staticmethod
     async def _decode_shared(pool: ProcessPoolExecutor, arena: Arena, at: int, body: bytes, room: int,

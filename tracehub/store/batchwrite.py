@@ -333,10 +333,10 @@ class StoredResources:
 class BatchWriter:
     """One batch's writes; make a new one per batch."""
 
-    def __init__(self, cur: Any, sql: Sql, stored_resources: StoredResources | None = None) -> None:
+    def __init__(self, cur: Any, sql: Sql, stored_resources: StoredResources) -> None:
         self.cur = cur
         self.sql = sql
-        self._stored_resources = StoredResources() if stored_resources is None else stored_resources
+        self._stored_resources = stored_resources
         self._touched: set[str] = set()  # trace rows to upsert
         self._stored_traces: set[str] = set()  # of those, the ones already in the database
         self._new_keys: dict[str, Idem] = {}
