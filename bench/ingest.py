@@ -1282,16 +1282,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def server_code_version() -> dict[str, Any]:
-    """The commit the server code is at and whether tracehub/ differs from it (read-only git)."""
+def server_code_version(python: str | None) -> dict[str, Any]:
+    """The commit the server code is at, whether tracehub/ differs from it (read-only git), and
+    whether the server's interpreter `python` has the C reader of OTLP requests (None: unknown)."""
+    out: dict[str, Any] = {"commit": None, "tracehub_modified": None, "c_reader": None}
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                               text=True, timeout=10).stdout.strip()
         diff = subprocess.run(["git", "diff", "--stat", "HEAD", "--", "tracehub"], cwd=REPO,
                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return {"commit": head or None, "tracehub_modified": bool(diff)}
+        out.update(commit=head or None, tracehub_modified=bool(diff))
+        if python is not None:
+            found = subprocess.run([python, "-c", "from tracehub.collector import otlp; print(otlp.WIRE_READER)"],
+                                   capture_output=True, text=True, timeout=30).stdout.strip()
+            out["c_reader"] = {"True": True, "False": False}.get(found)
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "tracehub_modified": None}
+        pass
+    return out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -1307,7 +1314,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "server_code": server_code_version(),
+        "server_code": server_code_version(None if args.url else str(args.python)),
         "config": {"db": None if args.url else args.db, "transport": args.transport,
                    "gzip": args.gzip, "spans": work.spans, "batch_size": args.batch_size,
                    "concurrency": args.concurrency, "profile": bool(args.profile),
@@ -1577,6 +1584,9 @@ def _mark(ok: bool | None) -> str:
     return "n/a " if ok is None else ("PASS" if ok else "FAIL")
 
 
+_READERS = {True: ", C reader of OTLP", False: ", NO C reader of OTLP: protobuf decodes", None: ""}
+
+
 def render(r: dict[str, Any]) -> str:
     c, w, s, res = r["config"], r["workload"], r.get("server", {}), r.get("results", {})
     prof = r.get("profile")
@@ -1589,7 +1599,8 @@ def render(r: dict[str, Any]) -> str:
              "=" * 78,
              f"target      : {s.get('database') or s.get('url')}   (server code "
              f"{r.get('server_code', {}).get('commit')}"
-             f"{' + local changes' if r.get('server_code', {}).get('tracehub_modified') else ''})",
+             f"{' + local changes' if r.get('server_code', {}).get('tracehub_modified') else ''}"
+             f"{_READERS[r.get('server_code', {}).get('c_reader')]})",
              f"transport   : {c['transport']}{' + gzip' if c['gzip'] else ''}, concurrency "
              f"{c['concurrency']}, batch {c['batch_size']} spans{', PROFILED' if c['profile'] else ''}",
              f"workload    : {c['spans']:,} spans, {w['traces']:,} traces "

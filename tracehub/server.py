@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import uvicorn
 
 from tracehub.api.app import create_app, create_otlp_app
+from tracehub.collector import otlp
 from tracehub.collector.grpc import create_server
 from tracehub.hub import Hub
 from tracehub.settings import Settings
@@ -112,6 +113,9 @@ async def run(settings: Settings) -> None:
         log.info("tracehub on %s: API and OTLP/HTTP :%d, OTLP/HTTP :%s, OTLP/gRPC :%s, database %s",
                  settings.host, settings.http_port, settings.otlp_http_port or "off",
                  settings.otlp_grpc_port or "off", hub.engine.url.render_as_string(hide_password=True))
+        if not otlp.WIRE_READER:
+            log.warning("the C reader of OTLP requests is not built (no C compiler at install): protobuf"
+                        " decodes every request, with about twice the CPU")
         done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks],
                                      return_when=asyncio.FIRST_COMPLETED)
         for server in http_servers:

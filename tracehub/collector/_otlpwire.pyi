@@ -1,0 +1,3 @@
+from tracehub.collector.otlp import TraceParts
+
+def trace_parts(body: bytes | memoryview, /) -> TraceParts | None: ...
