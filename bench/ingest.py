@@ -1293,8 +1293,10 @@ def server_code_version(python: str | None) -> dict[str, Any]:
                               capture_output=True, text=True, timeout=10).stdout.strip()
         out.update(commit=head or None, tracehub_modified=bool(diff))
         if python is not None:
+            # Not run in the checkout, whose tracehub/ would come before PYTHONPATH's.
+            python = os.path.abspath(python) if os.sep in python else python
             found = subprocess.run([python, "-c", "from tracehub.collector import otlp; print(otlp.WIRE_READER)"],
-                                   capture_output=True, text=True, timeout=30).stdout.strip()
+                                   cwd="/", capture_output=True, text=True, timeout=30).stdout.strip()
             out["c_reader"] = {"True": True, "False": False}.get(found)
     except (OSError, subprocess.SubprocessError):
         pass
