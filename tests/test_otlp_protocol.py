@@ -14,6 +14,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from google.rpc import status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -177,14 +181,32 @@ def test_partial_success_keeps_the_valid_spans(server: ServerProcess) -> None:
         make_span(tid[:10], b"\x03" * 8, name="short-trace-id"),
         make_span(tid, b"\x00" * 8, name="zero-span-id"),
         make_span(tid, b"\x04" * 8, parent=b"\x02" * 8, name="good-child"),
+        make_span(tid, b"\x05" * 8, name="starts-after-2262", start=2**63),
+        make_span(tid, b"\x06" * 8, name="ends-after-2262", end=2**64 - 1),
     )
     r = post(server, body)
     assert r.status_code == 200
     answer = ExportTraceServiceResponse.FromString(r.content)
-    assert answer.partial_success.rejected_spans == 2
-    assert "short-trace-id" in answer.partial_success.error_message
-    assert "zero-span-id" in answer.partial_success.error_message
+    assert answer.partial_success.rejected_spans == 4
+    for name in ("short-trace-id", "zero-span-id", "starts-after-2262", "ends-after-2262"):
+        assert name in answer.partial_success.error_message
     assert sorted(s["name"] for s in detail(server, tid)["spans"]) == ["good-child", "good-root"]
+
+
+def test_log_records_after_2262_are_rejected_and_the_rest_stored(server: ServerProcess) -> None:
+    tid = new_trace_id()
+    assert post(server, request_of(make_span(tid, b"\x07" * 8, name="with-logs"))).status_code == 200
+    request = ExportLogsServiceRequest()
+    records = request.resource_logs.add().scope_logs.add().log_records
+    records.add(trace_id=tid, span_id=b"\x07" * 8, time_unix_nano=NS + 1, event_name="kept")
+    records.add(trace_id=tid, span_id=b"\x07" * 8, observed_time_unix_nano=2**64 - 1, event_name="too-late")
+    r = post(server, request.SerializeToString(), "/v1/logs")
+    assert r.status_code == 200
+    answer = ExportLogsServiceResponse.FromString(r.content)
+    assert answer.partial_success.rejected_log_records == 1
+    assert "2262" in answer.partial_success.error_message
+    [span] = detail(server, tid)["spans"]
+    assert [e["name"] for e in span["events"] if e["event_type"] == "LOG"] == ["kept"]
 
 
 def test_partial_success_in_json(server: ServerProcess) -> None:

@@ -282,18 +282,20 @@ def test_nesting_deeper_than_the_reader_goes_is_left_to_protobuf() -> None:
 
 def test_scalars_at_their_limits() -> None:
     span = Span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="s", kind=-1,
-                start_time_unix_nano=2**64 - 1, end_time_unix_nano=2**64 - 1)
+                start_time_unix_nano=2**63 - 1, end_time_unix_nano=2**64 - 1)
     for key, value in [("min", AnyValue(int_value=-(2**63))), ("max", AnyValue(int_value=2**63 - 1)),
                        ("nan", AnyValue(double_value=math.nan)), ("neg0", AnyValue(double_value=-0.0)),
                        ("bytes", AnyValue(bytes_value=b"\x00\xff")), ("empty", AnyValue(string_value=""))]:
         span.attributes.add(key=key).value.CopyFrom(value)
     body = _one_span(span)
     assert_same(body)
-    (record,) = otlp.decode_traces(body).spans
-    assert record.kind == "UNSPECIFIED" and record.start_ns == 2**64 - 1
-    attrs = record.attributes
+    (part,) = _otlpwire.trace_parts(body)[2]
+    assert part[6:9] == (-1, 2**63 - 1, 2**64 - 1)  # kind, start, end as sent
+    attrs = part[11]
     assert (attrs["min"], attrs["max"], attrs["bytes"], attrs["empty"]) == (-(2**63), 2**63 - 1, "AP8=", "")
     assert math.isnan(attrs["nan"]) and math.copysign(1, attrs["neg0"]) == -1
+    decoded = otlp.decode_traces(body)  # an end past what the store holds
+    assert not decoded.spans and decoded.rejected == 1
 
 
 def test_unknown_fields_are_skipped() -> None:

@@ -45,6 +45,8 @@ KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 _STATUS_CODE_ERROR = 2
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
+# Times are stored as BIGINT; OTLP's are unsigned.
+MAX_TIME_NS = 2**63 - 1
 
 
 @dataclass
@@ -207,6 +209,9 @@ def _span(part: SpanParts, resources: list[dict[str, Any]], scopes: list[dict[st
     if not start:
         out.reject(f"span {name!r}: start_time_unix_nano is required")
         return None
+    if start > MAX_TIME_NS or end_ns > MAX_TIME_NS:
+        out.reject(f"span {name!r}: times must be before the year 2262 (signed 64-bit nanoseconds)")
+        return None
     event_docs = [{"name": n, "time_unix_nano": t, "attributes": a} for n, t, a in events]
     kind = KINDS[kind_number] if 0 <= kind_number < len(KINDS) else "UNSPECIFIED"
     end = end_ns or None
@@ -236,6 +241,10 @@ def decode_logs(body: bytes, content: str = "protobuf") -> Decoded:
                 if (tid and len(tid) != 16) or (sid and len(sid) != 8):
                     out.reject("log record: trace_id must be 16 bytes and span_id 8 bytes")
                     continue
+                time_ns = log.time_unix_nano or log.observed_time_unix_nano
+                if time_ns > MAX_TIME_NS:
+                    out.reject("log record: times must be before the year 2262 (signed 64-bit nanoseconds)")
+                    continue
                 attrs = attributes(log.attributes)
                 body_value = any_value(log.body) if log.HasField("body") else None
                 name = log.event_name or str(attrs.get("event.name") or "") or "log"
@@ -249,8 +258,7 @@ def decode_logs(body: bytes, content: str = "protobuf") -> Decoded:
                     span_id=sid.hex() if sid and sid != _ZERO_SPAN else None,
                     event_type="LOG",
                     name=name,
-                    # GenAI content events often set only the observed time.
-                    time_ns=log.time_unix_nano or log.observed_time_unix_nano,
+                    time_ns=time_ns,  # GenAI content events often set only the observed time
                     payload=payload,
                     input_text=input_text,
                     output_text=output_text,
