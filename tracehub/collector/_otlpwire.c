@@ -42,7 +42,7 @@ static int next_field(Reader *r, Field *f) {
         return 0;
     uint64_t tag = 0, v = 0;
     for (int shift = 0;; shift += 7) {
-        if (r->p >= r->end || shift > 63)
+        if (r->p >= r->end || shift > 28) /* a tag takes at most 5 bytes */
             return -1;
         uint8_t b = *r->p++;
         tag |= (uint64_t)(b & 0x7f) << shift;
@@ -153,20 +153,18 @@ fail:
     return 0;
 }
 
-/* Repeated KeyValue field `number` of the message in `r` into `dict`, skipping other fields. */
-static int attributes_into(Reader r, uint32_t number, PyObject *dict, int depth) {
+/* A KeyValueList as a dict. */
+static PyObject *kvlist(Reader r, int depth) {
+    PyObject *dict = PyDict_New();
     Field f;
     int rc;
+    if (dict == NULL)
+        return NULL;
     while ((rc = next_field(&r, &f)) > 0) {
-        if (f.field == number && (f.wire != LEN || !key_value(sub(&f), dict, depth)))
-            return 0;
+        if (f.field == 1 && (f.wire != LEN || !key_value(sub(&f), dict, depth)))
+            break;
     }
-    return rc == 0;
-}
-
-static PyObject *new_attributes(Reader r, uint32_t number, int depth) {
-    PyObject *dict = PyDict_New();
-    if (dict != NULL && !attributes_into(r, number, dict, depth))
+    if (rc != 0)
         Py_CLEAR(dict);
     return dict;
 }
@@ -196,6 +194,8 @@ static PyObject *any_value(Reader r, int depth) {
     Field f;
     int rc;
     while ((rc = next_field(&r, &f)) > 0) {
+        if (f.field == 8) /* string_value_strindex: an index into a profile's strings, left to protobuf */
+            goto fail;
         if (f.field < 1 || f.field > 7)
             continue;
         if (out != NULL) /* a second member of the oneof */
@@ -247,7 +247,7 @@ static PyObject *any_value(Reader r, int depth) {
         case 6:
             if (f.wire != LEN)
                 goto fail;
-            out = new_attributes(sub(&f), 1, depth + 1);
+            out = kvlist(sub(&f), depth + 1);
             break;
         case 7:
             if (f.wire != LEN)
@@ -530,6 +530,18 @@ fail:
     return 0;
 }
 
+/* A Resource's attributes into `dict`. Its entity_refs hold text this reader does not check, so a
+ * resource with them is left to protobuf. */
+static int resource(Reader r, PyObject *dict) {
+    Field f;
+    int rc;
+    while ((rc = next_field(&r, &f)) > 0) {
+        if (f.field == 3 || (f.field == 1 && (f.wire != LEN || !key_value(sub(&f), dict, 0))))
+            return 0;
+    }
+    return rc == 0;
+}
+
 static int resource_spans(Reader r, PyObject *resources, PyObject *scopes, PyObject *spans) {
     Py_ssize_t at = PyList_GET_SIZE(resources);
     PyObject *ri = PyLong_FromSsize_t(at);
@@ -543,9 +555,8 @@ static int resource_spans(Reader r, PyObject *resources, PyObject *scopes, PyObj
         int ok = 1;
         switch (f.field) {
         case 1:
-            ok = f.wire == LEN && !seen_resource;
+            ok = f.wire == LEN && !seen_resource && resource(sub(&f), PyList_GET_ITEM(resources, at));
             seen_resource = 1;
-            ok = ok && attributes_into(sub(&f), 1, PyList_GET_ITEM(resources, at), 0);
             break;
         case 2:
             ok = f.wire == LEN && scope_spans(sub(&f), ri, scopes, spans);
