@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import ingest  # noqa: E402  (the workload and the /proc readers)
 import psycopg  # noqa: E402
-from tracehub.collector import decoding  # noqa: E402
+from tracehub.collector import decoding, otlp  # noqa: E402
 from tracehub.collector.pricing import Pricing  # noqa: E402
 from tracehub.records import Batch  # noqa: E402
 from tracehub.store import db, keys  # noqa: E402
@@ -125,7 +125,8 @@ def main() -> None:
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     print(f"workload: {work.spans:,} spans in {len(work.bodies)} requests of {args.batch_size};"
-          f" machine: sum(range(1000)) {ingest.machine_speed_us():.1f} µs (lower is faster)")
+          f" machine: sum(range(1000)) {ingest.machine_speed_us():.1f} µs (lower is faster);"
+          f" OTLP read by {'the C reader' if getattr(otlp, 'WIRE_READER', False) else 'protobuf'}")
 
     decode = cpu_per_span(args.repeat, work.spans, lambda: [
         marshal.dumps(decoding.decode_rows(body, "protobuf", PROJECT, pricing, pg)) for body in work.bodies])
