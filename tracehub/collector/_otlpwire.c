@@ -270,83 +270,6 @@ fail:
 
 static PyObject *empty_bytes, *empty_text;
 
-/* (trace id, span id, attributes) of a Link, or (name, time, attributes) of an Event. */
-static PyObject *span_link(Reader r) {
-    PyObject *tid = Py_NewRef(empty_bytes), *sid = Py_NewRef(empty_bytes), *attrs = PyDict_New();
-    Field f;
-    int rc;
-    if (attrs == NULL)
-        goto fail;
-    while ((rc = next_field(&r, &f)) > 0) {
-        int ok = 1;
-        switch (f.field) {
-        case 1:
-        case 2:
-            ok = f.wire == LEN &&
-                 replace(f.field == 1 ? &tid : &sid, PyBytes_FromStringAndSize((const char *)f.at, f.len));
-            break;
-        case 3:
-            ok = f.wire == LEN && valid_text(&f);
-            break;
-        case 4:
-            ok = f.wire == LEN && key_value(sub(&f), attrs, 0);
-            break;
-        case 5:
-            ok = f.wire == VARINT;
-            break;
-        case 6:
-            ok = f.wire == I32;
-            break;
-        }
-        if (!ok)
-            goto fail;
-    }
-    if (rc < 0)
-        goto fail;
-    return Py_BuildValue("(NNN)", tid, sid, attrs);
-fail:
-    Py_DECREF(tid);
-    Py_DECREF(sid);
-    Py_XDECREF(attrs);
-    return NULL;
-}
-
-static PyObject *span_event(Reader r) {
-    PyObject *name = Py_NewRef(empty_text), *attrs = PyDict_New();
-    uint64_t time = 0;
-    Field f;
-    int rc;
-    if (attrs == NULL)
-        goto fail;
-    while ((rc = next_field(&r, &f)) > 0) {
-        int ok = 1;
-        switch (f.field) {
-        case 1:
-            ok = f.wire == I64;
-            time = f.num;
-            break;
-        case 2:
-            ok = f.wire == LEN && replace(&name, text(&f));
-            break;
-        case 3:
-            ok = f.wire == LEN && key_value(sub(&f), attrs, 0);
-            break;
-        case 4:
-            ok = f.wire == VARINT;
-            break;
-        }
-        if (!ok)
-            goto fail;
-    }
-    if (rc < 0)
-        goto fail;
-    return Py_BuildValue("(NKN)", name, (unsigned long long)time, attrs);
-fail:
-    Py_DECREF(name);
-    Py_XDECREF(attrs);
-    return NULL;
-}
-
 static int append_new(PyObject *list, PyObject *item) {
     if (item == NULL)
         return 0;
@@ -355,247 +278,272 @@ static int append_new(PyObject *list, PyObject *item) {
     return rc == 0;
 }
 
-enum { S_TID, S_SID, S_PID, S_NAME, S_KIND, S_START, S_END, S_CODE, S_MESSAGE, S_ATTRS, S_EVENTS, S_LINKS,
-       S_SIZE };
+/* How a field of a message is read. The messages below are tables of their fields; a field a
+ * table does not name is skipped, as protobuf skips unknown fields. */
+typedef enum {
+    BYTES,     /* bytes, into obj[slot] */
+    TEXT,      /* str, into obj[slot] */
+    CHECKED,   /* text not kept, which must still be UTF-8, as protobuf checks */
+    NUMBER,    /* into num[slot] */
+    SKIPPED,   /* a count or flags, not kept */
+    ATTRIBUTE, /* a KeyValue, into the dict obj[slot] */
+    EVENT,     /* an Event, appended to the list obj[slot] */
+    LINK,      /* a Link, likewise */
+    STATUS,    /* the Status, at most once: STATUS_FIELDS, into the same slots */
+    REFUSED,   /* left to protobuf */
+} Kind;
 
-/* A Span's parts, in `otlp._trace_parts`'s order after the resource and scope indexes. */
-static PyObject *span(Reader r, PyObject *ri, PyObject *si) {
-    PyObject *v[S_SIZE] = {NULL};
-    uint64_t start = 0, end = 0;
-    int32_t kind = 0, code = 0;
-    int seen_status = 0, rc;
-    Field f;
-    v[S_TID] = Py_NewRef(empty_bytes);
-    v[S_SID] = Py_NewRef(empty_bytes);
-    v[S_PID] = Py_NewRef(empty_bytes);
-    v[S_NAME] = Py_NewRef(empty_text);
-    v[S_MESSAGE] = Py_NewRef(empty_text);
-    if ((v[S_ATTRS] = PyDict_New()) == NULL || (v[S_EVENTS] = PyList_New(0)) == NULL ||
-        (v[S_LINKS] = PyList_New(0)) == NULL)
-        goto fail;
-    while ((rc = next_field(&r, &f)) > 0) {
-        int ok = 1;
-        switch (f.field) {
-        case 1:
-        case 2:
-        case 4:
-            ok = f.wire == LEN && replace(&v[f.field == 1 ? S_TID : f.field == 2 ? S_SID : S_PID],
-                                          PyBytes_FromStringAndSize((const char *)f.at, f.len));
+typedef struct {
+    uint32_t number;
+    int wire;
+    Kind kind;
+    int slot;
+} Spec;
+
+#define END_OF_FIELDS {0, 0, 0, 0}
+
+enum { EV_NAME, EV_ATTRS, EV_OBJ };
+enum { EV_TIME, EV_NUM };
+static const Spec EVENT_FIELDS[] = {
+    {1, I64, NUMBER, EV_TIME}, {2, LEN, TEXT, EV_NAME}, {3, LEN, ATTRIBUTE, EV_ATTRS},
+    {4, VARINT, SKIPPED, 0}, END_OF_FIELDS,
+};
+
+enum { LK_TID, LK_SID, LK_ATTRS, LK_OBJ };
+static const Spec LINK_FIELDS[] = {
+    {1, LEN, BYTES, LK_TID}, {2, LEN, BYTES, LK_SID}, {3, LEN, CHECKED, 0}, {4, LEN, ATTRIBUTE, LK_ATTRS},
+    {5, VARINT, SKIPPED, 0}, {6, I32, SKIPPED, 0}, END_OF_FIELDS,
+};
+
+/* A Span: its text and Python values in obj, its numbers in num. */
+enum { SP_TID, SP_SID, SP_PID, SP_NAME, SP_MESSAGE, SP_ATTRS, SP_EVENTS, SP_LINKS, SP_OBJ };
+enum { SP_KIND, SP_START, SP_END, SP_CODE, SP_NUM };
+static const Spec STATUS_FIELDS[] = {
+    {2, LEN, TEXT, SP_MESSAGE}, {3, VARINT, NUMBER, SP_CODE}, END_OF_FIELDS,
+};
+static const Spec SPAN_FIELDS[] = {
+    {1, LEN, BYTES, SP_TID}, {2, LEN, BYTES, SP_SID}, {3, LEN, CHECKED, 0}, {4, LEN, BYTES, SP_PID},
+    {5, LEN, TEXT, SP_NAME}, {6, VARINT, NUMBER, SP_KIND}, {7, I64, NUMBER, SP_START},
+    {8, I64, NUMBER, SP_END}, {9, LEN, ATTRIBUTE, SP_ATTRS}, {10, VARINT, SKIPPED, 0},
+    {11, LEN, EVENT, SP_EVENTS}, {12, VARINT, SKIPPED, 0}, {13, LEN, LINK, SP_LINKS},
+    {14, VARINT, SKIPPED, 0}, {15, LEN, STATUS, 0}, {16, I32, SKIPPED, 0}, END_OF_FIELDS,
+};
+
+enum { SC_NAME, SC_VERSION, SC_ATTRS, SC_OBJ };
+static const Spec SCOPE_FIELDS[] = {
+    {1, LEN, TEXT, SC_NAME}, {2, LEN, TEXT, SC_VERSION}, {3, LEN, ATTRIBUTE, SC_ATTRS},
+    {4, VARINT, SKIPPED, 0}, END_OF_FIELDS,
+};
+
+/* entity_refs hold text this reader does not check. */
+static const Spec RESOURCE_FIELDS[] = {
+    {1, LEN, ATTRIBUTE, 0}, {2, VARINT, SKIPPED, 0}, {3, LEN, REFUSED, 0}, END_OF_FIELDS,
+};
+
+static PyObject *span_event(Reader r);
+static PyObject *span_link(Reader r);
+
+/* The empty values of a table's slots: what protobuf gives for a field not sent. */
+static int init_slots(const Spec *fields, PyObject **obj) {
+    for (const Spec *s = fields; s->number; s++) {
+        PyObject **slot = &obj[s->slot];
+        switch (s->kind) {
+        case BYTES:
+        case TEXT:
+            if (*slot == NULL)
+                *slot = Py_NewRef(s->kind == BYTES ? empty_bytes : empty_text);
             break;
-        case 3:
-            ok = f.wire == LEN && valid_text(&f);
+        case ATTRIBUTE:
+            if (*slot == NULL && (*slot = PyDict_New()) == NULL)
+                return 0;
             break;
-        case 5:
-            ok = f.wire == LEN && replace(&v[S_NAME], text(&f));
+        case EVENT:
+        case LINK:
+            if (*slot == NULL && (*slot = PyList_New(0)) == NULL)
+                return 0;
             break;
-        case 6:
-            ok = f.wire == VARINT;
-            kind = (int32_t)f.num;
+        case STATUS:
+            if (!init_slots(STATUS_FIELDS, obj))
+                return 0;
             break;
-        case 7:
-        case 8:
-            ok = f.wire == I64;
-            *(f.field == 7 ? &start : &end) = f.num;
-            break;
-        case 9:
-            ok = f.wire == LEN && key_value(sub(&f), v[S_ATTRS], 0);
-            break;
-        case 10:
-        case 12:
-        case 14:
-            ok = f.wire == VARINT;
-            break;
-        case 11:
-            ok = f.wire == LEN && append_new(v[S_EVENTS], span_event(sub(&f)));
-            break;
-        case 13:
-            ok = f.wire == LEN && append_new(v[S_LINKS], span_link(sub(&f)));
-            break;
-        case 15: {
-            ok = f.wire == LEN && !seen_status;
-            seen_status = 1;
-            Reader status = sub(&f);
-            Field s;
-            int src = 0;
-            while (ok && (src = next_field(&status, &s)) > 0) {
-                if (s.field == 2)
-                    ok = s.wire == LEN && replace(&v[S_MESSAGE], text(&s));
-                else if (s.field == 3) {
-                    ok = s.wire == VARINT;
-                    code = (int32_t)s.num;
-                }
-            }
-            ok = ok && src == 0;
+        default:
             break;
         }
-        case 16:
-            ok = f.wire == I32;
+    }
+    return 1;
+}
+
+static int read_fields(Reader r, const Spec *fields, PyObject **obj, uint64_t *num) {
+    int status_read = 0, rc;
+    Field f;
+    while ((rc = next_field(&r, &f)) > 0) {
+        const Spec *s = fields;
+        while (s->number && s->number != f.field)
+            s++;
+        if (!s->number)
+            continue;
+        if (f.wire != s->wire)
+            return 0;
+        int ok = 1;
+        switch (s->kind) {
+        case BYTES:
+            ok = replace(&obj[s->slot], PyBytes_FromStringAndSize((const char *)f.at, f.len));
+            break;
+        case TEXT:
+            ok = replace(&obj[s->slot], text(&f));
+            break;
+        case CHECKED:
+            ok = valid_text(&f);
+            break;
+        case NUMBER:
+            num[s->slot] = f.num;
+            break;
+        case SKIPPED:
+            break;
+        case ATTRIBUTE:
+            ok = key_value(sub(&f), obj[s->slot], 0);
+            break;
+        case EVENT:
+            ok = append_new(obj[s->slot], span_event(sub(&f)));
+            break;
+        case LINK:
+            ok = append_new(obj[s->slot], span_link(sub(&f)));
+            break;
+        case STATUS:
+            ok = !status_read && read_fields(sub(&f), STATUS_FIELDS, obj, num);
+            status_read = 1;
+            break;
+        case REFUSED:
+            ok = 0;
             break;
         }
         if (!ok)
-            goto fail;
-    }
-    if (rc < 0)
-        goto fail;
-    if ((v[S_KIND] = PyLong_FromLong(kind)) == NULL || (v[S_START] = PyLong_FromUnsignedLongLong(start)) == NULL ||
-        (v[S_END] = PyLong_FromUnsignedLongLong(end)) == NULL || (v[S_CODE] = PyLong_FromLong(code)) == NULL)
-        goto fail;
-    PyObject *out = PyTuple_New(2 + S_SIZE);
-    if (out == NULL)
-        goto fail;
-    PyTuple_SET_ITEM(out, 0, Py_NewRef(ri));
-    PyTuple_SET_ITEM(out, 1, Py_NewRef(si));
-    for (int i = 0; i < S_SIZE; i++)
-        PyTuple_SET_ITEM(out, 2 + i, v[i]);
-    return out;
-fail:
-    for (int i = 0; i < S_SIZE; i++)
-        Py_XDECREF(v[i]);
-    return NULL;
-}
-
-/* The scope's dict as `otlp._scope` makes it. */
-static PyObject *scope(Reader r) {
-    PyObject *name = Py_NewRef(empty_text), *version = Py_NewRef(empty_text), *attrs = PyDict_New();
-    int any_attrs = 0, rc;
-    Field f;
-    if (attrs == NULL)
-        goto fail;
-    while ((rc = next_field(&r, &f)) > 0) {
-        int ok = 1;
-        switch (f.field) {
-        case 1:
-        case 2:
-            ok = f.wire == LEN && replace(f.field == 1 ? &name : &version, text(&f));
-            break;
-        case 3:
-            any_attrs = 1;
-            ok = f.wire == LEN && key_value(sub(&f), attrs, 0);
-            break;
-        case 4:
-            ok = f.wire == VARINT;
-            break;
-        }
-        if (!ok)
-            goto fail;
-    }
-    if (rc < 0)
-        goto fail;
-    if (any_attrs)
-        return Py_BuildValue("{sNsNsN}", "name", name, "version", version, "attributes", attrs);
-    Py_DECREF(attrs);
-    return Py_BuildValue("{sNsN}", "name", name, "version", version);
-fail:
-    Py_DECREF(name);
-    Py_DECREF(version);
-    Py_XDECREF(attrs);
-    return NULL;
-}
-
-/* ScopeSpans: its scope into `scopes`, its spans into `spans`. */
-static int scope_spans(Reader r, PyObject *ri, PyObject *scopes, PyObject *spans) {
-    Py_ssize_t at = PyList_GET_SIZE(scopes);
-    PyObject *si = PyLong_FromSsize_t(at);
-    int seen_scope = 0, rc;
-    Field f;
-    if (si == NULL)
-        return 0;
-    if (!append_new(scopes, scope((Reader){NULL, NULL})))
-        goto fail;
-    while ((rc = next_field(&r, &f)) > 0) {
-        int ok = 1;
-        switch (f.field) {
-        case 1:
-            ok = f.wire == LEN && !seen_scope;
-            seen_scope = 1;
-            if (ok) {
-                PyObject *s = scope(sub(&f));
-                ok = s != NULL && PyList_SetItem(scopes, at, s) == 0;
-            }
-            break;
-        case 2:
-            ok = f.wire == LEN && append_new(spans, span(sub(&f), ri, si));
-            break;
-        case 3:
-            ok = f.wire == LEN && valid_text(&f);
-            break;
-        }
-        if (!ok)
-            goto fail;
-    }
-    Py_DECREF(si);
-    return rc == 0;
-fail:
-    Py_DECREF(si);
-    return 0;
-}
-
-/* A Resource's attributes into `dict`. Its entity_refs hold text this reader does not check, so a
- * resource with them is left to protobuf. */
-static int resource(Reader r, PyObject *dict) {
-    Field f;
-    int rc;
-    while ((rc = next_field(&r, &f)) > 0) {
-        if (f.field == 3 || (f.field == 1 && (f.wire != LEN || !key_value(sub(&f), dict, 0))))
             return 0;
     }
     return rc == 0;
 }
 
-static int resource_spans(Reader r, PyObject *resources, PyObject *scopes, PyObject *spans) {
-    Py_ssize_t at = PyList_GET_SIZE(resources);
-    PyObject *ri = PyLong_FromSsize_t(at);
-    int seen_resource = 0, rc;
-    Field f;
-    if (ri == NULL)
-        return 0;
-    if (!append_new(resources, PyDict_New()))
-        goto fail;
-    while ((rc = next_field(&r, &f)) > 0) {
-        int ok = 1;
-        switch (f.field) {
-        case 1:
-            ok = f.wire == LEN && !seen_resource && resource(sub(&f), PyList_GET_ITEM(resources, at));
-            seen_resource = 1;
-            break;
-        case 2:
-            ok = f.wire == LEN && scope_spans(sub(&f), ri, scopes, spans);
-            break;
-        case 3:
-            ok = f.wire == LEN && valid_text(&f);
-            break;
-        }
-        if (!ok)
-            goto fail;
-    }
-    Py_DECREF(ri);
-    return rc == 0;
-fail:
-    Py_DECREF(ri);
+/* A message's fields into `obj` (n slots, empty at the call) and `num`; on failure the slots are
+ * emptied again. */
+static int read_message(Reader r, const Spec *fields, PyObject **obj, int n, uint64_t *num) {
+    if (init_slots(fields, obj) && read_fields(r, fields, obj, num))
+        return 1;
+    for (int i = 0; i < n; i++)
+        Py_CLEAR(obj[i]);
     return 0;
+}
+
+/* (name, time, attributes) */
+static PyObject *span_event(Reader r) {
+    PyObject *obj[EV_OBJ] = {NULL};
+    uint64_t num[EV_NUM] = {0};
+    if (!read_message(r, EVENT_FIELDS, obj, EV_OBJ, num))
+        return NULL;
+    return Py_BuildValue("(NKN)", obj[EV_NAME], (unsigned long long)num[EV_TIME], obj[EV_ATTRS]);
+}
+
+/* (trace id, span id, attributes) */
+static PyObject *span_link(Reader r) {
+    PyObject *obj[LK_OBJ] = {NULL};
+    if (!read_message(r, LINK_FIELDS, obj, LK_OBJ, NULL))
+        return NULL;
+    return Py_BuildValue("(NNN)", obj[LK_TID], obj[LK_SID], obj[LK_ATTRS]);
+}
+
+/* A Span's parts, in `otlp._trace_parts`'s order, after its resource's and scope's indexes. Kind
+ * and status code are int32, as protobuf reads them. */
+static PyObject *span(Reader r, PyObject *ri, PyObject *si) {
+    PyObject *obj[SP_OBJ] = {NULL};
+    uint64_t num[SP_NUM] = {0};
+    if (!read_message(r, SPAN_FIELDS, obj, SP_OBJ, num))
+        return NULL;
+    return Py_BuildValue("(OONNNNiKKiNNNN)", ri, si, obj[SP_TID], obj[SP_SID], obj[SP_PID], obj[SP_NAME],
+                         (int)(int32_t)num[SP_KIND], (unsigned long long)num[SP_START],
+                         (unsigned long long)num[SP_END], (int)(int32_t)num[SP_CODE], obj[SP_MESSAGE],
+                         obj[SP_ATTRS], obj[SP_EVENTS], obj[SP_LINKS]);
+}
+
+/* The scope's dict as `otlp._scope` makes it: attributes only when it has some. */
+static PyObject *scope(Reader r) {
+    PyObject *obj[SC_OBJ] = {NULL};
+    if (!read_message(r, SCOPE_FIELDS, obj, SC_OBJ, NULL))
+        return NULL;
+    if (PyDict_GET_SIZE(obj[SC_ATTRS]))
+        return Py_BuildValue("{sNsNsN}", "name", obj[SC_NAME], "version", obj[SC_VERSION], "attributes",
+                             obj[SC_ATTRS]);
+    Py_DECREF(obj[SC_ATTRS]);
+    return Py_BuildValue("{sNsN}", "name", obj[SC_NAME], "version", obj[SC_VERSION]);
+}
+
+/* A Resource's attributes. */
+static PyObject *resource(Reader r) {
+    PyObject *obj[1] = {NULL};
+    return read_message(r, RESOURCE_FIELDS, obj, 1, NULL) ? obj[0] : NULL;
+}
+
+typedef struct {
+    PyObject *resources, *scopes, *spans;
+    PyObject *ri; /* the index of the resource whose spans are being read */
+} Parts;
+
+/* ResourceSpans and ScopeSpans: a head (field 1, the resource or the scope, at most once; until
+ * then the empty one) appended to `heads`, children (field 2) read by `child` with the head's
+ * index, and a schema URL (field 3). */
+static int group(Reader r, PyObject *heads, PyObject *(*head)(Reader),
+                 int (*child)(Reader, Parts *, PyObject *), Parts *parts) {
+    Py_ssize_t at = PyList_GET_SIZE(heads);
+    PyObject *index = PyLong_FromSsize_t(at), *found;
+    int seen = 0, ok = 1, rc = -1;
+    Field f;
+    if (index == NULL || !append_new(heads, head((Reader){NULL, NULL}))) {
+        Py_XDECREF(index);
+        return 0;
+    }
+    while (ok && (rc = next_field(&r, &f)) > 0) {
+        if (f.field == 1) {
+            ok = f.wire == LEN && !seen && (found = head(sub(&f))) != NULL && PyList_SetItem(heads, at, found) == 0;
+            seen = 1;
+        } else if (f.field == 2) {
+            ok = f.wire == LEN && child(sub(&f), parts, index);
+        } else if (f.field == 3) {
+            ok = f.wire == LEN && valid_text(&f);
+        }
+    }
+    Py_DECREF(index);
+    return ok && rc == 0;
+}
+
+static int span_of_scope(Reader r, Parts *parts, PyObject *si) {
+    return append_new(parts->spans, span(r, parts->ri, si));
+}
+
+static int scope_of_resource(Reader r, Parts *parts, PyObject *ri) {
+    parts->ri = ri;
+    return group(r, parts->scopes, scope, span_of_scope, parts);
 }
 
 static PyObject *trace_parts(PyObject *Py_UNUSED(module), PyObject *arg) {
     Py_buffer body;
     if (PyObject_GetBuffer(arg, &body, PyBUF_SIMPLE) < 0)
         return NULL;
-    PyObject *resources = PyList_New(0), *scopes = PyList_New(0), *spans = PyList_New(0), *out = NULL;
-    if (resources != NULL && scopes != NULL && spans != NULL) {
+    Parts parts = {PyList_New(0), PyList_New(0), PyList_New(0), NULL};
+    PyObject *out = NULL;
+    if (parts.resources != NULL && parts.scopes != NULL && parts.spans != NULL) {
         Reader r = {body.buf, (const uint8_t *)body.buf + body.len};
         Field f;
         int rc, ok = 1;
         while (ok && (rc = next_field(&r, &f)) > 0) {
             if (f.field == 1)
-                ok = f.wire == LEN && resource_spans(sub(&f), resources, scopes, spans);
+                ok = f.wire == LEN && group(sub(&f), parts.resources, resource, scope_of_resource, &parts);
         }
         if (ok && rc == 0)
-            out = PyTuple_Pack(3, resources, scopes, spans);
+            out = PyTuple_Pack(3, parts.resources, parts.scopes, parts.spans);
         else if (!PyErr_Occurred())
             out = Py_NewRef(Py_None);
     }
-    Py_XDECREF(resources);
-    Py_XDECREF(scopes);
-    Py_XDECREF(spans);
+    Py_XDECREF(parts.resources);
+    Py_XDECREF(parts.scopes);
+    Py_XDECREF(parts.spans);
     PyBuffer_Release(&body);
     return out;
 }
