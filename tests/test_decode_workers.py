@@ -75,10 +75,13 @@ def _replay_all(server: ServerProcess) -> set[str]:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_workers_store_what_in_process_decoding_stores(server_factory: Callable[..., ServerProcess],
-                                                       backend: str) -> None:
-    in_process = server_factory(backend, env={"TRACEHUB_DECODE_WORKERS": "0"})
-    workers = server_factory(backend, env={"TRACEHUB_DECODE_WORKERS": "2"})
+def test_workers_and_the_c_reader_store_what_protobuf_in_process_stores(
+        server_factory: Callable[..., ServerProcess], backend: str) -> None:
+    in_process = server_factory(backend, env={"TRACEHUB_DECODE_WORKERS": "0", "TRACEHUB_OTLP_C_READER": "false",
+                                              "TRACEHUB_LOG_LEVEL": "info"})
+    workers = server_factory(backend, env={"TRACEHUB_DECODE_WORKERS": "2", "TRACEHUB_LOG_LEVEL": "info"})
+    assert "OTLP protobuf read by protobuf" in in_process.log_text()
+    assert "OTLP protobuf read by the C reader" in workers.log_text()
     assert len(_children(workers.proc.pid)) >= 2  # type: ignore[union-attr]
     assert not _children(in_process.proc.pid)  # type: ignore[union-attr]
     trace_ids = _replay_all(in_process)

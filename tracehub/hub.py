@@ -9,6 +9,7 @@ import logging
 
 import sqlalchemy as sa
 
+from tracehub.collector import otlp
 from tracehub.collector.decoding import DecodePool, default_workers
 from tracehub.collector.pipeline import Pipeline
 from tracehub.collector.pricing import Pricing
@@ -28,9 +29,10 @@ class Hub:
         self.pipeline = Pipeline(self.writer, pricing=self.pricing,
                                  max_inflight_bytes=settings.max_inflight_bytes)
         self.keys = keys.KeyResolver(self.engine)
+        otlp.use_wire_reader(settings.otlp_c_reader)  # before the workers fork
         workers = settings.decode_workers
         self.decoder = DecodePool(workers if workers >= 0 else default_workers(settings.database_url),
-                                  self.pricing, self.writer.nul_free)
+                                  self.pricing, self.writer.nul_free, settings.otlp_c_reader)
 
     @property
     def dialect(self) -> str:

@@ -110,10 +110,11 @@ async def run(settings: Settings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         tasks = [asyncio.create_task(s.serve()) for s in http_servers]
-        log.info("tracehub on %s: API and OTLP/HTTP :%d, OTLP/HTTP :%s, OTLP/gRPC :%s, database %s",
-                 settings.host, settings.http_port, settings.otlp_http_port or "off",
-                 settings.otlp_grpc_port or "off", hub.engine.url.render_as_string(hide_password=True))
-        if not otlp.WIRE_READER:
+        log.info("tracehub on %s: API and OTLP/HTTP :%d, OTLP/HTTP :%s, OTLP/gRPC :%s, database %s;"
+                 " OTLP protobuf read by %s", settings.host, settings.http_port, settings.otlp_http_port or "off",
+                 settings.otlp_grpc_port or "off", hub.engine.url.render_as_string(hide_password=True),
+                 "the C reader" if otlp.wire_reader_in_use() else "protobuf")
+        if settings.otlp_c_reader and not otlp.WIRE_READER:
             log.warning("the C reader of OTLP requests is not built (no C compiler at install): protobuf"
                         " decodes every request, with about twice the CPU")
         done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks],

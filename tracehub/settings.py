@@ -51,6 +51,10 @@ class Settings:
         " -1 (default): one per core but one, and one fewer (but at least one) when PostgreSQL runs on this machine"
         " (it needs a core), at most 4.",
     )
+    otlp_c_reader: bool = _setting(
+        True, "Read OTLP protobuf trace requests with the C reader the install built (where a C compiler"
+        " was); false: protobuf reads them, to compare the two or to rule the reader out."
+    )
     allow_default_key_on_public: bool = _setting(
         False, "Allow a non-loopback --host while only the default dev-key exists."
     )

@@ -53,9 +53,11 @@ ARENA_BYTES = 32 * 1024 * 1024
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
-def _init(pricing: Pricing | None, arena: Arena | None = None, nul_free: bool = False) -> None:
+def _init(pricing: Pricing | None, arena: Arena | None = None, nul_free: bool = False,
+          wire_reader: bool = True) -> None:
     global _pricing, _arena, _nul_free
     _pricing, _arena, _nul_free = pricing, arena, nul_free
+    otlp.use_wire_reader(wire_reader)  # a spawned worker does not inherit the server's choice
     # Ctrl-C and a process-group SIGTERM are for the server, which drains and then stops workers;
     # a server killed with -9 takes its workers with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -136,11 +138,12 @@ def default_workers(database_url: str, cores: int | None = None) -> int:
 
 
 class DecodePool:
-    def __init__(self, workers: int, pricing: Pricing | None, nul_free: bool,
+    def __init__(self, workers: int, pricing: Pricing | None, nul_free: bool, wire_reader: bool = True,
                  arena_bytes: int = ARENA_BYTES) -> None:
         self.workers = workers
         self._pricing = pricing
         self._nul_free = nul_free
+        self._wire_reader = wire_reader
         self._arena_bytes = arena_bytes
         self._arena: Arena | None = None
         self._pool: ProcessPoolExecutor | None = None
@@ -157,7 +160,7 @@ class DecodePool:
                 gc.freeze()  # the workers' collector then never touches, and so copies, these pages
             self._pool = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context(method),
-                initializer=_init, initargs=(self._pricing, self._arena, self._nul_free))
+                initializer=_init, initargs=(self._pricing, self._arena, self._nul_free, self._wire_reader))
             for _ in range(self.workers):
                 self._pool.submit(_ready)
 

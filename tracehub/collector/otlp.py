@@ -39,7 +39,18 @@ try:
     from tracehub.collector._otlpwire import trace_parts as _wire_parts
 except ImportError:  # not built (no C compiler at install): protobuf reads every body
     _wire_parts = None
-WIRE_READER = _wire_parts is not None
+WIRE_READER = _wire_parts is not None  # built
+_built_wire_parts = _wire_parts
+
+
+def use_wire_reader(on: bool) -> None:
+    """The C reader on (where built) or off, in this process (`Settings.otlp_c_reader`)."""
+    global _wire_parts
+    _wire_parts = _built_wire_parts if on else None
+
+
+def wire_reader_in_use() -> bool:
+    return _wire_parts is not None
 
 KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 _STATUS_CODE_ERROR = 2
