@@ -1282,6 +1282,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+# Whether a server started with this environment reads OTLP with the C reader: built and not turned off.
+_READER_CHECK = ("from tracehub.collector import otlp; from tracehub.settings import Settings;"
+                 " print(otlp.WIRE_READER and Settings.from_env().otlp_c_reader)")
+
+
 def server_code_version(python: str | None) -> dict[str, Any]:
     """The commit the server code is at, whether tracehub/ differs from it (read-only git), and
     whether the server's interpreter `python` has the C reader of OTLP requests (None: unknown)."""
@@ -1295,8 +1300,8 @@ def server_code_version(python: str | None) -> dict[str, Any]:
         if python is not None:
             # Not run in the checkout, whose tracehub/ would come before PYTHONPATH's.
             python = os.path.abspath(python) if os.sep in python else python
-            found = subprocess.run([python, "-c", "from tracehub.collector import otlp; print(otlp.WIRE_READER)"],
-                                   cwd="/", capture_output=True, text=True, timeout=30).stdout.strip()
+            found = subprocess.run([python, "-c", _READER_CHECK], cwd="/", capture_output=True, text=True,
+                                   timeout=30).stdout.strip()
             out["c_reader"] = {"True": True, "False": False}.get(found)
     except (OSError, subprocess.SubprocessError):
         pass
@@ -1586,7 +1591,7 @@ def _mark(ok: bool | None) -> str:
     return "n/a " if ok is None else ("PASS" if ok else "FAIL")
 
 
-_READERS = {True: ", C reader of OTLP", False: ", NO C reader of OTLP: protobuf decodes", None: ""}
+_READERS = {True: ", C reader of OTLP", False: ", protobuf reads OTLP (C reader not built or off)", None: ""}
 
 
 def render(r: dict[str, Any]) -> str:
