@@ -58,6 +58,7 @@ def test_the_built_reader_is_not_older_than_its_source() -> None:
     source = Path(otlp.__file__).with_name("_otlpwire.c")
     assert Path(_otlpwire.__file__).stat().st_mtime >= source.stat().st_mtime, \
         "run `.venv/bin/pip install -e .` to rebuild _otlpwire"
+    assert _otlpwire.PARTS_VERSION == otlp.PARTS_VERSION and otlp.WIRE_READER and not otlp.WIRE_READER_PROBLEM
 
 
 def test_bodies_exporters_sent() -> None:

@@ -114,9 +114,9 @@ async def run(settings: Settings) -> None:
                  " OTLP protobuf read by %s", settings.host, settings.http_port, settings.otlp_http_port or "off",
                  settings.otlp_grpc_port or "off", hub.engine.url.render_as_string(hide_password=True),
                  "the C reader" if otlp.wire_reader_in_use() else "protobuf")
-        if settings.otlp_c_reader and not otlp.WIRE_READER:
-            log.warning("the C reader of OTLP requests is not built (no C compiler at install): protobuf"
-                        " decodes every request, with about twice the CPU")
+        if settings.otlp_c_reader and otlp.WIRE_READER_PROBLEM:
+            log.warning("the C reader of OTLP requests is not used: %s; protobuf decodes every request,"
+                        " with about twice the CPU", otlp.WIRE_READER_PROBLEM)
         done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks],
                                      return_when=asyncio.FIRST_COMPLETED)
         for server in http_servers:

@@ -19,6 +19,9 @@
  * body that protobuf would refuse. */
 #define MAX_DEPTH 32
 
+/* The shape of trace_parts' answer: otlp.PARTS_VERSION, which does not use a build made for another. */
+#define PARTS_VERSION 1
+
 enum { VARINT = 0, I64 = 1, LEN = 2, I32 = 5 };
 
 typedef struct {
@@ -569,5 +572,8 @@ PyMODINIT_FUNC PyInit__otlpwire(void) {
     empty_text = PyUnicode_FromStringAndSize("", 0);
     if (b2a_base64 == NULL || empty_bytes == NULL || empty_text == NULL)
         return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "PARTS_VERSION", PARTS_VERSION) < 0)
+        Py_CLEAR(m);
+    return m;
 }

@@ -34,12 +34,20 @@ from tracehub.records import (
     SpanRecord,
 )
 
-_wire_parts: Callable[[bytes | memoryview], TraceParts | None] | None
+# The shape of `TraceParts`; the C reader says which one it was built for.
+PARTS_VERSION = 1
+_wire_parts: Callable[[bytes | memoryview], TraceParts | None] | None = None
+WIRE_READER_PROBLEM: str | None = None  # why the C reader is not used; protobuf then reads every body
 try:
-    from tracehub.collector._otlpwire import trace_parts as _wire_parts
-except ImportError:  # not built (no C compiler at install): protobuf reads every body
-    _wire_parts = None
-WIRE_READER = _wire_parts is not None  # built
+    from tracehub.collector import _otlpwire
+except ImportError:
+    WIRE_READER_PROBLEM = "it is not built (no C compiler at install)"
+else:
+    if getattr(_otlpwire, "PARTS_VERSION", None) == PARTS_VERSION:
+        _wire_parts = _otlpwire.trace_parts
+    else:  # a checkout updated since the install compiled it
+        WIRE_READER_PROBLEM = "its build is older than its source (run `pip install -e .` again)"
+WIRE_READER = _wire_parts is not None  # built and current
 _built_wire_parts = _wire_parts
 
 
