@@ -38,6 +38,7 @@ typedef struct {
 } Field;
 
 static PyObject *b2a_base64; /* binascii.b2a_base64 */
+static PyObject *empty_bytes, *empty_text; /* what protobuf gives for a field not sent */
 
 /* Returns 1 with the next field in *f, 0 at the end, -1 on a malformed field. */
 static int next_field(Reader *r, Field *f) {
@@ -144,8 +145,8 @@ static int key_value(Reader r, PyObject *dict, int depth) {
     }
     if (rc < 0)
         goto fail;
-    if (key == NULL && (key = PyUnicode_FromStringAndSize("", 0)) == NULL)
-        goto fail;
+    if (key == NULL)
+        key = Py_NewRef(empty_text);
     rc = PyDict_SetItem(dict, key, value != NULL ? value : Py_None);
     Py_DECREF(key);
     Py_XDECREF(value);
@@ -270,8 +271,6 @@ fail:
     Py_XDECREF(out);
     return NULL;
 }
-
-static PyObject *empty_bytes, *empty_text;
 
 static int append_new(PyObject *list, PyObject *item) {
     if (item == NULL)
