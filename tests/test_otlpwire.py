@@ -211,10 +211,9 @@ def _varint(n: int) -> bytes:
     return bytes(out + bytes([n]))
 
 
-def _one_span(span: Span) -> bytes:
-    request = ExportTraceServiceRequest()
-    request.resource_spans.add().scope_spans.add().spans.append(span)
-    return request.SerializeToString()
+def _one_span(span: Span | bytes) -> bytes:
+    """A request of one span (one resource, one scope)."""
+    return _field(1, _field(2, _field(2, span if isinstance(span, bytes) else span.SerializeToString())))
 
 
 _SPAN = Span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="s", start_time_unix_nano=1).SerializeToString()
@@ -222,7 +221,7 @@ _SPAN = Span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="s", start_time_un
 
 def _span_body(extra: bytes) -> bytes:
     """A request of one span, with `extra` fields after the span's own."""
-    return _field(1, _field(2, _field(2, _SPAN + extra)))
+    return _one_span(_SPAN + extra)
 
 
 _BAD = b"\xff\xfe"
