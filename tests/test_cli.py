@@ -60,6 +60,12 @@ def test_non_loopback_with_only_the_dev_key_is_refused(tmp_path: Path) -> None:
     assert "refusing to listen on 0.0.0.0" in r.stderr and "tracehub keys create" in r.stderr
 
 
+def test_a_decode_worker_priority_out_of_range_is_refused(tmp_path: Path) -> None:
+    r = run("serve", env={"TRACEHUB_DATABASE_URL": f"sqlite:///{tmp_path / 'hub.db'}",
+                          "TRACEHUB_DECODE_WORKER_NICE": "-5"}, timeout=30)
+    assert r.returncode != 0 and "TRACEHUB_DECODE_WORKER_NICE=-5 is not within 0-19" in r.stderr
+
+
 def test_settings_come_from_the_environment(tmp_path: Path) -> None:
     port = free_port()
     env = {"TRACEHUB_DATABASE_URL": f"sqlite:///{tmp_path / 'env.db'}", "TRACEHUB_HTTP_PORT": str(port),

@@ -120,6 +120,29 @@ def test_threads_carry_names_the_os_shows(server_factory: Callable[..., ServerPr
     assert {"th-writer", "th-checkpoint"} <= names(pid)
 
 
+def _nice(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.parametrize("setting", [None, "0", "3"])
+def test_workers_yield_the_cpu_to_the_server(server_factory: Callable[..., ServerProcess],
+                                             setting: str | None) -> None:
+    """Decode workers run at a lower priority, so a full CPU serves the writer, a local database and
+    API reads first (queryable spans/s on PostgreSQL, bench/README)."""
+    env = {"TRACEHUB_DECODE_WORKERS": "1"}
+    if setting is not None:
+        env["TRACEHUB_DECODE_WORKER_NICE"] = setting
+    server = server_factory("sqlite", env=env)
+    pid = server.proc.pid  # type: ignore[union-attr]
+    (worker,) = _children(pid)
+    expected = min(19, _nice(pid) + int(setting or 10))
+    deadline = time.monotonic() + 10
+    while _nice(worker) != expected and time.monotonic() < deadline:  # until the worker's init ran
+        time.sleep(0.1)
+    assert _nice(worker) == expected
+
+
 def test_a_killed_worker_is_replaced(server_factory: Callable[..., ServerProcess]) -> None:
     server = server_factory("sqlite", env={"TRACEHUB_DECODE_WORKERS": "1"})
     pid = server.proc.pid  # type: ignore[union-attr]
@@ -142,6 +165,9 @@ def test_a_killed_worker_is_replaced(server_factory: Callable[..., ServerProcess
     # A spawned worker does not share the arena: its requests go through the pipe.
     assert _transfers(server).get("pipe", 0) >= 1
     assert _alive(pid) and worker not in _children(pid) and _children(pid)
+    # A spawned worker is set up as a forked one (spawning also starts a resource tracker).
+    (spawned,) = {p for p in _children(pid) if Path(f"/proc/{p}/comm").read_text().strip() == "th-decode"}
+    assert _nice(spawned) == min(19, _nice(pid) + 10)
     assert httpx.get(server.url + "/healthz").status_code == 200
 
 

@@ -32,7 +32,8 @@ class Hub:
         otlp.use_wire_reader(settings.otlp_c_reader)  # before the workers fork
         workers = settings.decode_workers
         self.decoder = DecodePool(workers if workers >= 0 else default_workers(settings.database_url),
-                                  self.pricing, self.writer.nul_free, settings.otlp_c_reader)
+                                  self.pricing, self.writer.nul_free, settings.otlp_c_reader,
+                                  nice=settings.decode_worker_nice)
 
     @property
     def dialect(self) -> str:

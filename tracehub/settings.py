@@ -51,6 +51,11 @@ class Settings:
         " -1 (default): one per core but one, and one fewer (but at least one) when PostgreSQL runs on this machine"
         " (it needs a core), at most 4.",
     )
+    decode_worker_nice: int = _setting(
+        10, "Lower CPU priority (nice increment, 0-19) of the decode workers: on a full CPU the writer,"
+        " a local database's backend and API reads go first, while requests wait for the writer anyway."
+        " 0 keeps the server's priority."
+    )
     otlp_c_reader: bool = _setting(
         True, "Read OTLP protobuf trace requests with the C reader the install built (where a C compiler"
         " was); false: protobuf reads them, to compare the two or to rule the reader out."
@@ -63,6 +68,10 @@ class Settings:
         None, "JSON or YAML model price table (USD per 1M input / output tokens) merged over the"
         " shipped one; see tracehub/data/model_prices.json for the shape."
     )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.decode_worker_nice <= 19:  # a negative one needs privileges workers lack
+            raise SystemExit(f"{env_name('decode_worker_nice')}={self.decode_worker_nice} is not within 0-19")
 
     @property
     def is_sqlite(self) -> bool:

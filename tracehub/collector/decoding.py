@@ -54,7 +54,7 @@ _PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def _init(pricing: Pricing | None, arena: Arena | None = None, nul_free: bool = False,
-          wire_reader: bool = True) -> None:
+          wire_reader: bool = True, nice: int = 0) -> None:
     global _pricing, _arena, _nul_free
     _pricing, _arena, _nul_free = pricing, arena, nul_free
     otlp.use_wire_reader(wire_reader)  # a spawned worker does not inherit the server's choice
@@ -67,6 +67,8 @@ def _init(pricing: Pricing | None, arena: Arena | None = None, nul_free: bool = 
     if os.getppid() == 1:
         os._exit(0)  # the server died before prctl
     name_os_thread("th-decode")
+    if nice:
+        os.nice(nice)
     gc.set_threshold(50_000, 20, 100)  # as in the server: decoding allocates in bulk
 
 
@@ -139,8 +141,9 @@ def default_workers(database_url: str, cores: int | None = None) -> int:
 
 class DecodePool:
     def __init__(self, workers: int, pricing: Pricing | None, nul_free: bool, wire_reader: bool = True,
-                 arena_bytes: int = ARENA_BYTES) -> None:
+                 arena_bytes: int = ARENA_BYTES, nice: int = 0) -> None:
         self.workers = workers
+        self._nice = nice
         self._pricing = pricing
         self._nul_free = nul_free
         self._wire_reader = wire_reader
@@ -160,7 +163,7 @@ class DecodePool:
                 gc.freeze()  # the workers' collector then never touches, and so copies, these pages
             self._pool = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context(method),
-                initializer=_init, initargs=(self._pricing, self._arena, self._nul_free, self._wire_reader))
+                initializer=_init, initargs=(self._pricing, self._arena, self._nul_free, self._wire_reader, self._nice))
             for _ in range(self.workers):
                 self._pool.submit(_ready)
 
