@@ -24,6 +24,9 @@ class Hub:
     def __init__(self, settings: Settings, engine: sa.Engine | None = None) -> None:
         self.settings = settings
         self.engine = engine or db.create_engine(settings.database_url)
+        # API reads, on the same pool: without BEGIN and ROLLBACK around them. Under READ COMMITTED
+        # (and SQLite's reads) each statement sees its own snapshot either way.
+        self.reads = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.writer = Writer(self.engine, settings.queue_max_spans, settings.writer_batch_spans)
         self.pricing = Pricing.load(settings.prices_file)
         self.pipeline = Pipeline(self.writer, pricing=self.pricing,

@@ -46,7 +46,7 @@ class StatsRoutes:
         now_ns = time.time_ns()
 
         def run() -> dict[str, Any]:
-            with self.hub.engine.connect() as conn:
+            with self.hub.reads.connect() as conn:
                 return stats.overview(conn, project_id, last_hours, now_ns)
 
         return JSONResponse(overview_view(await run_in_threadpool(run)))

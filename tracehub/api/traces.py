@@ -214,7 +214,7 @@ class TraceRoutes:
         )
 
         def run() -> JSONResponse:  # rendering too: a 200-trace page must not hold the event loop
-            with self.hub.engine.connect() as conn:
+            with self.hub.reads.connect() as conn:
                 rows, total = queries.list_traces(conn, project_id, f, page, page_size)
             return JSONResponse(page_body([trace_view(r) for r in rows], page, page_size, total))
 
@@ -225,7 +225,7 @@ class TraceRoutes:
         trace_id = normalize_id(request.path_params["trace_id"], 32, "path.trace_id")
 
         def run() -> JSONResponse:
-            with self.hub.engine.connect() as conn:
+            with self.hub.reads.connect() as conn:
                 trace = queries.get_trace(conn, project_id, trace_id)
                 if trace is None:
                     raise ProblemError(404, f"trace {trace_id} not found")
