@@ -25,10 +25,21 @@ API_KEY = "dev-key"
 PG_ADMIN_URL = os.environ.get("TRACEHUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: each socket stays bound until all are chosen (one at a time, the
+    kernel may hand out a port just released, and a server would then fail to bind)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Callable[[], str] = str) -> None:
@@ -52,7 +63,7 @@ class ServerProcess:
     def __init__(self, database_url: str, workdir: Path, env: dict[str, str] | None = None) -> None:
         self.database_url = database_url
         self.workdir = workdir
-        self.port, self.otlp_http_port, self.grpc_port = free_port(), free_port(), free_port()
+        self.port, self.otlp_http_port, self.grpc_port = free_ports(3)
         self.url = f"http://127.0.0.1:{self.port}"
         self.otlp_http = f"http://127.0.0.1:{self.otlp_http_port}"
         self.otlp_grpc = f"127.0.0.1:{self.grpc_port}"

@@ -497,10 +497,17 @@ def build_workload(n_spans: int, batch: int, env: str, seed: int, use_gzip: bool
 # ============================================================================ server process
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: each socket stays bound until all are chosen (one at a time, the
+    kernel may hand out a port just released)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def read_status(pid: int) -> dict[str, int]:
@@ -741,7 +748,7 @@ def _pg_admin_connect(dsn: str) -> Any:
 
 def start_server(args: argparse.Namespace) -> ServerHandle:
     workdir = tempfile.mkdtemp(prefix="tracehub_bench_")
-    port, gport, hport = free_port(), free_port(), free_port()
+    port, gport, hport = free_ports(3)
     env = dict(os.environ)
     env["TRACEHUB_LOG_LEVEL"] = args.server_log_level
     handle = ServerHandle(f"http://127.0.0.1:{port}", ("127.0.0.1", hport), f"127.0.0.1:{gport}",
