@@ -66,9 +66,9 @@ def _init(pricing: Pricing | None, arena: Arena | None = None, nul_free: bool = 
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() == 1:
         os._exit(0)  # the server died before prctl
-    name_os_thread("th-decode")
     if nice:
         os.nice(nice)
+    name_os_thread("th-decode")  # after the priority: a named worker is a set-up one
     gc.set_threshold(50_000, 20, 100)  # as in the server: decoding allocates in bulk
 
 
