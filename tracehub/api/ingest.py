@@ -325,8 +325,7 @@ class IngestRoutes:
 
 
 def _problem(err: IngestError) -> ProblemError:
-    headers = {"retry-after": str(err.retry_after_s)} if err.retry_after_s else None
-    return ProblemError(err.http_status, err.message, headers=headers)
+    return ProblemError(err.http_status, err.message, headers=err.retry_headers())
 
 
 async def _json_body(request: Request, held: Reservation) -> Any:

@@ -6,6 +6,7 @@ retried, transient ones (overload, shutting down) carry a retry delay.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import grpc
@@ -16,10 +17,14 @@ class IngestError(Exception):
     message: str
     http_status: int = 400
     grpc_code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
-    retry_after_s: int | None = None
+    retry_after_s: float | None = None
 
     def __str__(self) -> str:
         return self.message
+
+    def retry_headers(self) -> dict[str, str] | None:
+        """HTTP's Retry-After, which counts whole seconds."""
+        return {"retry-after": str(max(1, math.ceil(self.retry_after_s)))} if self.retry_after_s else None
 
 
 def invalid(message: str) -> IngestError:
@@ -42,10 +47,10 @@ def unsupported_media_type(content_type: str) -> IngestError:
         415, grpc.StatusCode.INVALID_ARGUMENT)
 
 
-def overloaded(retry_after_s: int = 1) -> IngestError:
+def overloaded(retry_after_s: float = 1.0) -> IngestError:
     return IngestError("ingest queue is full, retry later", 429,
                        grpc.StatusCode.RESOURCE_EXHAUSTED, retry_after_s)
 
 
-def unavailable(message: str, retry_after_s: int = 2) -> IngestError:
+def unavailable(message: str, retry_after_s: float = 2.0) -> IngestError:
     return IngestError(message, 503, grpc.StatusCode.UNAVAILABLE, retry_after_s)

@@ -31,8 +31,9 @@ from tracehub.records import Batch
 async def _abort(context: grpc.aio.ServicerContext, err: IngestError) -> NoReturn:
     status = status_pb2.Status(code=err.grpc_code.value[0], message=err.message)
     if err.retry_after_s:
-        status.details.add().Pack(error_details_pb2.RetryInfo(
-            retry_delay=Duration(seconds=err.retry_after_s)))
+        delay = Duration()
+        delay.FromNanoseconds(round(err.retry_after_s * 1e9))
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
     await context.abort(err.grpc_code, err.message,
                         trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),))
     raise AssertionError("abort() raises")  # grpc's stubs do not say so

@@ -104,8 +104,7 @@ def _encode(message: Any, codec: str) -> bytes:
 
 def error_response(err: IngestError, codec: str = "protobuf") -> Response:
     status = status_pb2.Status(code=err.grpc_code.value[0], message=err.message)
-    headers = {"retry-after": str(err.retry_after_s)} if err.retry_after_s else None
-    return Response(_encode(status, codec), err.http_status, headers=headers,
+    return Response(_encode(status, codec), err.http_status, headers=err.retry_headers(),
                     media_type=JSON if codec == "json" else PROTOBUF)
 
 

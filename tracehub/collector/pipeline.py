@@ -49,6 +49,9 @@ class Processor(Protocol):
 # (tracemalloc on the benchmark's spans). Counting only the body let decoded batches grow past
 # 400 MiB under overload.
 FOOTPRINT = 7
+# Shortest retry delay under overload: exporters count their attempts (OpenTelemetry Python's stop
+# after 6), so shorter delays would have them give up sooner in a long overload.
+MIN_RETRY_S = 1.0
 
 
 class Reservation:
@@ -90,10 +93,11 @@ class Pipeline:
     def note_body(self, n: int) -> None:
         self.typical_body_bytes += (n - self.typical_body_bytes) // 8
 
-    def retry_after_s(self) -> int:
-        # Grows with the backlog, so retries come back when the queue can take them instead of
-        # all at once a second later (~5,000 spans/s is what one writer commits here).
-        return 1 + self.writer.queued_spans // 5_000
+    def retry_after_s(self) -> float:
+        # When the writer will have written what is queued now, at its measured pace: retries come
+        # back as the queue empties. (A fixed 1 s per 5,000 queued spans, its pace once, asked for
+        # up to 5 s where it now needs under one.)
+        return max(MIN_RETRY_S, self.writer.drain_s())
 
     def admit(self, body_bytes: int = 0) -> Reservation:
         """Admission before a body is read or decoded: room in the writer's queue and in the memory

@@ -56,6 +56,8 @@ INDEX_STEP_ROWS = 200
 INDEX_BUSY_STEP_ROWS = 50
 LOAD_WINDOW_S = 0.25
 BUSY_SHARE = 0.5
+# Spans a second the writer is assumed to commit until it has measured itself (`drain_s`).
+FIRST_SPANS_PER_S = 5_000.0
 
 
 class Load:
@@ -121,6 +123,7 @@ class Writer:
         self._indexer = SearchIndexer(engine, self._sql, self.busy, INDEX_STEP_ROWS, INDEX_BUSY_STEP_ROWS,
                                       INDEX_EVERY_S) if self._sql.pg else None
         self._load = Load()  # transactions, and on SQLite the search indexing between them
+        self._spans_per_s = FIRST_SPANS_PER_S  # while at work: a moving average over transactions
         self._resources = StoredResources()
 
     @property
@@ -131,6 +134,10 @@ class Writer:
     @property
     def queued_spans(self) -> int:
         return self._queued
+
+    def drain_s(self) -> float:
+        """Seconds the writer needs for the spans queued now, at the pace of its recent transactions."""
+        return self._queued / self._spans_per_s
 
     def busy(self) -> bool:
         """Whether ingest should have the CPU before search indexing: the writer has been at work
@@ -219,6 +226,8 @@ class Writer:
                 with self._lock:
                     self._queued -= size
                 ended = time.monotonic()
+                if size >= 1_000:  # small transactions measure their overhead, not the pace
+                    self._spans_per_s += (size / max(ended - started, 1e-3) - self._spans_per_s) / 4
                 self._load.add(started, ended)
                 metrics.WRITER_BUSY_SECONDS.inc(ended - started)
                 metrics.WRITER_TRANSACTIONS.inc()
