@@ -73,6 +73,48 @@ def test_overload_answers_429_and_resource_exhausted(
     assert len(server.wait_trace(first_tid.hex(), 1)["spans"]) == 1
 
 
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_a_request_without_room_waits_a_moment_before_it_is_refused(
+        server_factory: Callable[..., ServerProcess], transport: str) -> None:
+    """Room that frees within ADMIT_WAIT_S takes the request: the sender need not come back a second
+    later, while the writer has nothing to do."""
+    server = server_factory("sqlite", env={"TRACEHUB_QUEUE_MAX_SPANS": "1"})
+    blocker = sqlite3.connect(server.database_url.removeprefix("sqlite:///"), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    first_tid, second_tid = new_trace_id(), new_trace_id()
+    results: dict[str, Any] = {}
+    first = threading.Thread(target=lambda: results.update(
+        first=post(server, request_of(make_span(first_tid, b"\x31" * 8)))))
+    second_body = request_of(make_span(second_tid, b"\x32" * 8))
+
+    def send_second() -> None:
+        started = time.monotonic()
+        if transport == "http":
+            results["second"] = post(server, second_body).status_code
+        else:
+            channel = grpc.insecure_channel(server.otlp_grpc)
+            channel.unary_unary(EXPORT_PATH)(second_body, metadata=[("x-api-key", server.api_key)])
+            channel.close()
+            results["second"] = 200
+        results["second_s"] = time.monotonic() - started
+
+    second = threading.Thread(target=send_second)
+    try:
+        first.start()
+        _wait_queued(server, 1)
+        second.start()
+        time.sleep(0.3)  # the second waits: the queue holds the first
+        assert "second" not in results
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    first.join(30)
+    second.join(30)
+    assert results["first"].status_code == 200 and results["second"] == 200
+    assert 0.3 <= results["second_s"] < 5
+    assert len(server.wait_trace(second_tid.hex(), 1)["spans"]) == 1
+
+
 def _send_until(server: ServerProcess, stop: threading.Event, acked: list[str], lock: threading.Lock,
                 sender: int) -> None:
     client = httpx.Client(timeout=30)

@@ -164,7 +164,7 @@ class IngestRoutes:
         async def endpoint(request: Request) -> JSONResponse:
             project_id = project_of(request, self.hub)
             # Held until the answer, as for OTLP: the body, then the records it became.
-            with self._admit(request) as held:
+            with await self._admit(request) as held:
                 body = await _json_body(request, held)
                 errors = validation_errors(schema, body)
                 # Errors inside one item of a list fail that item; anything else fails the request.
@@ -189,9 +189,9 @@ class IngestRoutes:
 
         return endpoint
 
-    def _admit(self, request: Request) -> Reservation:
+    async def _admit(self, request: Request) -> Reservation:
         try:
-            return self.hub.pipeline.admit(declared_length(request))
+            return await self.hub.pipeline.admit_waiting(declared_length(request))
         except IngestError as err:
             raise _problem(err) from None
 

@@ -46,7 +46,7 @@ def _handler(hub: Hub, decode: Decode, response_type: Any,
             project_id = hub.keys.project_for(presented_key(dict(context.invocation_metadata() or ())))
             if project_id is None:
                 raise unauthenticated()
-            with hub.pipeline.admit(hub.pipeline.typical_body_bytes) as held:
+            with await hub.pipeline.admit_waiting(hub.pipeline.typical_body_bytes) as held:
                 body = await context.read()
                 if body is grpc.aio.EOF:
                     raise invalid("the request has no message")

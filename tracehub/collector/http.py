@@ -130,7 +130,7 @@ class OtlpHttp:
                 project_id = self.hub.keys.project_for(presented_key(request.headers))
                 if project_id is None:
                     raise unauthenticated()
-                with self.hub.pipeline.admit(declared_length(request)) as held:
+                with await self.hub.pipeline.admit_waiting(declared_length(request)) as held:
                     body = await read_body(request, self.hub.settings.max_request_bytes, held)
                     decoded = await decode(body, codec, project_id)
                     del body

@@ -5,18 +5,20 @@ the commit and never hold up the acknowledgement of stored data.
 
 Memory is bounded twice: `admit()` reserves each request's memory from a budget shared by every
 receiver until the request is answered (a request that does not fit is refused before its body is
-read further, and before anything is decoded), and the writer's queue is bounded in spans.
+read further, and before anything is decoded), and the writer's queue is bounded in spans. A
+request that finds no room first waits a moment, unread, for room (`admit_waiting`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any, Protocol
 
 from tracehub import metrics
-from tracehub.collector.errors import overloaded, unavailable
+from tracehub.collector.errors import IngestError, overloaded, unavailable
 from tracehub.collector.pricing import Pricing
 from tracehub.records import Batch, SpanRecord
 from tracehub.store.batchwrite import RowEncoder, WriteResult, span_row
@@ -52,6 +54,13 @@ FOOTPRINT = 7
 # Shortest retry delay under overload: exporters count their attempts (OpenTelemetry Python's stop
 # after 6), so shorter delays would have them give up sooner in a long overload.
 MIN_RETRY_S = 1.0
+# How long a request that finds no room waits for requests being answered to free some before it
+# is refused. Refused senders come back after MIN_RETRY_S at the earliest, and meanwhile the writer,
+# having emptied its queue, waited for them.
+ADMIT_WAIT_S = 1.0
+# Requests waiting at once; more are refused at once. A waiting gRPC stream holds its window (256 KiB)
+# of the unread message.
+MAX_WAITING = 16
 
 
 class Reservation:
@@ -77,6 +86,7 @@ class Reservation:
     def __exit__(self, *_exc: object) -> None:
         self._pipeline.inflight_bytes -= self.held
         self.held = 0
+        self._pipeline.freed.set()
 
 
 class Pipeline:
@@ -89,6 +99,8 @@ class Pipeline:
         self.inflight_bytes = 0  # touched only on the event loop: no lock
         # A body's size when it is admitted before being read (gRPC): the recent average.
         self.typical_body_bytes = 256 * 1024
+        self.freed = asyncio.Event()  # a request was answered: its room, and the queue's, are free
+        self.waiting = 0
 
     def note_body(self, n: int) -> None:
         self.typical_body_bytes += (n - self.typical_body_bytes) // 8
@@ -108,6 +120,31 @@ class Pipeline:
         reservation = Reservation(self)
         reservation.resize(body_bytes)
         return reservation
+
+    async def admit_waiting(self, body_bytes: int = 0, wait_s: float = ADMIT_WAIT_S) -> Reservation:
+        """`admit()`, waiting up to `wait_s` for room before refusing. A waiting request has not
+        been read: it holds its connection and what flow control lets in (uvicorn's 64 KiB, gRPC's
+        stream window)."""
+        try:
+            return self.admit(body_bytes)
+        except IngestError:
+            if self.waiting >= MAX_WAITING:
+                raise
+        deadline = time.monotonic() + wait_s
+        self.waiting += 1
+        try:
+            while True:
+                # No await between a refusal and this: a release cannot fall in between.
+                self.freed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.freed.wait(), deadline - time.monotonic())
+                try:
+                    return self.admit(body_bytes)
+                except IngestError:
+                    if time.monotonic() >= deadline:
+                        raise
+        finally:
+            self.waiting -= 1
 
     def reserve(self, n: int, own: int = 0) -> None:
         # A request alone is always let through, however large, so a big body cannot starve.
