@@ -51,8 +51,8 @@ class Processor(Protocol):
 # (tracemalloc on the benchmark's spans). Counting only the body let decoded batches grow past
 # 400 MiB under overload.
 FOOTPRINT = 7
-# Shortest retry delay under overload: exporters count their attempts (OpenTelemetry Python's stop
-# after 6), so shorter delays would have them give up sooner in a long overload.
+# Shortest retry delay under overload: an exporter that follows the delay and counts its attempts
+# would give up sooner, in a long overload, the shorter the delay.
 MIN_RETRY_S = 1.0
 # How long a request that finds no room waits for requests being answered to free some before it
 # is refused. Refused senders come back after MIN_RETRY_S at the earliest, and meanwhile the writer,
