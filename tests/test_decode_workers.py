@@ -24,14 +24,23 @@ from otlp_helpers import EXPORT_PATH, make_span, new_trace_id, post, request_of
 CAPTURES = sorted((Path(__file__).parent / "fixtures" / "otel-captures").glob("*.json"))
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name: state, ppid, ... (nice is [16])."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def _comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
 def _children(pid: int) -> set[int]:
     """Live (not zombie) child processes of `pid`."""
     kids = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                with open(f"/proc/{entry}/stat") as f:
-                    state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+                state, ppid = _stat(int(entry))[:2]
             except (OSError, ValueError):
                 continue
             if int(ppid) == pid and state != "Z":
@@ -41,8 +50,7 @@ def _children(pid: int) -> set[int]:
 
 def _alive(pid: int) -> bool:
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        return _stat(pid)[0] != "Z"
     except OSError:
         return False
 
@@ -121,8 +129,7 @@ def test_threads_carry_names_the_os_shows(server_factory: Callable[..., ServerPr
 
 
 def _nice(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[16])
+    return int(_stat(pid)[16])
 
 
 @pytest.mark.parametrize("setting", [None, "0", "3"])
@@ -137,7 +144,7 @@ def test_workers_yield_the_cpu_to_the_server(server_factory: Callable[..., Serve
     pid = server.proc.pid  # type: ignore[union-attr]
     (worker,) = _children(pid)
     deadline = time.monotonic() + 10
-    while Path(f"/proc/{worker}/comm").read_text().strip() != "th-decode" and time.monotonic() < deadline:
+    while _comm(worker) != "th-decode" and time.monotonic() < deadline:
         time.sleep(0.1)  # named at the end of its set-up
     assert _nice(worker) == min(19, _nice(pid) + int(setting or 10))
 
@@ -165,7 +172,7 @@ def test_a_killed_worker_is_replaced(server_factory: Callable[..., ServerProcess
     assert _transfers(server).get("pipe", 0) >= 1
     assert _alive(pid) and worker not in _children(pid) and _children(pid)
     # A spawned worker is set up as a forked one (spawning also starts a resource tracker).
-    (spawned,) = {p for p in _children(pid) if Path(f"/proc/{p}/comm").read_text().strip() == "th-decode"}
+    (spawned,) = {p for p in _children(pid) if _comm(p) == "th-decode"}
     assert _nice(spawned) == min(19, _nice(pid) + 10)
     assert httpx.get(server.url + "/healthz").status_code == 200
 
