@@ -78,6 +78,9 @@ class SpanRecord:
     # its batch): `attributes`, `resource`, `scope`, `events` and `links` are empty
     # (store.batchwrite.span_from_row).
     row: tuple[Any, ...] | None = None
+    # The parent is in another process (an OTLP span's flags say so: W3C traceparent from a caller):
+    # this span is a local root of the trace, and its parent is not waited for.
+    parent_remote: bool = False
 
 
 @dataclass(slots=True)

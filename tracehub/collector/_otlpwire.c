@@ -20,7 +20,7 @@
 #define MAX_DEPTH 32
 
 /* The shape of trace_parts' answer: otlp.PARTS_VERSION, which does not use a build made for another. */
-#define PARTS_VERSION 1
+#define PARTS_VERSION 2
 
 enum { VARINT = 0, I64 = 1, LEN = 2, I32 = 5 };
 
@@ -319,7 +319,7 @@ static const Spec LINK_FIELDS[] = {
 
 /* A Span: its text and Python values in obj, its numbers in num. */
 enum { SP_TID, SP_SID, SP_PID, SP_NAME, SP_MESSAGE, SP_ATTRS, SP_EVENTS, SP_LINKS, SP_OBJ };
-enum { SP_KIND, SP_START, SP_END, SP_CODE, SP_NUM };
+enum { SP_KIND, SP_START, SP_END, SP_CODE, SP_FLAGS, SP_NUM };
 static const Spec STATUS_FIELDS[] = {
     {2, LEN, TEXT, SP_MESSAGE}, {3, VARINT, NUMBER, SP_CODE}, END_OF_FIELDS,
 };
@@ -328,7 +328,7 @@ static const Spec SPAN_FIELDS[] = {
     {5, LEN, TEXT, SP_NAME}, {6, VARINT, NUMBER, SP_KIND}, {7, I64, NUMBER, SP_START},
     {8, I64, NUMBER, SP_END}, {9, LEN, ATTRIBUTE, SP_ATTRS}, {10, VARINT, SKIPPED, 0},
     {11, LEN, EVENT, SP_EVENTS}, {12, VARINT, SKIPPED, 0}, {13, LEN, LINK, SP_LINKS},
-    {14, VARINT, SKIPPED, 0}, {15, LEN, STATUS, 0}, {16, I32, SKIPPED, 0}, END_OF_FIELDS,
+    {14, VARINT, SKIPPED, 0}, {15, LEN, STATUS, 0}, {16, I32, NUMBER, SP_FLAGS}, END_OF_FIELDS,
 };
 
 enum { SC_NAME, SC_VERSION, SC_ATTRS, SC_OBJ };
@@ -453,16 +453,16 @@ static PyObject *span_link(Reader r) {
 }
 
 /* A Span's parts, in `otlp._trace_parts`'s order, after its resource's and scope's indexes. Kind
- * and status code are int32, as protobuf reads them. */
+ * and status code are int32, as protobuf reads them; flags a fixed32. */
 static PyObject *span(Reader r, PyObject *ri, PyObject *si) {
     PyObject *obj[SP_OBJ] = {NULL};
     uint64_t num[SP_NUM] = {0};
     if (!read_message(r, SPAN_FIELDS, obj, SP_OBJ, num))
         return NULL;
-    return Py_BuildValue("(OONNNNiKKiNNNN)", ri, si, obj[SP_TID], obj[SP_SID], obj[SP_PID], obj[SP_NAME],
+    return Py_BuildValue("(OONNNNiKKiNNNNk)", ri, si, obj[SP_TID], obj[SP_SID], obj[SP_PID], obj[SP_NAME],
                          (int)(int32_t)num[SP_KIND], (unsigned long long)num[SP_START],
                          (unsigned long long)num[SP_END], (int)(int32_t)num[SP_CODE], obj[SP_MESSAGE],
-                         obj[SP_ATTRS], obj[SP_EVENTS], obj[SP_LINKS]);
+                         obj[SP_ATTRS], obj[SP_EVENTS], obj[SP_LINKS], (unsigned long)(uint32_t)num[SP_FLAGS]);
 }
 
 /* The scope's dict as `otlp._scope` makes it: attributes only when it has some. */

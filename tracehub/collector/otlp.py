@@ -35,7 +35,7 @@ from tracehub.records import (
 )
 
 # The shape of `TraceParts`; the C reader says which one it was built for.
-PARTS_VERSION = 1
+PARTS_VERSION = 2
 _wire_parts: Callable[[bytes | memoryview], TraceParts | None] | None = None
 WIRE_READER_PROBLEM: str | None = None  # why the C reader is not used; protobuf then reads every body
 try:
@@ -62,6 +62,11 @@ def wire_reader_in_use() -> bool:
 
 KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 _STATUS_CODE_ERROR = 2
+# Span.flags (trace.proto's SpanFlags): bit 8 says whether bit 9 is known, bit 9 that the parent
+# is remote (the span continues a trace another process started).
+_PARENT_REMOTE_KNOWN = 0x100
+_PARENT_REMOTE = 0x200
+_PARENT_IS_REMOTE = _PARENT_REMOTE_KNOWN | _PARENT_REMOTE
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
 # Times are stored as BIGINT; OTLP's are unsigned.
@@ -184,9 +189,9 @@ def decode_traces(body: bytes | memoryview, content: str = "protobuf") -> Decode
 
 # A span's parts: resource and scope indexes, trace / span / parent id bytes, name, kind, start,
 # end (0: not ended), status code, status message, attributes, events as (name, time, attributes),
-# links as (trace id, span id, attributes).
+# links as (trace id, span id, attributes), flags.
 SpanParts = tuple[int, int, bytes, bytes, bytes, str, int, int, int, int, str, dict[str, Any],
-                  list[tuple[str, int, dict[str, Any]]], list[tuple[bytes, bytes, dict[str, Any]]]]
+                  list[tuple[str, int, dict[str, Any]]], list[tuple[bytes, bytes, dict[str, Any]]], int]
 TraceParts = tuple[list[dict[str, Any]], list[dict[str, Any]], list[SpanParts]]
 
 
@@ -209,13 +214,14 @@ def _trace_parts(request: Any) -> TraceParts:
                     attributes(span.attributes),
                     [(e.name, e.time_unix_nano, attributes(e.attributes)) for e in span.events],
                     [(link.trace_id, link.span_id, attributes(link.attributes)) for link in span.links],
+                    span.flags,
                 ))
     return resources, scopes, spans
 
 
 def _span(part: SpanParts, resources: list[dict[str, Any]], scopes: list[dict[str, Any]],
           out: Decoded) -> SpanRecord | None:
-    ri, si, tid, sid, pid, name, kind_number, start, end_ns, code, message, attrs, events, links = part
+    ri, si, tid, sid, pid, name, kind_number, start, end_ns, code, message, attrs, events, links, flags = part
     if len(tid) != 16 or tid == _ZERO_TRACE:
         out.reject(f"span {name!r}: trace_id must be 16 non-zero bytes")
         return None
@@ -239,13 +245,16 @@ def _span(part: SpanParts, resources: list[dict[str, Any]], scopes: list[dict[st
     else:
         status = STATUS_RUNNING if end is None else STATUS_SUCCESS
     resource = resources[ri]
+    parent = pid.hex() if pid and pid != _ZERO_SPAN else None
     # Positional, as in `span_from_row`: keywords cost a third more, for every span.
-    return SpanRecord(
-        tid.hex(), sid.hex(), pid.hex() if pid and pid != _ZERO_SPAN else None, name, kind,
-        start, end, status, message or None,
+    record = SpanRecord(
+        tid.hex(), sid.hex(), parent, name, kind, start, end, status, message or None,
         semconv.map_span(name, kind, attrs, resource, event_docs), attrs, resource, scopes[si], event_docs,
         [{"trace_id": t.hex(), "span_id": s.hex(), "attributes": a} for t, s, a in links],
     )
+    if parent is not None and flags & _PARENT_IS_REMOTE == _PARENT_IS_REMOTE:
+        record.parent_remote = True
+    return record
 
 
 def decode_logs(body: bytes, content: str = "protobuf") -> Decoded:
