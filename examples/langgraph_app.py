@@ -1,4 +1,4 @@
-"""A small LangGraph app traced into LLM Trace Hub; prints the trace's UI URL.
+"""A small LangGraph app traced into LLM Trace Hub; prints where to read the trace.
 
     pip install -e 'instrumentation[langgraph]'
     tracehub serve &
@@ -7,7 +7,7 @@
 ``llm_trace_hub.configure()`` is the only tracing line an application needs: it exports OTLP to
 the hub and instruments LangGraph. The chat model here is a local fake with a script (no network,
 no API key) that still reports token usage, so the hub shows models, tokens, node states and the
-tool call the way it would for a real provider.
+tool call the way it would for a real provider. It exits 1 when the spans did not reach the hub.
 """
 
 from __future__ import annotations
@@ -115,10 +115,13 @@ def main() -> int:
         result = graph.invoke({"messages": [HumanMessage(question)]})
         answer = str(result["messages"][-1].content)
         request.set_attribute("output.value", answer)
-    provider.force_flush()
-    trace_id = format(request.get_span_context().trace_id, "032x")
     print(answer)
-    print(f"trace: {hub.base_url}/traces/{trace_id}")
+    # configure()'s provider says False when spans did not reach the hub (down, key refused).
+    if not provider.force_flush():
+        print(f"error: the spans did not reach {hub.base_url}", file=sys.stderr)
+        return 1
+    trace_id = format(request.get_span_context().trace_id, "032x")
+    print(f"trace: {hub.base_url}/api/v1/traces/{trace_id}")
     return 0
 
 

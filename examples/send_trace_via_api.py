@@ -10,6 +10,7 @@ then prints where to look at them.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -23,7 +24,16 @@ def iso(at: datetime) -> str:
     return at.isoformat().replace("+00:00", "Z")
 
 
-def main() -> None:
+def main() -> int:
+    try:
+        send_and_print()
+    except httpx.HTTPError as exc:  # hub down, key refused, a request rejected
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def send_and_print() -> None:
     client = httpx.Client(base_url=BASE_URL, headers={"x-api-key": API_KEY}, timeout=10)
     now = datetime.now(timezone.utc)
     trace_id, root_id, llm_id = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
@@ -79,10 +89,9 @@ def main() -> None:
     stored = client.get(f"/api/v1/traces/{trace_id}").json()
     print(f"trace {stored['trace']['trace_id']}: {len(stored['spans'])} spans, "
           f"{len(stored['evals'])} eval, status {stored['trace']['status']}")
-    print(f"UI:  {BASE_URL}/traces/{stored['trace']['trace_id']}")
-    print(f"API: {BASE_URL}/api/v1/traces/{stored['trace']['trace_id']}")
-    print(f"LangGraph run: {BASE_URL}/traces/{run_trace.replace('-', '')}")
+    print(f"trace:          {BASE_URL}/api/v1/traces/{stored['trace']['trace_id']}")
+    print(f"langgraph run:  {BASE_URL}/api/v1/traces/{run_trace.replace('-', '')}")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,10 +1,11 @@
-"""Send one trace to a running LLM Trace Hub with the Python SDK, then print its UI URL.
+"""Send one trace to a running LLM Trace Hub with the Python SDK, then print where to read it.
 
     pip install -e instrumentation
     tracehub serve &                       # or any hub reachable at LLM_TRACE_HUB_BASE_URL
     python examples/send_trace_via_sdk.py [BASE_URL] [API_KEY]
 
-This is the spec's SDK example, plus a LangGraph run recorded by hand and ``end_trace``.
+This is the spec's SDK example, plus a LangGraph run recorded by hand and ``end_trace``. It exits
+1 when the spans did not reach the hub (``flush()`` is False: hub down, key refused).
 """
 
 from __future__ import annotations
@@ -68,9 +69,12 @@ def main() -> int:
 
     delivered = client.flush()
     client.shutdown()
-    print(f"trace:          {client.settings.base_url}/traces/{trace_id}")
-    print(f"langgraph run:  {client.settings.base_url}/traces/{run_trace_id}")
-    return 0 if delivered else 1
+    if not delivered:
+        print(f"error: the spans did not reach {client.settings.base_url}", file=sys.stderr)
+        return 1
+    print(f"trace:          {client.settings.base_url}/api/v1/traces/{trace_id}")
+    print(f"langgraph run:  {client.settings.base_url}/api/v1/traces/{run_trace_id}")
+    return 0
 
 
 if __name__ == "__main__":

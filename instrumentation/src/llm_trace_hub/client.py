@@ -27,9 +27,11 @@ contextvars can use :meth:`LLMTraceClient.wrap` or pass ``trace_id=`` / ``parent
 failing both, the most recently started open trace of this client is the parent.
 
 OTel exports a span only once it has ended: ``flush()`` therefore ends every span this client
-still has open (marked ``tracehub.auto_ended``) before pushing the batch out. ``attach_eval`` and
+still has open (marked ``tracehub.auto_ended``) before pushing the batch out, and returns False
+when spans did not reach the hub (check it before a short script exits). ``attach_eval`` and
 ``ingest_langgraph_run`` are plain JSON calls (``/api/v1/evals``,
-``/api/v1/ingest/langgraph-runs``) with retries and an idempotency key.
+``/api/v1/ingest/langgraph-runs``) with retries and an idempotency key; they raise
+:class:`~llm_trace_hub.http_api.HubAPIError` when the hub refuses or cannot be reached.
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ class LLMTraceClient(LangGraphRunsMixin):
         # next start_span of that task finds its parent's trace here instead of looking it up.
         self._hint: tuple[Context | None, int] = (None, 0)
         self._tracer: trace.Tracer | None = None
+        # A flush made for attach_eval found spans undelivered: the next force_flush reports it.
+        self._undelivered = False
         self.api = http_api or HubAPI(
             self.settings.base_url,
             self.settings.api_key,
@@ -455,7 +459,9 @@ class LLMTraceClient(LangGraphRunsMixin):
         target = trace_id or self.current_trace_id()
         if target is None:
             raise ValueError("attach_eval needs a trace_id: no trace is open")
-        self.force_flush()  # spans ended so far reach the hub before the eval that refers to them
+        # Spans ended so far reach the hub before the eval that refers to them.
+        if not self._export_ended(30.0):
+            self._undelivered = True
         body: dict[str, Any] = {
             "trace_id": target,
             "eval_name": eval_name,
@@ -483,13 +489,26 @@ class LLMTraceClient(LangGraphRunsMixin):
 
     # -- delivery ------------------------------------------------------------------------------
     def force_flush(self, timeout_s: float = 30.0) -> bool:
-        """Export the spans ended so far, without ending open ones."""
+        """Export the spans ended so far, without ending open ones.
+
+        False when they were not all delivered: the export timed out, or an export since the
+        previous flush failed (hub unreachable, key refused; the exporter logs why).
+        """
+        delivered = self._export_ended(timeout_s) and not self._undelivered
+        self._undelivered = False
+        return delivered
+
+    def _export_ended(self, timeout_s: float) -> bool:
         if self._processor is not None:
             return self._processor.force_flush(int(timeout_s * 1000))
-        return all(p.force_flush(int(timeout_s * 1000)) for p in list(self._providers.values()))
+        # A list, not a generator: every provider flushes even after one said False.
+        return all([p.force_flush(int(timeout_s * 1000)) for p in list(self._providers.values())])
 
     def flush(self, timeout_s: float = 30.0) -> bool:
-        """End every span still open (children first), then export everything ended."""
+        """End every span still open (children first), then export everything ended.
+
+        Returns :meth:`force_flush`'s answer: False when spans did not reach the hub.
+        """
         for trace_id in self._registry.trace_ids():
             open_trace, children = self._registry.pop_trace(trace_id)
             for child in children:

@@ -10,6 +10,9 @@ which installs a global ``TracerProvider`` (or, when the app already set an SDK 
 more span processor to it) exporting OTLP/HTTP protobuf to ``{base_url}/v1/traces`` with the
 ``x-api-key`` header through a ``BatchSpanProcessor``: batching, retry and backoff are the OTel
 SDK's. When LangGraph is installed it is instrumented too. Nothing here talks to the hub directly.
+
+The processor is a :class:`~llm_trace_hub.delivery.HubBatchSpanProcessor`, so the returned
+provider's ``force_flush()`` is False when spans did not reach the hub (hub down, key refused).
 """
 
 from __future__ import annotations
@@ -21,17 +24,22 @@ from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from llm_trace_hub import attributes as attr
+from llm_trace_hub.delivery import HubBatchSpanProcessor
 from llm_trace_hub.settings import HubSettings
 from llm_trace_hub.tracer import HubTracerProvider
 
 logger = logging.getLogger(__name__)
 
 
-def hub_span_exporter(hub: HubSettings, timeout_s: float = 10.0) -> OTLPSpanExporter:
-    """OTLP/HTTP protobuf exporter to the hub's ``/v1/traces`` with its API key header."""
+def hub_span_exporter(hub: HubSettings, timeout_s: float | None = None) -> OTLPSpanExporter:
+    """OTLP/HTTP protobuf exporter to the hub's ``/v1/traces`` with its API key header.
+
+    ``timeout_s`` bounds one export with its retries; None leaves it to the OTel SDK's
+    ``OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`` / ``OTEL_EXPORTER_OTLP_TIMEOUT`` (10 s by default).
+    """
     return OTLPSpanExporter(
         endpoint=hub.traces_endpoint, headers={"x-api-key": hub.api_key}, timeout=timeout_s
     )
@@ -66,9 +74,9 @@ def build_resource(
 
 def build_span_processor(
     exporter: SpanExporter, schedule_delay_ms: float = 1000.0
-) -> BatchSpanProcessor:
+) -> HubBatchSpanProcessor:
     # A shorter delay than the SDK's 5 s: traces show up in the UI while the user still looks.
-    return BatchSpanProcessor(exporter, schedule_delay_millis=schedule_delay_ms)
+    return HubBatchSpanProcessor(exporter, schedule_delay_millis=schedule_delay_ms)
 
 
 def build_tracer_provider(
