@@ -344,7 +344,7 @@ def test_langgraph_node_methods(client: LLMTraceClient, memory: InMemorySpanExpo
     spans = by_name(memory)
     run = spans["agent_router"]
     assert format(run.context.trace_id, "032x") == trace_id
-    assert dict(run.attributes or {})["langgraph.run_id"] == "lg-run-002"
+    assert dict(run.attributes or {})["langgraph.run.id"] == "lg-run-002"
     assert dict(run.attributes or {})["tracehub.span.type"] == "chain"
     first, second = spans["intent_router"], spans["policy_lookup"]
     assert parent_id(first) == format(run.context.span_id, "016x")

@@ -253,7 +253,7 @@ def test_sdk_spec_flow(server: Any) -> None:
     assert retrieval["attributes"]["source"] == "kb"
     [log] = [e for e in retrieval["events"] if e["name"] == "log"]
     assert log["attributes"]["message"] == "retrieved 5 docs"
-    assert json.loads(log["attributes"]["metadata"]) == {"k": 5}
+    assert log["attributes"]["metadata"] == {"k": 5}  # an object, though OTel sent it as text
     assert eval_error is None
     evals = server.wait_trace(trace_id, 2)["evals"]
     assert [(e["eval_name"], e["score"], e["passed"]) for e in evals] == [
@@ -306,6 +306,9 @@ def test_sdk_langgraph_nodes(server: Any) -> None:
     assert lookup["parent_span_id"] == router["span_id"]
     assert json.loads(lookup["output_text"]) == {"policy_id": "refund-v3"}
     assert t.trace["input_text"] == "환불 규정 알려줘"
+    # One attribute name for the run id, whichever way the run was sent (see the JSON API's below).
+    for name in ("agent_router", "intent_router", "policy_lookup"):
+        assert t.one(name)["attributes"]["langgraph.run.id"] == "lg-run-002"
 
 
 def test_sdk_ingest_langgraph_run(server: Any) -> None:
@@ -337,6 +340,8 @@ def test_sdk_ingest_langgraph_run(server: Any) -> None:
         client.shutdown()
     t = Trace(server.wait_trace(trace_id, 1))
     assert t.one("planner")["langgraph"]["node_name"] == "planner"
+    for name in ("agent_router", "planner"):
+        assert t.one(name)["attributes"]["langgraph.run.id"] == "lg-run-e2e"
 
 
 def test_configure_one_liner_in_a_fresh_process(server: Any, tmp_path: Path) -> None:

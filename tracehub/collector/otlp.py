@@ -237,7 +237,8 @@ def _span(part: SpanParts, resources: list[dict[str, Any]], scopes: list[dict[st
     if start > MAX_TIME_NS or end_ns > MAX_TIME_NS:
         out.reject(f"span {name!r}: times must be before the year 2262 (signed 64-bit nanoseconds)")
         return None
-    event_docs = [{"name": n, "time_unix_nano": t, "attributes": a} for n, t, a in events]
+    event_docs = [{"name": n, "time_unix_nano": t, "attributes": _log_metadata(a) if n == "log" else a}
+                  for n, t, a in events]
     kind = KINDS[kind_number] if 0 <= kind_number < len(KINDS) else "UNSPECIFIED"
     end = end_ns or None
     if code == _STATUS_CODE_ERROR:
@@ -255,6 +256,19 @@ def _span(part: SpanParts, resources: list[dict[str, Any]], scopes: list[dict[st
     if parent is not None and flags & _PARENT_IS_REMOTE == _PARENT_IS_REMOTE:
         record.parent_remote = True
     return record
+
+
+def _log_metadata(attrs: dict[str, Any]) -> dict[str, Any]:
+    """A `log` span event's attributes with its `metadata` JSON object text decoded: our SDK's
+    `log_event()` sends the app's metadata map as text, since an OTel attribute cannot hold a map."""
+    text = attrs.get("metadata")
+    if not isinstance(text, str) or not text.startswith("{") or len(text) > semconv.MAX_PARSE_CHARS:
+        return attrs
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return attrs  # a cut value (…[truncated]) or not JSON at all: kept as sent
+    return {**attrs, "metadata": value} if isinstance(value, dict) else attrs
 
 
 def decode_logs(body: bytes, content: str = "protobuf") -> Decoded:

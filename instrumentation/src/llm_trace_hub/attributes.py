@@ -27,7 +27,7 @@ DEPLOYMENT_ENVIRONMENT: Final = "deployment.environment.name"
 SERVICE_NAME: Final = "service.name"
 
 LANGGRAPH_GRAPH_NAME: Final = "langgraph.graph.name"
-LANGGRAPH_RUN_ID: Final = "langgraph.run_id"
+LANGGRAPH_RUN_ID: Final = "langgraph.run.id"
 LANGGRAPH_NODE: Final = "langgraph.node"
 LANGGRAPH_NODE_ID: Final = "langgraph.node.id"
 LANGGRAPH_NODE_TYPE: Final = "langgraph.node.type"
@@ -54,7 +54,7 @@ GEN_AI_TOOL_CALL_ID: Final = "gen_ai.tool.call.id"
 GEN_AI_TOOL_CALL_ARGUMENTS: Final = "gen_ai.tool.call.arguments"
 GEN_AI_TOOL_CALL_RESULT: Final = "gen_ai.tool.call.result"
 
-# Span event the SDK facade's log_event() adds.
+# Span event the SDK facade's log_event() adds; the hub decodes its metadata (JSON object text).
 LOG_EVENT_NAME: Final = "log"
 LOG_MESSAGE: Final = "message"
 LOG_METADATA: Final = "metadata"

@@ -426,7 +426,11 @@ class LLMTraceClient(LangGraphRunsMixin):
         level: str = "info",
         span_id: str | None = None,
     ) -> None:
-        """Add a ``log`` span event (message, level, metadata as JSON) to the current span."""
+        """Add a ``log`` span event (message, level, metadata) to the current span.
+
+        ``metadata`` travels as JSON text (an OTel attribute cannot hold a map); the hub stores
+        it as the object again.
+        """
         target = self._registry.span(span_id) if span_id else None
         span = target.handle.span if target else trace.get_current_span()
         if not span.is_recording():

@@ -19,9 +19,10 @@ framework or language, or to record a run after the fact:
 The run is a trace whose root span is the graph (``tracehub.span.type=chain``); each node is an
 OTel span with the same attributes the LangGraph instrumentor emits (``langgraph.node``,
 ``langgraph.step``, ``langgraph.triggers``, ``input.value``/``output.value``) plus
-``langgraph.node.type`` and ``langgraph.node.id``. A node is the child of ``parent_node_id``'s
-span when given, else of the run's root. ``ingest_langgraph_run`` instead posts a finished run as
-one JSON document to ``/api/v1/ingest/langgraph-runs``.
+``langgraph.node.type`` and ``langgraph.node.id``; the run's root and its nodes carry
+``langgraph.run.id`` when a ``run_id`` is given, as the JSON API's runs do. A node is the child
+of ``parent_node_id``'s span when given, else of the run's root. ``ingest_langgraph_run``
+instead posts a finished run as one JSON document to ``/api/v1/ingest/langgraph-runs``.
 """
 
 from __future__ import annotations
@@ -167,6 +168,8 @@ class LangGraphRunsMixin:
         )
         if node_type:
             values[attr.LANGGRAPH_NODE_TYPE] = node_type
+        if run.run_id is not None:
+            values[attr.LANGGRAPH_RUN_ID] = run.run_id
         if input_state is not None:
             values[attr.INPUT_VALUE] = to_json(input_state, self.max_content_bytes)
             values[attr.INPUT_MIME_TYPE] = attr.MIME_JSON
