@@ -254,3 +254,27 @@ def test_the_overview_needs_a_key(server: ServerProcess) -> None:
     assert httpx.get(server.url + "/api/v1/traces/stats/overview").status_code == 401
     r = httpx.get(server.url + "/api/v1/traces/stats/overview", headers={"x-api-key": "nope"})
     assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_evals_count_by_their_traces_start_time(server: ServerProcess, project: Project) -> None:
+    """One clock: an eval is in the window when its trace started in it, whenever it was made."""
+    now = time.time_ns()
+    recent = _trace(server, project, now - 30 * MINUTE, 100)
+    old = _trace(server, project, now - 5 * HOUR, 100)
+    _eval(project, recent.trace_id, True, now - 6 * HOUR)  # judged from a replay, dated before
+    _eval(project, old.trace_id, False, now - MINUTE)  # an old trace judged just now
+    assert _overview(project, last_hours=3)["eval"] == {"count": 1, "passed": 1, "failed": 0,
+                                                        "pass_rate": 1.0}
+    assert _overview(project, last_hours=24)["eval"]["count"] == 2
+
+
+def test_an_eval_of_a_trace_not_stored_counts_once_the_trace_is(server: ServerProcess,
+                                                                 project: Project) -> None:
+    tid = secrets.token_hex(16)
+    _eval(project, tid, True, time.time_ns())
+    assert _overview(project, last_hours=1)["eval"]["count"] == 0
+    start = time.time_ns() - MINUTE
+    root = make_span(bytes.fromhex(tid), secrets.token_bytes(8), name="late", start=start,
+                     end=start + MS)
+    assert post(server, request_of(root), x_api_key=project.key).status_code == 200
+    assert _overview(project, last_hours=1)["eval"]["count"] == 1

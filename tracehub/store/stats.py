@@ -1,7 +1,8 @@
 """Dashboard statistics: one project's traces over the last N hours, in totals and per hour.
 
 `overview()` answers `GET /api/v1/traces/stats/overview`. The window is the last `last_hours` hours
-before `now_ns`; a trace belongs to it by its start time, an evaluation by its `created_ns`. The hourly
+before `now_ns`; a trace belongs to it by its start time, and so do its evaluations (one clock for
+both; an evaluation of a trace that is not stored is not counted until the trace is). The hourly
 series is aligned to UTC hour starts, so its first bucket is the partial hour the window starts in
 and its last the current hour; traces that start later in the current hour (client clocks running
 ahead) count too, so the series always adds up to the totals.
@@ -110,7 +111,7 @@ def overview(conn: sa.Connection, project_id: int, last_hours: int, now_ns: int)
                    "total": totals["input_tokens"] + totals["output_tokens"]},
         "cost_usd": round(cost, 8),
         "decisions_by_action": _decisions(conn, in_window),
-        "eval": _evals(conn, project_id, start, end),
+        "eval": _evals(conn, in_window),
         "langgraph_runs": totals["langgraph_runs"],
         "series": series,
     }
@@ -177,14 +178,17 @@ def _decisions(conn: sa.Connection, in_window: sa.ColumnElement[bool]) -> dict[s
     return counts
 
 
-def _evals(conn: sa.Connection, project_id: int, start: int, end: int) -> dict[str, Any]:
-    e = evaluation_results.c
+def _evals(conn: sa.Connection, in_window: sa.ColumnElement[bool]) -> dict[str, Any]:
+    """The evaluations of the traces in the window (the evals' index on trace id serves the join)."""
+    e, t = evaluation_results.c, traces.c
     row = conn.execute(
         sa.select(
             sa.func.count(),
             sa.func.sum(sa.case((e.passed.is_(True), 1), else_=0)),
             sa.func.sum(sa.case((e.passed.is_(False), 1), else_=0)),
-        ).where(e.project_id == project_id, e.created_ns >= start, e.created_ns < end)
+        ).select_from(evaluation_results.join(
+            traces, sa.and_(t.project_id == e.project_id, t.trace_id == e.trace_id)))
+        .where(in_window)
     ).one()
     count, passed, failed = int(row[0]), int(row[1] or 0), int(row[2] or 0)
     judged = passed + failed  # results with only a score have no pass / fail to count
