@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import uvicorn
 
 from tracehub.api.app import create_app, create_otlp_app
+from tracehub.api.connection import GuardedHttp
 from tracehub.collector import otlp
 from tracehub.collector.grpc import create_server
 from tracehub.hub import Hub
@@ -60,11 +61,13 @@ def refuse_unsafe_bind(hub: Hub) -> None:
 
 
 def _uvicorn(app: Any, settings: Settings, port: int) -> _Server:
+    # No limit_concurrency: uvicorn counts open connections against it, so idle sockets took the
+    # listener down; the app's `Guard` caps requests being served. No WebSocket: none is served.
     return _Server(uvicorn.Config(
         app, host=settings.host, port=port, lifespan="off", access_log=False,
-        log_level=settings.log_level, timeout_graceful_shutdown=20,
-        # Bounded concurrency: beyond it uvicorn answers 503 instead of queueing without limit.
-        limit_concurrency=settings.max_concurrent_requests, backlog=1024, server_header=False,
+        log_level=settings.log_level, timeout_graceful_shutdown=20, timeout_keep_alive=5,
+        http=GuardedHttp.with_timeout(settings.header_timeout), ws="none",
+        backlog=1024, server_header=False,
     ))
 
 

@@ -40,7 +40,14 @@ class Settings:
         " 429 / RESOURCE_EXHAUSTED. Bounds memory under overload.",
     )
     max_concurrent_requests: int = _setting(
-        256, "Concurrent requests per listener; beyond it HTTP answers 503 and gRPC RESOURCE_EXHAUSTED."
+        256, "Concurrent requests per listener (idle connections do not count); beyond it HTTP answers"
+        " 503 with Retry-After (OTLP's Status on OTLP paths, problem+json elsewhere) and gRPC"
+        " RESOURCE_EXHAUSTED."
+    )
+    header_timeout: int = _setting(
+        10, "Seconds an HTTP client has to send a request's headers, counted from its connection or from"
+        " the request's first byte; slower connections are closed (slowloris). Idle keep-alive"
+        " connections are closed after 5 s."
     )
     writer_batch_spans: int = _setting(
         5_000, "Most spans the writer groups into one transaction."

@@ -6,6 +6,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -14,6 +15,7 @@ from tracehub import metrics
 from tracehub.api import openapi
 from tracehub.api.errors import ProblemError, handle_http, handle_problem
 from tracehub.api.ingest import IngestRoutes
+from tracehub.api.middleware import NOSNIFF, Guard
 from tracehub.api.responses import JSONResponse
 from tracehub.api.stats import StatsRoutes
 from tracehub.api.traces import TraceRoutes
@@ -62,10 +64,12 @@ def create_app(hub: Hub) -> Starlette:
     routes = (_health_routes(hub) + OtlpHttp(hub).routes() + IngestRoutes(hub).routes()
               + StatsRoutes(hub).routes() + TraceRoutes(hub).routes()
               + [Route("/api/v1/openapi.json", _openapi)])
-    return Starlette(routes=routes, exception_handlers=HANDLERS)
+    return Starlette(routes=routes, exception_handlers=HANDLERS,
+                     middleware=[Middleware(Guard, hub.settings.max_concurrent_requests)])
 
 
 def create_otlp_app(hub: Hub) -> Starlette:
     """The dedicated OTLP/HTTP port: only `/v1/traces`, `/v1/logs` and health."""
     return Starlette(routes=_health_routes(hub) + OtlpHttp(hub).routes(),
-                     exception_handlers=HANDLERS)
+                     exception_handlers=HANDLERS,
+                     middleware=[Middleware(Guard, hub.settings.max_concurrent_requests, NOSNIFF)])
