@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import secrets
+import shlex
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +55,25 @@ def test_quick_start_snippet_sends_a_trace_that_the_api_finds(server: ServerProc
     assert detail["trace"]["total_tokens"] == 42 and detail["trace"]["model"] == "gpt-4.1-mini"
     found = server.client.get("/api/v1/traces", params={"search": "환불"}).json()["items"]
     assert out in {t["trace_id"] for t in found}
+
+
+def test_readme_search_command_finds_the_trace_with_curl_as_typed(server: ServerProcess) -> None:
+    """curl sends the UTF-8 of `?search=환불` raw in the request target, as typed in the README."""
+    command = re.search(r"^curl .*\?search=.*$", README, re.M).group(0)  # type: ignore[union-attr]
+    args = shlex.split(command.replace("http://127.0.0.1:8000", server.url))
+    url = args[-1]
+    trace_id = secrets.token_hex(16)
+    span = {"traceId": trace_id, "spanId": secrets.token_hex(8), "name": "chat",
+            "startTimeUnixNano": "1780000000000000000", "endTimeUnixNano": "1780000001000000000",
+            "attributes": [{"key": "input.value", "value": {"stringValue": "환불 규정 알려줘"}}]}
+    stored = server.client.post("/v1/traces", json={"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]})
+    assert stored.status_code == 200, stored.text
+    if shutil.which("curl"):
+        out = subprocess.run(args, capture_output=True, timeout=30, check=True).stdout
+    else:  # what curl would send
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            target = url.removeprefix(server.url).encode()
+            sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nx-api-key: dev-key\r\nConnection: close\r\n\r\n")
+            out = b"".join(iter(lambda: sock.recv(65536), b"")).partition(b"\r\n\r\n")[2]
+    assert trace_id in {t["trace_id"] for t in json.loads(out)["items"]}
