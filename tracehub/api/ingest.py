@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
@@ -38,6 +39,7 @@ from tracehub.records import (
     SpanRecord,
     TraceRecord,
 )
+from tracehub.store import queries
 from tracehub.store.batchwrite import WriteResult
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -183,6 +185,8 @@ class IngestRoutes:
                     if item.path in bad_items and item.error is None:
                         first = bad_items[item.path][0]
                         item.fail(422, first["message"], first["path"])
+                if batch.evals:
+                    await self._say_if_traces_stored(project_id, batch, req)
                 result = await self._export(batch)
                 results = _outcomes(req, result)
                 return _single_answer(results[0]) if single else _batch_answer(head, results)
@@ -322,6 +326,24 @@ class IngestRoutes:
             user_review_passed=body.get("user_review_passed"), created_ns=time.time_ns(),
             idem=item.idem))
         return {}
+
+    async def _say_if_traces_stored(self, project_id: int, batch: Batch, req: Items) -> None:
+        """An eval's answer says whether its trace is stored. The eval is kept either way (its
+        trace may still be on its way); the stats count it once the trace is there."""
+        wanted = {e.trace_id for e in batch.evals}
+
+        def stored() -> set[str]:
+            with self.hub.reads.connect() as conn:
+                return queries.stored_trace_ids(conn, project_id, sorted(wanted))
+
+        found = await run_in_threadpool(stored)
+        for item in req.items:
+            trace_id = item.answer.get("trace_id")
+            if trace_id in wanted:
+                item.answer["trace_found"] = trace_id in found
+                if trace_id not in found:
+                    item.answer["warning"] = (f"trace {trace_id} is not stored (yet): the eval is "
+                                              "kept, and counted in the stats once the trace arrives")
 
 
 def _problem(err: IngestError) -> ProblemError:

@@ -43,6 +43,15 @@ TRACE_FILTERS = [
 ]
 
 _OBJ = {"type": "object"}
+_EVAL_ANSWER = {
+    "type": "object", "required": ["trace_id", "eval_name", "status"],
+    "properties": {
+        "trace_id": _STR, "eval_name": _STR, "status": {"enum": ["created"]},
+        "trace_found": {**_BOOL, "description": "Whether the trace was stored when the eval came. The "
+                        "eval is kept either way; the stats count it once its trace is stored."},
+        "warning": {**_STR, "description": "Present when trace_found is false."},
+    },
+}
 _ITEM_RESULTS = {
     "type": "object",
     "properties": {
@@ -120,7 +129,8 @@ def document() -> dict[str, Any]:
                 "summary": "Attach an evaluation result to a trace", "tags": ["evals"],
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/Eval"}}}},
-                "responses": {"201": _json(_OBJ, "Stored."), "200": _json(_OBJ, "Replayed retry."),
+                "responses": {"201": _json(_EVAL_ANSWER, "Stored."),
+                              "200": _json(_EVAL_ANSWER, "Replayed retry: the first answer."),
                               "409": PROBLEM, "400": PROBLEM, **AUTH_ERRORS}}},
             "/v1/traces": _otlp("OTLP/HTTP trace export (protobuf or JSON, gzip or not)"),
             "/v1/logs": _otlp("OTLP/HTTP log export (GenAI content events)"),

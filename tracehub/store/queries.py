@@ -148,3 +148,11 @@ def trace_evals(conn: sa.Connection, project_id: int, trace_id: str) -> list[dic
         sa.select(evaluation_results).where(ev.project_id == project_id, ev.trace_id == trace_id)
         .order_by(ev.created_ns, ev.id)
     ))
+
+
+def stored_trace_ids(conn: sa.Connection, project_id: int, trace_ids: list[str]) -> set[str]:
+    """Those of `trace_ids` that the project has a trace row for."""
+    t = traces.c
+    return set(conn.execute(
+        sa.select(t.trace_id).where(t.project_id == project_id, t.trace_id.in_(trace_ids))
+    ).scalars())
