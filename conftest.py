@@ -68,6 +68,7 @@ class ServerProcess:
         self.otlp_http = f"http://127.0.0.1:{self.otlp_http_port}"
         self.otlp_grpc = f"127.0.0.1:{self.grpc_port}"
         self.api_key = API_KEY
+        self.host = "127.0.0.1"  # what the server binds to; clients connect to 127.0.0.1
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = httpx.Client(base_url=self.url, headers={"x-api-key": API_KEY}, timeout=30)
@@ -85,7 +86,7 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         log = open(self.workdir / f"server-{self.port}.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tracehub", "serve", "--host", "127.0.0.1",
+            [sys.executable, "-m", "tracehub", "serve", "--host", self.host,
              "--port", str(self.port), "--otlp-http-port", str(self.otlp_http_port),
              "--otlp-grpc-port", str(self.grpc_port)],
             env=self.env(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)

@@ -8,6 +8,7 @@ import secrets
 import socket
 import time
 from http.client import HTTPResponse
+from pathlib import Path
 from typing import Callable
 
 import httpx
@@ -169,3 +170,25 @@ def test_answers_carry_nosniff_and_api_answers_no_store(server: ServerProcess) -
         assert r.headers["cache-control"] == "no-store", r.url
     r = post(server, request_of(make_span(new_trace_id(), secrets.token_bytes(8))))
     assert r.status_code == 200 and r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_on_a_public_bind_dev_key_is_refused_with_the_reason_and_other_keys_work(
+        tmp_path: Path, database_url_factory: Callable[[str], str]) -> None:
+    hub = ServerProcess(database_url_factory("sqlite"), tmp_path)
+    hub.host = "0.0.0.0"  # every address; the test connects to loopback only
+    made = hub.cli("keys", "create", "--project", "prod")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip().split()[-1]
+    try:
+        hub.start()
+        r = hub.client.get("/api/v1/traces")
+        assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+        assert "non-loopback" in r.json()["detail"] and "tracehub keys create" in r.json()["detail"]
+        r = post(hub, request_of(make_span(new_trace_id(), secrets.token_bytes(8))))
+        assert r.status_code == 401 and "non-loopback" in status_pb2.Status.FromString(r.content).message
+        assert httpx.get(hub.url + "/api/v1/traces", headers={"x-api-key": key}).status_code == 200
+        r = post(hub, request_of(make_span(new_trace_id(), secrets.token_bytes(8))), x_api_key=key)
+        assert r.status_code == 200
+    finally:
+        hub.stop()
+        hub.client.close()

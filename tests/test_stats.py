@@ -250,6 +250,15 @@ def test_bad_last_hours_is_problem_json(server: ServerProcess, value: str) -> No
     assert r.json()["errors"][0]["path"] == "query.last_hours"
 
 
+def test_unknown_parameters_are_problem_json(server: ServerProcess) -> None:
+    """A misspelt window (`last_hour`) is refused, not answered for the default 24 hours."""
+    r = server.client.get("/api/v1/traces/stats/overview", params={"last_hour": "3", "from": "x"})
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    errors = r.json()["errors"]
+    assert [e["path"] for e in errors] == ["query.from", "query.last_hour"]
+    assert "last_hours" in errors[0]["message"]
+
+
 def test_the_overview_needs_a_key(server: ServerProcess) -> None:
     assert httpx.get(server.url + "/api/v1/traces/stats/overview").status_code == 401
     r = httpx.get(server.url + "/api/v1/traces/stats/overview", headers={"x-api-key": "nope"})

@@ -31,7 +31,9 @@ class Hub:
         self.pricing = Pricing.load(settings.prices_file)
         self.pipeline = Pipeline(self.writer, pricing=self.pricing,
                                  max_inflight_bytes=settings.max_inflight_bytes)
-        self.keys = keys.KeyResolver(self.engine)
+        # Anyone who can reach a public address knows dev-key.
+        self.keys = keys.KeyResolver(self.engine, refuse_default_key=not (
+            settings.binds_loopback or settings.allow_default_key_on_public))
         otlp.use_wire_reader(settings.otlp_c_reader)  # before the workers fork
         workers = settings.decode_workers
         self.decoder = DecodePool(workers if workers >= 0 else default_workers(settings.database_url),

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import ctypes
 import gc
-import ipaddress
 import logging
 import signal
 import sys
@@ -39,18 +38,9 @@ class _Server(uvicorn.Server):
         yield
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def refuse_unsafe_bind(hub: Hub) -> None:
     settings = hub.settings
-    if is_loopback(settings.host) or settings.allow_default_key_on_public:
+    if settings.binds_loopback or settings.allow_default_key_on_public:
         return
     if keys.only_default_key(hub.engine):
         raise SystemExit(

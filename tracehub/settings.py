@@ -7,6 +7,7 @@ component reads the environment itself.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -68,7 +69,8 @@ class Settings:
         " was); false: protobuf reads them, to compare the two or to rule the reader out."
     )
     allow_default_key_on_public: bool = _setting(
-        False, "Allow a non-loopback --host while only the default dev-key exists."
+        False, "Accept the default dev-key on a non-loopback --host, and start there while it is the only"
+        " key (a throwaway setup)."
     )
     log_level: str = _setting("info", "Log level: debug, info, warning, error.")
     prices_file: str | None = _setting(
@@ -79,6 +81,15 @@ class Settings:
     def __post_init__(self) -> None:
         if not 0 <= self.decode_worker_nice <= 19:  # a negative one needs privileges workers lack
             raise SystemExit(f"{env_name('decode_worker_nice')}={self.decode_worker_nice} is not within 0-19")
+
+    @property
+    def binds_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
     @property
     def is_sqlite(self) -> bool:

@@ -7,10 +7,14 @@ from starlette.requests import Request
 from tracehub.api.errors import ProblemError
 from tracehub.collector.http import presented_key
 from tracehub.hub import Hub
+from tracehub.store.keys import RefusedKey
 
 
 def project_of(request: Request, hub: Hub) -> int:
-    project_id = hub.keys.project_for(presented_key(request.headers))
+    try:
+        project_id = hub.keys.project_for(presented_key(request.headers))
+    except RefusedKey as exc:
+        raise ProblemError(401, str(exc), headers={"www-authenticate": "Bearer"}) from None
     if project_id is None:
         raise ProblemError(401, "missing or unknown API key (send x-api-key or Authorization: Bearer)",
                            headers={"www-authenticate": "Bearer"})

@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.datastructures import QueryParams
 
-from tracehub.api.errors import field_error
+from tracehub.api.errors import ProblemError, field_error
 
 MAX_PAGE_SIZE = 200
 
@@ -83,6 +83,17 @@ def time_param(q: QueryParams, name: str) -> int | None:
 def str_param(q: QueryParams, name: str) -> str | None:
     raw = q.get(name)
     return raw if raw else None
+
+
+def only_params(q: QueryParams, names: frozenset[str]) -> None:
+    """422 for each parameter the endpoint does not take: a misspelt one (`last_hour=3`) would
+    otherwise be answered as if it had not been sent."""
+    unknown = sorted(set(q.keys()) - names)
+    if unknown:
+        takes = ", ".join(sorted(names))
+        errors = [{"path": f"query.{name}", "message": f"unknown parameter (this endpoint takes {takes})"}
+                  for name in unknown]
+        raise ProblemError(422, f"{errors[0]['path']}: {errors[0]['message']}", errors)
 
 
 def page_params(q: QueryParams) -> tuple[int, int]:

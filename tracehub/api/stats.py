@@ -15,11 +15,12 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from tracehub.api.auth import project_of
-from tracehub.api.params import int_param, iso
+from tracehub.api.params import int_param, iso, only_params
 from tracehub.api.responses import JSONResponse
 from tracehub.hub import Hub
 from tracehub.store import stats
 
+PARAMS = frozenset({"last_hours"})
 DEFAULT_HOURS = 24
 MAX_HOURS = 720  # 30 days of hourly buckets
 
@@ -42,6 +43,7 @@ class StatsRoutes:
 
     async def overview(self, request: Request) -> JSONResponse:
         project_id = project_of(request, self.hub)
+        only_params(request.query_params, PARAMS)
         last_hours = int_param(request.query_params, "last_hours", DEFAULT_HOURS, 1, MAX_HOURS)
         now_ns = time.time_ns()
 

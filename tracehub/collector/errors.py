@@ -31,9 +31,9 @@ def invalid(message: str) -> IngestError:
     return IngestError(message)
 
 
-def unauthenticated() -> IngestError:
-    return IngestError("missing or unknown API key (send x-api-key or Authorization: Bearer)",
-                       401, grpc.StatusCode.UNAUTHENTICATED)
+def unauthenticated(message: str = "missing or unknown API key (send x-api-key or Authorization: Bearer)",
+                    ) -> IngestError:
+    return IngestError(message, 401, grpc.StatusCode.UNAUTHENTICATED)
 
 
 def too_large(limit: int) -> IngestError:

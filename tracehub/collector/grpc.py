@@ -26,6 +26,7 @@ from tracehub.collector.errors import IngestError, invalid, unauthenticated
 from tracehub.collector.http import presented_key
 from tracehub.hub import Hub
 from tracehub.records import Batch
+from tracehub.store.keys import RefusedKey
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: IngestError) -> NoReturn:
@@ -43,7 +44,10 @@ def _handler(hub: Hub, decode: Decode, response_type: Any,
              rejected_field: str) -> grpc.RpcMethodHandler:
     async def export(_requests: Any, context: grpc.aio.ServicerContext) -> bytes:
         try:
-            project_id = hub.keys.project_for(presented_key(dict(context.invocation_metadata() or ())))
+            try:
+                project_id = hub.keys.project_for(presented_key(dict(context.invocation_metadata() or ())))
+            except RefusedKey as exc:
+                raise unauthenticated(str(exc)) from None
             if project_id is None:
                 raise unauthenticated()
             with await hub.pipeline.admit_waiting(hub.pipeline.typical_body_bytes) as held:

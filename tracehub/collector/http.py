@@ -26,6 +26,7 @@ from tracehub.collector.errors import unauthenticated
 from tracehub.collector.pipeline import Reservation
 from tracehub.hub import Hub
 from tracehub.records import Batch
+from tracehub.store.keys import RefusedKey
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -127,7 +128,10 @@ class OtlpHttp:
             codec = "protobuf"
             try:
                 codec = _codec(request)
-                project_id = self.hub.keys.project_for(presented_key(request.headers))
+                try:
+                    project_id = self.hub.keys.project_for(presented_key(request.headers))
+                except RefusedKey as exc:
+                    raise unauthenticated(str(exc)) from None
                 if project_id is None:
                     raise unauthenticated()
                 with await self.hub.pipeline.admit_waiting(declared_length(request)) as held:

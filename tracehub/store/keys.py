@@ -16,6 +16,12 @@ from tracehub.store.schema import api_keys, projects
 
 DEFAULT_PROJECT = "default"
 DEFAULT_KEY = "dev-key"
+DEFAULT_KEY_REFUSED = (f"the well-known '{DEFAULT_KEY}' is refused because this server listens on a non-loopback"
+                       " address; send a key made by `tracehub keys create --project NAME`")
+
+
+class RefusedKey(Exception):
+    """A key this server does not accept, whether or not it is stored; the message says why."""
 
 
 def hash_key(key: str) -> str:
@@ -65,8 +71,9 @@ def only_default_key(engine: sa.Engine) -> bool:
 class KeyResolver:
     """Resolves a presented key to its project id, caching hits for a short while."""
 
-    def __init__(self, engine: sa.Engine, ttl_s: float = 30.0) -> None:
+    def __init__(self, engine: sa.Engine, ttl_s: float = 30.0, refuse_default_key: bool = False) -> None:
         self._engine = engine
+        self._refuse_default_key = refuse_default_key
         self._ttl_s = ttl_s
         self._cache: dict[str, tuple[int | None, float]] = {}
         self._lock = threading.Lock()
@@ -74,6 +81,8 @@ class KeyResolver:
     def project_for(self, key: str | None) -> int | None:
         if not key:
             return None
+        if self._refuse_default_key and key == DEFAULT_KEY:
+            raise RefusedKey(DEFAULT_KEY_REFUSED)
         digest = hash_key(key)
         now = time.monotonic()
         with self._lock:
