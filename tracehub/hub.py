@@ -57,4 +57,5 @@ class Hub:
     def close(self) -> None:
         self.decoder.close()
         self.writer.stop()
+        self.keys.close()
         self.engine.dispose()

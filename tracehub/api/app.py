@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -10,10 +12,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ExceptionHandler
 
 from tracehub import metrics
 from tracehub.api import openapi
-from tracehub.api.errors import ProblemError, handle_http, handle_problem
+from tracehub.api.errors import ProblemError, handle_database, handle_http, handle_problem, unavailable
 from tracehub.api.ingest import IngestRoutes
 from tracehub.api.middleware import NOSNIFF, Guard
 from tracehub.api.responses import JSONResponse
@@ -21,9 +24,12 @@ from tracehub.api.stats import StatsRoutes
 from tracehub.api.traces import TraceRoutes
 from tracehub.collector.http import OtlpHttp
 from tracehub.hub import Hub
-from tracehub.store import search
+from tracehub.store import faults, search
 
-HANDLERS = {ProblemError: handle_problem, HTTPException: handle_http}
+HANDLERS: dict[Any, ExceptionHandler] = {
+    ProblemError: handle_problem, HTTPException: handle_http,
+    **{error: handle_database for error in faults.DATABASE_ERRORS},
+}
 
 
 def _unindexed_rows(hub: Hub) -> int:
@@ -40,6 +46,8 @@ def _health_routes(hub: Hub) -> list[Route]:
 
     async def readyz(_request: Request) -> JSONResponse:
         queued = hub.writer.queued_spans
+        if hub.writer.fault is not None:
+            return unavailable(hub.writer.fault, {"queued_spans": queued})
         ready = queued < hub.writer.max_queued_spans
         unindexed = await run_in_threadpool(_unindexed_rows, hub)
         return JSONResponse({"status": "ready" if ready else "overloaded", "queued_spans": queued,

@@ -10,9 +10,11 @@ from tracehub.hub import Hub
 from tracehub.store.keys import RefusedKey
 
 
-def project_of(request: Request, hub: Hub) -> int:
+async def project_of(request: Request, hub: Hub) -> int:
+    """The caller's project; `faults.Unavailable` while the database cannot be asked (the app's
+    handler answers it)."""
     try:
-        project_id = hub.keys.project_for(presented_key(request.headers))
+        project_id = await hub.keys.project_for(presented_key(request.headers))
     except RefusedKey as exc:
         raise ProblemError(401, str(exc), headers={"www-authenticate": "Bearer"}) from None
     if project_id is None:

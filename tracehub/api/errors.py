@@ -1,13 +1,22 @@
-"""API errors as application/problem+json (RFC 9457), with the field path for validation errors."""
+"""API errors as application/problem+json (RFC 9457), with the field path for validation errors.
+
+Database failures are answered here too, whichever route meets them (`handle_database`): 503 with
+Retry-After while the database cannot be reached, never the driver's text.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from tracehub.api.responses import JSONResponse
+from tracehub.store import faults
+
+log = logging.getLogger(__name__)
 
 TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
           409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type",
@@ -46,3 +55,21 @@ async def handle_problem(_request: Request, exc: Exception) -> JSONResponse:
 async def handle_http(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+
+
+def unavailable(detail: str = "the database is unavailable; retry later",
+                extra: dict[str, Any] | None = None) -> JSONResponse:
+    return problem(503, detail, headers={"retry-after": str(math.ceil(faults.RETRY_AFTER_S))}, extra=extra)
+
+
+async def handle_database(request: Request, exc: Exception) -> JSONResponse:
+    """An error of the database, its driver or the pool (`faults.database_error`): 503 if a retry
+    may succeed; else the request's data is at fault (422) or, on a read, this server (500)."""
+    fault = faults.fault_of(exc)
+    if isinstance(fault, faults.Unavailable):
+        log.warning("%s %s: the database is unavailable: %s", request.method, request.url.path, exc)
+        return unavailable()
+    if isinstance(exc, faults.Rejected):
+        return problem(422, str(exc))
+    log.error("%s %s failed in the database", request.method, request.url.path, exc_info=exc)
+    return problem(500, "the database could not answer this request (the server log says why)")

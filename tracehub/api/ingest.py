@@ -164,7 +164,7 @@ class IngestRoutes:
     def _endpoint(self, schema: str, build: Callable[[dict[str, Any], Batch, Items, set[str]], dict[str, Any]],
                   single: bool = False) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> JSONResponse:
-            project_id = project_of(request, self.hub)
+            project_id = await project_of(request, self.hub)
             # Held until the answer, as for OTLP: the body, then the records it became.
             with await self._admit(request) as held:
                 body = await _json_body(request, held)

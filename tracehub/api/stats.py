@@ -42,7 +42,7 @@ class StatsRoutes:
         return [Route("/api/v1/traces/stats/overview", self.overview, methods=["GET"])]
 
     async def overview(self, request: Request) -> JSONResponse:
-        project_id = project_of(request, self.hub)
+        project_id = await project_of(request, self.hub)
         only_params(request.query_params, PARAMS)
         last_hours = int_param(request.query_params, "last_hours", DEFAULT_HOURS, 1, MAX_HOURS)
         now_ns = time.time_ns()

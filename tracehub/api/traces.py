@@ -200,7 +200,7 @@ class TraceRoutes:
         ]
 
     async def list(self, request: Request) -> JSONResponse:
-        project_id = project_of(request, self.hub)
+        project_id = await project_of(request, self.hub)
         q = request.query_params
         page, page_size = page_params(q)
         f = queries.TraceFilter(
@@ -221,7 +221,7 @@ class TraceRoutes:
         return await run_in_threadpool(run)
 
     async def detail(self, request: Request) -> JSONResponse:
-        project_id = project_of(request, self.hub)
+        project_id = await project_of(request, self.hub)
         trace_id = normalize_id(request.path_params["trace_id"], 32, "path.trace_id")
 
         def run() -> JSONResponse:

@@ -1,7 +1,8 @@
 """Ingest errors, and the one place they become HTTP and gRPC status codes.
 
-Each error says whether the client should retry: permanent errors (bad body, bad key) must not be
-retried, transient ones (overload, shutting down) carry a retry delay.
+Each error says whether the client should retry: permanent errors (bad body, bad key, data the
+database refuses) must not be retried, transient ones (overload, shutting down, a database that
+cannot be reached) carry a retry delay.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import math
 from dataclasses import dataclass
 
 import grpc
+
+from tracehub.store import faults
 
 
 @dataclass
@@ -54,3 +57,10 @@ def overloaded(retry_after_s: float = 1.0) -> IngestError:
 
 def unavailable(message: str, retry_after_s: float = 2.0) -> IngestError:
     return IngestError(message, 503, grpc.StatusCode.UNAVAILABLE, retry_after_s)
+
+
+def from_store(fault: faults.Fault) -> IngestError:
+    """A database failure (`tracehub.store.faults`): retryable or not, never the driver's text."""
+    if isinstance(fault, faults.Unavailable):
+        return unavailable(str(fault), faults.RETRY_AFTER_S)
+    return invalid(str(fault))

@@ -22,11 +22,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from tracehub import metrics
 from tracehub.collector.decoding import Decode
-from tracehub.collector.errors import IngestError, invalid, unauthenticated
-from tracehub.collector.http import presented_key
+from tracehub.collector.errors import IngestError, invalid
+from tracehub.collector.http import authenticate
 from tracehub.hub import Hub
 from tracehub.records import Batch
-from tracehub.store.keys import RefusedKey
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: IngestError) -> NoReturn:
@@ -44,12 +43,7 @@ def _handler(hub: Hub, decode: Decode, response_type: Any,
              rejected_field: str) -> grpc.RpcMethodHandler:
     async def export(_requests: Any, context: grpc.aio.ServicerContext) -> bytes:
         try:
-            try:
-                project_id = hub.keys.project_for(presented_key(dict(context.invocation_metadata() or ())))
-            except RefusedKey as exc:
-                raise unauthenticated(str(exc)) from None
-            if project_id is None:
-                raise unauthenticated()
+            project_id = await authenticate(hub, dict(context.invocation_metadata() or ()))
             with await hub.pipeline.admit_waiting(hub.pipeline.typical_body_bytes) as held:
                 body = await context.read()
                 if body is grpc.aio.EOF:

@@ -21,11 +21,12 @@ from starlette.routing import Route
 
 from tracehub import metrics
 from tracehub.collector.decoding import Decode
-from tracehub.collector.errors import IngestError, invalid, too_large, unsupported_media_type
+from tracehub.collector.errors import IngestError, from_store, invalid, too_large, unsupported_media_type
 from tracehub.collector.errors import unauthenticated
 from tracehub.collector.pipeline import Reservation
 from tracehub.hub import Hub
 from tracehub.records import Batch
+from tracehub.store.faults import Fault
 from tracehub.store.keys import RefusedKey
 
 PROTOBUF = "application/x-protobuf"
@@ -41,6 +42,20 @@ def presented_key(headers: Any) -> str | None:
     if auth[:7].lower() == "bearer ":
         return str(auth[7:].strip())
     return None
+
+
+async def authenticate(hub: Hub, headers: Any) -> int:
+    """The project of the key in `headers`; raises the answer for an unknown key, or while the
+    database cannot be asked."""
+    try:
+        project_id = await hub.keys.project_for(presented_key(headers))
+    except Fault as fault:
+        raise from_store(fault) from None
+    except RefusedKey as exc:
+        raise unauthenticated(str(exc)) from None
+    if project_id is None:
+        raise unauthenticated()
+    return project_id
 
 
 def _codec(request: Request) -> str:
@@ -128,12 +143,7 @@ class OtlpHttp:
             codec = "protobuf"
             try:
                 codec = _codec(request)
-                try:
-                    project_id = self.hub.keys.project_for(presented_key(request.headers))
-                except RefusedKey as exc:
-                    raise unauthenticated(str(exc)) from None
-                if project_id is None:
-                    raise unauthenticated()
+                project_id = await authenticate(self.hub, request.headers)
                 with await self.hub.pipeline.admit_waiting(declared_length(request)) as held:
                     body = await read_body(request, self.hub.settings.max_request_bytes, held)
                     decoded = await decode(body, codec, project_id)

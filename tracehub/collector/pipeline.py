@@ -18,10 +18,11 @@ import time
 from typing import Any, Protocol
 
 from tracehub import metrics
-from tracehub.collector.errors import IngestError, overloaded, unavailable
+from tracehub.collector.errors import IngestError, from_store, overloaded, unavailable
 from tracehub.collector.pricing import Pricing
 from tracehub.records import Batch, SpanRecord
 from tracehub.store.batchwrite import RowEncoder, WriteResult, span_row
+from tracehub.store.faults import Fault
 from tracehub.store.writer import QueueFull, Writer, WriterStopped
 
 log = logging.getLogger(__name__)
@@ -162,15 +163,13 @@ class Pipeline:
         encode_rows(batch.project_id, [s for s in batch.spans if s.row is None], self.pricing, batch.resources,
                     self.writer.nul_free)
         try:
-            future = self.writer.submit(batch)
+            result = await asyncio.wrap_future(self.writer.submit(batch))
         except QueueFull:
             raise overloaded(self.retry_after_s()) from None
         except WriterStopped:
             raise unavailable("the server is shutting down") from None
-        try:
-            result = await asyncio.wrap_future(future)
-        except Exception as exc:
-            raise unavailable(f"storing the request failed: {exc}") from None
+        except Fault as fault:  # the writer's: its log has the database's own words
+            raise from_store(fault) from None
         metrics.EXPORT_SECONDS.observe(time.perf_counter() - started)
         metrics.SPANS_STORED.inc(result.spans_stored)
         metrics.SPANS_DUPLICATE.inc(result.spans_duplicate)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
+import sqlite3
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -97,6 +98,12 @@ def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+# SQLite's limit on the parameters of a statement: 999 before 3.32, 32,766 since (or as built;
+# Debian's takes 250,000). `Sql.use_variable_limit` reads the connection's; statements bind a
+# few other parameters beside a list of values.
+SQLITE_MIN_VARIABLES = 999
+CHUNK_SPARE = 8
+
 # PostgreSQL's sequence trace_seq counts in steps of this (migration 0011): each value starts a block.
 TRACE_SEQ_BLOCK = 1000
 
@@ -113,27 +120,39 @@ class Sql:
         self.join = "JOIN" if self.pg else "CROSS JOIN"
         self._copy_types: dict[str, dict[str, int]] = {}  # table: column: type oid
         self._seq_next = self._seq_end = 0  # PostgreSQL: the trace numbers reserved and not used yet
+        self._chunk = SQLITE_MIN_VARIABLES - CHUNK_SPARE  # SQLite: values bound in one statement
 
-    def any_of(self, column: str, values: Iterable[Any]) -> tuple[str, list[Any]]:
+    def use_variable_limit(self, dbapi: Any) -> None:
+        """SQLite: bind at most as many parameters a statement as the connection takes."""
+        self._chunk = dbapi.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - CHUNK_SPARE
+
+    def any_of(self, column: str, values: Iterable[Any]) -> Iterator[tuple[str, list[Any]]]:
+        """Conditions that `column` is among `values`, each with its parameters: one on PostgreSQL
+        (an array), one per `_chunk` values on SQLite, which caps the parameters of a statement."""
         values = sorted(set(values))
         if self.pg:
-            return f"{column} = ANY(%s)", [values]
-        return f"{column} IN ({','.join('?' * len(values))})", values
+            yield f"{column} = ANY(%s)", [values]
+            return
+        for part in _chunks(values, self._chunk):
+            yield f"{column} IN ({','.join('?' * len(part))})", part
 
     def begin(self, cur: Any) -> None:
         # SQLite: take the write lock up front so a read-modify-write cannot fail on upgrade.
         cur.execute("BEGIN" if self.pg else "BEGIN IMMEDIATE")
 
-    def pairs(self, keys: Iterable[tuple[int, str]]) -> tuple[str, list[Any]]:
-        """A relation k(t, s) of (trace_seq, span_id) pairs to drive a join (`self.join`): one
-        index probe per pair, where `t IN (...) AND s IN (...)` probes every combination."""
+    def pairs(self, keys: Iterable[tuple[int, str]]) -> Iterator[tuple[str, list[Any]]]:
+        """Relations k(t, s) of (trace_seq, span_id) pairs to drive a join (`self.join`): one
+        index probe per pair, where `t IN (...) AND s IN (...)` probes every combination. One on
+        PostgreSQL, one per `_chunk` parameters on SQLite (`any_of`)."""
         keys = sorted(keys)
         if self.pg:
-            return ("unnest(%s::bigint[], %s::text[]) AS k(t, s)",
-                    [[t for t, _ in keys], [i for _, i in keys]])
-        values = ",".join("(?,?)" for _ in keys)
-        return f"(SELECT column1 AS t, column2 AS s FROM (VALUES {values})) AS k", [
-            v for key in keys for v in key]
+            yield ("unnest(%s::bigint[], %s::text[]) AS k(t, s)",
+                   [[t for t, _ in keys], [i for _, i in keys]])
+            return
+        for part in _chunks(keys, self._chunk // 2):
+            values = ",".join("(?,?)" for _ in part)
+            yield f"(SELECT column1 AS t, column2 AS s FROM (VALUES {values})) AS k", [
+                v for key in part for v in key]
 
     def next_seqs(self, cur: Any, n: int) -> Iterator[int]:
         """`n` unused trace numbers (`traces.seq`), increasing."""
@@ -194,6 +213,14 @@ class Sql:
                     copy.write_row(row)
             return
         cur.executemany(self.insert_sql(table, columns, json_columns, on_conflict), rows)
+
+
+def _chunks(values: list[Any], size: int) -> Iterator[list[Any]]:
+    if len(values) <= size:  # all but outsized requests: no copy
+        yield values
+        return
+    for i in range(0, len(values), size):
+        yield values[i:i + size]
 
 
 def _no_nul(value: Any) -> Any:
@@ -389,10 +416,10 @@ class BatchWriter:
         keyed = [i.idem for i in items if i.idem is not None]
         if not keyed:
             return items
-        k_in, k_params = self.sql.any_of("key", [k.key for k in keyed])
-        seen = {key: (h, _loads(response)) for key, h, response in self._select(
-            f"SELECT key, request_hash, response FROM idempotency_keys"
-            f" WHERE project_id = {self.sql.p} AND {k_in}", [pid, *k_params])}
+        seen = {key: (h, _loads(response)) for k_in, k_params in self.sql.any_of("key", [k.key for k in keyed])
+                for key, h, response in self._select(
+                    f"SELECT key, request_hash, response FROM idempotency_keys"
+                    f" WHERE project_id = {self.sql.p} AND {k_in}", [pid, *k_params])}
         seen.update({k: (i.request_hash, i.response) for k, i in self._new_keys.items()})
         keep = []
         for item in items:
@@ -429,11 +456,10 @@ class BatchWriter:
     def _trace_rows(self, pid: int, trace_ids: set[str]) -> dict[str, dict[str, Any]]:
         if not trace_ids:
             return {}
-        t_in, t_params = self.sql.any_of("trace_id", trace_ids)
         lock = " FOR UPDATE" if self.sql.pg else ""
-        found = self._select(
+        found = [r for t_in, t_params in self.sql.any_of("trace_id", trace_ids) for r in self._select(
             f"SELECT {', '.join(tracerow.TRACE_COLUMNS)} FROM traces"
-            f" WHERE project_id = {self.sql.p} AND {t_in}{lock}", [pid, *t_params])
+            f" WHERE project_id = {self.sql.p} AND {t_in}{lock}", [pid, *t_params])]
         rows = {}
         for r in found:
             row = dict(zip(tracerow.TRACE_COLUMNS, r))
@@ -503,8 +529,7 @@ class BatchWriter:
     def _stored_spans(self, pid: int, keys: set[tuple[int, str]], running: bool = False) -> set[tuple[str, str]]:
         """(trace_id, span_id) of the spans stored under `keys` (trace_seq, span_id); only those
         without an end with `running`."""
-        pairs, params = self.sql.pairs(keys)
-        return {tuple(r) for r in self._select(
+        return {tuple(r) for pairs, params in self.sql.pairs(keys) for r in self._select(
             f"SELECT s.trace_id, s.span_id FROM {pairs} {self.sql.join} spans s ON s.trace_seq = k.t"
             f" AND s.span_id = k.s AND s.project_id = {self.sql.p}" + (" WHERE s.end_ns IS NULL" if running else ""),
             [*params, pid])}
@@ -523,11 +548,11 @@ class BatchWriter:
         waiting = [s for s in new if s.end_ns is None or not (s.mapped.input_text and s.mapped.output_text)]
         if not waiting:
             return
-        t_in, t_params = self.sql.any_of("trace_id", {s.trace_id for s in waiting})
-        found = self._select(
-            f"SELECT trace_id, span_id, event_type, time_ns, payload FROM span_events"
-            f" WHERE project_id = {self.sql.p} AND {t_in} AND span_id IS NOT NULL"
-            " AND event_type IN ('LOG', 'END', 'ERROR') ORDER BY time_ns, id", [pid, *t_params])
+        found = [r for t_in, t_params in self.sql.any_of("trace_id", {s.trace_id for s in waiting})
+                 for r in self._select(
+                     f"SELECT trace_id, span_id, event_type, time_ns, payload FROM span_events"
+                     f" WHERE project_id = {self.sql.p} AND {t_in} AND span_id IS NOT NULL"
+                     " AND event_type IN ('LOG', 'END', 'ERROR') ORDER BY time_ns, id", [pid, *t_params])]
         by_span: dict[tuple[str, str], list[tuple[str, int, Any]]] = defaultdict(list)
         for trace_id, span_id, event_type, time_ns, payload in found:
             by_span[(trace_id, span_id)].append((event_type, time_ns, _loads(payload)))

@@ -34,6 +34,8 @@ SQLITE_PRAGMAS = (
     "PRAGMA temp_store=MEMORY",
 )
 
+PG_CONNECT_TIMEOUT_S = 5
+
 # Connections for the writer (and its search indexing), the WAL checkpointer and concurrent API
 # reads; more reads queue.
 SQLITE_POOL = 7
@@ -60,7 +62,12 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True, **kwargs)
+    # A server that does not answer (a network partition) fails a connection attempt after this,
+    # instead of holding the writer's reconnection, or a request, for the kernel's TCP timeout.
+    # A URL's own connect_timeout wins.
+    timeout = {} if "connect_timeout" in sa.make_url(url).query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    return sa.create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True, connect_args=timeout,
+                            **kwargs)
 
 
 def migrate(engine: sa.Engine, revision: str = "head") -> None:

@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from tracehub.store import search
 from tracehub.store.background import Background, rollback
 from tracehub.store.batchwrite import Sql
+from tracehub.store.faults import lost
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,10 @@ class SearchIndexer(Background):
             if cur.fetchone() is not None:
                 cur.execute("VACUUM traces")
         except Exception:
-            log.exception("VACUUM failed; autovacuum still vacuums in time")
             rollback(dbapi)
+            if lost(dbapi):
+                raise  # `Background` starts again on a new connection
+            log.exception("VACUUM failed; autovacuum still vacuums in time")
 
     def _analyze(self, dbapi: Any) -> None:
         """ANALYZE the tables holding twice the rows their statistics know (ANALYZE_MIN_ROWS at
@@ -133,5 +136,7 @@ class SearchIndexer(Background):
                 cur.execute(f"ANALYZE {table} ({ANALYZED[table]})")
                 cur.execute("COMMIT")
         except Exception:
-            log.exception("ANALYZE failed; autovacuum still analyzes in time")
             rollback(dbapi)
+            if lost(dbapi):
+                raise  # `Background` starts again on a new connection
+            log.exception("ANALYZE failed; autovacuum still analyzes in time")

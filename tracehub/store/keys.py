@@ -5,14 +5,20 @@ A key resolves to exactly one project, and every read and write is scoped by tha
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
+import logging
 import secrets
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
 
+from tracehub.store.faults import database_error, fault_of
 from tracehub.store.schema import api_keys, projects
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PROJECT = "default"
 DEFAULT_KEY = "dev-key"
@@ -69,34 +75,68 @@ def only_default_key(engine: sa.Engine) -> bool:
 
 
 class KeyResolver:
-    """Resolves a presented key to its project id, caching hits for a short while."""
+    """Resolves a presented key to its project id, caching answers for a short while.
+
+    Lives on the event loop, which must never wait for the database: a hit answers at once, a miss
+    is looked up on a thread of its own pool, and concurrent misses for one key share the lookup.
+    A hung database then holds only the requests with uncached keys (a stopped PostgreSQL held
+    every request, health checks too, for 40 s)."""
+
+    LOOKUP_THREADS = 4
+    CACHE_LIMIT = 10_000
 
     def __init__(self, engine: sa.Engine, ttl_s: float = 30.0, refuse_default_key: bool = False) -> None:
         self._engine = engine
         self._refuse_default_key = refuse_default_key
         self._ttl_s = ttl_s
         self._cache: dict[str, tuple[int | None, float]] = {}
-        self._lock = threading.Lock()
+        self._lookups: dict[str, asyncio.Future[int | None]] = {}
+        self._threads = ThreadPoolExecutor(self.LOOKUP_THREADS, thread_name_prefix="tracehub-keys")
 
-    def project_for(self, key: str | None) -> int | None:
+    async def project_for(self, key: str | None) -> int | None:
+        """The key's project id, None for an unknown or revoked key; raises `faults.Unavailable`
+        while the database cannot answer."""
         if not key:
             return None
         if self._refuse_default_key and key == DEFAULT_KEY:
             raise RefusedKey(DEFAULT_KEY_REFUSED)
         digest = hash_key(key)
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(digest)
-        if hit is not None and hit[1] > now:
+        hit = self._cache.get(digest)
+        if hit is not None and hit[1] > time.monotonic():
             return hit[0]
+        lookup = self._lookups.get(digest)
+        if lookup is None:
+            lookup = self._lookups[digest] = asyncio.ensure_future(self._lookup(digest))
+            lookup.add_done_callback(functools.partial(self._forget, digest))
+        # A request that gives up (a client that hung up) leaves the lookup to the others.
+        return await asyncio.shield(lookup)
+
+    def _forget(self, digest: str, done: asyncio.Future[int | None]) -> None:
+        del self._lookups[digest]
+        if not done.cancelled():
+            done.exception()  # taken here: every request waiting for it may have given up
+
+    async def _lookup(self, digest: str) -> int | None:
+        try:
+            project_id = await asyncio.get_running_loop().run_in_executor(self._threads, self._query, digest)
+        except Exception as exc:
+            if not database_error(exc):
+                raise
+            log.warning("looking up an API key failed: %s", exc)
+            raise fault_of(exc) from None
+        if len(self._cache) > self.CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[digest] = (project_id, time.monotonic() + self._ttl_s)
+        return project_id
+
+    def _query(self, digest: str) -> int | None:
         with self._engine.connect() as conn:
-            project_id = conn.execute(
+            project_id: int | None = conn.execute(
                 sa.select(api_keys.c.project_id).where(
                     api_keys.c.key_hash == digest, api_keys.c.revoked_ns.is_(None)
                 )
             ).scalar()
-        with self._lock:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (project_id, now + self._ttl_s)
         return project_id
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)

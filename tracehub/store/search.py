@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from tracehub.store.background import rollback
+from tracehub.store.faults import lost
 from tracehub.store.schema import SEARCH_DOCUMENT_PG, SEARCH_EVENTS_PG, SEARCH_TRACES_PG, traces
 
 if TYPE_CHECKING:
@@ -100,15 +101,18 @@ def condition(dialect: str, project_id: int, text: str) -> sa.ColumnElement[bool
 
 def step_committed(dbapi: Any, sql: Sql, limit: int) -> int | None:
     """`index_step` in a transaction of its own; None if it failed (logged and rolled back: search
-    stays complete through the scan of unindexed rows, and the caller tries again later)."""
+    stays complete through the scan of unindexed rows, and the caller tries again later). Raises
+    if the connection broke."""
     cur = dbapi.cursor()
     try:
         sql.begin(cur)
         done = index_step(cur, sql.pg, limit)
         cur.execute("COMMIT")
     except Exception:
-        log.exception("search indexing step failed; retrying after the next commit")
         rollback(dbapi)
+        if lost(dbapi):
+            raise  # the caller replaces the connection
+        log.exception("search indexing step failed; retrying after the next commit")
         return None
     return done
 

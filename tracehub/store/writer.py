@@ -16,6 +16,15 @@ writer indexes new rows for search in steps (`tracehub.store.search`) when idle 
 while it has time to spare; when ingest keeps it busy, only a small step a second, so ingest keeps
 priority and the search index catches up afterwards. On PostgreSQL a thread of its own does the
 same steps beside the writer (`tracehub.store.indexer`).
+
+A failed transaction is never acknowledged. Its requests are answered by what the failure means
+(`tracehub.store.faults`): a group that fails on its data is written again one request at a time,
+and only the request at fault is `Rejected` (the client must not send it again); a database that
+cannot be reached makes them `Unavailable` (the client retries). A connection that breaks
+(PostgreSQL's backend terminated, the server restarted) is replaced at once and its group written
+once more on the new one; while the database refuses connections the writer tries again with
+`Backoff`, refuses new requests at once (`fault` says why, and `/readyz` answers 503) and is
+back at work within `Backoff.MAX_S` of the database.
 """
 
 from __future__ import annotations
@@ -33,9 +42,10 @@ import sqlalchemy as sa
 from tracehub import metrics
 from tracehub.records import Batch
 from tracehub.store import search
-from tracehub.store.background import driver_connection, name_os_thread, rollback
+from tracehub.store.background import Backoff, OwnConnection, name_os_thread, rollback
 from tracehub.store.batchwrite import BatchWriter, Sql, StoredResources, WriteResult, bind_json_bytes
 from tracehub.store.checkpoint import WRITER_AUTOCHECKPOINT_BYTES, Checkpointer
+from tracehub.store.faults import Unavailable, fault_of, lost, retryable
 from tracehub.store.indexer import SearchIndexer
 
 log = logging.getLogger(__name__)
@@ -125,6 +135,10 @@ class Writer:
         self._load = Load()  # transactions, and on SQLite the search indexing between them
         self._spans_per_s = FIRST_SPANS_PER_S  # while at work: a moving average over transactions
         self._resources = StoredResources()
+        self._db = OwnConnection(engine, self._setup)
+        self._backoff = Backoff()
+        self._connect_at = 0.0  # the next attempt to connect, while not connected
+        self.fault: str | None = None  # why the writer cannot reach the database, while it cannot
 
     @property
     def nul_free(self) -> bool:
@@ -157,6 +171,8 @@ class Writer:
         with self._lock:
             if self._stopping:
                 raise WriterStopped("the writer is shutting down")
+            if self.fault is not None:  # answered now, not after the next attempt to connect
+                raise Unavailable()
             if self._queued + job.size > self.max_queued_spans and self._queued:
                 raise QueueFull(f"{self._queued} spans are waiting to be written")
             self._queued += job.size
@@ -176,28 +192,60 @@ class Writer:
 
     def _run(self) -> None:
         name_os_thread("th-writer")
-        with driver_connection(self._engine) as dbapi:
-            if self._sql.pg:
-                dbapi.autocommit = True  # explicit BEGIN / COMMIT below
-                bind_json_bytes(dbapi)
-            else:
-                dbapi.isolation_level = None
-                # The checkpointer thread copies the WAL; COMMIT does only past this bound, which
-                # SQLite counts in pages (4, 8 or 16 KiB, as the database was created).
-                page_size = dbapi.execute("PRAGMA page_size").fetchone()[0]
-                dbapi.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_BYTES // page_size}")
-            self._loop(dbapi)
+        try:
+            self._loop()
+        finally:
+            self._db.close()
 
-    def _loop(self, dbapi: Any) -> None:
+    def _setup(self, dbapi: Any) -> None:
+        if self._sql.pg:
+            dbapi.autocommit = True  # explicit BEGIN / COMMIT below
+            bind_json_bytes(dbapi)
+        else:
+            dbapi.isolation_level = None
+            # The checkpointer thread copies the WAL; COMMIT does only past this bound, which
+            # SQLite counts in pages (4, 8 or 16 KiB, as the database was created).
+            page_size = dbapi.execute("PRAGMA page_size").fetchone()[0]
+            dbapi.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_BYTES // page_size}")
+            self._sql.use_variable_limit(dbapi)
+
+    def _connected(self) -> float | None:
+        """Connect if not connected and an attempt is due: None once connected, else the seconds
+        until the next attempt."""
+        if self._db.dbapi is not None:
+            return None
+        wait = self._connect_at - time.monotonic()
+        if wait > 0:
+            return wait
+        try:
+            self._db.open()
+        except Exception as exc:
+            if self.fault is None:  # once per outage
+                log.warning("the writer cannot reach the database (%s); trying again", exc)
+            self.fault = "the writer cannot reach the database"
+            wait = self._backoff.next()
+            self._connect_at = time.monotonic() + wait
+            return wait
+        if self.fault is not None:
+            log.info("the writer is connected to the database again")
+        self.fault = None
+        self._backoff.reset()
+        return None
+
+    def _loop(self) -> None:
         index_pending = self._indexer is None  # rows may be left unindexed by an earlier run
         idle_wait = INDEX_IDLE_S
         last_index = time.monotonic()
         while True:
+            reconnect_in = self._connected()
             try:
-                job = self._queue.get(timeout=idle_wait if index_pending else None)
+                job = self._queue.get(timeout=reconnect_in if reconnect_in is not None
+                                      else idle_wait if index_pending else None)
             except queue.Empty:
+                if reconnect_in is not None:
+                    continue
                 # Idle: catch the search index up, step by step, looking for work in between.
-                index_pending = self._index(dbapi, INDEX_STEP_ROWS)
+                index_pending = self._index(INDEX_STEP_ROWS)
                 idle_wait = 0.001
                 last_index = time.monotonic()
                 continue
@@ -217,11 +265,11 @@ class Writer:
                 size += nxt.size
             started = time.monotonic()
             try:
-                self._commit(dbapi, jobs)
-            except Exception:  # the writer must outlive any one batch, or ingest wedges
+                self._commit(jobs)
+            except Exception as exc:  # the writer must outlive any one batch, or ingest wedges
                 log.exception("writing %d requests failed", len(jobs))
                 for failed in jobs:
-                    _settle(failed.future, exception=RuntimeError("the request could not be written"))
+                    _settle(failed.future, exception=fault_of(exc))
             finally:
                 with self._lock:
                     self._queued -= size
@@ -238,31 +286,55 @@ class Writer:
                 continue
             index_pending = True
             if not self._queued and not self.busy():
-                index_pending = self._index(dbapi, INDEX_STEP_ROWS)
+                index_pending = self._index(INDEX_STEP_ROWS)
                 last_index = time.monotonic()
             elif time.monotonic() - last_index > INDEX_EVERY_S:
-                index_pending = self._index(dbapi, INDEX_BUSY_STEP_ROWS)
+                index_pending = self._index(INDEX_BUSY_STEP_ROWS)
                 last_index = time.monotonic()
 
-    def _index(self, dbapi: Any, rows: int) -> bool:
-        """One indexing step of up to `rows`, counted in the writer's load; True if more rows may
-        wait (not after a failure: no busy retry loop)."""
+    def _index(self, rows: int) -> bool:
+        """SQLite: one indexing step of up to `rows`, counted in the writer's load; True if more rows
+        may wait (not after a failure: no busy retry loop)."""
+        if self._db.dbapi is None:
+            return False
         started = time.monotonic()
-        done = search.step_committed(dbapi, self._sql, rows)
+        done = search.step_committed(self._db.dbapi, self._sql, rows)
         self._load.add(started, time.monotonic())
         return bool(done)
 
-    def _commit(self, dbapi: Any, jobs: list[_Job]) -> None:
+    def _commit(self, jobs: list[_Job], again: bool = True) -> None:
+        """Write `jobs` in one transaction and answer them; on a broken connection, once more on a
+        new one if `again`."""
+        dbapi = self._db.dbapi
+        if dbapi is None or not jobs:
+            for job in jobs:
+                _settle(job.future, exception=Unavailable())
+            return
         try:
             results = self._transaction(dbapi, jobs)
-        except Exception:
-            log.exception("group commit of %d requests failed; retrying them one by one", len(jobs))
+        except Exception as exc:
             rollback(dbapi)
-            if len(jobs) == 1:
-                _settle(jobs[0].future, exception=RuntimeError("the database rejected this request"))
+            if lost(dbapi):
+                log.warning("the writer's database connection was lost (%s); connecting again", exc)
+                self._db.close()
+                self._connect_at = 0.0
+                # Not committed, or committed as the connection broke: written again, spans are
+                # found stored. Requests already answered are not.
+                if again and self._connected() is None:
+                    self._commit([job for job in jobs if not job.future.done()], again=False)
+                else:
+                    for job in jobs:
+                        _settle(job.future, exception=Unavailable())
                 return
+            if len(jobs) > 1 and not retryable(exc):
+                log.warning("group commit of %d requests failed; writing them one by one", len(jobs),
+                            exc_info=True)
+                for job in jobs:
+                    self._commit([job], again)
+                return
+            log.error("writing %d requests failed", len(jobs), exc_info=True)
             for job in jobs:
-                self._commit(dbapi, [job])
+                _settle(job.future, exception=fault_of(exc))
             return
         for job, result in zip(jobs, results):
             _settle(job.future, result)
