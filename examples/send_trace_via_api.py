@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
@@ -35,7 +35,7 @@ def main() -> int:
 
 def send_and_print() -> None:
     client = httpx.Client(base_url=BASE_URL, headers={"x-api-key": API_KEY}, timeout=10)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     trace_id, root_id, llm_id = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
 
     r = client.post("/api/v1/ingest/traces", json={
