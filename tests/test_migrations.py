@@ -329,3 +329,41 @@ def test_postgres_trace_table_is_vacuumed_when_ingest_pauses(
                          " WHERE relname = 'traces'", lambda rows: rows[0][0] > 0)
     engine.dispose()
     assert counts == [(1, 0)]
+
+
+@BACKENDS
+def test_traces_stored_waiting_for_a_root_or_a_lost_parent_complete(
+        backend: str, database_url_factory: Callable[[str], str],
+        server_factory: Callable[..., ServerProcess]) -> None:
+    url = database_url_factory(backend)
+    engine = store_at(url, "0012")
+    looped, orphaned = secrets.token_hex(16), secrets.token_hex(16)
+    a, b, child, lost = (secrets.token_hex(8) for _ in range(4))
+    stored = ((looped, None, ((a, b), (b, a))), (orphaned, lost, ((child, lost),)))
+    with engine.begin() as conn:
+        for n, (tid, missing, spans) in enumerate(stored):
+            seq = n + 1 if backend == "sqlite" else conn.exec_driver_sql("SELECT nextval('trace_seq')").scalar()
+            insert(conn, "traces", **{**TRACE, "status": "running", "span_count": len(spans),
+                                      "missing_parent_count": int(missing is not None)},
+                   trace_id=tid, seq=seq, awaited_parents=missing)
+            for span_id, parent in spans:
+                insert(conn, "spans", **SPAN, trace_id=tid, trace_seq=seq, span_id=span_id, parent_span_id=parent)
+    db.migrate(engine)
+    with engine.connect() as conn:
+        status: dict[str, str] = dict(conn.execute(sa.text("SELECT trace_id, status FROM traces")).all())
+    assert status == {looped: "success", orphaned: "running"}  # the lost parent is given up when read
+    db.downgrade(engine, "0012")
+    db.migrate(engine)
+    engine.dispose()
+
+    server = server_factory(database_url=url)
+    got = server.client.get(f"/api/v1/traces/{looped}").json()
+    assert got["trace"]["status"] == "success" and [n["cycle"] for n in got["tree"]] == [True]
+    t = server.client.get(f"/api/v1/traces/{orphaned}").json()["trace"]  # its row last changed long ago
+    assert (t["status"], t["has_open_spans"], t["parents_not_received"]) == ("success", False, 1)
+    fresh, local_root = new_trace_id(), secrets.token_bytes(8)
+    remote = make_span(fresh, local_root, parent=secrets.token_bytes(8), name="GET /")
+    remote.flags = 0x300  # the parent is remote
+    assert post(server, request_of(remote)).status_code == 200
+    got = server.client.get(f"/api/v1/traces/{fresh.hex()}").json()
+    assert (got["trace"]["root_span_id"], got["spans"][0]["parent_remote"]) == (local_root.hex(), True)

@@ -302,7 +302,7 @@ def test_spans_in_any_order_across_requests(server: ServerProcess) -> None:
     assert t["span_count"] == 2 and t["completion_rate"] == pytest.approx(2 / 3, abs=1e-3)
     post(server, request_of(make_span(tid, mid, root, "mid", NS + 10, NS + 60)))
     t = detail(server, tid)["trace"]
-    assert t["open_span_count"] == 1 and t["span_count"] == 3 and t["name"] == "leaf-a"
+    assert t["open_span_count"] == 1 and t["span_count"] == 3 and t["name"] == "mid"  # the top so far
     post(server, request_of(make_span(tid, root, b"", "root", NS, NS + 100_000)))
     got = detail(server, tid)
     t = got["trace"]

@@ -72,6 +72,11 @@ class Settings:
         False, "Accept the default dev-key on a non-loopback --host, and start there while it is the only"
         " key (a throwaway setup)."
     )
+    missing_parent_grace_s: int = _setting(
+        30, "Seconds a trace waits for a parent span that its spans name and that has not arrived, once"
+        " every stored span ended; then the parent is shown as not received and the trace is complete."
+        " Spans whose OTLP flags mark the parent remote (W3C traceparent) never wait."
+    )
     log_level: str = _setting("info", "Log level: debug, info, warning, error.")
     prices_file: str | None = _setting(
         None, "JSON or YAML model price table (USD per 1M input / output tokens) merged over the"

@@ -6,6 +6,7 @@ Rows from `tracehub.store.queries` become the API's documented field names here 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import orjson
@@ -25,8 +26,11 @@ from tracehub.api.params import (
     time_param,
 )
 from tracehub.api.responses import JSONResponse
+from tracehub.api.schemas import STATUSES
 from tracehub.hub import Hub
-from tracehub.store import queries
+from tracehub.store import amendment, queries
+from tracehub.store.completion import Completion, completion
+from tracehub.store.readmodel import trace_read_model
 
 
 def _json(value: Any) -> Any:
@@ -47,9 +51,12 @@ def _duration_ms(start: int | None, end: int | None) -> float | None:
 
 
 def trace_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A trace row as `queries` reads it: status and awaited parents as of the read
+    (`tracehub.store.completion`); parents no longer awaited count as not received."""
     span_count = row["span_count"]
-    open_count = row["running_span_count"] + row["missing_parent_count"]
-    known = span_count + row["missing_parent_count"]
+    awaited = row["awaited_parent_count"]
+    open_count = row["running_span_count"] + awaited
+    known = span_count + awaited
     input_tokens, output_tokens = row["input_tokens"], row["output_tokens"]
     return {
         "trace_id": row["trace_id"],
@@ -70,6 +77,7 @@ def trace_view(row: dict[str, Any]) -> dict[str, Any]:
         "open_span_count": open_count,
         "has_open_spans": open_count > 0,
         "completion_rate": round((known - open_count) / known, 4) if known else 0.0,
+        "parents_not_received": row["missing_parent_count"] - awaited,
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "total_tokens": input_tokens + output_tokens,
@@ -88,23 +96,6 @@ def _event_view(event: dict[str, Any], source: str) -> dict[str, Any]:
             "attributes": event["payload"]}
 
 
-AMENDABLE = ("name", "span_type", "status", "status_message", "model", "input_text", "output_text",
-             "input_tokens", "output_tokens", "total_tokens", "cost_usd")
-
-
-def _amend(view: dict[str, Any], amendments: list[dict[str, Any]]) -> None:
-    """The merged read view: each AMENDMENT's patch in time order; attributes merge key by key."""
-    for event in amendments:
-        patch = event["payload"].get("patch") or {}
-        if isinstance(patch.get("attributes"), dict):
-            view["attributes"] = {**view["attributes"], **patch["attributes"]}
-        for key in AMENDABLE:
-            if key in patch:
-                view[key] = patch[key]
-    view["amendments"] = [{"time": iso(e["time_ns"]), "patch": e["payload"].get("patch")}
-                          for e in amendments]
-
-
 def eval_view(row: dict[str, Any]) -> dict[str, Any]:
     return {"trace_id": row["trace_id"], "span_id": row["span_id"], "eval_name": row["eval_name"],
             "eval_model": row["eval_model"], "score": row["score"], "passed": row["passed"],
@@ -112,22 +103,20 @@ def eval_view(row: dict[str, Any]) -> dict[str, Any]:
             "created_at": iso(row["created_ns"])}
 
 
-def span_view(row: dict[str, Any], extra_events: list[dict[str, Any]]) -> dict[str, Any]:
-    """One span of a trace's detail; its JSON columns may be embedded as text (`orjson.Fragment`),
-    so the view is for encoding with orjson."""
+def span_view(row: dict[str, Any]) -> dict[str, Any]:
+    """One span of the read model (`readmodel.TraceModel.spans`: amendments applied); its JSON
+    columns may be embedded as text (`orjson.Fragment`), so the view is for encoding with orjson."""
     events = [_event_view(e, "otel") for e in _json(row["events"])] if row["events"] != "[]" else []
-    events += [_event_view(e, "store") for e in extra_events]
-    amendments = [e for e in extra_events if e["event_type"] == "AMENDMENT"]
-    merges_attributes = any(isinstance((e["payload"].get("patch") or {}).get("attributes"), dict)
-                            for e in amendments)
+    events += [_event_view(e, "store") for e in row["span_events"]]
     langgraph = None
     if row["node_name"] or row["graph_name"]:
         langgraph = {"graph_name": row["graph_name"], "node_name": row["node_name"],
                      "step": row["step"]}
-    view = {
+    return {
         "span_id": row["span_id"],
         "trace_id": row["trace_id"],
         "parent_span_id": row["parent_span_id"],
+        "parent_remote": bool(row["parent_remote"]),
         "name": row["name"],
         "kind": row["kind"],
         "span_type": row["span_type"],
@@ -147,51 +136,106 @@ def span_view(row: dict[str, Any], extra_events: list[dict[str, Any]]) -> dict[s
         "session_id": row["session_id"],
         "environment": row["environment"],
         "langgraph": langgraph,
-        "attributes": (_json if merges_attributes else _embedded)(row["attributes"]),
+        "attributes": _embedded(row["attributes"]),
         "resource": _embedded(row["resource"]),
         "scope": _embedded(row["scope"]),
         "links": _embedded(row["links"]),
         "events": events,
+        "amendments": [{"time": iso(e["time_ns"]), "patch": amendment.patch_of(e["payload"])}
+                       for e in row["amendments"]],
     }
-    _amend(view, amendments)
-    return view
+
+
+# Levels of `children` in one entry of `tree`: a span deeper than that starts an entry of its own
+# (`continued_from`), so no answer nests past what JSON encoders and browsers take.
+TREE_NESTING = 100
 
 
 def tree_and_timeline(rows: list[dict[str, Any]], trace_start: int | None
                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The span tree (spans whose parent has not arrived sit at the top) and a flat timeline."""
-    nodes = {r["span_id"]: {"span_id": r["span_id"], "name": r["name"], "span_type": r["span_type"],
-                            "status": r["status"],
-                            "duration_ms": _duration_ms(r["start_ns"], r["end_ns"]), "children": []}
-             for r in rows}
-    roots: list[dict[str, Any]] = []
+    """The span tree and a flat timeline (start order), both built without recursion.
+
+    The tree's entries, each holding its descendants in `children` (start order): the spans
+    without a parent; those whose parent is remote (`parent_remote`) or has not arrived
+    (`parent_not_received`); one span of each parent cycle (`cycle`), whose parent link is cut;
+    and, last, the spans TREE_NESTING levels below an entry's top (`continued_from`: the parent's
+    span id). Every node carries its `depth` in the trace, as the timeline does."""
+    ids = {r["span_id"] for r in rows}
+    children: dict[str, list[dict[str, Any]]] = {}
+    tops: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (row, node marks)
     for r in rows:  # already in start order, so children come out in start order
-        parent = nodes.get(r["parent_span_id"]) if r["parent_span_id"] else None
-        (parent["children"] if parent else roots).append(nodes[r["span_id"]])
+        parent = r["parent_span_id"]
+        if parent is None:
+            tops.append((r, {}))
+        elif parent == r["span_id"]:
+            tops.append((r, {"cycle": True}))
+        elif parent not in ids:
+            tops.append((r, {"parent_remote": True} if r["parent_remote"] else {"parent_not_received": True}))
+        else:
+            children.setdefault(parent, []).append(r)
+    tree: list[dict[str, Any]] = []
+    continued: list[dict[str, Any]] = []
     depth: dict[str, int] = {}
 
-    def walk(node: dict[str, Any], level: int) -> None:
-        stack = [(node, level)]
-        while stack:  # iterative: a deep agent loop must not hit the recursion limit
-            current, lvl = stack.pop()
-            depth[current["span_id"]] = lvl
-            stack.extend((child, lvl + 1) for child in current["children"])
+    def node(r: dict[str, Any], level: int, marks: dict[str, Any]) -> dict[str, Any]:
+        depth[r["span_id"]] = level
+        return {"span_id": r["span_id"], "name": r["name"], "span_type": r["span_type"],
+                "status": r["status"], "duration_ms": _duration_ms(r["start_ns"], r["end_ns"]),
+                "depth": level, **marks, "children": []}
 
-    for root in roots:
-        walk(root, 0)
+    def grow(top: dict[str, Any], marks: dict[str, Any]) -> None:
+        entry = node(top, 0, marks)
+        tree.append(entry)
+        stack = [(top["span_id"], entry, 0)]  # (span id, its node, its level in its entry)
+        while stack:
+            span_id, parent_node, level = stack.pop()
+            kids = []
+            for r in children.get(span_id, ()):
+                if r["span_id"] in depth:  # the cut link of a cycle
+                    continue
+                if level + 1 < TREE_NESTING:
+                    kid = node(r, parent_node["depth"] + 1, {})
+                    parent_node["children"].append(kid)
+                    kids.append((r["span_id"], kid, level + 1))
+                else:
+                    kid = node(r, parent_node["depth"] + 1, {"continued_from": span_id})
+                    continued.append(kid)
+                    kids.append((r["span_id"], kid, 0))
+            stack.extend(reversed(kids))  # depth first, children in start order
+
+    for top, marks in tops:
+        grow(top, marks)
+    if len(depth) < len(rows):  # what no top reached lies in or below a parent cycle
+        by_id = {r["span_id"]: r for r in rows}
+        for r in rows:
+            if r["span_id"] in depth:
+                continue
+            seen = set()
+            span_id = r["span_id"]
+            while span_id not in seen:  # up to a span of the cycle; every step is unplaced
+                seen.add(span_id)
+                span_id = by_id[span_id]["parent_span_id"]
+            grow(by_id[span_id], {"cycle": True})
+    # The continued entries come last, so that the tops keep their start order; their depth
+    # continues the trace's, but they enter the tree at level 0 of nesting.
+    tree.extend(continued)
     base = trace_start if trace_start is not None else (rows[0]["start_ns"] if rows else 0)
     timeline = [{
         "span_id": r["span_id"], "parent_span_id": r["parent_span_id"], "name": r["name"],
-        "span_type": r["span_type"], "status": r["status"], "depth": depth.get(r["span_id"], 0),
+        "span_type": r["span_type"], "status": r["status"], "depth": depth[r["span_id"]],
         "start_offset_ms": round((r["start_ns"] - base) / 1e6, 3),
         "duration_ms": _duration_ms(r["start_ns"], r["end_ns"]),
     } for r in rows]
-    return roots, timeline
+    return tree, timeline
 
 
 class TraceRoutes:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+        self.grace_ns = hub.settings.missing_parent_grace_s * 1_000_000_000
+
+    def _completion(self) -> Completion:
+        return completion(time.time_ns(), self.grace_ns)
 
     def routes(self) -> list[Route]:
         return [
@@ -204,7 +248,7 @@ class TraceRoutes:
         q = request.query_params
         page, page_size = page_params(q)
         f = queries.TraceFilter(
-            status=str_param(q, "status"), model=str_param(q, "model"),
+            status=str_param(q, "status", STATUSES), model=str_param(q, "model"),
             environment=str_param(q, "environment"), user_id=str_param(q, "user_id"),
             session_id=str_param(q, "session_id"), name=str_param(q, "name"),
             search=str_param(q, "search"), decision=str_param(q, "decision"),
@@ -215,7 +259,7 @@ class TraceRoutes:
 
         def run() -> JSONResponse:  # rendering too: a 200-trace page must not hold the event loop
             with self.hub.reads.connect() as conn:
-                rows, total = queries.list_traces(conn, project_id, f, page, page_size)
+                rows, total = queries.list_traces(conn, project_id, f, page, page_size, self._completion())
             return JSONResponse(page_body([trace_view(r) for r in rows], page, page_size, total))
 
         return await run_in_threadpool(run)
@@ -226,23 +270,17 @@ class TraceRoutes:
 
         def run() -> JSONResponse:
             with self.hub.reads.connect() as conn:
-                trace = queries.get_trace(conn, project_id, trace_id)
-                if trace is None:
-                    raise ProblemError(404, f"trace {trace_id} not found")
-                rows = queries.trace_spans(conn, project_id, trace_id)
-                events = queries.trace_events(conn, project_id, trace_id)
-                evals = queries.trace_evals(conn, project_id, trace_id)
-            by_span: dict[str | None, list[dict[str, Any]]] = {}
-            for event in events:
-                by_span.setdefault(event["span_id"], []).append(event)
-            tree, timeline = tree_and_timeline(rows, trace["start_ns"])
+                model = trace_read_model(conn, project_id, trace_id, self._completion())
+            if model is None:
+                raise ProblemError(404, f"trace {trace_id} not found")
+            tree, timeline = tree_and_timeline(model.spans, model.trace["start_ns"])
             return JSONResponse({
-                "trace": trace_view(trace),
-                "spans": [span_view(r, by_span.get(r["span_id"], [])) for r in rows],
+                "trace": trace_view(model.trace),
+                "spans": [span_view(r) for r in model.spans],
                 "tree": tree,
                 "timeline": timeline,
-                "events": [_event_view(e, "store") for e in by_span.get(None, [])],
-                "evals": [eval_view(e) for e in evals],
+                "events": [_event_view(e, "store") for e in model.events],
+                "evals": [eval_view(e) for e in model.evals],
                 "decisions": [],
                 "judge_runs": [],
             })

@@ -15,7 +15,7 @@ import operator
 import sqlite3
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
 import orjson
@@ -33,7 +33,7 @@ from tracehub.records import (
     Mapped,
     SpanRecord,
 )
-from tracehub.store import tracerow
+from tracehub.store import amendment, tracerow
 
 LIFECYCLE_END = frozenset(("END", "ERROR"))
 
@@ -232,8 +232,8 @@ def _no_nul(value: Any) -> Any:
 
 
 SPAN_COLUMNS = (
-    "project_id", "trace_id", "span_id", "parent_span_id", "name", "kind", "span_type", "status",
-    "status_message", "start_ns", "end_ns", "model", "input_text", "output_text", "input_tokens",
+    "project_id", "trace_id", "span_id", "parent_span_id", "parent_remote", "name", "kind", "span_type",
+    "status", "status_message", "start_ns", "end_ns", "model", "input_text", "output_text", "input_tokens",
     "output_tokens", "total_tokens", "cost_usd", "user_id", "session_id", "environment",
     "graph_name", "node_name", "step", "resource_id", "attributes", "scope", "events", "links",
 )
@@ -294,8 +294,8 @@ def span_row(project_id: int, s: SpanRecord, encoder: RowEncoder) -> tuple[Any, 
         encoder.resource_id(s.resource), dumps(s.attributes), encoder.scope(s.scope),
         dumps(s.events) if s.events else _NO_ITEMS, dumps(s.links) if s.links else _NO_ITEMS)
     row = (
-        project_id, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, m.span_type, s.status,
-        s.status_message, s.start_ns, s.end_ns, m.model, m.input_text, m.output_text,
+        project_id, s.trace_id, s.span_id, s.parent_span_id, s.parent_remote or None, s.name, s.kind,
+        m.span_type, s.status, s.status_message, s.start_ns, s.end_ns, m.model, m.input_text, m.output_text,
         m.input_tokens, m.output_tokens, m.total_tokens, s.cost_usd, m.user_id, m.session_id,
         m.environment, m.graph_name, m.node_name, m.step, *encoded,
     )
@@ -318,15 +318,35 @@ def span_from_row(row: tuple[Any, ...]) -> SpanRecord:
     """The record of a `span_row` (made in a decode worker): every field but the JSON ones, which
     stay encoded in `row` (as bytes, not bytearrays, once they crossed from the worker: both bind
     the same way)."""
-    (_pid, trace_id, span_id, parent_span_id, name, kind, span_type, status, status_message, start_ns,
-     end_ns, model, input_text, output_text, input_tokens, output_tokens, total_tokens, cost_usd,
+    (_pid, trace_id, span_id, parent_span_id, parent_remote, name, kind, span_type, status, status_message,
+     start_ns, end_ns, model, input_text, output_text, input_tokens, output_tokens, total_tokens, cost_usd,
      user_id, session_id, environment, graph_name, node_name, step) = row[:_ENCODED_AT]
     # Positional: keywords cost a third more, on the server's event loop, for every span.
     return SpanRecord(
         trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status, status_message,
         Mapped(span_type, model, input_text, output_text, input_tokens, output_tokens, total_tokens,
                user_id, session_id, environment, graph_name, node_name, step),
-        {}, {}, {}, [], [], cost_usd, None, row)
+        {}, {}, {}, [], [], cost_usd, None, row, bool(parent_remote))
+
+
+def _span_values(s: SpanRecord) -> dict[str, Any]:
+    """A record's amendable fields, by their column names (`amendment.AMENDABLE`)."""
+    m = s.mapped
+    return {"name": s.name, "span_type": m.span_type, "status": s.status, "status_message": s.status_message,
+            "model": m.model, "input_text": m.input_text, "output_text": m.output_text,
+            "input_tokens": m.input_tokens, "output_tokens": m.output_tokens, "total_tokens": m.total_tokens,
+            "cost_usd": s.cost_usd}
+
+
+def _amended(s: SpanRecord, patches: list[Any]) -> SpanRecord:
+    """A copy of `s` with `patches` applied, for its trace row to fold in."""
+    values = _span_values(s)
+    for patch in patches:
+        amendment.apply_patch(values, patch)
+    mapped = replace(s.mapped, **{k: values[k] for k in (
+        "span_type", "model", "input_text", "output_text", "input_tokens", "output_tokens", "total_tokens")})
+    return replace(s, name=values["name"], status=values["status"], status_message=values["status_message"],
+                   cost_usd=values["cost_usd"], mapped=mapped)
 
 
 class StoredResources:
@@ -383,7 +403,8 @@ class BatchWriter:
         evals = self._claim_keys(pid, batch.evals, result)
         may_insert = {s.trace_id for s in spans} | {t.trace_id for t in batch.traces}
         rows = self._trace_rows(pid, may_insert | {e.trace_id for e in events if e.trace_id and (
-            e.event_type in LIFECYCLE_END or e.input_text or e.output_text)})
+            e.event_type in LIFECYCLE_END or e.input_text or e.output_text
+            or e.event_type == amendment.EVENT_TYPE)})
         inserts = len(may_insert - rows.keys())
         if inserts:
             self._seqs = self.sql.next_seqs(self.cur, inserts)
@@ -493,7 +514,7 @@ class BatchWriter:
         result.spans_stored, result.spans_duplicate = len(new), len(spans) - len(new)
         if not new:
             return
-        self._apply_earlier_events(pid, new)
+        amended = self._apply_earlier_events(pid, new)
         now = time.time_ns()
         awaited: dict[str, set[str]] = {}  # per trace: parents named by its spans, not stored
         declared: set[str] = set()
@@ -505,7 +526,8 @@ class BatchWriter:
             for s in sorted(new, key=operator.attrgetter("start_ns")):
                 row = rows.get(s.trace_id) or rows.setdefault(
                     s.trace_id, tracerow.new_row(pid, s.trace_id, next(self._seqs), now))
-                tracerow.fold_span(row, s, declared)
+                tracerow.fold_span(row, amended.get((s.trace_id, s.span_id), s) if amended else s, declared)
+                row["last_span_ns"] = now
                 self._touched.add(s.trace_id)
                 waiting = awaited.get(s.trace_id)
                 if waiting is None:
@@ -514,8 +536,9 @@ class BatchWriter:
                     waiting.discard(s.span_id)
                     row["missing_parent_count"] -= 1
                 parent = s.parent_span_id
+                # A remote parent is in another process's trace data: not waited for.
                 if (parent and parent not in waiting and (s.trace_id, parent) not in existing
-                        and (s.trace_id, parent) not in new_keys):
+                        and (s.trace_id, parent) not in new_keys and not s.parent_remote):
                     waiting.add(parent)
                     row["missing_parent_count"] += 1
                 encoded = s.row if s.row is not None and s.row[0] == pid else span_row(pid, s, self._encoder)
@@ -543,24 +566,34 @@ class BatchWriter:
                 new)
             self._stored_resources.written(pid, (rid for _, rid, _ in new))
 
-    def _apply_earlier_events(self, pid: int, new: list[SpanRecord]) -> None:
-        """Content (GenAI log records) and END / ERROR events that arrived before their span."""
-        waiting = [s for s in new if s.end_ns is None or not (s.mapped.input_text and s.mapped.output_text)]
-        if not waiting:
-            return
-        found = [r for t_in, t_params in self.sql.any_of("trace_id", {s.trace_id for s in waiting})
+    def _apply_earlier_events(self, pid: int, new: list[SpanRecord]) -> dict[tuple[str, str], SpanRecord]:
+        """Content (GenAI log records), END / ERROR events and AMENDMENTs that arrived before
+        their span. Answers the amended spans, by key, as their trace rows fold them in; a span
+        is stored as it came (amendments never edit one)."""
+        found = [r for t_in, t_params in self.sql.any_of("trace_id", {s.trace_id for s in new})
                  for r in self._select(
                      f"SELECT trace_id, span_id, event_type, time_ns, payload FROM span_events"
                      f" WHERE project_id = {self.sql.p} AND {t_in} AND span_id IS NOT NULL"
-                     " AND event_type IN ('LOG', 'END', 'ERROR') ORDER BY time_ns, id", [pid, *t_params])]
+                     " AND event_type IN ('LOG', 'END', 'ERROR', 'AMENDMENT') ORDER BY time_ns, id",
+                     [pid, *t_params])]
+        if not found:
+            return {}
         by_span: dict[tuple[str, str], list[tuple[str, int, Any]]] = defaultdict(list)
         for trace_id, span_id, event_type, time_ns, payload in found:
             by_span[(trace_id, span_id)].append((event_type, time_ns, _loads(payload)))
-        for s in waiting:
+        amended: dict[tuple[str, str], SpanRecord] = {}
+        for s in new:
+            events = by_span.get((s.trace_id, s.span_id))
+            if not events:
+                continue
             ins: list[str] = []
             outs: list[str] = []
+            patches: list[Any] = []
             changed = False
-            for event_type, time_ns, payload in by_span.get((s.trace_id, s.span_id), ()):
+            for event_type, time_ns, payload in events:
+                if event_type == amendment.EVENT_TYPE:
+                    patches.append(amendment.patch_of(payload))
+                    continue
                 derived = payload.get("derived") or {}
                 if derived.get("input_text"):
                     ins.append(derived["input_text"])
@@ -571,12 +604,17 @@ class BatchWriter:
                     s.end_ns = time_ns
                     s.status = STATUS_ERROR if event_type == "ERROR" else STATUS_SUCCESS
                     s.status_message = s.status_message or payload.get("message")
-            if ins or outs:
+            if ins and not s.mapped.input_text:
                 changed = True
-                s.mapped.input_text = s.mapped.input_text or "\n".join(ins) or None
-                s.mapped.output_text = s.mapped.output_text or "\n".join(outs) or None
+                s.mapped.input_text = "\n".join(ins)
+            if outs and not s.mapped.output_text:
+                changed = True
+                s.mapped.output_text = "\n".join(outs)
             if changed:
                 s.row = span_row(pid, s, self._encoder)
+            if patches:
+                amended[(s.trace_id, s.span_id)] = _amended(s, patches)
+        return amended
 
     def _upsert_traces(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
@@ -626,6 +664,10 @@ class BatchWriter:
                 ends.setdefault((e.trace_id, e.span_id), e)
             params.append((pid, e.trace_id, e.span_id, e.event_type, e.name, e.time_ns, dumps(payload),
                            e.idem.key if e.idem else None))
+        amends = [(t, s, e) for e in events if e.event_type == amendment.EVENT_TYPE
+                  and (t := e.trace_id) is not None and (s := e.span_id) is not None and t in rows]
+        if amends:  # before the batch's events are stored: those stored are the earlier ones
+            self._fold_amendments(pid, amends, rows)
         self.sql.insert(self.cur, "span_events", EVENT_COLUMNS, frozenset(("payload",)), self.sql.rows(params))
         # Spans already stored without content take it from their log records.
         updates = []
@@ -646,6 +688,42 @@ class BatchWriter:
         if ends:
             self._close_spans(pid, ends, rows)
 
+    def _fold_amendments(self, pid: int, amends: list[tuple[str, str, EventRecord]],
+                         rows: dict[str, dict[str, Any]]) -> None:
+        """AMENDMENTs of stored spans: their trace rows' totals follow (`tracerow.amend_span`).
+        One of a span not stored yet waits for it (`_apply_earlier_events`)."""
+        q = self.sql.p
+        columns = ("trace_id", "span_id", "start_ns", "end_ns", *amendment.AMENDABLE)
+        stored: dict[tuple[str, str], dict[str, Any]] = {}
+        for pairs, params in self.sql.pairs({(rows[t]["seq"], s) for t, s, _ in amends}):
+            for r in self._select(
+                    f"SELECT {', '.join('s.' + c for c in columns)} FROM {pairs} {self.sql.join} spans s"
+                    f" ON s.trace_seq = k.t AND s.span_id = k.s AND s.project_id = {q}", [*params, pid]):
+                stored[(r[0], r[1])] = dict(zip(columns, r))
+        if not stored:
+            return
+        # Per span: (time, new?, patch) of its amendments, the stored ones first among equal times.
+        patches: dict[tuple[str, str], list[tuple[int, bool, Any]]] = defaultdict(list)
+        for t_in, t_params in self.sql.any_of("trace_id", {t for t, _ in stored}):
+            for trace_id, span_id, time_ns, payload in self._select(
+                    f"SELECT trace_id, span_id, time_ns, payload FROM span_events WHERE project_id = {q}"
+                    f" AND {t_in} AND event_type = 'AMENDMENT' ORDER BY time_ns, id", [pid, *t_params]):
+                if (trace_id, span_id) in stored:
+                    patches[(trace_id, span_id)].append((time_ns, False, amendment.patch_of(_loads(payload))))
+        for t, s, e in amends:
+            if (t, s) in stored:
+                patches[(t, s)].append((e.time_ns, True, amendment.patch_of(e.payload)))
+        for key, applied in patches.items():
+            if not any(new for _, new, _ in applied):
+                continue
+            before, after = dict(stored[key]), dict(stored[key])
+            for _, new, patch in sorted(applied, key=operator.itemgetter(0, 1)):
+                if not new:
+                    amendment.apply_patch(before, patch)
+                amendment.apply_patch(after, patch)
+            tracerow.amend_span(rows[key[0]], before, after)
+            self._touched.add(key[0])
+
     def _close_spans(self, pid: int, ends: dict[tuple[str, str], EventRecord],
                      rows: dict[str, dict[str, Any]]) -> None:
         """END / ERROR events end stored running spans; for spans not stored yet they wait."""
@@ -653,6 +731,7 @@ class BatchWriter:
         keys = {(rows[t]["seq"], s) for t, s in ends if t in rows}  # a trace without a row has no spans
         running = self._stored_spans(pid, keys, running=True) if keys else set()
         updates = []
+        now = time.time_ns()
         for key in running:
             e = ends[key]
             error = e.event_type == "ERROR"
@@ -660,7 +739,7 @@ class BatchWriter:
             updates.append((e.time_ns, STATUS_ERROR if error else STATUS_SUCCESS,
                             e.payload.get("message") if error else None,
                             e.payload.get("output_text"), pid, row["seq"], key[1]))
-            tracerow.close_span(row, e.time_ns, error)
+            tracerow.close_span(row, e.time_ns, error, now)
             self._touched.add(key[0])
         if updates:
             self.sql.executemany(

@@ -8,11 +8,12 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import sqlalchemy as sa
 
 from tracehub.store import search
+from tracehub.store.completion import Completion
 from tracehub.store.schema import evaluation_results, projects, resources, span_events, spans, traces
 
 LIST_TEXT_LIMIT = 1000  # list rows carry previews; the detail carries the full text
@@ -42,22 +43,28 @@ def _dicts(result: sa.CursorResult[Any]) -> list[dict[str, Any]]:
     return [dict(zip(keys, row)) for row in result]
 
 
-def _open_count() -> sa.ColumnElement[int]:
-    return traces.c.running_span_count + traces.c.missing_parent_count
+def _trace_columns(c: Completion, text: Sequence[sa.ColumnElement[Any]]) -> list[sa.ColumnElement[Any]]:
+    """A trace row's columns as the API reads them: its status and awaited parents at the
+    moment of `c`, and `text` for input / output."""
+    skip = ("status", "input_text", "output_text")
+    return [col for col in traces.c if col.name not in skip] + [
+        c.status.label("status"), c.awaited.label("awaited_parent_count"), *text]
 
 
 def list_traces(conn: sa.Connection, project_id: int, f: TraceFilter, page: int,
-                page_size: int) -> tuple[list[dict[str, Any]], int]:
+                page_size: int, c: Completion) -> tuple[list[dict[str, Any]], int]:
     conds: list[sa.ColumnElement[bool]] = [traces.c.project_id == project_id]
     for column, value in (
-        (traces.c.status, f.status), (traces.c.model, f.model), (traces.c.environment, f.environment),
+        (traces.c.model, f.model), (traces.c.environment, f.environment),
         (traces.c.user_id, f.user_id), (traces.c.session_id, f.session_id), (traces.c.name, f.name),
         (traces.c.decision, f.decision),
     ):
         if value is not None:
             conds.append(column == value)
+    if f.status is not None:
+        conds.append(c.status_is(f.status))
     if f.has_open_spans is not None:
-        conds.append(_open_count() > 0 if f.has_open_spans else _open_count() == 0)
+        conds.append(c.open_count > 0 if f.has_open_spans else c.open_count == 0)
     if f.start_after_ns is not None:
         conds.append(traces.c.start_ns >= f.start_after_ns)
     if f.start_before_ns is not None:
@@ -80,9 +87,9 @@ def list_traces(conn: sa.Connection, project_id: int, f: TraceFilter, page: int,
                              ).scalar_one_or_none() or 0
     else:
         total = conn.execute(sa.select(sa.func.count()).select_from(traces).where(where)).scalar_one()
-    preview = [sa.func.substr(c, 1, LIST_TEXT_LIMIT).label(c.name)
-               for c in (traces.c.input_text, traces.c.output_text)]
-    columns = [c for c in traces.c if c.name not in ("input_text", "output_text")] + preview
+    preview = [sa.func.substr(col, 1, LIST_TEXT_LIMIT).label(col.name)
+               for col in (traces.c.input_text, traces.c.output_text)]
+    columns = _trace_columns(c, preview)
     newest_first = (traces.c.start_ns.desc(), traces.c.trace_id.desc())  # one index walked backwards
     # The page's ids first, from the index alone; then only those rows. Selected in one step,
     # PostgreSQL read and cut the text of every row before the page (page 100: 72 ms of 6,000 rows).
@@ -97,11 +104,12 @@ def list_traces(conn: sa.Connection, project_id: int, f: TraceFilter, page: int,
     return rows, total
 
 
-def get_trace(conn: sa.Connection, project_id: int, trace_id: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        sa.select(traces).where(traces.c.project_id == project_id, traces.c.trace_id == trace_id)
-    ).mappings().first()
-    return dict(row) if row else None
+def get_trace(conn: sa.Connection, project_id: int, trace_id: str, c: Completion) -> dict[str, Any] | None:
+    rows = _dicts(conn.execute(
+        sa.select(*_trace_columns(c, [traces.c.input_text, traces.c.output_text]))
+        .where(traces.c.project_id == project_id, traces.c.trace_id == trace_id)
+    ))
+    return rows[0] if rows else None
 
 
 def trace_spans(conn: sa.Connection, project_id: int, trace_id: str) -> list[dict[str, Any]]:

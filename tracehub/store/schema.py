@@ -65,6 +65,9 @@ traces = sa.Table(
     # Those parents' span ids, space-separated: a span that arrives later is found here, so
     # ingest needs no index on spans.parent_span_id.
     sa.Column("awaited_parents", sa.Text),
+    # When the writer last stored or ended one of the trace's spans (its clock): a parent still
+    # awaited a grace period later is given up (tracehub/store/completion.py).
+    sa.Column("last_span_ns", sa.BigInteger),
     sa.Column("error_count", sa.Integer, nullable=False),
     sa.Column("input_tokens", sa.BigInteger, nullable=False),
     sa.Column("output_tokens", sa.BigInteger, nullable=False),
@@ -100,6 +103,7 @@ spans = sa.Table(
     sa.Column("trace_seq", sa.BigInteger),  # traces.seq of the span's trace
     sa.Column("span_id", sa.String(32), nullable=False),
     sa.Column("parent_span_id", sa.String(32)),
+    sa.Column("parent_remote", sa.Boolean),  # true: the parent is in another process; else NULL
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("span_type", sa.String(16), nullable=False),

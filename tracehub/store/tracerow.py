@@ -24,6 +24,7 @@ TRACE_COLUMNS = (
     "span_count", "running_span_count", "missing_parent_count", "error_count", "input_tokens",
     "output_tokens", "cost_usd", "decision", "user_review_passed", "input_rank_ns",
     "output_rank_ns", "updated_ns", "status_explicit", "graph_name", "awaited_parents", "seq",
+    "last_span_ns",
 )
 
 # Explicit fields a JSON client may state; they win over what the spans derive.
@@ -35,29 +36,35 @@ def new_row(project_id: int, trace_id: str, seq: int, now: int) -> dict[str, Any
     row: dict[str, Any] = dict.fromkeys(TRACE_COLUMNS)
     row.update(project_id=project_id, trace_id=trace_id, status=STATUS_RUNNING, start_ns=None,
                span_count=0, running_span_count=0, missing_parent_count=0, error_count=0,
-               input_tokens=0, output_tokens=0, cost_usd=0.0, updated_ns=now, seq=seq)
+               input_tokens=0, output_tokens=0, cost_usd=0.0, updated_ns=now, seq=seq, last_span_ns=now)
     return row
 
 
 def fold_span(row: dict[str, Any], s: SpanRecord, declared: set[str]) -> None:
     """Fold one newly stored span into its trace row (counts, times, root, text, model, tokens).
     A batch's spans come in start order; `declared` (kept over one batch) holds the traces whose
-    model this batch took from a span that is not a model call, which a model call then replaces."""
+    model this batch took from a span that is not a model call, which a model call then replaces.
+
+    The root is the span without a parent. Until it is stored, a local root stands in for it: a
+    span whose parent is remote (the trace began in another process) or itself. A trace with
+    neither is named after its earliest span, the top of what arrived."""
     m = s.mapped
     row["span_count"] += 1
     if s.end_ns is None:
         row["running_span_count"] += 1
     if s.status == STATUS_ERROR:
         row["error_count"] += 1
-    if row["start_ns"] is None or s.start_ns < row["start_ns"]:
+    earliest = row["start_ns"] is None or s.start_ns < row["start_ns"]
+    if earliest:
         row["start_ns"] = s.start_ns
     if s.end_ns is not None and (row["end_ns"] is None or s.end_ns > row["end_ns"]):
         row["end_ns"] = s.end_ns
-    is_root = s.parent_span_id is None
+    parent = s.parent_span_id
+    is_root = parent is None or ((s.parent_remote or parent == s.span_id) and row["root_span_id"] is None)
     if is_root:
         row["root_span_id"] = s.span_id
         row["name"] = s.name
-    elif row["name"] is None:
+    elif row["root_span_id"] is None and (row["name"] is None or earliest):
         row["name"] = s.name
     call = m.span_type in MODEL_CALL_SPAN_TYPES
     if call:
@@ -91,13 +98,46 @@ def fold_span(row: dict[str, Any], s: SpanRecord, declared: set[str]) -> None:
             row["output_text"], row["output_rank_ns"] = m.output_text, rank
 
 
-def close_span(row: dict[str, Any], end_ns: int, error: bool) -> None:
+def close_span(row: dict[str, Any], end_ns: int, error: bool, now: int) -> None:
     """A running span of this trace ended (an END or ERROR event)."""
+    row["last_span_ns"] = now
     row["running_span_count"] = max(0, row["running_span_count"] - 1)
     if error:
         row["error_count"] += 1
     if row["end_ns"] is None or end_ns > row["end_ns"]:
         row["end_ns"] = end_ns
+
+
+def _usage(span: dict[str, Any]) -> tuple[int, int]:
+    if span["span_type"] not in MODEL_CALL_SPAN_TYPES:
+        return 0, 0
+    return span["input_tokens"] or 0, span["output_tokens"] or 0
+
+
+def amend_span(row: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> None:
+    """An AMENDMENT changed a stored span of this trace from `before` to `after` (its columns,
+    `amendment.apply_patch`): the trace follows as if the span had come as amended."""
+    (in_before, out_before), (in_after, out_after) = _usage(before), _usage(after)
+    row["input_tokens"] += in_after - in_before
+    row["output_tokens"] += out_after - out_before
+    row["cost_usd"] += (after["cost_usd"] or 0) - (before["cost_usd"] or 0)
+    row["error_count"] += (after["status"] == STATUS_ERROR) - (before["status"] == STATUS_ERROR)
+    is_root = row["root_span_id"] == after["span_id"]
+    if is_root or (row["root_span_id"] is None and row["name"] == before["name"]):
+        row["name"] = after["name"]
+    if after["model"] != before["model"] and row["model"] in (None, before["model"]):
+        row["model"] = after["model"]
+    # Text as `fold_span` ranks it; the span that gave the trace its text gives the amended one.
+    if after["input_text"] and after["input_text"] != before["input_text"]:
+        rank = -1 if is_root else after["start_ns"]
+        current = row["input_rank_ns"]
+        if current is None or current == rank or (current != -1 and rank < current):
+            row["input_text"], row["input_rank_ns"] = after["input_text"], rank
+    if after["output_text"] and after["output_text"] != before["output_text"]:
+        rank = -1 if is_root else (after["end_ns"] or after["start_ns"])
+        current = row["output_rank_ns"]
+        if current is None or current == rank or (current != -1 and (rank == -1 or rank > current)):
+            row["output_text"], row["output_rank_ns"] = after["output_text"], rank
 
 
 def apply_explicit(row: dict[str, Any], t: TraceRecord) -> None:
@@ -116,10 +156,13 @@ def apply_explicit(row: dict[str, Any], t: TraceRecord) -> None:
 
 
 def status_of(row: dict[str, Any]) -> str:
+    """The stored status. A trace without a root is complete when no parent is awaited: its spans
+    then all name parents within it (a cycle). Parents awaited too long are given up at read time
+    (tracehub/store/completion.py), since that depends on the clock."""
     if row["status_explicit"]:
         return str(row["status_explicit"])
     if row["error_count"]:
         return STATUS_ERROR
-    if row["running_span_count"] or row["missing_parent_count"] or row["root_span_id"] is None:
+    if row["running_span_count"] or row["missing_parent_count"] or not row["span_count"]:
         return STATUS_RUNNING
     return STATUS_SUCCESS

@@ -1,0 +1,55 @@
+"""The trace read model: one trace as every reader sees it (the API's detail, the UI, the decision
+engine), its spans with their AMENDMENTs applied (`tracehub.store.amendment`) over the span as
+stored. The trace row holds the same amendments in its totals, which the writer folded in.
+Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from tracehub.store import amendment, queries
+from tracehub.store.completion import Completion
+
+
+@dataclass
+class TraceModel:
+    """A trace row (its status and awaited parents as `Completion` has them) and its merged spans.
+
+    Each span is its stored row (JSON columns as text) with its amendments applied, plus
+    `span_events` (its events from `span_events`, time order) and `amendments` (those that are
+    AMENDMENTs). An amendment of attributes merges key by key; the span's `attributes` is then a
+    dict, else the stored text."""
+
+    trace: dict[str, Any]
+    spans: list[dict[str, Any]]
+    events: list[dict[str, Any]]  # events that name no span
+    evals: list[dict[str, Any]]
+
+
+def trace_read_model(conn: sa.Connection, project_id: int, trace_id: str, c: Completion) -> TraceModel | None:
+    trace = queries.get_trace(conn, project_id, trace_id, c)
+    if trace is None:
+        return None
+    spans = queries.trace_spans(conn, project_id, trace_id)
+    events = queries.trace_events(conn, project_id, trace_id)
+    evals = queries.trace_evals(conn, project_id, trace_id)
+    by_span: dict[str | None, list[dict[str, Any]]] = {}
+    for event in events:
+        by_span.setdefault(event["span_id"], []).append(event)
+    for span in spans:
+        own = span["span_events"] = by_span.get(span["span_id"], [])
+        amendments = span["amendments"] = [e for e in own if e["event_type"] == amendment.EVENT_TYPE] if own else []
+        for event in amendments:
+            patch = amendment.patch_of(event["payload"])
+            amendment.apply_patch(span, patch)
+            if isinstance(patch, dict) and isinstance(patch.get("attributes"), dict):
+                stored = span["attributes"]
+                # Not orjson: it reads integers beyond 64 bits (JSON clients send them) as floats.
+                span["attributes"] = {**(json.loads(stored) if isinstance(stored, str) else stored),
+                                      **patch["attributes"]}
+    return TraceModel(trace, spans, by_span.get(None, []), evals)
