@@ -159,6 +159,33 @@ def test_a_parent_that_never_comes_is_given_up_after_the_grace(graced: ServerPro
     assert [n["name"] for n in got["tree"]] == ["gateway"] and "parent_not_received" not in got["tree"][0]
 
 
+def test_the_stats_give_a_parent_up_as_the_list_does(graced: ServerProcess) -> None:
+    """The dashboard's open traces, completion rate and latency follow the same grace rule."""
+    now = time.time_ns()
+    trace_id, root = secrets.token_hex(16), secrets.token_hex(8)
+    _send(graced, "/api/v1/ingest/traces", {
+        "trace": {"trace_id": trace_id}, "allow_missing_parent": True, "spans": [
+            {"span_id": root, "parent_span_id": secrets.token_hex(8), "name": "POST /chat",
+             "start_time": _iso(now - 2 * 10**9), "end_time": _iso(now - 10**9), "status": "success"}]})
+
+    def overview() -> dict[str, Any]:
+        r = graced.client.get("/api/v1/traces/stats/overview", params={"last_hours": 1})
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    # Other tests on this server send traces of March 2026, outside the window.
+    stats = overview()
+    assert (stats["trace_count"], stats["open_traces"], stats["latency_ms"]["p50"]) == (1, 1, 0.0)
+    assert stats["completion_rate"] == 0.5
+    deadline = time.monotonic() + 10
+    while _detail(graced, trace_id)["trace"]["has_open_spans"]:
+        assert time.monotonic() < deadline, "the missing parent was never given up"
+        time.sleep(0.1)
+    stats = overview()
+    assert (stats["open_traces"], stats["completion_rate"]) == (0, 1.0)
+    assert stats["latency_ms"]["p50"] == pytest.approx(1000.0, abs=1)
+
+
 # -- parent cycles -------------------------------------------------------------------------------
 
 

@@ -213,6 +213,7 @@ def test_percentiles_match_a_brute_force_computation(project: Project) -> None:
     import random
 
     from tracehub.store import stats
+    from tracehub.store.completion import completion
 
     rng = random.Random(7)
     now = time.time_ns()
@@ -229,7 +230,7 @@ def test_percentiles_match_a_brute_force_computation(project: Project) -> None:
     with project.engine.begin() as conn:
         conn.execute(traces.insert(), rows)
     with project.engine.connect() as conn:
-        got = stats.overview(conn, project.id, 3, now)
+        got = stats.overview(conn, project.id, 3, now, completion(now, 30 * 10**9))
     finished = [r for r in rows if not r["running_span_count"]]
     durations = [(r["end_ns"] - r["start_ns"]) / 1e6 for r in finished]
     assert got["trace_count"] == 157 and got["open_traces"] == 16

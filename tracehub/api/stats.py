@@ -19,6 +19,7 @@ from tracehub.api.params import int_param, iso, only_params
 from tracehub.api.responses import JSONResponse
 from tracehub.hub import Hub
 from tracehub.store import stats
+from tracehub.store.completion import completion
 
 PARAMS = frozenset({"last_hours"})
 DEFAULT_HOURS = 24
@@ -37,6 +38,7 @@ def overview_view(found: dict[str, Any]) -> dict[str, Any]:
 class StatsRoutes:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+        self.grace_ns = hub.settings.missing_parent_grace_s * 1_000_000_000
 
     def routes(self) -> list[Route]:
         return [Route("/api/v1/traces/stats/overview", self.overview, methods=["GET"])]
@@ -49,6 +51,7 @@ class StatsRoutes:
 
         def run() -> dict[str, Any]:
             with self.hub.reads.connect() as conn:
-                return stats.overview(conn, project_id, last_hours, now_ns)
+                return stats.overview(conn, project_id, last_hours, now_ns,
+                                      completion(now_ns, self.grace_ns))
 
         return JSONResponse(overview_view(await run_in_threadpool(run)))

@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tracehub.records import STATUS_ERROR
+from tracehub.store.completion import Completion
 from tracehub.store.schema import evaluation_results, traces
 
 HOUR_NS = 3_600_000_000_000
@@ -34,17 +35,17 @@ def window(last_hours: int, now_ns: int) -> tuple[int, int, int]:
     return start, start - start % HOUR_NS, now_ns - now_ns % HOUR_NS + HOUR_NS
 
 
-def completion_rate_sql() -> sa.ColumnElement[float]:
+def completion_rate_sql(c: Completion) -> sa.ColumnElement[float]:
     """The API's per-trace completion_rate (api/traces.py trace_view) as SQL, unrounded:
-    known = span_count + missing_parent_count, open = running_span_count + missing_parent_count,
+    known = span_count + awaited parents, open = running spans + awaited parents,
     (known - open) / known, and 0 for a trace that knows of no span."""
-    t = traces.c
-    known = t.span_count + t.missing_parent_count
-    open_ = t.running_span_count + t.missing_parent_count
-    return sa.case((known > 0, sa.cast(known - open_, sa.Float) / known), else_=0.0)
+    known = traces.c.span_count + c.awaited
+    return sa.case((known > 0, sa.cast(known - c.open_count, sa.Float) / known), else_=0.0)
 
 
-def overview(conn: sa.Connection, project_id: int, last_hours: int, now_ns: int) -> dict[str, Any]:
+def overview(conn: sa.Connection, project_id: int, last_hours: int, now_ns: int,
+             c: Completion) -> dict[str, Any]:
+    """`c`: completion as of `now_ns` (`tracehub.store.completion`), the trace list's own."""
     start, first, end = window(last_hours, now_ns)
     t = traces.c
     in_window = sa.and_(t.project_id == project_id, t.start_ns >= start, t.start_ns < end)
@@ -59,9 +60,9 @@ def overview(conn: sa.Connection, project_id: int, last_hours: int, now_ns: int)
             bucket.label("bucket"),
             sa.func.count().label("trace_count"),
             count_if(t.status == STATUS_ERROR).label("error_count"),
-            count_if(t.running_span_count + t.missing_parent_count > 0).label("open_traces"),
+            count_if(c.open_count > 0).label("open_traces"),
             count_if(t.graph_name.is_not(None)).label("langgraph_runs"),
-            sa.func.sum(completion_rate_sql()).label("completion_sum"),
+            sa.func.sum(completion_rate_sql(c)).label("completion_sum"),
             sa.func.sum(t.input_tokens).label("input_tokens"),
             sa.func.sum(t.output_tokens).label("output_tokens"),
             sa.func.sum(t.cost_usd).label("cost_usd"),
@@ -82,7 +83,7 @@ def overview(conn: sa.Connection, project_id: int, last_hours: int, now_ns: int)
         completion_sum += b["completion_sum"]
         cost += b["cost_usd"]
     count = totals["trace_count"]
-    overall_latency, bucket_p50 = _latencies(conn, in_window, bucket)
+    overall_latency, bucket_p50 = _latencies(conn, in_window, bucket, c)
 
     empty = {"trace_count": 0, "error_count": 0, "input_tokens": 0, "output_tokens": 0,
              "cost_usd": 0.0}
@@ -133,11 +134,11 @@ def _interpolate(values: dict[int, int], n: int, pct: int) -> float:
     return round((low + (high - low) * rest / 100) / 1e6, 3)
 
 
-def _latencies(conn: sa.Connection, in_window: sa.ColumnElement[bool], bucket: Any
+def _latencies(conn: sa.Connection, in_window: sa.ColumnElement[bool], bucket: Any, c: Completion
                ) -> tuple[dict[str, float], dict[int, float]]:
     """p50/p95/p99 of finished traces' durations overall, and p50 per hour bucket.
 
-    Finished: no running span and no missing parent, with an end. Window functions rank the
+    Finished: nothing open (`Completion.open_count`), with an end. Window functions rank the
     durations in the database, so only the few rows at the wanted ranks come back.
     """
     t = traces.c
@@ -149,8 +150,7 @@ def _latencies(conn: sa.Connection, in_window: sa.ColumnElement[bool], bucket: A
         sa.func.count().over().label("n_all"),
         sa.func.row_number().over(partition_by=bucket, order_by=duration).label("rn_bucket"),
         sa.func.count().over(partition_by=bucket).label("n_bucket"),
-    ).where(in_window, t.end_ns.is_not(None),
-            t.running_span_count + t.missing_parent_count == 0).subquery()
+    ).where(in_window, t.end_ns.is_not(None), c.open_count == 0).subquery()
     r = ranked.c
     wanted = [_rank_rows(r.rn_all, r.n_all, pct) for pct in LATENCY_PERCENTILES]
     wanted.append(_rank_rows(r.rn_bucket, r.n_bucket, 50))
