@@ -65,10 +65,11 @@ class Item:
 
 @dataclass
 class Items:
+    bad: set[str] = field(default_factory=set)  # paths of items the schema refused
     items: list[Item] = field(default_factory=list)
 
     def item(self, path: str, answer: dict[str, Any], raw: Any = None) -> Item:
-        key = raw.get("idempotency_key") if isinstance(raw, dict) else None
+        key = raw.get("idempotency_key") if isinstance(raw, dict) and path not in self.bad else None
         idem = None
         if key:
             digest = hashlib.sha256(json.dumps(raw, sort_keys=True, ensure_ascii=False,
@@ -81,6 +82,11 @@ class Items:
 
 def _hash_id(*parts: str) -> str:
     return hashlib.sha256(":".join(parts).encode()).hexdigest()[:16]
+
+
+def _get(raw: Any, key: str) -> Any:
+    """A field of an item for its answer, before the item is known to be an object."""
+    return raw.get(key) if isinstance(raw, dict) else None
 
 
 def _time(value: Any, path: str, default: int | None) -> int | None:
@@ -117,9 +123,12 @@ def span_record(raw: dict[str, Any], trace_id: str, path: str, now: int,
         mapped.span_type = str(raw["span_type"])
     plain_model = attrs.get("model") if isinstance(attrs.get("model"), str) else None
     mapped.model = raw.get("model") or plain_model or mapped.model
-    for name in ("input_text", "output_text", "input_tokens", "output_tokens"):
+    for name in ("input_text", "output_text"):
         if raw.get(name) is not None:
             setattr(mapped, name, raw[name])
+    for name in ("input_tokens", "output_tokens"):
+        if raw.get(name) is not None:
+            setattr(mapped, name, int(raw[name]))  # JSON Schema's integers include 5.0
     if mapped.input_tokens is not None or mapped.output_tokens is not None:
         mapped.total_tokens = (mapped.input_tokens or 0) + (mapped.output_tokens or 0)
     if trace is not None:
@@ -179,7 +188,7 @@ class IngestRoutes:
                         raise ProblemError(422, f"{e['path']}: {e['message']}",
                                            [{"path": x["path"], "message": x["message"]} for x in errors])
                 batch = Batch(project_id)
-                req = Items()
+                req = Items(set(bad_items))
                 head = build(body, batch, req, set(bad_items))
                 for item in req.items:
                     if item.path in bad_items and item.error is None:
@@ -216,7 +225,7 @@ class IngestRoutes:
         now = time.time_ns()
         for i, raw in enumerate(body.get("spans") or []):
             path = f"spans[{i}]"
-            item = req.item(path, {"index": i, "span_id": str(raw.get("span_id", ""))}, raw)
+            item = req.item(path, {"index": i, "span_id": str(_get(raw, "span_id") or "")}, raw)
             if path in bad:
                 continue
             try:
@@ -237,7 +246,7 @@ class IngestRoutes:
         now = time.time_ns()
         for i, raw in enumerate(body["events"]):
             path = f"events[{i}]"
-            item = req.item(path, {"index": i, "event_type": raw.get("event_type")}, raw)
+            item = req.item(path, {"index": i, "event_type": _get(raw, "event_type")}, raw)
             if path in bad:
                 continue
             try:
@@ -280,7 +289,7 @@ class IngestRoutes:
         batch.spans.append(run)
         for i, raw in enumerate(body.get("nodes") or []):
             path = f"nodes[{i}]"
-            item = req.item(path, {"index": i, "node_id": raw.get("node_id")}, raw)
+            item = req.item(path, {"index": i, "node_id": _get(raw, "node_id")}, raw)
             if path in bad:
                 continue
             node_id = str(raw["node_id"])

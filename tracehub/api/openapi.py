@@ -8,36 +8,46 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracehub.api.schemas import BODIES
+from tracehub.api.ingest import MAX_BODY_BYTES
+from tracehub.api.params import MAX_PAGE, MAX_PAGE_SIZE
+from tracehub.api.schemas import BODIES, MAX_DEPTH, STATUSES, TIME, TRACE_ID
 
 PROBLEM = {"description": "Error (RFC 9457 problem details)",
            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 AUTH_ERRORS = {"401": PROBLEM, "422": PROBLEM}
+# Reads answer 503 with Retry-After while the database cannot be reached; writes also when overloaded.
+BODY_LIMIT = f"At most {MAX_BODY_BYTES // 2**20} MiB after decompression (gzip is read), else 413."
+READ_ERRORS = {**AUTH_ERRORS, "503": PROBLEM}
+WRITE_ERRORS = {"400": PROBLEM, "409": PROBLEM, **AUTH_ERRORS, "413": PROBLEM, "415": PROBLEM,
+                "429": PROBLEM, "503": PROBLEM}
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+    # An empty value is taken as the parameter left out, as HTML forms send unset fields.
+    return {"name": name, "in": "query", "required": False, "allowEmptyValue": True, "schema": schema,
+            "description": description}
 
 
 _STR = {"type": "string"}
+_TEXT = {"type": "string", "pattern": "^[^\\x00]*$", "description": "Text without NUL."}
 _BOOL = {"type": "boolean"}
-_TIME = {"type": "string", "format": "date-time"}
 
 TRACE_FILTERS = [
-    _query("page", {"type": "integer", "minimum": 1, "default": 1}, "Page number, from 1."),
-    _query("page_size", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Items per page."),
-    _query("status", {"enum": ["running", "success", "error"]}, "Trace status."),
-    _query("model", _STR, "Model name."),
-    _query("environment", _STR, "Deployment environment."),
-    _query("user_id", _STR, "End user id."),
-    _query("session_id", _STR, "Session / conversation id."),
-    _query("name", _STR, "Trace name (root span name or graph name)."),
-    _query("search", _STR, "Case-insensitive substring in names, input, output, attributes, events."),
-    _query("decision", _STR, "Latest decision action."),
+    _query("page", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1}, "Page number, from 1."),
+    _query("page_size", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 50},
+           "Items per page."),
+    _query("status", {"enum": STATUSES}, "Trace status."),
+    _query("model", _TEXT, "Model name."),
+    _query("environment", _TEXT, "Deployment environment."),
+    _query("user_id", _TEXT, "End user id."),
+    _query("session_id", _TEXT, "Session / conversation id."),
+    _query("name", _TEXT, "Trace name (root span name or graph name)."),
+    _query("search", _TEXT, "Case-insensitive substring in names, input, output, attributes, events."),
+    _query("decision", _TEXT, "Latest decision action."),
     _query("has_open_spans", _BOOL, "Traces with running spans or parents not yet received."),
-    _query("start_after", _TIME, "Traces starting at or after this time."),
-    _query("start_before", _TIME, "Traces starting before this time."),
-    _query("eval_name", _STR, "Traces with an evaluation of this name."),
+    _query("start_after", TIME, "Traces starting at or after this time."),
+    _query("start_before", TIME, "Traces starting before this time."),
+    _query("eval_name", _TEXT, "Traces with an evaluation of this name."),
     _query("passed", _BOOL, "Traces with an evaluation (of eval_name, if given) that passed / failed."),
     _query("user_review_passed", _BOOL, "Traces a reviewer marked passed / failed."),
 ]
@@ -71,11 +81,11 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _ingest(summary: str, body: str) -> dict[str, Any]:
     return {"post": {
         "summary": summary, "tags": ["ingest"],
-        "requestBody": {"required": True, "content": {"application/json": {
+        "requestBody": {"required": True, "description": BODY_LIMIT, "content": {"application/json": {
             "schema": {"$ref": f"#/components/schemas/{body}"}}}},
         "responses": {"200": _json(_ITEM_RESULTS, "Every item stored (or replayed)."),
                       "207": _json(_ITEM_RESULTS, "Some items failed; each says why."),
-                      "400": PROBLEM, "409": PROBLEM, **AUTH_ERRORS, "429": PROBLEM, "503": PROBLEM},
+                      **WRITE_ERRORS},
     }}
 
 
@@ -98,7 +108,16 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "LLM Trace Hub", "version": "0.1.0",
                  "description": "OpenTelemetry-native tracing for LLM applications. Authenticate "
-                                "with `x-api-key` or `Authorization: Bearer`."},
+                                "with `x-api-key` or `Authorization: Bearer`.\n\n"
+                                "Ingest answers each item of a batch on its own: a refused item has a "
+                                "status and the path of its bad field, the others are stored (207). "
+                                "Ids are 32 (trace) or 16 (span) hex characters, as OTLP's 16 and 8 "
+                                "bytes, or UUIDs, and never all zero. Times are RFC 3339 from "
+                                "1970-01-01T00:00:00Z to 2262-04-11T23:47:16Z (signed 64-bit "
+                                "nanoseconds). A request body nests objects and arrays at most "
+                                f"{MAX_DEPTH} levels deep, its numbers are finite and its text is "
+                                "Unicode (no lone surrogates). Query text must not contain NUL, and a "
+                                "query parameter is given at most once."},
         "servers": [{"url": "/"}],
         "security": [{"apiKey": []}, {"bearer": []}],
         "paths": {
@@ -110,28 +129,28 @@ def document() -> dict[str, Any]:
                                                            "page": {"type": "integer"},
                                                            "page_size": {"type": "integer"},
                                                            "total": {"type": "integer"}}}, "A page."),
-                              **AUTH_ERRORS}}},
+                              **READ_ERRORS}}},
             "/api/v1/traces/{trace_id}": {"get": {
                 "summary": "One trace: spans, tree, timeline, evals, decisions, judge runs",
                 "tags": ["traces"],
-                "parameters": [{"name": "trace_id", "in": "path", "required": True, "schema": _STR,
+                "parameters": [{"name": "trace_id", "in": "path", "required": True, "schema": TRACE_ID,
                                 "description": "32 hex characters or a UUID."}],
-                "responses": {"200": _json(_OBJ, "The trace."), "404": PROBLEM, **AUTH_ERRORS}}},
+                "responses": {"200": _json(_OBJ, "The trace."), "404": PROBLEM, **READ_ERRORS}}},
             "/api/v1/traces/stats/overview": {"get": {
                 "summary": "Dashboard figures over the last hours", "tags": ["traces"],
                 "parameters": [_query("last_hours", {"type": "integer", "minimum": 1, "maximum": 720,
                                                      "default": 24}, "Window in hours.")],
-                "responses": {"200": _json(_OBJ, "Totals and an hourly series."), **AUTH_ERRORS}}},
+                "responses": {"200": _json(_OBJ, "Totals and an hourly series."), **READ_ERRORS}}},
             "/api/v1/ingest/traces": _ingest("A trace and a batch of its spans", "IngestTraces"),
             "/api/v1/ingest/spans": _ingest("Span events: LOG, AMENDMENT, START, END, ERROR", "IngestSpans"),
             "/api/v1/ingest/langgraph-runs": _ingest("A LangGraph run and its nodes", "LangGraphRun"),
             "/api/v1/evals": {"post": {
                 "summary": "Attach an evaluation result to a trace", "tags": ["evals"],
-                "requestBody": {"required": True, "content": {"application/json": {
+                "requestBody": {"required": True, "description": BODY_LIMIT, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/Eval"}}}},
                 "responses": {"201": _json(_EVAL_ANSWER, "Stored."),
                               "200": _json(_EVAL_ANSWER, "Replayed retry: the first answer."),
-                              "409": PROBLEM, "400": PROBLEM, **AUTH_ERRORS}}},
+                              **WRITE_ERRORS}}},
             "/v1/traces": _otlp("OTLP/HTTP trace export (protobuf or JSON, gzip or not)"),
             "/v1/logs": _otlp("OTLP/HTTP log export (GenAI content events)"),
             "/healthz": {"get": {"summary": "Liveness", "tags": ["ops"], "security": [],

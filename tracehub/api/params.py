@@ -3,29 +3,45 @@
 from __future__ import annotations
 
 import functools
+import re
 import time
-import uuid
-from datetime import datetime, UTC
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.datastructures import QueryParams
 
 from tracehub.api.errors import ProblemError, field_error
+from tracehub.api.schemas import TIME
+from tracehub.collector import otlp
 
 MAX_PAGE_SIZE = 200
+MAX_PAGE = 1_000_000
+# Times are stored as signed 64-bit nanoseconds since the epoch, as OTLP's are (unsigned there).
+MIN_TIME_NS, MAX_TIME_NS = 0, otlp.MAX_TIME_NS
+TIME_RANGE = "1970-01-01T00:00:00Z .. 2262-04-11T23:47:16Z"
+
+_HEX_ID = {n: re.compile(f"[0-9a-fA-F]{{{n}}}") for n in (16, 32)}
+_UUID = re.compile("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_INTEGER = re.compile("[+-]?[0-9]{1,19}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TIME = re.compile(TIME["pattern"])
 
 
 def normalize_id(value: str, hex_len: int, path: str) -> str:
-    """A trace / span id as stored: lowercase hex; UUIDs are accepted and stored without dashes."""
-    raw = value.strip().lower()
-    if len(raw) == 36 and raw.count("-") == 4:
-        try:
-            return uuid.UUID(raw).hex
-        except ValueError:
-            pass
-    if raw and len(raw) <= 32 and all(c in "0123456789abcdef" for c in raw):
-        return raw.zfill(hex_len) if len(raw) < hex_len else raw
-    raise field_error(path, f"expected {hex_len} hex characters or a UUID, got {value!r}")
+    """A trace / span id as stored: lowercase hex. `hex_len` hex characters (OTLP's 16 and 8 bytes)
+    or a UUID, stored without its dashes, so a span id may also be the 32 hex characters a UUID is
+    stored as; never all zero, which OTLP means as "no id"."""
+    if _HEX_ID[hex_len].fullmatch(value) or _HEX_ID[32].fullmatch(value):
+        raw = value.lower()
+    elif _UUID.fullmatch(value):
+        raw = value.replace("-", "").lower()
+    else:
+        what = f"{hex_len} hex characters or a UUID" if hex_len == 32 else "16 or 32 hex characters or a UUID"
+        raise field_error(path, f"expected {what}, got {value!r}")
+    if raw.count("0") == len(raw):
+        raise field_error(path, "must not be all zero")
+    return raw
 
 
 def iso(ns: int | None) -> str | None:
@@ -41,31 +57,45 @@ def _utc_second(seconds: int) -> str:
 
 
 def parse_time_ns(value: str, path: str) -> int:
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise field_error(path, f"expected an ISO 8601 time, got {value!r}") from None
+    """An RFC 3339 time (without a zone: UTC) as nanoseconds, within the range they are stored in.
+    The documented pattern decides the form, so the server takes exactly what the document says."""
+    if not _TIME.fullmatch(value):
+        raise field_error(path, f"expected {TIME['title']}, got {value!r}")
+    parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    delta = parsed - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    try:
+        delta = parsed - _EPOCH
+        ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    except OverflowError:  # year 1 or 9999 with an offset that takes it out of datetime's range
+        ns = MIN_TIME_NS - 1
+    if not MIN_TIME_NS <= ns <= MAX_TIME_NS:
+        raise field_error(path, f"must be within {TIME_RANGE} (UTC), got {value!r}")
+    return ns
+
+
+def _one(q: QueryParams, name: str) -> str | None:
+    """A parameter's value; given twice it is refused rather than one of the two read."""
+    values = q.getlist(name)
+    if len(values) > 1:
+        raise field_error(f"query.{name}", "given more than once")
+    return values[0] if values else None
 
 
 def int_param(q: QueryParams, name: str, default: int, lo: int, hi: int) -> int:
-    raw = q.get(name)
+    raw = _one(q, name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise field_error(f"query.{name}", f"expected an integer, got {raw!r}") from None
+    if not _INTEGER.fullmatch(raw):  # int() would also take "1_0", " 7" and other scripts' digits
+        raise field_error(f"query.{name}", f"expected an integer, got {raw!r}")
+    value = int(raw)
     if not lo <= value <= hi:
         raise field_error(f"query.{name}", f"must be between {lo} and {hi}")
     return value
 
 
 def bool_param(q: QueryParams, name: str) -> bool | None:
-    raw = q.get(name)
+    raw = _one(q, name)
     if raw is None or raw == "":
         return None
     if raw.lower() in ("true", "1", "yes"):
@@ -76,13 +106,19 @@ def bool_param(q: QueryParams, name: str) -> bool | None:
 
 
 def time_param(q: QueryParams, name: str) -> int | None:
-    raw = q.get(name)
+    raw = _one(q, name)
     return parse_time_ns(raw, f"query.{name}") if raw else None
 
 
-def str_param(q: QueryParams, name: str) -> str | None:
-    raw = q.get(name)
-    return raw if raw else None
+def str_param(q: QueryParams, name: str, choices: Sequence[str] = ()) -> str | None:
+    raw = _one(q, name)
+    if not raw:
+        return None
+    if "\x00" in raw:  # PostgreSQL refuses NUL in text, and SQLite's LIKE stops at it
+        raise field_error(f"query.{name}", "must not contain NUL")
+    if choices and raw not in choices:
+        raise field_error(f"query.{name}", f"expected one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 def only_params(q: QueryParams, names: frozenset[str]) -> None:
@@ -97,7 +133,7 @@ def only_params(q: QueryParams, names: frozenset[str]) -> None:
 
 
 def page_params(q: QueryParams) -> tuple[int, int]:
-    return (int_param(q, "page", 1, 1, 1_000_000),
+    return (int_param(q, "page", 1, 1, MAX_PAGE),
             int_param(q, "page_size", 50, 1, MAX_PAGE_SIZE))
 
 

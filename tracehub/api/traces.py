@@ -26,6 +26,7 @@ from tracehub.api.params import (
     time_param,
 )
 from tracehub.api.responses import JSONResponse
+from tracehub.api.schemas import STATUSES
 from tracehub.hub import Hub
 from tracehub.store import amendment, queries
 from tracehub.store.completion import Completion, completion
@@ -247,7 +248,7 @@ class TraceRoutes:
         q = request.query_params
         page, page_size = page_params(q)
         f = queries.TraceFilter(
-            status=str_param(q, "status"), model=str_param(q, "model"),
+            status=str_param(q, "status", STATUSES), model=str_param(q, "model"),
             environment=str_param(q, "environment"), user_id=str_param(q, "user_id"),
             session_id=str_param(q, "session_id"), name=str_param(q, "name"),
             search=str_param(q, "search"), decision=str_param(q, "decision"),

@@ -310,7 +310,7 @@ _SPAN_INSERT = (*SPAN_COLUMNS, "trace_seq")
 _NO_ITEMS = bytearray(b"[]")  # most spans' events and links; shared, never changed
 # A span row's text from the client: where `RowEncoder.nul_free` looks for NUL.
 _span_text = operator.itemgetter(*(SPAN_COLUMNS.index(c) for c in (
-    "name", "status_message", "model", "input_text", "output_text", "user_id", "session_id",
+    "name", "span_type", "status_message", "model", "input_text", "output_text", "user_id", "session_id",
     "environment", "graph_name", "node_name")))
 
 
