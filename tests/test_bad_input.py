@@ -361,3 +361,14 @@ def test_nul_in_text_fields_is_stored_on_both_databases(hub: ServerProcess) -> N
     tid = uuid.uuid4().hex
     assert send(hub, "/api/v1/ingest/traces", {"trace": {"trace_id": tid}, "spans": [span(span_type=nul)]}).status_code == 200
     assert hub.client.get(f"/api/v1/traces/{tid}").json()["spans"][0]["span_type"] == stored
+
+
+def test_a_uuid_span_id_starts_a_span_and_names_it_as_a_parent(hub: ServerProcess) -> None:
+    """A UUID span id is stored as 32 hex characters, which the API then takes as that span's id."""
+    tid, sid = str(uuid.uuid4()), uuid.uuid4()
+    start = {"trace_id": tid, "span_id": str(sid), "event_type": "START", "payload": {"name": "agent"}}
+    assert send(hub, "/api/v1/ingest/spans", {"events": [start]}).status_code == 200
+    child = span("child", parent_span_id=sid.hex)
+    assert send(hub, "/api/v1/ingest/traces", {"trace": {"trace_id": tid}, "spans": [child]}).status_code == 200
+    got = {s["name"]: s for s in hub.client.get(f"/api/v1/traces/{tid}").json()["spans"]}
+    assert got["agent"]["span_id"] == got["child"]["parent_span_id"] == sid.hex
