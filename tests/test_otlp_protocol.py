@@ -73,8 +73,13 @@ def test_nul_characters_are_stored_not_refused(server: ServerProcess) -> None:
     assert got["attributes"]["note"] == "a\x00b"
     assert got["events"][0]["attributes"] == {"k": "x\x00y"}
     assert (got["input_text"], got["session_id"]) == (f"in{nul}put", f"s{nul}")
-    listed = server.client.get("/api/v1/traces", params={"session_id": f"s{nul}"}).json()["items"]
-    assert [t["name"] for t in listed] == [f"nul{nul}name"]
+    # A filter may not hold NUL on either database (PostgreSQL could never match it, SQLite's LIKE
+    # stops at it); the stored value is found by its text.
+    r = server.client.get("/api/v1/traces", params={"session_id": "s\x00"})
+    assert r.status_code == 422 and r.json()["errors"][0]["path"] == "query.session_id"
+    if nul != "\x00":
+        listed = server.client.get("/api/v1/traces", params={"session_id": f"s{nul}"}).json()["items"]
+        assert [t["name"] for t in listed] == [f"nul{nul}name"]
 
 
 def test_each_span_keeps_its_resource_which_is_stored_once(server: ServerProcess) -> None:
