@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 API_KEY = "dev-key"
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 PG_ADMIN_URL = os.environ.get("TRACEHUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -176,7 +177,14 @@ def server_factory(database_url_factory: Callable[[str], str],
         server.client.close()
 
 
-@pytest.fixture(scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="session", params=BACKENDS)
 def server(request: pytest.FixtureRequest, server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     """The shared server for read-back tests, once per database backend."""
+    return server_factory(request.param)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_server(request: pytest.FixtureRequest, server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    """A server of the test module's own, once per database backend: for tests whose data others
+    must not see (fixed ids, documents that ingest no longer takes)."""
     return server_factory(request.param)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -23,15 +23,9 @@ DONE = {"start_time": "2026-03-01T00:00:00Z", "end_time": "2026-03-01T00:00:01Z"
 
 
 @pytest.fixture(scope="module")
-def hub(server_factory: Callable[..., ServerProcess], request: pytest.FixtureRequest) -> ServerProcess:
+def hub(module_server: ServerProcess) -> ServerProcess:
     """A server of its own: one test stores documents no ingest takes any more."""
-    return server_factory(request.param)
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "hub" in metafunc.fixturenames:
-        metafunc.parametrize("hub", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
-                             indirect=True, scope="module")
+    return module_server
 
 
 def send(hub: ServerProcess, path: str, body: Any) -> httpx.Response:

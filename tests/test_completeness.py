@@ -22,10 +22,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
-from conftest import ServerProcess
+from conftest import BACKENDS, ServerProcess
 from otlp_helpers import NS, post
 
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 GRACE_S = 2
 
 

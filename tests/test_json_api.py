@@ -8,7 +8,7 @@ import re
 import secrets
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -23,15 +23,9 @@ SPAN_2 = "22222222222222222222222222222222"
 
 
 @pytest.fixture(scope="module")
-def hub(server_factory: Callable[..., ServerProcess], request: pytest.FixtureRequest) -> ServerProcess:
+def hub(module_server: ServerProcess) -> ServerProcess:
     """A server of its own: the spec's examples use fixed ids."""
-    return server_factory(request.param)
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "hub" in metafunc.fixturenames:
-        metafunc.parametrize("hub", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
-                             indirect=True, scope="module")
+    return module_server
 
 
 def send(hub: ServerProcess, path: str, body: str | None = None, **kw: Any) -> httpx.Response:

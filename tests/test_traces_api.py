@@ -101,7 +101,8 @@ def test_search_finds_substrings_in_any_case_and_korean(server: ServerProcess, q
 def test_bad_query_parameters_are_problem_json(server: ServerProcess) -> None:
     for params, path in (({"page": "0"}, "query.page"), ({"page_size": "201"}, "query.page_size"),
                          ({"page": "x"}, "query.page"), ({"has_open_spans": "maybe"}, "query.has_open_spans"),
-                         ({"start_after": "yesterday"}, "query.start_after")):
+                         ({"start_after": "yesterday"}, "query.start_after"),
+                         ({"statuss": "error"}, "query.statuss")):  # misspelt: not ignored
         r = server.client.get("/api/v1/traces", params=params)
         assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
         assert r.json()["errors"][0]["path"] == path
@@ -110,6 +111,14 @@ def test_bad_query_parameters_are_problem_json(server: ServerProcess) -> None:
     r = server.client.get("/api/v1/traces/" + "ab" * 16)
     assert r.status_code == 404 and r.json()["status"] == 404
     assert httpx.get(server.url + "/api/v1/traces").status_code == 401
+
+
+def test_the_list_takes_the_parameters_its_document_names() -> None:
+    from tracehub.api.openapi import document
+    from tracehub.api.traces import LIST_PARAMS
+
+    documented = document()["paths"]["/api/v1/traces"]["get"]["parameters"]
+    assert {p["name"] for p in documented if p["in"] == "query"} == LIST_PARAMS
 
 
 def test_uuid_and_hex_ids_are_the_same_trace(server: ServerProcess) -> None:

@@ -20,6 +20,7 @@ from tracehub.api.params import (
     bool_param,
     iso,
     normalize_id,
+    only_params,
     page_body,
     page_params,
     str_param,
@@ -229,6 +230,12 @@ def tree_and_timeline(rows: list[dict[str, Any]], trace_start: int | None
     return tree, timeline
 
 
+LIST_PARAMS = frozenset((
+    "page", "page_size", "status", "model", "environment", "user_id", "session_id", "name", "search",
+    "decision", "has_open_spans", "eval_name", "passed", "user_review_passed", "start_after",
+    "start_before"))
+
+
 class TraceRoutes:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -246,6 +253,7 @@ class TraceRoutes:
     async def list(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
         q = request.query_params
+        only_params(q, LIST_PARAMS)
         page, page_size = page_params(q)
         f = queries.TraceFilter(
             status=str_param(q, "status", STATUSES), model=str_param(q, "model"),
