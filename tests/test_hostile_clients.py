@@ -172,6 +172,25 @@ def test_answers_carry_nosniff_and_api_answers_no_store(server: ServerProcess) -
     assert r.status_code == 200 and r.headers["x-content-type-options"] == "nosniff"
 
 
+def test_a_defect_is_a_500_problem_with_the_same_headers_and_no_internals() -> None:
+    """No route is known to fail; one made to fail shows what the app's handlers answer."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from tracehub.api.app import HANDLERS
+
+    async def broken(_request: object) -> None:
+        raise RuntimeError("secret internals")
+
+    app = Starlette(routes=[Route("/broken", broken)], exception_handlers=HANDLERS)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.get("/broken")
+    assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
+    assert (r.headers["x-content-type-options"], r.headers["cache-control"]) == ("nosniff", "no-store")
+    assert "secret" not in r.text
+
+
 def test_on_a_public_bind_dev_key_is_refused_with_the_reason_and_other_keys_work(
         tmp_path: Path, database_url_factory: Callable[[str], str]) -> None:
     hub = ServerProcess(database_url_factory("sqlite"), tmp_path)

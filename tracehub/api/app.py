@@ -16,7 +16,14 @@ from starlette.types import ExceptionHandler
 
 from tracehub import metrics
 from tracehub.api import openapi
-from tracehub.api.errors import ProblemError, handle_database, handle_http, handle_problem, unavailable
+from tracehub.api.errors import (
+    ProblemError,
+    handle_database,
+    handle_http,
+    handle_problem,
+    handle_unexpected,
+    unavailable,
+)
 from tracehub.api.ingest import IngestRoutes
 from tracehub.api.middleware import NOSNIFF, Guard
 from tracehub.api.responses import JSONResponse
@@ -29,6 +36,7 @@ from tracehub.store import faults, search
 HANDLERS: dict[Any, ExceptionHandler] = {
     ProblemError: handle_problem, HTTPException: handle_http,
     **{error: handle_database for error in faults.DATABASE_ERRORS},
+    Exception: handle_unexpected,
 }
 
 

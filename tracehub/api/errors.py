@@ -73,3 +73,10 @@ async def handle_database(request: Request, exc: Exception) -> JSONResponse:
         return problem(422, str(exc))
     log.error("%s %s failed in the database", request.method, request.url.path, exc_info=exc)
     return problem(500, "the database could not answer this request (the server log says why)")
+
+
+async def handle_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    """A defect of this server: 500 problem+json, no internals. Starlette's outermost middleware
+    sends it (and logs the exception), outside `middleware.Guard`, so it carries Guard's headers."""
+    return problem(500, "the server failed to answer this request (the server log says why)",
+                   headers={"x-content-type-options": "nosniff", "cache-control": "no-store"})
