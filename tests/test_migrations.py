@@ -367,3 +367,18 @@ def test_traces_stored_waiting_for_a_root_or_a_lost_parent_complete(
     assert post(server, request_of(remote)).status_code == 200
     got = server.client.get(f"/api/v1/traces/{fresh.hex()}").json()
     assert (got["trace"]["root_span_id"], got["spans"][0]["parent_remote"]) == (local_root.hex(), True)
+
+
+@BACKENDS
+def test_the_schema_module_describes_what_the_migrations_make(backend: str,
+                                                             database_url_factory: Callable[[str], str]) -> None:
+    from tracehub.store.schema import metadata
+
+    engine = store_at(database_url_factory(backend), "head")
+    db.downgrade(engine, "0013")  # the newest migration goes back and forth
+    db.migrate(engine)
+    inspector = sa.inspect(engine)
+    for table in metadata.sorted_tables:
+        made = {c["name"]: c["nullable"] for c in inspector.get_columns(table.name)}
+        assert made == {c.name: c.nullable for c in table.columns}, table.name
+    engine.dispose()

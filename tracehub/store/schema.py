@@ -28,6 +28,8 @@ projects = sa.Table(
     # Kept by the writer as it inserts trace rows: the unfiltered trace list's total. Counting
     # instead, the newest 50 of a million spans took 12.5 ms to list; with this, 6.1 ms.
     sa.Column("trace_count", sa.BigInteger, nullable=False, server_default="0"),
+    # Automatic decisions on the project's completed traces (the decision engine).
+    sa.Column("auto_decide", sa.Boolean, nullable=False, server_default=sa.true()),
 )
 
 api_keys = sa.Table(
@@ -209,4 +211,174 @@ search_state = sa.Table(
     metadata,
     sa.Column("name", sa.String(32), primary_key=True),
     sa.Column("indexed_upto", sa.BigInteger, nullable=False),
+)
+
+
+# The decision engine (migration 0014). Row ids are BIGINT on PostgreSQL, INTEGER (the rowid) on SQLite.
+RowId = sa.BigInteger().with_variant(sa.Integer, "sqlite")
+
+# A policy is a name; its definitions are immutable versions. `active_version` decides and acts,
+# `shadow_version` decides alongside and is only recorded.
+policies = sa.Table(
+    "policies",
+    metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("description", sa.Text),
+    sa.Column("active_version", sa.Integer),
+    sa.Column("shadow_version", sa.Integer),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Column("updated_ns", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("project_id", "name", name="uq_policies_name"),
+)
+
+policy_versions = sa.Table(
+    "policy_versions",
+    metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("policy_id", sa.BigInteger, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("definition", Json, nullable=False),
+    sa.Column("definition_hash", sa.String(64), nullable=False),  # SHA-256 of its canonical JSON
+    sa.Column("source_format", sa.String(8), nullable=False),  # json | yaml, as submitted
+    sa.Column("source_text", sa.Text),
+    sa.Column("description", sa.Text),
+    sa.Column("effective_from_ns", sa.BigInteger),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("policy_id", "version", name="uq_policy_versions"),
+)
+
+# The decision log: every decision with what explains it. `auto_key` ("<trace_id>:<policy version
+# id>") is set on automatic decisions only; unique, it makes them once per trace and version.
+trace_decisions = sa.Table(
+    "trace_decisions",
+    metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("decision_id", sa.String(32), nullable=False, unique=True),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("trace_id", sa.String(32), nullable=False),
+    sa.Column("policy_id", sa.BigInteger),
+    sa.Column("policy_version_id", sa.BigInteger),
+    sa.Column("policy_name", sa.String(200)),
+    sa.Column("policy_version", sa.Integer),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("reason_code", sa.String(200), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("rule", Json),  # the matched rule (index, priority, metadata); NULL: the default
+    sa.Column("signals", Json, nullable=False),  # masked: never the raw PII or secret
+    sa.Column("input_hash", sa.String(64), nullable=False),
+    sa.Column("judge", sa.String(32), nullable=False),
+    sa.Column("judge_model", sa.Text),
+    sa.Column("cached", sa.Boolean, nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("shadow", sa.Boolean, nullable=False),
+    sa.Column("source", sa.String(8), nullable=False),  # api | auto
+    sa.Column("judge_span_id", sa.String(16)),
+    sa.Column("auto_key", sa.String(80)),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("project_id", "auto_key", name="uq_trace_decisions_auto"),
+    sa.Index("ix_trace_decisions_trace", "project_id", "trace_id", "created_ns"),
+)
+
+judge_runs = sa.Table(
+    "judge_runs",
+    metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("trace_id", sa.String(32), nullable=False),
+    sa.Column("decision_id", sa.String(32)),
+    sa.Column("judge", sa.String(32), nullable=False),
+    sa.Column("judge_model", sa.Text),
+    sa.Column("status", sa.String(16), nullable=False),  # ok cached invalid_output timeout http_error error
+    sa.Column("input_hash", sa.String(64), nullable=False),
+    sa.Column("output", Json),
+    sa.Column("error", sa.Text),
+    sa.Column("cached", sa.Boolean, nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("input_tokens", sa.Integer),
+    sa.Column("output_tokens", sa.Integer),
+    sa.Column("cost_usd", sa.Float),
+    sa.Column("span_id", sa.String(16)),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Index("ix_judge_runs_trace", "project_id", "trace_id"),
+)
+
+# A judge's output by sha256(input_hash:policy_version_id:judge_model).
+judge_cache = sa.Table(
+    "judge_cache",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True),
+    sa.Column("cache_key", sa.String(64), primary_key=True),
+    sa.Column("output", Json, nullable=False),
+    sa.Column("hit_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+)
+
+cases = sa.Table(
+    "cases",
+    metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.String(32), nullable=False, unique=True),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("trace_id", sa.String(32), nullable=False),
+    sa.Column("decision_id", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # open -> acknowledged -> resolved
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("reason_code", sa.String(200), nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("note", sa.Text),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Column("updated_ns", sa.BigInteger, nullable=False),
+    sa.Column("acked_ns", sa.BigInteger),
+    sa.Column("resolved_ns", sa.BigInteger),
+    sa.Index("ix_cases_status", "project_id", "status", "created_ns"),
+)
+
+webhook_endpoints = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("secret", sa.Text, nullable=False),  # whsec_<base64>, Standard Webhooks
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("disabled_reason", sa.Text),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+)
+
+# The outbox: written in the decision's transaction, delivered by a worker.
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("case_id", sa.String(32), nullable=False),
+    sa.Column("endpoint_id", sa.BigInteger, nullable=False),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("message_id", sa.String(64), nullable=False),  # webhook-id
+    sa.Column("payload", Json, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending delivered failed disabled
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_ns", sa.BigInteger, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Column("delivered_ns", sa.BigInteger),
+    sa.Index("ix_notifications_due", "status", "next_attempt_ns"),
+    sa.Index("ix_notifications_case", "project_id", "case_id"),
+)
+
+notification_attempts = sa.Table(
+    "notification_attempts",
+    metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("notification_id", sa.BigInteger, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("started_ns", sa.BigInteger, nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Index("ix_notification_attempts", "notification_id", "attempt"),
 )
