@@ -1,0 +1,1 @@
+"""The decision engine: policies, signals, judges, decisions, cases and their webhooks."""
