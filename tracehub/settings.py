@@ -82,10 +82,38 @@ class Settings:
         None, "JSON or YAML model price table (USD per 1M input / output tokens) merged over the"
         " shipped one; see tracehub/data/model_prices.json for the shape."
     )
+    judge: str = _setting(
+        "heuristic", "Judge of decisions: heuristic (the policy's verdict, in process) or llm (an"
+        " OpenAI-compatible chat completions endpoint reviews the verdict; needs the LLM_JUDGE_ settings)."
+    )
+    llm_judge_base_url: str | None = _setting(
+        None, "Base URL of the LLM judge's OpenAI-compatible API, e.g. http://127.0.0.1:11434/v1"
+        " (POST {base}/chat/completions)."
+    )
+    llm_judge_model: str | None = _setting(None, "Model name the LLM judge asks for.")
+    llm_judge_api_key: str | None = _setting(
+        None, "Key the LLM judge sends as Authorization: Bearer (none: no Authorization header)."
+    )
+    llm_judge_timeout_s: float = _setting(
+        10.0, "Seconds an LLM judge call may take in all; past it the call is recorded as a timeout and"
+        " the fallback decides."
+    )
+    llm_judge_fallback: str = _setting(
+        "heuristic", "What decides when the LLM judge fails (invalid output, timeout, HTTP or connection"
+        " error): heuristic (the policy's verdict) or an action such as BLOCK or ESCALATE."
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.decode_worker_nice <= 19:  # a negative one needs privileges workers lack
             raise SystemExit(f"{env_name('decode_worker_nice')}={self.decode_worker_nice} is not within 0-19")
+        if self.judge not in ("heuristic", "llm"):
+            raise SystemExit(f"{env_name('judge')}={self.judge!r} is not heuristic or llm")
+        if self.judge == "llm" and not (self.llm_judge_base_url and self.llm_judge_model):
+            raise SystemExit(f"{env_name('judge')}=llm needs {env_name('llm_judge_base_url')} and"
+                             f" {env_name('llm_judge_model')}")
+        if not 0 < self.llm_judge_timeout_s <= 600:  # also refuses nan
+            raise SystemExit(f"{env_name('llm_judge_timeout_s')}={self.llm_judge_timeout_s} is not within"
+                             " (0, 600] seconds")
 
     @property
     def binds_loopback(self) -> bool:
@@ -127,6 +155,11 @@ def _coerce(type_name: Any, raw: str, name: str) -> Any:
             return int(raw)
         except ValueError:
             raise SystemExit(f"{env_name(name)}={raw!r} is not an integer") from None
+    if kind == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise SystemExit(f"{env_name(name)}={raw!r} is not a number") from None
     if kind == "bool":
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if kind.endswith("| None") and not raw.strip():
