@@ -52,6 +52,9 @@ class WriteResult:
     orphans: set[tuple[str, str]] = field(default_factory=set)
     # Spans not stored because the same (trace_id, span_id) already was.
     duplicates: set[tuple[str, str]] = field(default_factory=set)
+    # (project_id, trace_id) of the traces this batch completed (`tracerow.completed`): the
+    # writer hands them to the decision worker once committed.
+    completed: list[tuple[int, str]] = field(default_factory=list)
 
 
 def dumps(value: Any) -> bytearray:
@@ -386,6 +389,7 @@ class BatchWriter:
         self._stored_resources = stored_resources
         self._touched: set[str] = set()  # trace rows to upsert
         self._stored_traces: set[str] = set()  # of those, the ones already in the database
+        self._completed_before: set[str] = set()  # of those, the ones already completed
         self._new_keys: dict[str, Idem] = {}
         self._encoder = RowEncoder({}, sql.pg)
         self._seqs: Iterator[int] = iter(())  # for the trace rows this batch inserts
@@ -426,7 +430,10 @@ class BatchWriter:
         if evals:
             self._write_evals(pid, evals, rows)
             result.evals_stored = len(evals)
-        self._upsert_traces([rows[t] for t in self._touched])
+        touched = [rows[t] for t in self._touched]
+        self._upsert_traces(touched)
+        result.completed = [(pid, row["trace_id"]) for row in touched
+                            if tracerow.completed(row) and row["trace_id"] not in self._completed_before]
         self._record_keys(pid, result)
         return result
 
@@ -486,6 +493,8 @@ class BatchWriter:
             row = dict(zip(tracerow.TRACE_COLUMNS, r))
             row["attributes"] = _loads(row["attributes"])
             rows[row["trace_id"]] = row
+            if tracerow.completed(row):
+                self._completed_before.add(row["trace_id"])
         self._stored_traces.update(rows)
         return rows
 

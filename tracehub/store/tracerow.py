@@ -166,3 +166,10 @@ def status_of(row: dict[str, Any]) -> str:
     if row["running_span_count"] or row["missing_parent_count"] or not row["span_count"]:
         return STATUS_RUNNING
     return STATUS_SUCCESS
+
+
+def completed(row: dict[str, Any]) -> bool:
+    """Whether the row (its `status` as `status_of` stored it) is of a completed trace as the
+    writer knows it: `tracehub.store.completion`'s `completed` without the parents it gives up
+    after the grace, which only a read at a later time can tell."""
+    return row["status"] != STATUS_RUNNING and not row["running_span_count"] and not row["missing_parent_count"]

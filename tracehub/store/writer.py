@@ -35,7 +35,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
-from typing import Any
+from typing import Any, Callable
 
 import sqlalchemy as sa
 
@@ -139,6 +139,9 @@ class Writer:
         self._backoff = Backoff()
         self._connect_at = 0.0  # the next attempt to connect, while not connected
         self.fault: str | None = None  # why the writer cannot reach the database, while it cannot
+        # Told, on the writer's thread after each COMMIT, the (project_id, trace_id) of the traces
+        # it completed (`WriteResult.completed`); must not block (the decision worker's hand-off).
+        self.on_completed: Callable[[list[tuple[int, str]]], None] | None = None
 
     @property
     def nul_free(self) -> bool:
@@ -338,6 +341,10 @@ class Writer:
             return
         for job, result in zip(jobs, results):
             _settle(job.future, result)
+        if self.on_completed is not None:
+            completed = [key for result in results for key in result.completed]
+            if completed:
+                self.on_completed(completed)
 
     def _transaction(self, dbapi: Any, jobs: list[_Job]) -> list[WriteResult]:
         cur = dbapi.cursor()
