@@ -25,6 +25,13 @@ cannot be reached makes them `Unavailable` (the client retries). A connection th
 once more on the new one; while the database refuses connections the writer tries again with
 `Backoff`, refuses new requests at once (`fault` says why, and `/readyz` answers 503) and is
 back at work within `Backoff.MAX_S` of the database.
+
+The decision lane (`submit_decision`) carries the decision engine's writes: a callable run on this
+thread with a `Transaction` (the cursor of an open transaction, and `write()` for a `Batch`), so
+decisions never race the trace rows' read-modify-write nor take SQLite's write lock from another
+thread. The lane is never refused for a full queue (backpressure must not drop a decision on a
+stored trace); it is written before the next ingest group, in a transaction of its own, so a
+decision that fails never fails ingest with it.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, Callable
+from typing import Any, Callable, Sequence, TypeVar
 
 import sqlalchemy as sa
 
@@ -68,6 +75,10 @@ LOAD_WINDOW_S = 0.25
 BUSY_SHARE = 0.5
 # Spans a second the writer is assumed to commit until it has measured itself (`drain_s`).
 FIRST_SPANS_PER_S = 5_000.0
+# Decision-lane jobs written in one transaction at most.
+LANE_GROUP = 256
+
+T = TypeVar("T")
 
 
 class Load:
@@ -95,15 +106,14 @@ class WriterStopped(Exception):
     """The writer is shutting down and takes no new work."""
 
 
-def _settle(future: Future[WriteResult], result: WriteResult | None = None,
-            exception: BaseException | None = None) -> None:
+def _settle(future: Future[Any], result: Any = None, exception: BaseException | None = None) -> None:
     """Answer a waiting request, unless it gave up (a gRPC deadline, a client that hung up
     cancels the future): its data is committed anyway and a retry is de-duplicated."""
     try:
         if exception is not None:
             future.set_exception(exception)
         else:
-            future.set_result(result)  # type: ignore[arg-type]
+            future.set_result(result)
     except InvalidStateError:
         pass
 
@@ -116,6 +126,37 @@ class _Job:
         self.future: Future[WriteResult] = Future()
         self.size = max(1, len(batch))
 
+    def write(self, cur: Any, sql: Sql, resources: StoredResources) -> WriteResult:
+        return BatchWriter(cur, sql, resources).write(self.batch)
+
+
+class Transaction:
+    """A decision-lane job's view of the writer's open transaction: its DB-API cursor, the
+    dialect's SQL helpers, and `write()` for records that go in as ingest's do. Never commits."""
+
+    def __init__(self, cur: Any, sql: Sql, resources: StoredResources) -> None:
+        self.cur = cur
+        self.sql = sql
+        self._resources = resources
+
+    def write(self, batch: Batch) -> WriteResult:
+        return BatchWriter(self.cur, self.sql, self._resources).write(batch)
+
+
+class _LaneJob:
+    __slots__ = ("work", "future")
+
+    def __init__(self, work: Callable[[Transaction], Any]) -> None:
+        self.work = work
+        self.future: Future[Any] = Future()
+
+    def write(self, cur: Any, sql: Sql, resources: StoredResources) -> Any:
+        return self.work(Transaction(cur, sql, resources))
+
+
+# Put in the queue after a decision-lane job, to wake a writer waiting for work.
+_WAKE = _LaneJob(lambda _tx: None)
+
 
 class Writer:
     def __init__(self, engine: sa.Engine, max_queued_spans: int = 100_000,
@@ -124,7 +165,8 @@ class Writer:
         self._sql = Sql(engine.dialect.name)
         self.max_queued_spans = max_queued_spans
         self._batch_spans = batch_spans
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Job | _LaneJob | None] = queue.SimpleQueue()
+        self._lane: collections.deque[_LaneJob] = collections.deque()
         self._queued = 0
         self._lock = threading.Lock()
         self._stopping = False
@@ -180,6 +222,20 @@ class Writer:
                 raise QueueFull(f"{self._queued} spans are waiting to be written")
             self._queued += job.size
         self._queue.put(job)
+        return job.future
+
+    def submit_decision(self, work: Callable[[Transaction], T]) -> Future[T]:
+        """Run `work` on the writer thread inside a transaction and commit; the future holds what
+        it returned, or the `Fault` the transaction met (as ingest's). Ahead of queued ingest,
+        and never refused for a full queue."""
+        job = _LaneJob(work)
+        with self._lock:
+            if self._stopping:
+                raise WriterStopped("the writer is shutting down")
+            if self.fault is not None:
+                raise Unavailable()
+            self._lane.append(job)
+        self._queue.put(_WAKE)
         return job.future
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -241,6 +297,8 @@ class Writer:
         last_index = time.monotonic()
         while True:
             reconnect_in = self._connected()
+            if self._lane:
+                self._write_lane()
             try:
                 job = self._queue.get(timeout=reconnect_in if reconnect_in is not None
                                       else idle_wait if index_pending else None)
@@ -254,7 +312,11 @@ class Writer:
                 continue
             idle_wait = INDEX_IDLE_S
             if job is None:
+                self._write_lane()
                 return
+            if job is _WAKE:  # the lane is written at the top of the loop
+                continue
+            assert isinstance(job, _Job)
             jobs, size, stop = [job], job.size, False
             while size < self._batch_spans:
                 try:
@@ -264,6 +326,9 @@ class Writer:
                 if nxt is None:
                     stop = True
                     break
+                if nxt is _WAKE:
+                    continue
+                assert isinstance(nxt, _Job)
                 jobs.append(nxt)
                 size += nxt.size
             started = time.monotonic()
@@ -283,6 +348,7 @@ class Writer:
                 metrics.WRITER_BUSY_SECONDS.inc(ended - started)
                 metrics.WRITER_TRANSACTIONS.inc()
             if stop:
+                self._write_lane()
                 return
             if self._indexer is not None:  # PostgreSQL: indexed beside the writer
                 self._indexer.rows_committed()
@@ -295,6 +361,24 @@ class Writer:
                 index_pending = self._index(INDEX_BUSY_STEP_ROWS)
                 last_index = time.monotonic()
 
+    def _write_lane(self) -> None:
+        """The decision lane's waiting jobs, LANE_GROUP at most, in a transaction of their own."""
+        jobs: list[_LaneJob] = []
+        while self._lane and len(jobs) < LANE_GROUP:
+            jobs.append(self._lane.popleft())
+        started = time.monotonic()
+        try:
+            self._commit(jobs)
+        except Exception as exc:
+            log.exception("writing %d decisions failed", len(jobs))
+            for failed in jobs:
+                _settle(failed.future, exception=fault_of(exc))
+        finally:
+            ended = time.monotonic()
+            self._load.add(started, ended)
+            metrics.WRITER_BUSY_SECONDS.inc(ended - started)
+            metrics.WRITER_TRANSACTIONS.inc()
+
     def _index(self, rows: int) -> bool:
         """SQLite: one indexing step of up to `rows`, counted in the writer's load; True if more rows
         may wait (not after a failure: no busy retry loop)."""
@@ -305,7 +389,7 @@ class Writer:
         self._load.add(started, time.monotonic())
         return bool(done)
 
-    def _commit(self, jobs: list[_Job], again: bool = True) -> None:
+    def _commit(self, jobs: Sequence[_Job | _LaneJob], again: bool = True) -> None:
         """Write `jobs` in one transaction and answer them; on a broken connection, once more on a
         new one if `again`."""
         dbapi = self._db.dbapi
@@ -342,15 +426,16 @@ class Writer:
         for job, result in zip(jobs, results):
             _settle(job.future, result)
         if self.on_completed is not None:
-            completed = [key for result in results for key in result.completed]
+            completed = [key for result in results if isinstance(result, WriteResult)
+                         for key in result.completed]
             if completed:
                 self.on_completed(completed)
 
-    def _transaction(self, dbapi: Any, jobs: list[_Job]) -> list[WriteResult]:
+    def _transaction(self, dbapi: Any, jobs: Sequence[_Job | _LaneJob]) -> list[Any]:
         cur = dbapi.cursor()
         self._sql.begin(cur)
         try:
-            results = [BatchWriter(cur, self._sql, self._resources).write(job.batch) for job in jobs]
+            results = [job.write(cur, self._sql, self._resources) for job in jobs]
             cur.execute("COMMIT")
         except BaseException:
             self._resources.rollback()
