@@ -61,10 +61,6 @@ class JudgeOutcome:
     # A model's call, for its `llm` span under the judge span: what was sent and answered.
     request_messages: list[dict[str, Any]] | None = None
     response_text: str | None = None
-    # An LLM judge's call, for the `llm` span under the judge span: the messages sent (masked,
-    # truncated) and the text the model answered. None for a judge that calls no model.
-    request_messages: list[dict[str, str]] | None = None
-    response_text: str | None = None
 
 
 class Judge(Protocol):
