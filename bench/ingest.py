@@ -1113,6 +1113,22 @@ def timed_get(url: str, key: str, n: int = 15) -> float | None:
     return statistics.median(times) if times else None
 
 
+def activate_policy(api_url: str, key: str, path: str) -> None:
+    """POST /api/v1/policies with the JSON body in `path` (with "active": true, the decision engine
+    then decides every trace the run sends)."""
+    u = urllib.parse.urlsplit(api_url)
+    conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port or 80, timeout=30)
+    try:
+        conn.request("POST", "/api/v1/policies", body=Path(path).read_bytes(),
+                     headers={"x-api-key": key, "content-type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
+    if resp.status not in (200, 201):
+        raise RuntimeError(f"POST /api/v1/policies answered {resp.status}: {data.decode(errors='replace')}")
+
+
 def trace_count(api_url: str, key: str, env: str) -> int:
     status, doc = http_get_json(
         f"{api_url}/api/v1/traces?page_size=1&environment={urllib.parse.quote(env)}", key)
@@ -1258,6 +1274,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="abandon the send phase when no request has been acknowledged for this many "
                         "seconds (0: never); the result then says 'stalled'")
     w.add_argument("--seed", type=int, default=None, help="workload seed (default: random)")
+    w.add_argument("--policy", default=None, metavar="FILE",
+                   help="POST this JSON body to /api/v1/policies before the run (with \"active\": true,"
+                        " ingest is measured while the decision engine decides each trace)")
     w.add_argument("--query-timeout", type=float, default=300.0,
                    help="seconds to wait after the last ack for every span to be queryable")
     o = p.add_argument_group("output")
@@ -1333,7 +1352,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    "gzip": args.gzip, "spans": work.spans, "batch_size": args.batch_size,
                    "concurrency": args.concurrency, "profile": bool(args.profile),
                    "profile_window": args.profile_window if args.profile else None,
-                   "environment": env, "seed": seed},
+                   "environment": env, "seed": seed, "policy": args.policy},
         "workload": {"traces": work.traces, "requests": len(work.bodies),
                      "spans_per_trace": round(work.spans / work.traces, 2),
                      "protobuf_bytes": work.raw_bytes, "wire_bytes": work.wire_bytes,
@@ -1373,6 +1392,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             warm_up_grpc(grpc_target, args.api_key)
         # also make sure the REST API answers before the clock starts
         trace_count(api_url, args.api_key, env)
+        if args.policy:
+            activate_policy(api_url, args.api_key, args.policy)
 
         counter = itertools.count().__next__  # atomic under the GIL
         per_sender = [SendStats() for _ in range(args.concurrency)]

@@ -21,6 +21,20 @@ WRITER_BUSY_SECONDS = Counter("tracehub_writer_busy_seconds",
                               " near 1 means ingest waits on the writer.")
 WRITER_TRANSACTIONS = Counter("tracehub_writer_transactions",
                               "Transactions of the writer, each holding one or more requests.")
+WEBHOOK_DELIVERIES = Counter("tracehub_webhook_deliveries", "Webhook notifications delivered (answered 2xx).")
+WEBHOOK_FAILURES = Counter("tracehub_webhook_failures",
+                           "Failed webhook delivery attempts by reason: http (an answer other than 2xx and"
+                           " 410), gone (410: the endpoint is disabled), error (connection, timeout),"
+                           " refused (the target's address is not allowed).", ["reason"])
 QUEUED_SPANS = Gauge("tracehub_writer_queued_spans", "Spans waiting for the writer.")
 EXPORT_SECONDS = Histogram("tracehub_export_seconds", "Time from a request's submit to its commit.",
                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+AUTO_DECISION_QUEUE = Gauge("tracehub_auto_decision_queue",
+                            "Completed traces waiting for the decision worker: handed over, settling or"
+                            " being decided.")
+AUTO_DECISIONS = Counter("tracehub_auto_decisions", "Traces the decision worker decided automatically.")
+AUTO_DECISION_ERRORS = Counter("tracehub_auto_decision_errors",
+                               "Automatic decisions that failed; the worker's sweep tries them again.")
+AUTO_DECISION_DROPPED = Counter("tracehub_auto_decision_dropped",
+                                "Completed traces the writer could not hand to the decision worker (its"
+                                " hand-off was full); the worker's sweep finds them.")

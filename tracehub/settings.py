@@ -77,6 +77,15 @@ class Settings:
         " every stored span ended; then the parent is shown as not received and the trace is complete."
         " Spans whose OTLP flags mark the parent remote (W3C traceparent) never wait."
     )
+    decisions: bool = _setting(
+        True, "Automatic decisions: a trace that completed and has been quiet for DECISION_SETTLE_S is"
+        " decided by its project's active policy (projects with auto_decide). false: only"
+        " POST /api/v1/decide decides."
+    )
+    decision_settle_s: float = _setting(
+        2.0, "Seconds a completed trace must be quiet (no span or event written to it) before it is"
+        " decided automatically: exporters send a trace's spans in several batches."
+    )
     log_level: str = _setting("info", "Log level: debug, info, warning, error.")
     prices_file: str | None = _setting(
         None, "JSON or YAML model price table (USD per 1M input / output tokens) merged over the"
