@@ -13,6 +13,7 @@ from tracehub.collector import otlp
 from tracehub.collector.decoding import DecodePool, default_workers
 from tracehub.collector.pipeline import Pipeline
 from tracehub.collector.pricing import Pricing
+from tracehub.decision.webhooks import Deliveries
 from tracehub.settings import Settings
 from tracehub.store import db, keys
 from tracehub.store.writer import Writer
@@ -39,6 +40,7 @@ class Hub:
         self.decoder = DecodePool(workers if workers >= 0 else default_workers(settings.database_url),
                                   self.pricing, self.writer.nul_free, settings.otlp_c_reader,
                                   nice=settings.decode_worker_nice)
+        self.webhooks = Deliveries(self.engine, settings)  # sends the cases' notification outbox
 
     @property
     def dialect(self) -> str:
@@ -53,8 +55,10 @@ class Hub:
         self.engine.dispose()
         self.decoder.start()  # forks: before any thread
         self.writer.start()
+        self.webhooks.start()
 
     def close(self) -> None:
+        self.webhooks.stop()
         self.decoder.close()
         self.writer.stop()
         self.keys.close()

@@ -111,6 +111,21 @@ class Settings:
         "heuristic", "What decides when the LLM judge fails (invalid output, timeout, HTTP or connection"
         " error): heuristic (the policy's verdict) or an action such as BLOCK or ESCALATE."
     )
+    webhook_allow: str | None = _setting(
+        None, "Comma-separated hosts and CIDRs (127.0.0.1, 10.0.0.0/8, hooks.internal) that webhooks may"
+        " target although they are on loopback, private, link-local, multicast or reserved addresses,"
+        " which are refused otherwise (checked at registration and after DNS resolution at delivery)."
+    )
+    webhook_timeout_s: float = _setting(10.0, "Seconds a webhook delivery may take in all before it counts"
+                                        " as failed and is retried.")
+    webhook_max_attempts: int = _setting(
+        8, "Delivery attempts of a webhook notification before it is given up (status failed)."
+    )
+    webhook_retry_initial_s: float = _setting(
+        30.0, "Seconds before a failed webhook delivery's first retry; each further retry waits twice as"
+        " long (plus up to this much random jitter), at most WEBHOOK_RETRY_MAX_S."
+    )
+    webhook_retry_max_s: float = _setting(21_600.0, "Longest wait between two webhook delivery attempts.")
 
     def __post_init__(self) -> None:
         if not 0 <= self.decode_worker_nice <= 19:  # a negative one needs privileges workers lack
@@ -123,6 +138,19 @@ class Settings:
         if not 0 < self.llm_judge_timeout_s <= 600:  # also refuses nan
             raise SystemExit(f"{env_name('llm_judge_timeout_s')}={self.llm_judge_timeout_s} is not within"
                              " (0, 600] seconds")
+        if not 0 < self.webhook_timeout_s <= 600:
+            raise SystemExit(f"{env_name('webhook_timeout_s')}={self.webhook_timeout_s} is not within (0, 600]")
+        if self.webhook_max_attempts < 1:
+            raise SystemExit(f"{env_name('webhook_max_attempts')} must be at least 1")
+        if not 0 < self.webhook_retry_initial_s <= self.webhook_retry_max_s:
+            raise SystemExit(f"{env_name('webhook_retry_initial_s')} must be above 0 and at most"
+                             f" {env_name('webhook_retry_max_s')}")
+        for entry in self.webhook_allow_list:
+            if "/" in entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise SystemExit(f"{env_name('webhook_allow')}: {entry!r} is not a CIDR") from None
 
     @property
     def binds_loopback(self) -> bool:
@@ -132,6 +160,10 @@ class Settings:
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+    @property
+    def webhook_allow_list(self) -> tuple[str, ...]:
+        return tuple(e.strip().lower() for e in (self.webhook_allow or "").split(",") if e.strip())
 
     @property
     def is_sqlite(self) -> bool:

@@ -1,0 +1,279 @@
+"""`/api/v1/cases` (the cases ESCALATE opens, and their acknowledgement and resolution) and
+`/api/v1/webhooks` (the endpoints their notifications are sent to).
+
+A case moves open -> acknowledged -> resolved, or open -> resolved; any other move is 409 saying
+the status it has. Writes are single short statements off the event loop (`tracehub.store.cases`).
+A webhook endpoint's secret is shown once, in the answer that creates it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.routing import Route
+
+from tracehub.api.auth import project_of
+from tracehub.api.errors import ProblemError
+from tracehub.api.params import (
+    iso,
+    normalize_id,
+    only_params,
+    page_body,
+    page_params,
+    str_param,
+)
+from tracehub.api.responses import JSONResponse
+from tracehub.api.schemas import json_path, limit_errors
+from tracehub.decision.webhooks import RefusedTarget, Targets, new_secret, secret_problem
+from tracehub.hub import Hub
+from tracehub.store import cases as store
+
+SEVERITIES = ("low", "medium", "high", "critical")
+LIST_PARAMS = frozenset(("page", "page_size", "status", "severity", "reason_code"))
+MAX_BODY_BYTES = 64 * 1024
+_NOTE = {"type": "string", "maxLength": 10_000}
+RESOLVE_BODY = {"type": "object", "additionalProperties": False, "properties": {"note": _NOTE}}
+WEBHOOK_BODY = {
+    "type": "object", "additionalProperties": False, "required": ["url"],
+    "properties": {
+        "url": {"type": "string", "minLength": 1, "maxLength": 2048,
+                "description": "http(s) URL; not on a loopback, private, link-local, multicast or reserved"
+                               " address unless TRACEHUB_WEBHOOK_ALLOW allows it."},
+        "secret": {"type": "string", "maxLength": 200,
+                   "description": "whsec_<base64 of 24 to 64 bytes>; generated when left out."},
+    },
+}
+RESOLVE_VALIDATOR = Draft202012Validator(RESOLVE_BODY)
+WEBHOOK_VALIDATOR = Draft202012Validator(WEBHOOK_BODY)
+
+
+async def json_body(request: Request, validator: Draft202012Validator, optional: bool = False
+                    ) -> dict[str, Any]:
+    """A small JSON body checked by `validator` (422 with each field's path); an empty body is
+    `{}` when `optional`."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise ProblemError(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+    if not raw.strip() and optional:
+        return {}
+    if ctype not in ("application/json", ""):
+        raise ProblemError(415, f"unsupported content type {ctype!r}: send application/json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProblemError(400, f"body is not valid JSON: {exc}") from None
+    errors = [{"path": json_path(list(e.absolute_path)), "message": e.message}
+              for e in validator.iter_errors(body)]
+    errors += [{"path": e["path"], "message": e["message"]} for e in limit_errors(body)]
+    if errors:
+        errors.sort(key=lambda e: str(e["path"]))
+        raise ProblemError(422, f"{errors[0]['path']}: {errors[0]['message']}", errors)
+    return dict(body)
+
+
+def case_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "case_id": row["case_id"],
+        "trace_id": row["trace_id"],
+        "decision_id": row["decision_id"],
+        "status": row["status"],
+        "severity": row["severity"],
+        "reason_code": row["reason_code"],
+        "title": row["title"],
+        "note": row["note"],
+        "created_at": iso(row["created_ns"]),
+        "updated_at": iso(row["updated_ns"]),
+        "acknowledged_at": iso(row["acked_ns"]),
+        "resolved_at": iso(row["resolved_ns"]),
+        "trace_url": f"/api/v1/traces/{row['trace_id']}",
+    }
+
+
+def decision_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "decision_id": row["decision_id"], "trace_id": row["trace_id"], "action": row["action"],
+        "reason_code": row["reason_code"], "severity": row["severity"], "policy_name": row["policy_name"],
+        "policy_version": row["policy_version"], "rule": row["rule"], "signals": row["signals"],
+        "input_hash": row["input_hash"], "judge": row["judge"], "judge_model": row["judge_model"],
+        "cached": bool(row["cached"]), "latency_ms": row["latency_ms"], "shadow": bool(row["shadow"]),
+        "source": row["source"], "judge_span_id": row["judge_span_id"], "created_at": iso(row["created_ns"]),
+    }
+
+
+def notification_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "notification_id": row["id"], "endpoint_id": row["endpoint_id"], "event_type": row["event_type"],
+        "message_id": row["message_id"], "status": row["status"], "attempts": row["attempts"],
+        "next_attempt_at": iso(row["next_attempt_ns"]) if row["status"] == "pending" else None,
+        "last_error": row["last_error"], "created_at": iso(row["created_ns"]),
+        "delivered_at": iso(row["delivered_ns"]),
+        "delivery_attempts": [{"attempt": a["attempt"], "started_at": iso(a["started_ns"]),
+                               "status_code": a["status_code"], "error": a["error"],
+                               "latency_ms": a["latency_ms"]} for a in row["attempts_log"]],
+    }
+
+
+def endpoint_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "url": row["url"], "enabled": bool(row["enabled"]),
+            "disabled_reason": row["disabled_reason"], "created_at": iso(row["created_ns"])}
+
+
+def _case_id(request: Request) -> str:
+    return normalize_id(request.path_params["case_id"], 32, "path.case_id")
+
+
+class CaseRoutes:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/v1/cases", self.list, methods=["GET"]),
+            Route("/api/v1/cases/{case_id}", self.detail, methods=["GET"]),
+            Route("/api/v1/cases/{case_id}/ack", self.ack, methods=["POST"]),
+            Route("/api/v1/cases/{case_id}/resolve", self.resolve, methods=["POST"]),
+        ]
+
+    async def list(self, request: Request) -> JSONResponse:
+        project_id = await project_of(request, self.hub)
+        q = request.query_params
+        only_params(q, LIST_PARAMS)
+        page, page_size = page_params(q)
+        f = store.CaseFilter(status=str_param(q, "status", store.CASE_STATUSES),
+                             severity=str_param(q, "severity", SEVERITIES),
+                             reason_code=str_param(q, "reason_code"))
+
+        def run() -> JSONResponse:
+            with self.hub.reads.connect() as conn:
+                rows, total = store.list_cases(conn, project_id, f, page, page_size)
+            return JSONResponse(page_body([case_view(r) for r in rows], page, page_size, total))
+
+        return await run_in_threadpool(run)
+
+    async def detail(self, request: Request) -> JSONResponse:
+        project_id = await project_of(request, self.hub)
+        case_id = _case_id(request)
+
+        def run() -> JSONResponse:
+            with self.hub.reads.connect() as conn:
+                case = store.get_case(conn, project_id, case_id)
+                if case is None:
+                    raise ProblemError(404, f"case {case_id} not found")
+                decision = store.get_decision(conn, project_id, case["decision_id"])
+                notes = store.case_notifications(conn, project_id, case_id)
+            return JSONResponse({**case_view(case),
+                                 "decision": decision_view(decision) if decision else None,
+                                 "notifications": [notification_view(n) for n in notes]})
+
+        return await run_in_threadpool(run)
+
+    async def ack(self, request: Request) -> JSONResponse:
+        project_id = await project_of(request, self.hub)
+        return await self._move(project_id, _case_id(request), "acknowledged", None)
+
+    async def resolve(self, request: Request) -> JSONResponse:
+        project_id = await project_of(request, self.hub)
+        case_id = _case_id(request)
+        body = await json_body(request, RESOLVE_VALIDATOR, optional=True)
+        return await self._move(project_id, case_id, "resolved", body.get("note"))
+
+    async def _move(self, pid: int, case_id: str, to: str, note: str | None) -> JSONResponse:
+        def run() -> JSONResponse:
+            with self.hub.engine.begin() as conn:
+                moved, status = store.transition(conn, pid, case_id, to, note, time.time_ns())
+            if status is None:
+                raise ProblemError(404, f"case {case_id} not found")
+            if not moved:
+                raise ProblemError(409, f"case {case_id} is {status}; it cannot become {to}"
+                                        f" (open -> acknowledged -> resolved, or open -> resolved)")
+            with self.hub.reads.connect() as conn:
+                case = store.get_case(conn, pid, case_id)
+            assert case is not None
+            return JSONResponse(case_view(case))
+
+        return await run_in_threadpool(run)
+
+
+class WebhookRoutes:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.targets = Targets(hub.settings.webhook_allow_list)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/v1/webhooks", self.create, methods=["POST"]),
+            Route("/api/v1/webhooks", self.list, methods=["GET"]),
+            Route("/api/v1/webhooks/{endpoint_id}", self.delete, methods=["DELETE"]),
+            Route("/api/v1/webhooks/{endpoint_id}/enable", self.enable, methods=["POST"]),
+        ]
+
+    async def create(self, request: Request) -> JSONResponse:
+        project_id = await project_of(request, self.hub)
+        body = await json_body(request, WEBHOOK_VALIDATOR)
+        url = str(body["url"])
+        secret = body.get("secret")
+        if secret is not None and (problem := secret_problem(secret)):
+            raise ProblemError(422, f"secret: {problem}", [{"path": "secret", "message": problem}])
+
+        def run() -> JSONResponse:
+            try:
+                self.targets.resolve(url)  # DNS: off the event loop
+            except RefusedTarget as exc:
+                raise ProblemError(422, f"url: {exc}", [{"path": "url", "message": str(exc)}]) from None
+            with self.hub.engine.begin() as conn:
+                row = store.create_endpoint(conn, project_id, url, secret or new_secret(), time.time_ns())
+            return JSONResponse({**endpoint_view(row), "secret": row["secret"]}, 201)
+
+        return await run_in_threadpool(run)
+
+    async def list(self, request: Request) -> JSONResponse:
+        project_id = await project_of(request, self.hub)
+        only_params(request.query_params, frozenset())
+
+        def run() -> JSONResponse:
+            with self.hub.reads.connect() as conn:
+                rows = store.list_endpoints(conn, project_id)
+            return JSONResponse({"items": [endpoint_view(r) for r in rows]})
+
+        return await run_in_threadpool(run)
+
+    async def delete(self, request: Request) -> JSONResponse:
+        project_id = await project_of(request, self.hub)
+        endpoint_id = _endpoint_id(request)
+
+        def run() -> JSONResponse:
+            with self.hub.engine.begin() as conn:
+                if not store.delete_endpoint(conn, project_id, endpoint_id):
+                    raise ProblemError(404, f"webhook endpoint {endpoint_id} not found")
+            return JSONResponse({"id": endpoint_id, "deleted": True})
+
+        return await run_in_threadpool(run)
+
+    async def enable(self, request: Request) -> JSONResponse:
+        project_id = await project_of(request, self.hub)
+        endpoint_id = _endpoint_id(request)
+
+        def run() -> JSONResponse:
+            with self.hub.engine.begin() as conn:
+                row = store.enable_endpoint(conn, project_id, endpoint_id)
+            if row is None:
+                raise ProblemError(404, f"webhook endpoint {endpoint_id} not found")
+            return JSONResponse(endpoint_view(row))
+
+        return await run_in_threadpool(run)
+
+
+def _endpoint_id(request: Request) -> int:
+    raw = request.path_params["endpoint_id"]
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) < 2**63:
+        raise ProblemError(422, f"path.endpoint_id: expected a positive integer, got {raw!r}",
+                           [{"path": "path.endpoint_id", "message": "expected a positive integer"}])
+    return int(raw)
