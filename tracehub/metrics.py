@@ -38,3 +38,11 @@ AUTO_DECISION_ERRORS = Counter("tracehub_auto_decision_errors",
 AUTO_DECISION_DROPPED = Counter("tracehub_auto_decision_dropped",
                                 "Completed traces the writer could not hand to the decision worker (its"
                                 " hand-off was full); the worker's sweep finds them.")
+DECISIONS = Counter("tracehub_decisions", "Decisions recorded, by action (shadow versions' not counted).",
+                    ["action"])
+JUDGE_CACHE_HITS = Counter("tracehub_judge_cache_hits",
+                           "Decisions whose judge outcome came from the judge cache (same inputs, policy"
+                           " version and judge model).")
+JUDGE_ERRORS = Counter("tracehub_judge_errors",
+                       "Judge runs that failed and fell back, by judge_runs.status (invalid_output,"
+                       " timeout, http_error, error).", ["status"])

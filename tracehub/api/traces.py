@@ -104,6 +104,28 @@ def eval_view(row: dict[str, Any]) -> dict[str, Any]:
             "created_at": iso(row["created_ns"])}
 
 
+def decision_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A `trace_decisions` row: the decision log entry, signals masked as stored."""
+    return {
+        "decision_id": row["decision_id"], "trace_id": row["trace_id"], "action": row["action"],
+        "reason_code": row["reason_code"], "severity": row["severity"], "rule": row["rule"],
+        "signals": row["signals"], "policy_name": row["policy_name"], "policy_version": row["policy_version"],
+        "judge": row["judge"], "judge_model": row["judge_model"], "cached": bool(row["cached"]),
+        "latency_ms": row["latency_ms"], "input_hash": row["input_hash"], "shadow": bool(row["shadow"]),
+        "source": row["source"], "judge_span_id": row["judge_span_id"], "created_at": iso(row["created_ns"]),
+    }
+
+
+def judge_run_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "decision_id": row["decision_id"], "judge": row["judge"], "judge_model": row["judge_model"],
+        "status": row["status"], "cached": bool(row["cached"]), "input_hash": row["input_hash"],
+        "output": row["output"], "error": row["error"], "latency_ms": row["latency_ms"],
+        "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"], "cost_usd": row["cost_usd"],
+        "span_id": row["span_id"], "created_at": iso(row["created_ns"]),
+    }
+
+
 def span_view(row: dict[str, Any]) -> dict[str, Any]:
     """One span of the read model (`readmodel.TraceModel.spans`: amendments applied); its JSON
     columns may be embedded as text (`orjson.Fragment`), so the view is for encoding with orjson."""
@@ -289,8 +311,8 @@ class TraceRoutes:
                 "timeline": timeline,
                 "events": [_event_view(e, "store") for e in model.events],
                 "evals": [eval_view(e) for e in model.evals],
-                "decisions": [],
-                "judge_runs": [],
+                "decisions": [decision_view(d) for d in model.decisions],
+                "judge_runs": [judge_run_view(j) for j in model.judge_runs],
             })
 
         return await run_in_threadpool(run)

@@ -317,6 +317,17 @@ _span_text = operator.itemgetter(*(SPAN_COLUMNS.index(c) for c in (
     "environment", "graph_name", "node_name")))
 
 
+def insert_annotation_spans(cur: Any, sql: Sql, project_id: int, trace_seq: int,
+                            spans: list[SpanRecord]) -> None:
+    """Spans stored in the stored trace numbered `trace_seq` without folding them into its row:
+    the decision engine's judge spans, which the tree shows, but which must not stretch the
+    application's duration or add to its tokens, cost and span count. Without resources."""
+    encoder = RowEncoder({}, sql.pg)
+    sql.executemany(cur, sql.insert_sql("spans", _SPAN_INSERT, _SPAN_JSON,
+                                        "ON CONFLICT (trace_seq, span_id) DO NOTHING"),
+                    [(*span_row(project_id, s, encoder), trace_seq) for s in spans])
+
+
 def span_from_row(row: tuple[Any, ...]) -> SpanRecord:
     """The record of a `span_row` (made in a decode worker): every field but the JSON ones, which
     stay encoded in `row` (as bytes, not bytearrays, once they crossed from the worker: both bind

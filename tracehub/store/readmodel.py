@@ -1,18 +1,19 @@
 """The trace read model: one trace as every reader sees it (the API's detail, the UI, the decision
 engine), its spans with their AMENDMENTs applied (`tracehub.store.amendment`) over the span as
-stored. The trace row holds the same amendments in its totals, which the writer folded in.
+stored. The trace row holds the same amendments in its totals, which the writer folded in. With
+the trace come its evals and its decision log (decisions and judge runs, newest first).
 Nothing here writes.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
-from tracehub.store import amendment, queries
+from tracehub.store import amendment, decisions, queries
 from tracehub.store.completion import Completion
 
 
@@ -29,19 +30,26 @@ class TraceModel:
     spans: list[dict[str, Any]]
     events: list[dict[str, Any]]  # events that name no span
     evals: list[dict[str, Any]]
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # `trace_decisions` rows
+    judge_runs: list[dict[str, Any]] = field(default_factory=list)
 
 
-def trace_read_model(conn: sa.Connection, project_id: int, trace_id: str, c: Completion) -> TraceModel | None:
+def trace_read_model(conn: sa.Connection, project_id: int, trace_id: str, c: Completion,
+                     spans: bool = True) -> TraceModel | None:
+    """The trace, or None if it is not stored. Without `spans`, only its row and evals: what the
+    decision engine reads (the row already holds what the spans add up to)."""
     trace = queries.get_trace(conn, project_id, trace_id, c)
     if trace is None:
         return None
-    spans = queries.trace_spans(conn, project_id, trace_id)
+    if not spans:
+        return TraceModel(trace, [], [], queries.trace_evals(conn, project_id, trace_id))
+    rows = queries.trace_spans(conn, project_id, trace_id)
     events = queries.trace_events(conn, project_id, trace_id)
     evals = queries.trace_evals(conn, project_id, trace_id)
     by_span: dict[str | None, list[dict[str, Any]]] = {}
     for event in events:
         by_span.setdefault(event["span_id"], []).append(event)
-    for span in spans:
+    for span in rows:
         own = span["span_events"] = by_span.get(span["span_id"], [])
         amendments = span["amendments"] = [e for e in own if e["event_type"] == amendment.EVENT_TYPE] if own else []
         for event in amendments:
@@ -52,4 +60,6 @@ def trace_read_model(conn: sa.Connection, project_id: int, trace_id: str, c: Com
                 # Not orjson: it reads integers beyond 64 bits (JSON clients send them) as floats.
                 span["attributes"] = {**(json.loads(stored) if isinstance(stored, str) else stored),
                                       **patch["attributes"]}
-    return TraceModel(trace, spans, by_span.get(None, []), evals)
+    return TraceModel(trace, rows, by_span.get(None, []), evals,
+                      decisions.trace_decision_rows(conn, project_id, trace_id),
+                      decisions.trace_judge_runs(conn, project_id, trace_id))

@@ -1,0 +1,245 @@
+"""The decision log's rows: what one decision writes, and what the trace detail reads back.
+
+`write` runs on the writer's thread, in its decision lane (`Writer.submit_decision`), so a decision
+is one transaction: its idempotency key, the `trace_decisions` row(s), the judge span, the
+`judge_runs` row(s), the judge cache, the trace's latest decision (`traces.decision`) and, on
+ESCALATE, the case and its notifications (the outbox). It decides nothing: the decision engine
+(`tracehub.decision.engine`) hands it finished rows, and a callable for the case rows (the store
+must not import the decision package). The reads below take the caller's project_id.
+
+The judge span goes into a stored trace without folding into its row (`insert_annotation_spans`):
+deciding must not stretch the trace's duration to the moment of the decision, add the judge's
+tokens and cost to the application's, or change the inputs of the next decision on it (which
+would defeat the cache). A trace that is not stored gets a row with the judge span as its root,
+so a decision on it is found in the list.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+import sqlalchemy as sa
+
+from tracehub.records import Batch, Idem, SpanRecord
+from tracehub.store.batchwrite import Sql, dumps, insert_annotation_spans
+from tracehub.store.schema import cases, idempotency_keys, judge_cache, judge_runs, trace_decisions
+
+if TYPE_CHECKING:
+    from tracehub.store.writer import Transaction
+
+DECISION_COLUMNS = (
+    "decision_id", "project_id", "trace_id", "policy_id", "policy_version_id", "policy_name",
+    "policy_version", "action", "reason_code", "severity", "rule", "signals", "input_hash", "judge",
+    "judge_model", "cached", "latency_ms", "shadow", "source", "judge_span_id", "auto_key", "created_ns",
+)
+_DECISION_JSON = frozenset(("rule", "signals"))
+JUDGE_RUN_COLUMNS = (
+    "project_id", "trace_id", "decision_id", "judge", "judge_model", "status", "input_hash", "output",
+    "error", "cached", "latency_ms", "input_tokens", "output_tokens", "cost_usd", "span_id", "created_ns",
+)
+_JUDGE_RUN_JSON = frozenset(("output",))
+CASE_COLUMNS = ("case_id", "project_id", "trace_id", "decision_id", "status", "severity", "reason_code",
+                "title", "note", "created_ns", "updated_ns", "acked_ns", "resolved_ns")
+NOTIFICATION_COLUMNS = ("project_id", "case_id", "endpoint_id", "event_type", "message_id", "payload",
+                        "status", "attempts", "next_attempt_ns", "last_error", "created_ns", "delivered_ns")
+
+# The case and notification rows of an ESCALATE, from the project's enabled webhook endpoints.
+Escalation = Callable[[list[dict[str, Any]]], tuple[dict[str, Any], list[dict[str, Any]]]]
+
+
+@dataclass
+class Verdict:
+    """One policy version's decision as rows: its `trace_decisions` row, its `judge_runs` row,
+    and its judge cache entry: `cache_output` to store, or `cache_hit` (its count grows)."""
+
+    decision: dict[str, Any]
+    judge_run: dict[str, Any]
+    cache_key: str
+    cache_output: dict[str, Any] | None
+    cache_hit: bool
+
+
+@dataclass
+class DecisionWrite:
+    project_id: int
+    trace_id: str
+    active: Verdict  # the decision that acts (also without a policy: the default)
+    # The judge span first, then the spans under it (an LLM judge's call); the judge span's parent
+    # is set here, to the trace's root as the transaction finds it.
+    spans: list[SpanRecord]
+    escalate: Escalation | None = None  # set on ESCALATE
+    idem: Idem | None = None  # the API's idempotency key; its response is the answer to replay
+    shadows: list[Verdict] = field(default_factory=list)  # recorded only: no span, snapshot or case
+
+
+@dataclass
+class Written:
+    """`created`; `replayed` / `conflict` (the idempotency key was used, with this body or another:
+    nothing written); `decided_before` (the automatic decision's key was taken: nothing written)."""
+
+    status: str
+    response: Any = None  # replayed: the first answer
+    case_id: str | None = None
+
+
+def write(tx: Transaction, w: DecisionWrite) -> Written:
+    cur, sql = tx.cur, tx.sql
+    q = sql.p
+    if w.idem is not None:
+        cur.execute(sql.insert_sql("idempotency_keys", ("project_id", "key", "request_hash", "response",
+                                                        "created_ns"), frozenset(("response",)),
+                                   "ON CONFLICT (project_id, key) DO NOTHING"),
+                    _row(sql, (w.project_id, w.idem.key, w.idem.request_hash, dumps(w.idem.response),
+                               w.active.decision["created_ns"])))
+        if cur.rowcount == 0:
+            cur.execute(f"SELECT request_hash, response FROM idempotency_keys WHERE project_id = {q}"
+                        f" AND key = {q}", (w.project_id, w.idem.key))
+            request_hash, response = cur.fetchone()
+            if request_hash != w.idem.request_hash:
+                return Written("conflict")
+            return Written("replayed", _json(response))
+    decision_sql = sql.insert_sql("trace_decisions", DECISION_COLUMNS, _DECISION_JSON,
+                                  "ON CONFLICT (project_id, auto_key) DO NOTHING")
+    cur.execute(decision_sql, _row(sql, _values(w.active.decision, DECISION_COLUMNS, _DECISION_JSON)))
+    if cur.rowcount == 0:  # an automatic decision made already (another process, an earlier run)
+        return Written("decided_before")
+    _write_spans(tx, w)
+    runs = [w.active.judge_run]
+    for shadow in w.shadows:
+        cur.execute(decision_sql, _row(sql, _values(shadow.decision, DECISION_COLUMNS, _DECISION_JSON)))
+        if cur.rowcount:
+            runs.append(shadow.judge_run)
+    sql.executemany(cur, sql.insert_sql("judge_runs", JUDGE_RUN_COLUMNS, _JUDGE_RUN_JSON),
+                    [_values(r, JUDGE_RUN_COLUMNS, _JUDGE_RUN_JSON) for r in runs])
+    for v in (w.active, *w.shadows):
+        _cache(tx, w.project_id, v)
+    decision = w.active.decision
+    cur.execute(f"UPDATE traces SET decision = {q} WHERE project_id = {q} AND trace_id = {q}",
+                (decision["action"], w.project_id, w.trace_id))
+    case_id = None
+    if w.escalate is not None:
+        cur.execute(f"SELECT id, url, enabled FROM webhook_endpoints WHERE project_id = {q} AND enabled",
+                    (w.project_id,))
+        endpoints = [{"id": i, "url": u, "enabled": bool(e)} for i, u, e in cur.fetchall()]
+        case, notifications = w.escalate(endpoints)
+        cur.execute(sql.insert_sql("cases", CASE_COLUMNS, frozenset()),
+                    _row(sql, tuple(case[c] for c in CASE_COLUMNS)))
+        if notifications:
+            payload = frozenset(("payload",))
+            sql.executemany(cur, sql.insert_sql("notifications", NOTIFICATION_COLUMNS, payload),
+                            [_values(n, NOTIFICATION_COLUMNS, payload) for n in notifications])
+        case_id = case["case_id"]
+    return Written("created", case_id=case_id)
+
+
+def _write_spans(tx: Transaction, w: DecisionWrite) -> None:
+    if not w.spans:
+        return
+    cur, q = tx.cur, tx.sql.p
+    lock = " FOR UPDATE" if tx.sql.pg else ""  # the root is read as ingest would write it
+    cur.execute(f"SELECT seq, root_span_id FROM traces WHERE project_id = {q} AND trace_id = {q}{lock}",
+                (w.project_id, w.trace_id))
+    found = cur.fetchone()
+    judge = w.spans[0]
+    if found is None:  # the judge span starts a trace row of its own
+        judge.parent_span_id = None
+        tx.write(Batch(w.project_id, spans=list(w.spans)))
+        return
+    seq, root = found
+    judge.parent_span_id = root if root != judge.span_id else None
+    insert_annotation_spans(cur, tx.sql, w.project_id, seq, w.spans)
+
+
+def _cache(tx: Transaction, project_id: int, v: Verdict) -> None:
+    cur, sql = tx.cur, tx.sql
+    q = sql.p
+    if v.cache_hit:
+        cur.execute(f"UPDATE judge_cache SET hit_count = hit_count + 1 WHERE project_id = {q}"
+                    f" AND cache_key = {q}", (project_id, v.cache_key))
+    if v.cache_output is None:
+        return
+    cur.execute(sql.insert_sql("judge_cache", ("project_id", "cache_key", "output", "hit_count", "created_ns"),
+                               frozenset(("output",)), "ON CONFLICT (project_id, cache_key) DO NOTHING"),
+                (project_id, v.cache_key, dumps(v.cache_output), 0, v.decision["created_ns"]))
+
+
+def _values(row: dict[str, Any], columns: tuple[str, ...], json_columns: frozenset[str]) -> tuple[Any, ...]:
+    return tuple(dumps(row[c]) if c in json_columns and row[c] is not None else row[c] for c in columns)
+
+
+def _row(sql: Sql, values: tuple[Any, ...]) -> tuple[Any, ...]:
+    return sql.rows([values])[0]
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+# -- reads ---------------------------------------------------------------------------------------
+
+
+def _dicts(result: sa.CursorResult[Any]) -> list[dict[str, Any]]:
+    keys = list(result.keys())
+    return [dict(zip(keys, row)) for row in result]
+
+
+def trace_decision_rows(conn: sa.Connection, project_id: int, trace_id: str) -> list[dict[str, Any]]:
+    """A trace's decisions, newest first (shadow ones too, flagged)."""
+    d = trace_decisions.c
+    rows = _dicts(conn.execute(sa.select(trace_decisions).where(d.project_id == project_id, d.trace_id == trace_id)
+                               .order_by(d.created_ns.desc(), d.id.desc())))
+    for row in rows:
+        row["rule"], row["signals"] = _json(row["rule"]), _json(row["signals"])
+    return rows
+
+
+def trace_judge_runs(conn: sa.Connection, project_id: int, trace_id: str) -> list[dict[str, Any]]:
+    """A trace's judge runs, newest first."""
+    j = judge_runs.c
+    rows = _dicts(conn.execute(sa.select(judge_runs).where(j.project_id == project_id, j.trace_id == trace_id)
+                               .order_by(j.created_ns.desc(), j.id.desc())))
+    for row in rows:
+        row["output"] = _json(row["output"])
+    return rows
+
+
+def cached_output(conn: sa.Connection, project_id: int, cache_key: str) -> dict[str, Any] | None:
+    c = judge_cache.c
+    found = conn.execute(sa.select(c.output).where(c.project_id == project_id, c.cache_key == cache_key)
+                         ).scalar_one_or_none()
+    out = _json(found)
+    return out if isinstance(out, dict) else None
+
+
+def decision_row(conn: sa.Connection, project_id: int, decision_id: str) -> dict[str, Any] | None:
+    d = trace_decisions.c
+    rows = _dicts(conn.execute(sa.select(trace_decisions).where(d.project_id == project_id,
+                                                                d.decision_id == decision_id)))
+    for row in rows:
+        row["rule"], row["signals"] = _json(row["rule"]), _json(row["signals"])
+    return rows[0] if rows else None
+
+
+def case_of(conn: sa.Connection, project_id: int, decision_id: str) -> str | None:
+    """The case a decision opened, if it escalated."""
+    c = cases.c
+    found: str | None = conn.execute(sa.select(c.case_id).where(c.project_id == project_id,
+                                                                c.decision_id == decision_id)).scalar()
+    return found
+
+
+def decided(conn: sa.Connection, project_id: int, auto_key: str) -> bool:
+    """Whether the automatic decision `auto_key` ("<trace_id>:<policy version id>") is made."""
+    d = trace_decisions.c
+    return conn.execute(sa.select(d.id).where(d.project_id == project_id, d.auto_key == auto_key)
+                        ).first() is not None
+
+
+def idempotency_record(conn: sa.Connection, project_id: int, key: str) -> tuple[str, Any] | None:
+    """(request_hash, response) stored under an idempotency key, or None."""
+    k = idempotency_keys.c
+    row = conn.execute(sa.select(k.request_hash, k.response).where(k.project_id == project_id, k.key == key)
+                       ).first()
+    return None if row is None else (row[0], _json(row[1]))
