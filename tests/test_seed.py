@@ -33,4 +33,7 @@ def test_seed_loads_demo_data_once(server_factory: Callable[..., ServerProcess],
     assert server.client.get("/api/v1/traces", params={"passed": "false"}).json()["total"] >= 1
     stats = server.client.get("/api/v1/traces/stats/overview", params={"last_hours": 24}).json()
     assert stats["trace_count"] >= 20
+    policy = server.client.get("/api/v1/policies/default-safety").json()
+    assert (policy["active_version"], policy["in_force_version"], policy["latest_version"]) == (1, 1, 1)
+    assert policy["active"]["definition"]["rules"][0]["then"]["reason_code"] == "PII_DETECTED"
     assert server.cli("seed", "--api-key", "wrong").returncode != 0

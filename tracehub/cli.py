@@ -1,10 +1,19 @@
-"""The `tracehub` command: serve, migrate, seed, keys create. Every serve flag is also a TRACEHUB_* variable."""
+"""The `tracehub` command: serve, migrate, seed, keys create, policy apply / list / activate.
+
+Every serve flag is also a TRACEHUB_* variable.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 from tracehub.settings import Settings, describe
 
@@ -42,13 +51,110 @@ def _parser() -> argparse.ArgumentParser:
                                  description="Create a project if needed and print a new key once.")
     create.add_argument("--project", required=True, help="project name")
     create.add_argument("--database-url", default=None, help="SQLAlchemy URL; env TRACEHUB_DATABASE_URL.")
+
+    policy = sub.add_parser("policy", help="manage decision policies",
+                            description="Create, list and activate decision policies on the database.")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    apply = policy_sub.add_parser(
+        "apply", help="store a policy file as the policy's next version",
+        description="Store FILE (YAML or JSON, the body of POST /api/v1/policies: name, description, "
+                    "effective_from, active, definition) as a new version of the policy with its name. "
+                    "The same definition as the newest version stores nothing (unchanged).")
+    apply.add_argument("file", metavar="FILE", help="a .yaml, .yml or .json file")
+    apply.add_argument("--activate", action="store_true", help="activate the version (as `active: true`)")
+    listing = policy_sub.add_parser("list", help="list the project's policies and their versions")
+    activate = policy_sub.add_parser("activate", help="make a version the project's active policy",
+                                     description="Activate VERSION of policy NAME (from its effective_from,"
+                                                 " if later); the project's other policy stops deciding.")
+    activate.add_argument("name", metavar="NAME", help="policy name or numeric id")
+    activate.add_argument("version", metavar="VERSION", type=int, help="version number")
+    for command in (apply, listing, activate):
+        command.add_argument("--project", default="default", help="project name (default: default)")
+        command.add_argument("--database-url", default=None, help="SQLAlchemy URL; env TRACEHUB_DATABASE_URL.")
     return parser
+
+
+def _policy_command(engine: sa.Engine, args: argparse.Namespace) -> int:
+    """`tracehub policy ...` on the database: 0 done, 1 not found, 2 a file the API would refuse."""
+    from tracehub.api.errors import ProblemError
+    from tracehub.api.policies import parse_request
+    from tracehub.decision.policy import PolicyError, SourceError, load_source, parse_policy
+    from tracehub.store import policies
+
+    now = time.time_ns()
+    with engine.connect() as conn:
+        project_id = policies.project_id(conn, args.project)
+    if project_id is None:
+        print(f"no project {args.project!r}: create it with `tracehub keys create --project NAME`",
+              file=sys.stderr)
+        return 1
+    try:
+        if args.policy_command == "list":
+            with engine.connect() as conn:
+                rows = policies.list_policies(conn, project_id, now)
+            print("NAME  ACTIVE  LATEST  SHADOW  IN_FORCE")
+            for r in rows:
+                cells = (r["active_version"], r["latest_version"], r["shadow_version"], r["in_force_version"])
+                print(r["name"], *("-" if c is None else c for c in cells), sep="  ")
+            return 0
+        if args.policy_command == "activate":
+            def activate(conn: sa.Connection) -> dict[str, Any]:
+                found = policies.find_policy(conn, project_id, args.name)
+                if found is None:
+                    raise policies.PolicyNotFound(f"no policy {args.name!r} in project {args.project!r}")
+                parse_policy(policies.get_version(conn, project_id, found["id"], args.version)["definition"])
+                return policies.activate(conn, project_id, found["id"], args.version, now)
+
+            done = policies.write(engine, activate)
+            print(f"{done['policy']['name']} version {args.version} {_activated(done['activation'], now)}")
+            return 0
+        path = Path(args.file)
+        source_format = "json" if path.suffix.lower() == ".json" else "yaml"
+        text = path.read_text("utf-8")
+        req = parse_request(load_source(text, source_format), source_format,
+                            text if source_format == "yaml" else None)
+
+        def apply(conn: sa.Connection) -> dict[str, Any]:
+            made = policies.create_version(
+                conn, project_id, req.name, req.definition, description=req.description,
+                source_format=req.source_format, source_text=req.source_text,
+                effective_from_ns=req.effective_from_ns, now_ns=now)
+            made["activation"] = None
+            if req.active or args.activate:
+                made["activation"] = policies.activate(conn, project_id, made["policy"]["id"],
+                                                       made["version"]["version"], now)["activation"]
+            return made
+
+        made = policies.write(engine, apply)
+        state = "unchanged" if made["unchanged"] else "created"
+        line = f"{req.name} version {made['version']['version']} {state}"
+        print(line + (f", {_activated(made['activation'], now)}" if made["activation"] else ""))
+        return 0
+    except policies.PolicyNotFound as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except (OSError, SourceError) as exc:
+        print(f"{getattr(exc, 'filename', None) or args.file}: {exc}", file=sys.stderr)
+        return 2
+    except (ProblemError, PolicyError) as exc:
+        for error in exc.errors or [{"path": "", "message": str(exc)}]:
+            print(f"{error['path']}: {error['message']}", file=sys.stderr)
+        return 2
+
+
+def _activated(activation: dict[str, Any], now_ns: int) -> str:
+    from tracehub.api.params import iso
+
+    if activation["effective_ns"] <= now_ns:
+        return "active"
+    return f"active from {iso(activation['effective_ns'])} (the version in force stays until then)"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items()
-                 if k not in ("command", "keys_command", "project", "api_key")}
+                 if k not in ("command", "keys_command", "project", "api_key", "policy_command", "file",
+                              "activate", "name", "version")}
     settings = Settings.from_env(**overrides)
     if args.command == "serve":
         from tracehub.server import serve
@@ -76,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
 
     engine = db.create_engine(settings.database_url)
     db.migrate(engine)
+    if args.command == "policy":
+        keys.ensure_default_project(engine)
+        try:
+            return _policy_command(engine, args)
+        finally:
+            engine.dispose()
     if args.command == "migrate":
         print(f"database at the newest schema: {engine.url.render_as_string(hide_password=True)}")
     elif args.command == "keys":

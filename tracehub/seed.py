@@ -37,6 +37,20 @@ def _hex(n: int, width: int) -> str:
 
 DEMO_RUN_TRACE = _hex(0xDE41_0001, 32)
 
+# docs/SPEC.ko.md example 6 (examples/policies/safety.yaml holds the same): escalate PII.
+DEFAULT_POLICY: dict[str, Any] = {
+    "name": "default-safety",
+    "description": "Safety baseline",
+    "effective_from": "2026-01-01T00:00:00Z",
+    "active": True,
+    "definition": {"rules": [{
+        "priority": 10,
+        "when": {"any": [{"field": "signals.pii", "op": "eq", "value": True}]},
+        "then": {"action": "ESCALATE", "reason_code": "PII_DETECTED", "severity": "high"},
+        "metadata": {"owner": "trust-safety"},
+    }]},
+}
+
 
 def demo_requests(now_ns: int) -> list[tuple[str, dict[str, Any]]]:
     """(path, JSON body) pairs: chats in Korean and English, a LangGraph run, evals, a failure,
@@ -117,12 +131,21 @@ def demo_requests(now_ns: int) -> list[tuple[str, dict[str, Any]]]:
 
 
 def seed(hub: Hub, api_key: str) -> dict[str, int]:
-    """Send the demo data through the API; returns how many requests and items were created."""
+    """Send the demo data through the API; returns how many requests and items were created.
+
+    The `default-safety` policy goes first, active, unless the project has a policy of that name
+    (a changed one is left alone), so the demo traces are decided as they complete."""
     counts = {"requests": 0, "created": 0}
     with TestClient(create_app(hub), headers={"x-api-key": api_key}) as client:
         probe = client.get(f"/api/v1/traces/{DEMO_RUN_TRACE}")
         if probe.status_code == 401:
             raise RuntimeError(f"the key {api_key[:6]}... is not valid for this database")
+        if client.get(f"/api/v1/policies/{DEFAULT_POLICY['name']}").status_code == 404:
+            r = client.post("/api/v1/policies", json=DEFAULT_POLICY)
+            if r.status_code >= 300:
+                raise RuntimeError(f"seeding the {DEFAULT_POLICY['name']} policy failed: {r.status_code} {r.text}")
+            counts["requests"] += 1
+            counts["created"] += 1
         if probe.status_code == 200:
             return counts
         for path, body in demo_requests(time.time_ns()):

@@ -6,12 +6,24 @@ document cannot drift from what is enforced. A test checks that every route is d
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tracehub.api.cases import RESOLVE_BODY, SEVERITIES, WEBHOOK_BODY
 from tracehub.api.ingest import MAX_BODY_BYTES
 from tracehub.api.params import MAX_PAGE, MAX_PAGE_SIZE
+from tracehub.api.policies import (
+    ACTIVATION_VIEW,
+    MAX_VERSION,
+    POLICY_BODY,
+    POLICY_DETAIL,
+    POLICY_VIEW,
+    VERSION_ANSWER,
+    VERSION_VIEW,
+)
+from tracehub.api.policies import MAX_BODY_BYTES as POLICY_BODY_BYTES
 from tracehub.api.schemas import BODIES, MAX_DEPTH, STATUSES, TIME, TRACE_ID
+from tracehub.decision.policy import schema as policy_schema
 from tracehub.store.cases import CASE_STATUSES
 
 PROBLEM = {"description": "Error (RFC 9457 problem details)",
@@ -117,6 +129,76 @@ def _otlp(summary: str) -> dict[str, Any]:
     }}
 
 
+def _dsl_components() -> dict[str, Any]:
+    """The shipped policy DSL schema (tracehub/decision/policy.schema.json) as components: its
+    `$defs` become `PolicyDsl_<name>`, so every reference resolves inside this document."""
+    text = json.dumps(policy_schema()).replace('"#/$defs/', '"#/components/schemas/PolicyDsl_')
+    dsl = json.loads(text)
+    defs = dsl.pop("$defs")
+    dsl.pop("$schema", None)
+    dsl.pop("$id", None)
+    return {"PolicyDefinition": dsl, **{f"PolicyDsl_{name}": d for name, d in defs.items()}}
+
+
+def _policy_paths() -> dict[str, Any]:
+    ref = {"name": "policy", "in": "path", "required": True,
+           "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"},
+           "description": "The policy's numeric id or its name."}
+    version = {"name": "version", "in": "query", "required": True,
+               "schema": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}, "description": "Version number."}
+    body = {"schema": {"$ref": "#/components/schemas/PolicyBody"}}
+    paged = [*TRACE_FILTERS[:2]]
+    invalid = {**PROBLEM, "description": "The version does not validate under the current policy schema "
+                                         "(errors name the paths); nothing changed."}
+    page: dict[str, Any] = {"type": "object", "required": ["items", "page", "page_size", "total"],
+                            "properties": {"items": {"type": "array"}, "page": {"type": "integer"},
+                                           "page_size": {"type": "integer"}, "total": {"type": "integer"}}}
+    return {
+        "/api/v1/policies": {
+            "post": {"summary": "Create a policy, or a new immutable version of the policy with this name",
+                     "description": f"JSON or YAML (the same document), at most {POLICY_BODY_BYTES // 1024} "
+                                    "KiB. A definition the DSL refuses is 422 with its paths under "
+                                    "`definition.` and is not stored. The same definition and effective "
+                                    "time as the newest version answer that version, unchanged (200).",
+                     "tags": ["policies"],
+                     "requestBody": {"required": True, "content": {"application/json": body,
+                                                                   "application/yaml": body}},
+                     "responses": {"201": _json(VERSION_ANSWER, "A new version (and policy)."),
+                                   "200": _json(VERSION_ANSWER, "Unchanged: the newest version."),
+                                   "400": PROBLEM, "413": PROBLEM, "415": PROBLEM, **READ_ERRORS}},
+            "get": {"summary": "List policies with their active, shadow, latest and in-force versions",
+                    "tags": ["policies"], "parameters": paged,
+                    "responses": {"200": _json({**page, "properties": {**page["properties"], "items": {
+                        "type": "array", "items": POLICY_VIEW}}}, "A page."), **READ_ERRORS}}},
+        "/api/v1/policies/schema": {"get": {
+            "summary": "The policy DSL's JSON Schema (2020-12), as shipped", "tags": ["policies"],
+            "responses": {"200": _json(_OBJ, "The JSON Schema."), **READ_ERRORS}}},
+        "/api/v1/policies/{policy}": {"get": {
+            "summary": "A policy with its active, shadow and in-force versions", "tags": ["policies"],
+            "parameters": [ref], "responses": {"200": _json(POLICY_DETAIL, "The policy."), "404": PROBLEM,
+                                               **READ_ERRORS}}},
+        "/api/v1/policies/{policy}/versions": {"get": {
+            "summary": "A policy's versions, newest first", "tags": ["policies"], "parameters": [ref, *paged],
+            "responses": {"200": _json({**page, "properties": {**page["properties"], "items": {
+                "type": "array", "items": VERSION_VIEW}}}, "A page."), "404": PROBLEM, **READ_ERRORS}}},
+        "/api/v1/policies/{policy}/activate": {"post": {
+            "summary": "Make a version the project's active policy (from its effective_from, if later)",
+            "description": "One policy is active in a project: this replaces the other. Until the version's "
+                           "effective time the version in force stays in force.",
+            "tags": ["policies"], "parameters": [ref, version],
+            "responses": {"200": _json({**VERSION_ANSWER, "properties": {
+                **VERSION_ANSWER["properties"], "activation": ACTIVATION_VIEW}}, "Activated (or already)."),
+                "404": PROBLEM, "409": invalid, **READ_ERRORS}}},
+        "/api/v1/policies/{policy}/shadow": {
+            "post": {"summary": "Make a version the policy's shadow (decides alongside, only recorded)",
+                     "tags": ["policies"], "parameters": [ref, version],
+                     "responses": {"200": _json(POLICY_VIEW, "The policy."), "404": PROBLEM, "409": invalid,
+                                   **READ_ERRORS}},
+            "delete": {"summary": "Clear the policy's shadow version", "tags": ["policies"], "parameters": [ref],
+                       "responses": {"200": _json(POLICY_VIEW, "The policy."), "404": PROBLEM, **READ_ERRORS}}},
+    }
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -202,6 +284,7 @@ def document() -> dict[str, Any]:
                 "summary": "Enable a webhook endpoint again (after a 410 disabled it)", "tags": ["webhooks"],
                 "parameters": [_ENDPOINT_ID],
                 "responses": {"200": _json(_OBJ, "The endpoint."), "404": PROBLEM, **READ_ERRORS}}},
+            **_policy_paths(),
             "/v1/traces": _otlp("OTLP/HTTP trace export (protobuf or JSON, gzip or not)"),
             "/v1/logs": _otlp("OTLP/HTTP log export (GenAI content events)"),
             "/healthz": {"get": {"summary": "Liveness", "tags": ["ops"], "security": [],
@@ -218,7 +301,8 @@ def document() -> dict[str, Any]:
         "components": {
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
                                 "bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {**BODIES, "Problem": {"type": "object", "properties": {
+            "schemas": {**BODIES, **_dsl_components(), "PolicyBody": POLICY_BODY,
+                        "Problem": {"type": "object", "properties": {
                 "type": _STR, "title": _STR, "status": {"type": "integer"}, "detail": _STR,
                 "errors": {"type": "array", "items": {"type": "object", "properties": {
                     "path": _STR, "message": _STR}}}}}},

@@ -24,6 +24,7 @@ many traces.
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import yaml
 from jsonschema import Draft202012Validator, ValidationError
 
 ACTIONS = ("ALLOW_ANSWER", "BLOCK", "ESCALATE", "ALLOW_WITH_WARNING", "NEED_CLARIFICATION")
@@ -113,6 +115,66 @@ def schema() -> dict[str, Any]:
     return SCHEMA
 
 
+class SourceError(ValueError):
+    """A policy document that is not valid JSON or YAML, or holds what JSON cannot."""
+
+
+MAX_SOURCE_NODES = 100_000  # values in a loaded document: YAML aliases must not multiply a small text
+
+
+def load_source(text: str | bytes, source_format: str) -> Any:
+    """A policy document (JSON or YAML text) as JSON values: YAML's times become RFC 3339 text,
+    its non-text keys text; NaN, infinities and documents past MAX_SOURCE_NODES values (YAML
+    aliases) are refused."""
+    try:
+        if source_format == "yaml":
+            loaded = yaml.load(text, Loader=_YAML_LOADER)
+        else:
+            loaded = json.loads(text)
+    except (ValueError, RecursionError, yaml.YAMLError) as exc:
+        raise SourceError(f"not valid {source_format.upper()}: {exc}") from None
+    return _json_values(loaded)
+
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _json_values(root: Any) -> Any:
+    """`root` rebuilt with JSON types only, without recursion, counting every value visited."""
+    visited = 0
+    holder: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any]] = [(root, holder, 0)]
+    while stack:
+        value, parent, key = stack.pop()
+        visited += 1
+        if visited > MAX_SOURCE_NODES:
+            raise SourceError(f"the document holds more than {MAX_SOURCE_NODES} values")
+        if isinstance(value, dict):
+            names = [k if isinstance(k, str) else json.dumps(_scalar(k)) for k in value]
+            rebuilt: Any = dict.fromkeys(names)  # the document's key order
+            stack.extend((v, rebuilt, name) for name, v in zip(names, value.values()))
+        elif isinstance(value, (list, tuple)):
+            rebuilt = [None] * len(value)
+            stack.extend((v, rebuilt, i) for i, v in enumerate(value))
+        else:
+            rebuilt = _scalar(value)
+        parent[key] = rebuilt
+    return holder[0]
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, float) and value - value != 0.0:
+        raise SourceError("numbers must be finite (no NaN or infinity)")
+    if isinstance(value, datetime.datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+        return aware.isoformat().replace("+00:00", "Z")
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)  # YAML's binary and other tagged scalars: their text
+
+
 def error_path(parts: Sequence[Any]) -> str:
     """`["rules", 0, "when", "any", 1, "op"]` -> `rules[0].when.any[1].op`."""
     path = ""
@@ -156,12 +218,12 @@ def _too_deep(document: Any) -> list[Any] | None:
 def _schema_errors(document: Any) -> list[dict[str, str]]:
     found: dict[str, str] = {}
     for error in _VALIDATOR.iter_errors(document):
-        for parts, message in _explain(error):
+        for parts, message in explain_error(error):
             found.setdefault(error_path(parts), message)
     return [{"path": path, "message": message} for path, message in sorted(found.items())]
 
 
-def _explain(error: ValidationError) -> list[tuple[list[Any], str]]:
+def explain_error(error: ValidationError) -> list[tuple[list[Any], str]]:
     """A jsonschema error as (path, message) pairs pointing at the key at fault: an unknown key
     or a missing one is named in the path, not only in the message."""
     parts = list(error.absolute_path)

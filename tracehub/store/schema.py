@@ -250,6 +250,21 @@ policy_versions = sa.Table(
     sa.UniqueConstraint("policy_id", "version", name="uq_policy_versions"),
 )
 
+# Every activation, in order (migration 0015). In force at time t: the newest activation whose
+# effective time is at or before t, so a version effective later leaves the current one in force.
+policy_activations = sa.Table(
+    "policy_activations",
+    metadata,
+    sa.Column("id", RowId, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("policy_id", sa.BigInteger, nullable=False),
+    sa.Column("policy_version_id", sa.BigInteger, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("effective_ns", sa.BigInteger, nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Index("ix_policy_activations", "project_id", "effective_ns"),
+)
+
 # The decision log: every decision with what explains it. `auto_key` ("<trace_id>:<policy version
 # id>") is set on automatic decisions only; unique, it makes them once per trace and version.
 trace_decisions = sa.Table(

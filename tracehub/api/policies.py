@@ -1,0 +1,344 @@
+"""`/api/v1/policies`: create policies and versions (JSON or YAML), list them, activate, shadow.
+
+A body is validated twice: its envelope (name, description, effective_from, active) here, its
+`definition` by the DSL (`tracehub.decision.policy`), whose error paths come back under
+`definition.` (`definition.rules[0].when.any[1].op`). A definition the DSL refuses is never
+stored, so it can never become active. Storage rules (versions, activation in force, shadow) are
+`tracehub.store.policies`'s; writes run there in short transactions off the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.routing import Route
+
+from tracehub.api.auth import project_of
+from tracehub.api.errors import ProblemError
+from tracehub.api.params import int_param, iso, only_params, page_body, page_params, parse_time_ns
+from tracehub.api.responses import JSONResponse
+from tracehub.api.schemas import TIME, json_path, limit_errors
+from tracehub.collector.errors import IngestError
+from tracehub.collector.http import read_body
+from tracehub.decision.policy import PolicyError, SourceError, explain_error, load_source, parse_policy
+from tracehub.decision.policy import schema as policy_schema
+from tracehub.hub import Hub
+from tracehub.store import policies as store
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_VERSION = 2**31 - 1
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
+
+POLICY_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "definition"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^(?![0-9]+$)[^\\x00/]+$",
+                 "title": "a name without NUL or '/', not only digits",
+                 "description": "The policy's name, unique in the project. A body with an existing name "
+                                "adds a version to that policy. Not only digits: a policy is addressed "
+                                "by its numeric id or its name."},
+        "description": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^[^\\x00]*$"},
+        "effective_from": {**TIME, "type": ["string", "null"],
+                           "description": "When this version takes effect once activated; the version "
+                                          "in force stays in force until then. " + TIME["description"]},
+        "active": {"type": "boolean", "default": False,
+                   "description": "Activate the new version at once (from effective_from, if later)."},
+        "definition": {"$ref": "#/components/schemas/PolicyDefinition"},
+    },
+}
+_ENVELOPE = Draft202012Validator({**POLICY_BODY, "properties": {**POLICY_BODY["properties"], "definition": {}}})
+
+
+@dataclass(frozen=True)
+class PolicyRequest:
+    """A validated POST body (or `tracehub policy apply` file)."""
+
+    name: str
+    definition: dict[str, Any]
+    description: str | None
+    effective_from_ns: int | None
+    active: bool
+    source_format: str
+    source_text: str | None
+
+
+def parse_request(body: Any, source_format: str = "json", source_text: str | None = None) -> PolicyRequest:
+    """The body as a request, or ProblemError 422 with every bad path (the DSL's under `definition.`)."""
+    errors = [{"path": json_path(parts), "message": message}
+              for e in _ENVELOPE.iter_errors(body) for parts, message in explain_error(e)]
+    errors += [{"path": e["path"], "message": e["message"]} for e in limit_errors(body)]
+    if not errors:
+        try:
+            parse_policy(body["definition"])
+        except PolicyError as exc:
+            errors = [{"path": _under_definition(e["path"]), "message": e["message"]} for e in exc.errors]
+    if errors:
+        errors.sort(key=lambda e: e["path"])
+        raise ProblemError(422, f"{errors[0]['path']}: {errors[0]['message']}", errors)
+    effective = body.get("effective_from")
+    return PolicyRequest(
+        name=body["name"], definition=body["definition"], description=body.get("description"),
+        effective_from_ns=parse_time_ns(effective, "effective_from") if effective else None,
+        active=bool(body.get("active", False)), source_format=source_format, source_text=source_text)
+
+
+def _under_definition(path: str) -> str:
+    return "definition" if path == "definition" else f"definition.{path}"
+
+
+def policy_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {"policy_id": row["id"], "name": row["name"], "description": row["description"],
+            "active_version": row["active_version"], "shadow_version": row["shadow_version"],
+            "latest_version": row.get("latest_version"), "in_force_version": row.get("in_force_version"),
+            "created_at": iso(row["created_ns"]), "updated_at": iso(row["updated_ns"])}
+
+
+def version_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {"policy_id": row["policy_id"], "version": row["version"], "definition": row["definition"],
+            "definition_hash": row["definition_hash"], "description": row["description"],
+            "source_format": row["source_format"], "source_text": row["source_text"],
+            "effective_from": iso(row["effective_from_ns"]), "created_at": iso(row["created_ns"])}
+
+
+def activation_view(activation: dict[str, Any] | None, now_ns: int) -> dict[str, Any] | None:
+    if activation is None:
+        return None
+    return {"version": activation["version"], "activated_at": iso(activation["created_ns"]),
+            "effective_at": iso(activation["effective_ns"]), "in_force": activation["effective_ns"] <= now_ns}
+
+
+def _checked(definition: Any, status: int = 409) -> None:
+    """A stored definition must still parse under the current DSL to be activated or shadowed."""
+    try:
+        parse_policy(definition)
+    except PolicyError as exc:
+        errors = [{"path": _under_definition(e["path"]), "message": e["message"]} for e in exc.errors]
+        raise ProblemError(status, "this version does not validate under the current policy schema: "
+                                   f"{errors[0]['path']}: {errors[0]['message']}", errors) from None
+
+
+def _not_found(exc: store.PolicyNotFound) -> ProblemError:
+    return ProblemError(404, str(exc))
+
+
+class PolicyRoutes:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/v1/policies/schema", self.schema, methods=["GET"]),
+            Route("/api/v1/policies", self.create, methods=["POST"]),
+            Route("/api/v1/policies", self.index, methods=["GET"]),
+            Route("/api/v1/policies/{policy}", self.detail, methods=["GET"]),
+            Route("/api/v1/policies/{policy}/versions", self.versions, methods=["GET"]),
+            Route("/api/v1/policies/{policy}/activate", self.activate, methods=["POST"]),
+            Route("/api/v1/policies/{policy}/shadow", self.shadow, methods=["POST", "DELETE"]),
+        ]
+
+    async def _read(self, work: Any) -> Any:
+        def run() -> Any:
+            with self.hub.reads.connect() as conn:
+                return work(conn)
+        try:
+            return await run_in_threadpool(run)
+        except store.PolicyNotFound as exc:
+            raise _not_found(exc) from None
+
+    async def _write(self, work: Any) -> Any:
+        try:
+            return await run_in_threadpool(store.write, self.hub.engine, work)
+        except store.PolicyNotFound as exc:
+            raise _not_found(exc) from None
+
+    @staticmethod
+    def _policy(conn: Any, project_id: int, ref: str) -> dict[str, Any]:
+        found = store.find_policy(conn, project_id, ref)
+        if found is None:
+            raise store.PolicyNotFound(f"no policy {ref!r} (give its numeric id or its name)")
+        return found
+
+    async def schema(self, request: Request) -> JSONResponse:
+        await project_of(request, self.hub)
+        only_params(request.query_params, frozenset())
+        return JSONResponse(policy_schema())
+
+    async def create(self, request: Request) -> JSONResponse:
+        project_id = await project_of(request, self.hub)
+        only_params(request.query_params, frozenset())
+        req = await _request_body(request)
+        now = time.time_ns()
+
+        def work(conn: Any) -> dict[str, Any]:
+            made = store.create_version(
+                conn, project_id, req.name, req.definition, description=req.description,
+                source_format=req.source_format, source_text=req.source_text,
+                effective_from_ns=req.effective_from_ns, now_ns=now)
+            made["activation"] = None
+            if req.active:
+                done = store.activate(conn, project_id, made["policy"]["id"], made["version"]["version"], now)
+                made["policy"], made["activation"] = done["policy"], done["activation"]
+                made["unchanged"] = made["unchanged"] and done["unchanged"]
+            made["policy"] = store.summary(conn, project_id, made["policy"]["id"], now)
+            return made
+
+        made = await self._write(work)
+        body = {**policy_view(made["policy"]), "version": version_view(made["version"]),
+                "unchanged": made["unchanged"], "activation": activation_view(made["activation"], now)}
+        return JSONResponse(body, 200 if made["unchanged"] else 201)
+
+    async def index(self, request: Request) -> JSONResponse:
+        project_id = await project_of(request, self.hub)
+        only_params(request.query_params, frozenset({"page", "page_size"}))
+        page, page_size = page_params(request.query_params)
+        rows = await self._read(lambda conn: store.list_policies(conn, project_id, time.time_ns()))
+        items = [policy_view(r) for r in rows[(page - 1) * page_size: page * page_size]]
+        return JSONResponse(page_body(items, page, page_size, len(rows)))
+
+    async def detail(self, request: Request) -> JSONResponse:
+        project_id = await project_of(request, self.hub)
+        only_params(request.query_params, frozenset())
+        ref, now = request.path_params["policy"], time.time_ns()
+
+        def work(conn: Any) -> dict[str, Any]:
+            policy = self._policy(conn, project_id, ref)
+            listed = store.summary(conn, project_id, policy["id"], now)
+            pick = {name: store.get_version(conn, project_id, policy["id"], listed[column])
+                    if listed[column] is not None else None
+                    for name, column in (("active", "active_version"), ("shadow", "shadow_version"),
+                                         ("in_force", "in_force_version"))}
+            return {"policy": listed, **pick}
+
+        found = await self._read(work)
+        return JSONResponse({**policy_view(found["policy"]),
+                             **{k: version_view(v) if v else None for k, v in found.items() if k != "policy"}})
+
+    async def versions(self, request: Request) -> JSONResponse:
+        project_id = await project_of(request, self.hub)
+        only_params(request.query_params, frozenset({"page", "page_size"}))
+        page, page_size = page_params(request.query_params)
+        ref = request.path_params["policy"]
+
+        def work(conn: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+            policy = self._policy(conn, project_id, ref)
+            return policy, store.versions(conn, project_id, policy["id"])
+
+        policy, rows = await self._read(work)
+        items = [{**version_view(r), "active": r["version"] == policy["active_version"],
+                  "shadow": r["version"] == policy["shadow_version"]}
+                 for r in rows[(page - 1) * page_size: page * page_size]]
+        return JSONResponse(page_body(items, page, page_size, len(rows)))
+
+    async def activate(self, request: Request) -> JSONResponse:
+        project_id = await project_of(request, self.hub)
+        only_params(request.query_params, frozenset({"version"}))
+        version = _version_param(request)
+        ref, now = request.path_params["policy"], time.time_ns()
+
+        def work(conn: Any) -> dict[str, Any]:
+            policy = self._policy(conn, project_id, ref)
+            _checked(store.get_version(conn, project_id, policy["id"], version)["definition"])
+            done = store.activate(conn, project_id, policy["id"], version, now)
+            return {**done, "policy": store.summary(conn, project_id, policy["id"], now)}
+
+        done = await self._write(work)
+        return JSONResponse({**policy_view(done["policy"]), "version": version_view(done["version"]),
+                             "unchanged": done["unchanged"], "activation": activation_view(done["activation"], now)})
+
+    async def shadow(self, request: Request) -> JSONResponse:
+        project_id = await project_of(request, self.hub)
+        clear = request.method == "DELETE"
+        only_params(request.query_params, frozenset() if clear else frozenset({"version"}))
+        version = None if clear else _version_param(request)
+        ref = request.path_params["policy"]
+
+        def work(conn: Any) -> dict[str, Any]:
+            policy = self._policy(conn, project_id, ref)
+            if version is not None:
+                _checked(store.get_version(conn, project_id, policy["id"], version)["definition"])
+            store.set_shadow(conn, project_id, policy["id"], version)
+            return store.summary(conn, project_id, policy["id"], time.time_ns())
+
+        return JSONResponse(policy_view(await self._write(work)))
+
+
+def _version_param(request: Request) -> int:
+    if not request.query_params.get("version"):
+        raise ProblemError(422, "query.version: is required", [{"path": "query.version", "message": "is required"}])
+    return int_param(request.query_params, "version", 0, 1, MAX_VERSION)
+
+
+async def _request_body(request: Request) -> PolicyRequest:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in ("application/json", ""):
+        source_format = "json"
+    elif ctype in YAML_TYPES:
+        source_format = "yaml"
+    else:
+        raise ProblemError(415, f"unsupported content type {ctype!r}: send application/json or application/yaml")
+    try:
+        raw = await read_body(request, MAX_BODY_BYTES)
+    except IngestError as err:
+        raise ProblemError(err.http_status, err.message, headers=err.retry_headers()) from None
+    try:
+        text = raw.decode("utf-8")
+        body = load_source(text, source_format)
+    except (UnicodeDecodeError, SourceError) as exc:
+        raise ProblemError(400, f"body: {exc}" if isinstance(exc, SourceError) else "body is not UTF-8") from None
+    return parse_request(body, source_format, text if source_format == "yaml" else None)
+
+
+# -- The OpenAPI document's parts (tracehub/api/openapi.py puts them in) -----------------------------
+
+_INT = {"type": "integer"}
+_NINT = {"type": ["integer", "null"]}
+_NTEXT = {"type": ["string", "null"]}
+POLICY_VIEW: dict[str, Any] = {
+    "type": "object",
+    "required": ["policy_id", "name", "active_version", "shadow_version", "latest_version", "in_force_version"],
+    "properties": {
+        "policy_id": _INT, "name": {"type": "string"}, "description": _NTEXT,
+        "active_version": {**_NINT, "description": "The designated version (the project's newest activation, "
+                                                   "in force from its effective time)."},
+        "shadow_version": {**_NINT, "description": "Decides alongside the active one; only recorded."},
+        "latest_version": _NINT,
+        "in_force_version": {**_NINT, "description": "This policy's version deciding now, if it is the "
+                                                     "project's policy in force."},
+        "created_at": _NTEXT, "updated_at": _NTEXT,
+    },
+}
+VERSION_VIEW: dict[str, Any] = {
+    "type": "object",
+    "required": ["policy_id", "version", "definition", "definition_hash"],
+    "properties": {
+        "policy_id": _INT, "version": _INT, "definition": {"$ref": "#/components/schemas/PolicyDefinition"},
+        "definition_hash": {"type": "string", "description": "SHA-256 of the definition's canonical JSON."},
+        "description": _NTEXT, "source_format": {"enum": ["json", "yaml"]},
+        "source_text": {**_NTEXT, "description": "The YAML body as sent (YAML only)."},
+        "effective_from": _NTEXT, "created_at": _NTEXT,
+        "active": {"type": "boolean"}, "shadow": {"type": "boolean"},
+    },
+}
+ACTIVATION_VIEW: dict[str, Any] = {
+    "type": ["object", "null"],
+    "properties": {"version": _INT, "activated_at": _NTEXT, "effective_at": _NTEXT, "in_force": {"type": "boolean"}},
+}
+VERSION_ANSWER: dict[str, Any] = {
+    **POLICY_VIEW, "required": [*POLICY_VIEW["required"], "version", "unchanged", "activation"],
+    "properties": {**POLICY_VIEW["properties"], "version": VERSION_VIEW, "activation": ACTIVATION_VIEW,
+                   "unchanged": {"type": "boolean", "description": "Nothing new was written: the newest version "
+                                                                   "already held this definition (and it was "
+                                                                   "already active if asked)."}},
+}
+_NVERSION = {"oneOf": [VERSION_VIEW, {"type": "null"}]}
+POLICY_DETAIL: dict[str, Any] = {
+    **POLICY_VIEW, "required": [*POLICY_VIEW["required"], "active", "shadow", "in_force"],
+    "properties": {**POLICY_VIEW["properties"], "active": _NVERSION, "shadow": _NVERSION, "in_force": _NVERSION},
+}
