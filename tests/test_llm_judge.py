@@ -3,7 +3,8 @@
 The peer answers by the first path segment of its base URL (`http://127.0.0.1:PORT/<mode>/v1`):
 `ok` a valid verdict, `bad-json` text that is not JSON, `bad-schema` JSON the verdict schema refuses,
 `error-500` an HTTP 500, `not-completion` a 200 that is no chat completion, `huge` a verdict of
-more than 1 MiB, `slow` a valid verdict too late. It records every request it receives.
+more than 1 MiB, `deep` JSON nested past the parser's recursion limit, `slow` a valid verdict too
+late; `live` as the test sets `Peer.live`. It records every request it receives.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from conftest import free_port
 from tracehub.collector.pricing import Pricing
 from tracehub.decision.judges import JudgeInput, JudgeOutcome
 from tracehub.decision.llm_judge import ACTIONS, OUTPUT_SCHEMA, LlmJudge
@@ -48,6 +50,8 @@ class Received:
 class Peer:
     port: int
     received: list[Received] = field(default_factory=list)
+    live: str = "ok"  # what `/live/v1` answers as, switched by a test
+
 
     def url(self, mode: str) -> str:
         return f"http://127.0.0.1:{self.port}/{mode}/v1"
@@ -70,6 +74,8 @@ def _handler(peer: Peer) -> type[BaseHTTPRequestHandler]:
             peer.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()},
                                           json.loads(raw), raw))
             mode = self.path.split("/")[1]
+            if mode == "live":
+                mode = peer.live
             if not self.path.endswith("/v1/chat/completions"):
                 return self._send(404, {"error": {"message": "not found"}})
             if mode == "error-500":
@@ -81,7 +87,8 @@ def _handler(peer: Peer) -> type[BaseHTTPRequestHandler]:
             content = {"ok": json.dumps(VALID), "slow": json.dumps(VALID),
                        "bad-json": "Sure! Here is my verdict: ESCALATE",
                        "bad-schema": json.dumps({**VALID, "action": "MAYBE", "extra": 1}),
-                       "huge": json.dumps({**VALID, "rationale": "x" * 1_100_000})}[mode]
+                       "huge": json.dumps({**VALID, "rationale": "x" * 1_100_000}),
+                       "deep": "[" * 100_000 + "]" * 100_000}[mode]
             self._send(200, _completion(content))
 
         def _send(self, status: int, body: dict[str, Any]) -> None:
@@ -115,7 +122,8 @@ def _item() -> JudgeInput:
     verdict = Verdict(action="ALLOW_WITH_WARNING", reason_code="PII_DETECTED", severity="medium",
                       rule={"index": 0, "priority": 10, "metadata": {}}, matched_fields=["signals.pii"])
     context = {
-        "request": {"text": f"원금 보장 투자 추천해줘. Mail me at {EMAIL}, card {CARD}"},
+        "request": {"text": f"원금 보장 투자 추천해줘. Mail me at {EMAIL}, card {CARD}",
+                    "safety": {"content_filter": "ok"}, "reply_to": EMAIL},
         "response": {"text": "Guaranteed 10% a year, no risk."},
         "trace": {"model": "gpt-4.1-mini", "user_id": EMAIL, "total_tokens": 512},
         "signals": {"pii": True, "pii_kinds": ["email", "card"]},
@@ -171,7 +179,9 @@ def test_request_is_strict_json_schema_with_bearer_key_and_masked_text(peer: Pee
     sent = json.loads(user["content"])
     assert sent["policy"] == {"name": "default-safety", "version": 3}
     assert sent["policy_verdict"]["action"] == "ALLOW_WITH_WARNING"
-    assert "원금 보장 투자 추천해줘" in sent["request"] and "Guaranteed 10%" in sent["response"]
+    assert "원금 보장 투자 추천해줘" in sent["request"]["text"]
+    assert sent["request"]["safety"] == {"content_filter": "ok"}
+    assert sent["response"] == {"text": "Guaranteed 10% a year, no risk."}
     assert {f["kind"] for f in sent["findings"]} >= {"email", "card", "financial_risk"}
     assert sent["trace"]["total_tokens"] == 512
     # Neither the e-mail address nor the card number leaves the hub, in any form.
@@ -186,6 +196,7 @@ def test_request_is_strict_json_schema_with_bearer_key_and_masked_text(peer: Pee
     ("error-500", "http_error", "HTTP 500"),
     ("not-completion", "invalid_output", "no choices[0].message"),
     ("huge", "invalid_output", "larger than 1048576 bytes"),
+    ("deep", "invalid_output", "not JSON"),
 ])
 def test_failures_fall_back_to_the_policy_verdict(peer: Peer, mode: str, status: str,
                                                   error_part: str) -> None:
@@ -211,16 +222,17 @@ def test_timeout_falls_back_to_the_configured_action(peer: Peer) -> None:
 
 
 def test_unreachable_endpoint_is_an_error_not_an_exception() -> None:
-    from conftest import free_port
-
     out = _judge(f"http://127.0.0.1:{free_port()}/v1")
     assert out.status == "error" and "Connect" in (out.error or "")
     assert out.action == "ALLOW_WITH_WARNING"
 
 
-def test_bad_fallback_refuses_to_start() -> None:
+def test_bad_fallback_or_base_url_refuses_to_start() -> None:
     with pytest.raises(SystemExit, match="LLM_JUDGE_FALLBACK"):
         LlmJudge("http://127.0.0.1:1/v1", MODEL, Pricing.load(), fallback="DENY")
+    for url in ("localhost:8000/v1", "ftp://host/v1", "http:///v1", "http://[::1/v1"):
+        with pytest.raises(SystemExit, match="LLM_JUDGE_BASE_URL"):
+            LlmJudge(url, MODEL, Pricing.load())
 
 
 def test_judge_llm_without_endpoint_refuses_to_start(tmp_path: Any) -> None:
@@ -230,3 +242,4 @@ def test_judge_llm_without_endpoint_refuses_to_start(tmp_path: Any) -> None:
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode != 0
     assert "TRACEHUB_JUDGE=llm needs TRACEHUB_LLM_JUDGE_BASE_URL" in done.stderr
+

@@ -23,6 +23,7 @@ import json
 import time
 from collections.abc import Mapping
 from importlib import resources
+from itertools import islice
 from typing import Any
 
 import httpx
@@ -47,6 +48,7 @@ MAX_ERROR_CHARS = 500
 MAX_TOKENS = 400
 MAX_RESPONSE_BYTES = 1024 * 1024
 MAX_FINDINGS = 50
+MAX_ITEMS = 50  # keys of an object, items of a list, in the fields sent
 # Findings replaced in the texts sent; phrase findings (injection, financial risk, refusal) stay
 # as written, the judge has to read them. Invisible characters could smuggle instructions to it.
 _MASKED_KINDS = frozenset((*signals.PII_KINDS, "secret", "unicode_tags", "invisible_chars"))
@@ -83,6 +85,13 @@ class LlmJudge:
         self.model: str | None = model  # the Judge protocol's type
         self._model = model
         self.url = base_url.rstrip("/") + "/chat/completions"
+        try:
+            url = httpx.URL(self.url)
+        except httpx.InvalidURL:
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.host:
+            raise SystemExit(f"{env_name('llm_judge_base_url')}={base_url!r} is not an http(s) URL"
+                             " such as http://127.0.0.1:11434/v1")
         self.timeout_s = timeout_s
         self.fallback = fallback
         self._pricing = pricing
@@ -185,7 +194,7 @@ def _completion(raw: bytes) -> tuple[str, Any]:
     """The first choice's message content and the `usage` object of a chat completion."""
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise _InvalidCompletion(f"answer is not JSON: {raw[:MAX_ERROR_CHARS]!r}") from None
     usage = data.get("usage") if isinstance(data, dict) else None
     try:
@@ -204,7 +213,7 @@ def _verdict(text: str) -> tuple[dict[str, Any] | None, dict[str, Any], str | No
     """(valid verdict or None, what the run records as its output, error)."""
     try:
         parsed = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         return None, {"raw": text[:MAX_RAW_OUTPUT_CHARS]}, f"output is not JSON: {exc}"
     errors = sorted(_VALIDATOR.iter_errors(parsed), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
@@ -232,8 +241,8 @@ def messages(item: JudgeInput) -> list[dict[str, str]]:
     """The system prompt and one user message: verdict, masked signals, trace fields, masked texts."""
     context = item.context
     verdict = item.verdict
-    request_text, response_text = _text(context.get("request")), _text(context.get("response"))
-    found = signals.detect(request_text, response_text)
+    request, response = _part(context.get("request")), _part(context.get("response"))
+    found = signals.detect(request.get("text"), response.get("text"))
     document = {
         "policy": {"name": item.policy_name, "version": item.policy_version},
         "policy_verdict": {"action": verdict.action, "reason_code": verdict.reason_code,
@@ -243,8 +252,8 @@ def messages(item: JudgeInput) -> list[dict[str, str]]:
         "findings": found.masked()[:MAX_FINDINGS],
         "trace": _fields(context.get("trace")),
         "evals": _fields(context.get("evals")),
-        "request": _bounded(masked_text(request_text)),
-        "response": _bounded(masked_text(response_text)),
+        "request": _payload(request),
+        "response": _payload(response),
     }
     user = json.dumps(document, ensure_ascii=False, default=str, indent=1)
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
@@ -266,10 +275,22 @@ def masked_text(text: str | None) -> str | None:
     return "".join(parts)
 
 
-def _text(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, default=str)
+def _part(value: Any) -> dict[str, Any]:
+    """The engine's request / response: a payload whose `text` is the text the signals read."""
+    if isinstance(value, Mapping):
+        part = dict(value)
+        if not isinstance(part.get("text"), str):
+            part.pop("text", None)
+        return part
+    return {"text": value} if isinstance(value, str) else {}
+
+
+def _payload(part: dict[str, Any]) -> dict[str, Any]:
+    """A payload as sent: its text masked and truncated, its other fields through `_fields`."""
+    out: dict[str, Any] = _fields({k: v for k, v in part.items() if k != "text"})
+    if "text" in part:
+        out["text"] = _bounded(masked_text(part["text"]))
+    return out
 
 
 def _bounded(text: str | None) -> str | None:
@@ -281,9 +302,9 @@ def _bounded(text: str | None) -> str | None:
 def _fields(value: Any) -> Any:
     """Trace / eval fields with strings cut short and masked (a user id may be an e-mail address)."""
     if isinstance(value, Mapping):
-        return {str(k): _fields(v) for k, v in value.items()}
+        return {str(k): _fields(v) for k, v in islice(value.items(), MAX_ITEMS)}
     if isinstance(value, (list, tuple)):
-        return [_fields(v) for v in value[:50]]
+        return [_fields(v) for v in value[:MAX_ITEMS]]
     if isinstance(value, str):
         masked = masked_text(value) or ""
         return masked if len(masked) <= MAX_FIELD_CHARS else masked[:MAX_FIELD_CHARS] + "..."
