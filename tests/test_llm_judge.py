@@ -2,9 +2,9 @@
 
 The peer answers by the first path segment of its base URL (`http://127.0.0.1:PORT/<mode>/v1`):
 `ok` a valid verdict, `bad-json` text that is not JSON, `bad-schema` JSON the verdict schema refuses,
-`error-500` an HTTP 500, `not-completion` a 200 that is no chat completion, `huge` a verdict of
-more than 1 MiB, `deep` JSON nested past the parser's recursion limit, `slow` a valid verdict too
-late; `live` as the test sets `Peer.live`. It records every request it receives.
+`error-500` an HTTP 500, `moved` a 308, `not-completion` a 200 that is no chat completion, `huge` a
+verdict of more than 1 MiB, `deep` JSON nested past the parser's recursion limit, `slow` a valid
+verdict too late; `live` as the test sets `Peer.live`. It records every request it receives.
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ def _handler(peer: Peer) -> type[BaseHTTPRequestHandler]:
                 return self._send(404, {"error": {"message": "not found"}})
             if mode == "error-500":
                 return self._send(500, {"error": {"message": "upstream exploded"}})
+            if mode == "moved":  # (no Location: a client that followed would fail differently)
+                return self._send(308, {"error": {"message": "moved"}})
             if mode == "slow":
                 time.sleep(SLOW_S)
             if mode == "not-completion":
@@ -194,6 +196,7 @@ def test_request_is_strict_json_schema_with_bearer_key_and_masked_text(peer: Pee
     ("bad-json", "invalid_output", "not JSON"),
     ("bad-schema", "invalid_output", "schema"),
     ("error-500", "http_error", "HTTP 500"),
+    ("moved", "http_error", "HTTP 308"),
     ("not-completion", "invalid_output", "no choices[0].message"),
     ("huge", "invalid_output", "larger than 1048576 bytes"),
     ("deep", "invalid_output", "not JSON"),

@@ -131,7 +131,7 @@ class LlmJudge:
             # httpx's timeout bounds each read; this bounds the whole call (a slow trickle too).
             async with asyncio.timeout(self.timeout_s):
                 status_code, raw = await self._post(body)
-            if status_code >= 400:
+            if not 200 <= status_code < 300:  # redirects are not followed: a moved endpoint is an error
                 status = "http_error"
                 error = f"HTTP {status_code}: {raw[:MAX_ERROR_CHARS].decode('utf-8', 'replace')}"
             else:
@@ -174,7 +174,7 @@ class LlmJudge:
                 chunks.append(chunk)
                 size += len(chunk)
                 if size > MAX_RESPONSE_BYTES:
-                    if response.status_code >= 400:
+                    if not response.is_success:
                         break  # the start of an error page is enough
                     raise _InvalidCompletion(f"answer is larger than {MAX_RESPONSE_BYTES} bytes")
             return response.status_code, b"".join(chunks)
