@@ -137,17 +137,14 @@ def _overlaps(start: int, end: int, findings: list[Finding]) -> bool:
     return any(start < f.end and f.start < end for f in findings)
 
 
+_DIGIT = re.compile("[0-9]")
+
+
 def _mask_digits(value: str, keep: int) -> str:
     """Every digit but the last `keep` becomes '*'; separators stay, so the shape is recognisable."""
-    total = sum(c.isdigit() for c in value)
-    out, seen = [], 0
-    for c in value:
-        if c.isdigit():
-            seen += 1
-            out.append(c if seen > total - keep else "*")
-        else:
-            out.append(c)
-    return "".join(out)
+    digits = [m.start() for m in _DIGIT.finditer(value)]
+    cut = digits[-keep] if len(digits) > keep else 0
+    return _DIGIT.sub("*", value[:cut]) + value[cut:]
 
 
 # --- e-mail ------------------------------------------------------------------------------------------
@@ -182,7 +179,8 @@ def _emails(text: str, where: str) -> list[Finding]:
 
 # One pass finds every run of digits and number punctuation; the detectors below only look inside
 # runs with enough digits, which ordinary prose rarely has.
-_NUMBER_RUN = re.compile(r"[0-9][0-9 ().\-]*[0-9]")
+_NUMBER_RUN = re.compile(r"[0-9][0-9 ().\-]{6,}[0-9]")
+_NUMBER_PUNCTUATION = str.maketrans("", "", " ().-")
 # 13-19 digits as one run, in groups of four (4242 4242 4242 4242) or as Amex's 4-6-5, with one kind
 # of separator, so a trailing "12/26" or a longer hyphenated id is not taken into the number.
 _CARD = re.compile(
@@ -202,7 +200,7 @@ def _numbers(text: str, where: str) -> list[Finding]:
     # A conversation repeats its numbers (each turn carries the history): parse each once per text.
     parsed: dict[str, phonenumbers.PhoneNumber | None] = {}
     for run in _NUMBER_RUN.finditer(text):
-        digits = sum(c.isdigit() for c in run.group())
+        digits = len(run.group().translate(_NUMBER_PUNCTUATION))
         if digits < 8:
             continue
         start, end = run.span()
@@ -246,7 +244,7 @@ def _phones(
                 return []
             region = phonenumbers.region_code_for_number(number)
             return [Finding("phone", where, start, end, _mask_digits(candidate, 4), region)]
-        if not any(c.isspace() for c in candidate):
+        if " " not in candidate:
             return []
     # Several numbers in one run ("Room 3 010-1234-5678"): phonenumbers' matcher takes them apart.
     found: list[Finding] = []
