@@ -1,0 +1,293 @@
+"""The decision worker: decides completed traces by their project's active policy, off the request path.
+
+The writer tells it after each COMMIT which traces that commit completed (`Writer.on_completed`);
+they wait in a bounded hand-off that never blocks the writer (full: dropped, the sweep finds them).
+A trace is decided once it has been quiet for `decision_settle_s`, since exporters send a trace's
+spans in several batches: a later write restarts the wait (the row's `updated_ns` is when the
+writer last wrote to it). It is decided through `decide` (the engine's `decide(..., source="auto")`)
+if its project decides automatically (`projects.auto_decide`) and has an active policy.
+
+A sweep, at start and every few seconds while idle, finds completed traces that have no automatic
+decision for the active version: a kill -9 between a commit and its decision, a full hand-off, and
+traces completed by the grace rule (`tracehub.store.completion`), which no commit reports. It walks
+each project's traces newest first, a bounded page a step, over the last `SWEEP_LOOKBACK_NS` and
+only those written since the version became active: activating a policy does not decide history.
+
+Exactly once is the unique `trace_decisions.auto_key` ("<trace_id>:<policy version id>"), also
+with several server processes on one database: the worker looks first only to spare the engine
+the work. It never writes; the engine writes through the writer's decision lane.
+
+It runs in a thread with an event loop of its own: a decision's CPU (signals over a trace's text)
+does not hold the server's loop, and `tracehub seed` runs it without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import heapq
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Awaitable, Callable
+
+import sqlalchemy as sa
+
+from tracehub import metrics
+from tracehub.decision.engine import DecisionResult
+from tracehub.store.background import name_os_thread
+from tracehub.store.completion import completion
+from tracehub.store import policies as store_policies
+from tracehub.store.schema import projects, trace_decisions, traces
+
+log = logging.getLogger(__name__)
+
+Key = tuple[int, str]  # (project_id, trace_id)
+Decide = Callable[[int, str], Awaitable[DecisionResult]]
+
+HANDOFF_MAX = 50_000  # traces handed over and not taken yet; ~100 bytes each
+CHECK_BATCH = 500  # traces whose readiness one query checks (under SQLite's smallest variable limit)
+CONCURRENCY = 8  # decisions at once: an LLM judge's call waits on the network
+SWEEP_EVERY_S = 5.0
+SWEEP_PAGE = 500  # trace rows a sweep step reads per project
+SWEEP_LOOKBACK_NS = 24 * 3600 * 10**9
+HOLD_NS = 60 * 10**9  # a swept trace is not swept again before this, unless its decision failed
+RETRY_NS = 10**9  # a failed decision is tried again by a sweep after this, doubling up to HOLD_NS
+STOP_WAIT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Active:
+    """A project's active policy versions, as automatic decisions see them."""
+
+    version_ids: tuple[int, ...]
+    since_ns: int  # when the newest of them became active: traces written before are not swept
+
+    def keys(self, trace_id: str) -> list[str]:
+        return [f"{trace_id}:{vid}" for vid in self.version_ids]
+
+
+def active_policies(conn: sa.Connection, now_ns: int) -> dict[int, Active]:
+    """Projects that decide automatically and the policy version in force in each."""
+    out: dict[int, Active] = {}
+    for pid in conn.execute(sa.select(projects.c.id).where(projects.c.auto_decide)).scalars():
+        version = store_policies.active_policy(conn, pid, now_ns)
+        if version is not None:
+            out[pid] = Active((int(version["id"]),), max(int(version["activated_ns"]), int(version["effective_ns"])))
+    return out
+
+
+class DecisionWorker:
+    def __init__(self, engine: sa.Engine, decide: Decide, settle_s: float, grace_s: float) -> None:
+        self._reads = engine
+        self._decide = decide
+        self._settle_ns = int(settle_s * 1e9)
+        self._grace_ns = int(grace_s * 1e9)
+        self._handoff: collections.deque[Key] = collections.deque()
+        self._handoff_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the thread's, while it runs
+        self._wake = asyncio.Event()
+        self._woken = False  # a wake-up is on its way to the loop
+        self._stopping = False
+        self._due: dict[Key, int] = {}  # settling: when to look again (time.time_ns)
+        self._heap: list[tuple[int, Key]] = []  # (due, key); stale entries skipped
+        self._deciding: set[Key] = set()
+        # Swept or failed lately: not swept again before this time, so a trace the engine does not
+        # decide (or cannot) is not taken again at once.
+        self._hold: dict[Key, int] = {}
+        self._failures: dict[Key, int] = {}  # failed decisions in a row, while held
+        self._cursors: dict[int, tuple[int, str]] = {}  # per project: where the sweep's walk is
+        self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._thread = threading.Thread(target=self._run, name="tracehub-decisions", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop looking for work; decisions under way finish (they write through the writer, which
+        stops after this) for up to STOP_WAIT_S."""
+        self._stopping = True
+        self._signal()
+        if self._thread.ident is not None:
+            self._thread.join(STOP_WAIT_S + 5)
+
+    def completed(self, keys: list[Key]) -> None:
+        """The writer's hand-off (its thread, after COMMIT): never blocks, never raises."""
+        with self._handoff_lock:
+            room = HANDOFF_MAX - len(self._handoff)
+            self._handoff.extend(keys[:room])
+        if len(keys) > room:
+            metrics.AUTO_DECISION_DROPPED.inc(len(keys) - max(room, 0))
+        self._signal()
+
+    def _signal(self) -> None:
+        loop = self._loop
+        if loop is None or self._woken:  # not started: it takes the hand-off when it starts
+            return
+        self._woken = True
+        try:
+            loop.call_soon_threadsafe(self._wake.set)
+        except RuntimeError:  # the loop is closed: the worker has stopped
+            pass
+
+    def _run(self) -> None:
+        name_os_thread("th-decisions")
+        loop = self._loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._main())
+        except Exception:
+            log.exception("the decision worker stopped")
+        finally:
+            self._loop = None
+            loop.close()
+
+    async def _main(self) -> None:
+        next_sweep = 0.0  # at start
+        tasks: set[asyncio.Task[None]] = set()
+        while not self._stopping:
+            self._woken = False
+            self._wake.clear()
+            self._take_handoff()
+            now = time.time_ns()
+            due = self._pop_due(now)
+            if due:
+                try:
+                    ready = await asyncio.to_thread(self._check, due, now)
+                except Exception:
+                    log.exception("the decision worker could not read %d traces; the sweep takes them", len(due))
+                    ready = []
+                tasks.update(self._start(ready))
+            elif not self._deciding and time.monotonic() >= next_sweep:
+                try:
+                    swept = await asyncio.to_thread(self._sweep, now)
+                except Exception:
+                    log.exception("the decision worker's sweep failed")
+                    swept = []
+                self._hold = {k: at for k, at in self._hold.items() if at > now}
+                self._failures = {k: n for k, n in self._failures.items() if k in self._hold or k in swept}
+                found = [k for k in swept if k not in self._due and k not in self._hold]
+                self._hold.update(dict.fromkeys(found, now + HOLD_NS))
+                tasks.update(self._start(found))
+                # More may wait behind a page that found some: the next step once these are decided.
+                next_sweep = time.monotonic() + (0.0 if found else SWEEP_EVERY_S)
+            tasks = {t for t in tasks if not t.done()}
+            metrics.AUTO_DECISION_QUEUE.set(len(self._handoff) + len(self._due) + len(self._deciding))
+            if due:
+                continue  # more may be due
+            timeout = float("inf") if self._deciding else next_sweep - time.monotonic()
+            if self._heap:
+                timeout = min(timeout, (self._heap[0][0] - time.time_ns()) / 1e9)
+            if timeout > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), None if timeout == float("inf") else timeout)
+                except TimeoutError:
+                    pass
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+
+    def _take_handoff(self) -> None:
+        with self._handoff_lock:
+            keys = list(self._handoff)
+            self._handoff.clear()
+        due = time.time_ns() + self._settle_ns
+        for key in keys:
+            if key not in self._deciding:
+                self._settle(key, due)
+
+    def _settle(self, key: Key, due: int) -> None:
+        self._due[key] = due
+        heapq.heappush(self._heap, (due, key))
+
+    def _pop_due(self, now: int) -> list[Key]:
+        out: list[Key] = []
+        while self._heap and self._heap[0][0] <= now and len(out) < CHECK_BATCH:
+            due, key = heapq.heappop(self._heap)
+            if self._due.get(key) == due:
+                del self._due[key]
+                out.append(key)
+        return out
+
+    def _check(self, keys: list[Key], now: int) -> list[Key]:
+        """Of `keys`, those to decide now. One written to within the settle time waits again from
+        that write; one open again, or decided, or of a project without automatic decisions, is
+        dropped (the writer reports it again when it completes)."""
+        ready: list[Key] = []
+        t, d = traces.c, trace_decisions.c
+        c = completion(now, self._grace_ns)
+        with self._reads.connect() as conn:
+            active = active_policies(conn, now)
+            for pid, group in groupby(sorted(keys), key=lambda k: k[0]):
+                policy = active.get(pid)
+                if policy is None:
+                    continue
+                ids = [tid for _, tid in group]
+                rows = conn.execute(sa.select(t.trace_id, c.completed, t.updated_ns).where(
+                    t.project_id == pid, t.trace_id.in_(ids))).all()
+                decided = set(conn.execute(sa.select(d.auto_key).where(
+                    d.project_id == pid, d.auto_key.in_([k for tid in ids for k in policy.keys(tid)]))).scalars())
+                for trace_id, completed, updated_ns in rows:
+                    if not completed or all(k in decided for k in policy.keys(trace_id)):
+                        continue
+                    if updated_ns > now - self._settle_ns:
+                        self._settle((pid, trace_id), updated_ns + self._settle_ns)
+                    else:
+                        ready.append((pid, trace_id))
+        return ready
+
+    def _sweep(self, now: int) -> list[Key]:
+        """One step of the walk over each project's traces: the newest page, and the page where the
+        walk got to. Answers the completed, quiet traces without their automatic decision."""
+        found: list[Key] = []
+        with self._reads.connect() as conn:
+            for pid, policy in active_policies(conn, now).items():
+                found += self._sweep_page(conn, pid, policy, None, now, newest=True)
+                cursor = self._cursors.get(pid)
+                if cursor is not None:
+                    found += self._sweep_page(conn, pid, policy, cursor, now)
+        return list(dict.fromkeys(found))
+
+    def _sweep_page(self, conn: sa.Connection, pid: int, policy: Active, start: tuple[int, str] | None,
+                    now: int, newest: bool = False) -> list[Key]:
+        """Of the SWEEP_PAGE traces of `pid` before `start` (newest first), those to decide. The
+        walk goes on after the page, unless it was the newest page and the walk is under way."""
+        t, d = traces.c, trace_decisions.c
+        c = completion(now, self._grace_ns)
+        undecided = sa.or_(*(~sa.exists().where(d.project_id == t.project_id,
+                                                d.auto_key == t.trace_id + sa.literal(f":{vid}"))
+                             for vid in policy.version_ids))
+        ready = sa.and_(c.completed, t.updated_ns <= now - self._settle_ns, t.updated_ns >= policy.since_ns,
+                        undecided)
+        query = sa.select(t.start_ns, t.trace_id, sa.case((ready, 1), else_=0)).where(
+            t.project_id == pid, t.start_ns >= now - SWEEP_LOOKBACK_NS)
+        if start is not None:
+            query = query.where(t.start_ns <= start[0], sa.or_(t.start_ns < start[0], t.trace_id < start[1]))
+        rows = conn.execute(query.order_by(t.start_ns.desc(), t.trace_id.desc()).limit(SWEEP_PAGE)).all()
+        if not (newest and pid in self._cursors):
+            if len(rows) == SWEEP_PAGE:
+                self._cursors[pid] = (int(rows[-1][0]), str(rows[-1][1]))
+            else:
+                self._cursors.pop(pid, None)
+        return [(pid, str(trace_id)) for _, trace_id, take in rows if take]
+
+    def _start(self, keys: list[Key]) -> list[asyncio.Task[None]]:
+        self._deciding.update(keys)
+        return [asyncio.create_task(self._decide_one(key)) for key in keys]
+
+    async def _decide_one(self, key: Key) -> None:
+        try:
+            async with self._slots:
+                result = await self._decide(*key)
+            if result.status == "created":
+                metrics.AUTO_DECISIONS.inc()
+            self._failures.pop(key, None)
+        except Exception:
+            # Often passing: a deadlock with another server's decisions, a lost connection.
+            metrics.AUTO_DECISION_ERRORS.inc()
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+            self._hold[key] = time.time_ns() + min(HOLD_NS, RETRY_NS << (failures - 1))
+            log.exception("deciding trace %s of project %d failed; a sweep tries again", key[1], key[0])
+        finally:
+            self._deciding.discard(key)
+            self._signal()
