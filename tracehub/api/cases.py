@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import orjson
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
@@ -29,23 +29,24 @@ from tracehub.api.params import (
 )
 from tracehub.api.responses import JSONResponse
 from tracehub.api.schemas import json_path, limit_errors
-from tracehub.decision.webhooks import RefusedTarget, Targets, new_secret, secret_problem
+from tracehub.decision.webhooks import SECRET_PATTERN, RefusedTarget, Targets, new_secret
 from tracehub.hub import Hub
 from tracehub.store import cases as store
 
 SEVERITIES = ("low", "medium", "high", "critical")
 LIST_PARAMS = frozenset(("page", "page_size", "status", "severity", "reason_code"))
 MAX_BODY_BYTES = 64 * 1024
-_NOTE = {"type": "string", "maxLength": 10_000}
+_NOTE = {"type": "string", "maxLength": 10_000, "pattern": "^[^\\x00]*$", "title": "text without NUL"}
 RESOLVE_BODY = {"type": "object", "additionalProperties": False, "properties": {"note": _NOTE}}
 WEBHOOK_BODY = {
     "type": "object", "additionalProperties": False, "required": ["url"],
     "properties": {
-        "url": {"type": "string", "minLength": 1, "maxLength": 2048,
-                "description": "http(s) URL; not on a loopback, private, link-local, multicast or reserved"
-                               " address unless TRACEHUB_WEBHOOK_ALLOW allows it."},
-        "secret": {"type": "string", "maxLength": 200,
-                   "description": "whsec_<base64 of 24 to 64 bytes>; generated when left out."},
+        "url": {"type": "string", "maxLength": 2048, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#\\x00]+[^\\x00]*$",
+                "title": "an http(s) URL with a host",
+                "description": "An http(s) URL whose host resolves, to no loopback, private, link-local,"
+                               " multicast or reserved address unless TRACEHUB_WEBHOOK_ALLOW allows it."},
+        "secret": {"type": "string", "pattern": SECRET_PATTERN, "title": "whsec_ and 32 to 88 base64 characters",
+                   "description": "whsec_ and 32 to 88 base64 characters; generated when left out."},
     },
 }
 RESOLVE_VALIDATOR = Draft202012Validator(RESOLVE_BODY)
@@ -70,13 +71,20 @@ async def json_body(request: Request, validator: Draft202012Validator, optional:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ProblemError(400, f"body is not valid JSON: {exc}") from None
-    errors = [{"path": json_path(list(e.absolute_path)), "message": e.message}
+    errors = [{"path": json_path(list(e.absolute_path)), "message": _message(e)}
               for e in validator.iter_errors(body)]
     errors += [{"path": e["path"], "message": e["message"]} for e in limit_errors(body)]
     if errors:
         errors.sort(key=lambda e: str(e["path"]))
         raise ProblemError(422, f"{errors[0]['path']}: {errors[0]['message']}", errors)
     return dict(body)
+
+
+def _message(error: ValidationError) -> str:
+    # What a pattern stands for, and never the value: it may be a secret.
+    if error.validator == "pattern" and isinstance(error.schema, dict) and "title" in error.schema:
+        return f"expected {error.schema['title']}"
+    return str(error.message)
 
 
 def case_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -209,19 +217,20 @@ class WebhookRoutes:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/api/v1/webhooks", self.create, methods=["POST"]),
-            Route("/api/v1/webhooks", self.list, methods=["GET"]),
+            Route("/api/v1/webhooks", self.collection, methods=["GET", "POST"]),
             Route("/api/v1/webhooks/{endpoint_id}", self.delete, methods=["DELETE"]),
             Route("/api/v1/webhooks/{endpoint_id}/enable", self.enable, methods=["POST"]),
         ]
+
+    async def collection(self, request: Request) -> JSONResponse:
+        # One route for both methods, so that a 405 lists both in Allow.
+        return await (self.create(request) if request.method == "POST" else self.list(request))
 
     async def create(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
         body = await json_body(request, WEBHOOK_VALIDATOR)
         url = str(body["url"])
         secret = body.get("secret")
-        if secret is not None and (problem := secret_problem(secret)):
-            raise ProblemError(422, f"secret: {problem}", [{"path": "secret", "message": problem}])
 
         def run() -> JSONResponse:
             try:
