@@ -13,6 +13,9 @@ from tracehub.collector import otlp
 from tracehub.collector.decoding import DecodePool, default_workers
 from tracehub.collector.pipeline import Pipeline
 from tracehub.collector.pricing import Pricing
+from tracehub.decision.engine import Engine
+from tracehub.decision.judges import HeuristicJudge, Judge
+from tracehub.decision.llm_judge import LlmJudge
 from tracehub.decision.webhooks import Deliveries
 from tracehub.settings import Settings
 from tracehub.store import db, keys
@@ -40,6 +43,9 @@ class Hub:
         self.decoder = DecodePool(workers if workers >= 0 else default_workers(settings.database_url),
                                   self.pricing, self.writer.nul_free, settings.otlp_c_reader,
                                   nice=settings.decode_worker_nice)
+        judge: Judge = LlmJudge.from_settings(settings, self.pricing) if settings.judge == "llm" else HeuristicJudge()
+        # Decides on one trace and records it through the writer's decision lane.
+        self.decisions = Engine(self.reads, self.writer, judge, settings.missing_parent_grace_s)
         self.webhooks = Deliveries(self.engine, settings)  # sends the cases' notification outbox
 
     @property

@@ -17,6 +17,7 @@ from starlette.types import ExceptionHandler
 from tracehub import metrics
 from tracehub.api import openapi
 from tracehub.api.cases import CaseRoutes, WebhookRoutes
+from tracehub.api.decide import DecideRoutes
 from tracehub.api.errors import (
     ProblemError,
     handle_database,
@@ -80,7 +81,7 @@ async def _openapi(_request: Request) -> JSONResponse:
 def create_app(hub: Hub) -> Starlette:
     """The main HTTP port: REST API, OTLP/HTTP and health."""
     routes = (_health_routes(hub) + OtlpHttp(hub).routes() + IngestRoutes(hub).routes()
-              + StatsRoutes(hub).routes() + TraceRoutes(hub).routes()
+              + StatsRoutes(hub).routes() + TraceRoutes(hub).routes() + DecideRoutes(hub).routes()
               + CaseRoutes(hub).routes() + WebhookRoutes(hub).routes() + PolicyRoutes(hub).routes()
               + [Route("/api/v1/openapi.json", _openapi)])
     return Starlette(routes=routes, exception_handlers=HANDLERS,

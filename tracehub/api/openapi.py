@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from tracehub.api.cases import RESOLVE_BODY, SEVERITIES, WEBHOOK_BODY
+from tracehub.api.decide import MAX_BODY_BYTES as DECIDE_MAX_BODY_BYTES
 from tracehub.api.ingest import MAX_BODY_BYTES
 from tracehub.api.params import MAX_PAGE, MAX_PAGE_SIZE
 from tracehub.api.policies import (
@@ -98,6 +99,37 @@ _ENDPOINT_ID = {"name": "endpoint_id", "in": "path", "required": True,
 _CASE_MOVE_ERRORS = {"404": PROBLEM, "409": {**PROBLEM, "description": "Not allowed from the case's status,"
                                              " which the detail says (open -> acknowledged -> resolved, or"
                                              " open -> resolved)."}, **READ_ERRORS}
+
+
+_NULLABLE_STR = {"type": ["string", "null"]}
+_DECISION = {
+    "type": "object",
+    "required": ["decision_id", "trace_id", "action", "reason_code", "severity", "rule", "signals",
+                 "policy_name", "policy_version", "judge", "judge_model", "cached", "latency_ms", "input_hash",
+                 "created_at", "trace_found", "case_id"],
+    "properties": {
+        "decision_id": _STR, "trace_id": _STR,
+        "action": {"enum": ["ALLOW_ANSWER", "BLOCK", "ESCALATE", "ALLOW_WITH_WARNING", "NEED_CLARIFICATION"]},
+        "reason_code": _STR, "severity": _STR,
+        "rule": {"type": ["object", "null"], "description": "The matched rule (index, priority, metadata, "
+                 "matched_fields); null when the policy's default decided."},
+        "signals": {**_OBJ, "description": "What the detectors found, masked: kinds, counts and `findings` "
+                    "(kind, where, offsets, masked match), never the matched text."},
+        "policy_name": {**_NULLABLE_STR, "description": "Null when no policy is active (reason_code "
+                        "NO_ACTIVE_POLICY)."},
+        "policy_version": {"type": ["integer", "null"]}, "judge": _STR, "judge_model": _NULLABLE_STR,
+        "cached": {**_BOOL, "description": "The judge's outcome came from the judge cache (same input_hash, "
+                   "policy version and judge model)."},
+        "latency_ms": {"type": "number", "description": "From the request to the decision, before it is "
+                       "written."},
+        "input_hash": {**_STR, "description": "SHA-256 of the canonical JSON of what was decided on: "
+                       "request, response, trace fields and evals."},
+        "shadow": _BOOL, "source": {"enum": ["api", "auto"]}, "judge_span_id": _NULLABLE_STR,
+        "created_at": _STR,
+        "trace_found": {**_BOOL, "description": "Whether the trace was stored when decided on."},
+        "case_id": {**_NULLABLE_STR, "description": "The case an ESCALATE opened."},
+    },
+}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -240,6 +272,17 @@ def document() -> dict[str, Any]:
             "/api/v1/ingest/traces": _ingest("A trace and a batch of its spans", "IngestTraces"),
             "/api/v1/ingest/spans": _ingest("Span events: LOG, AMENDMENT, START, END, ERROR", "IngestSpans"),
             "/api/v1/ingest/langgraph-runs": _ingest("A LangGraph run and its nodes", "LangGraphRun"),
+            "/api/v1/decide": {"post": {
+                "summary": "Decide on a trace by the active policy and record the decision", "tags": ["decisions"],
+                "description": "Writes the decision log entry, a judge run, a `judge` span in the trace's tree "
+                               "and the trace's latest decision; ESCALATE opens a case and queues its "
+                               "webhooks. Not refused by ingest backpressure.",
+                "requestBody": {"required": True, "description": f"At most {DECIDE_MAX_BODY_BYTES // 2**20} MiB"
+                                " after decompression, else 413.", "content": {"application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Decide"}}}},
+                "responses": {"201": _json(_DECISION, "Decided and recorded."),
+                              "200": _json(_DECISION, "Replayed retry: the first decision."),
+                              **{k: v for k, v in WRITE_ERRORS.items() if k != "429"}}}},
             "/api/v1/evals": {"post": {
                 "summary": "Attach an evaluation result to a trace", "tags": ["evals"],
                 "requestBody": {"required": True, "description": BODY_LIMIT, "content": {"application/json": {

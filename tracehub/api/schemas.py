@@ -176,8 +176,23 @@ LANGGRAPH_RUN: dict[str, Any] = {
     },
 }
 
+DECIDE: dict[str, Any] = {
+    "type": "object",
+    "required": ["trace_id"],
+    "properties": {
+        "trace_id": {**TRACE_ID, "description": "The trace to decide on; it need not be stored (then the "
+                                                "payloads alone are decided on). " + TRACE_ID["description"]},
+        "request_payload": {**_nullable(_OBJECT), "description": "What the application was asked, as "
+                            "policies read it under request.*; its `text` (a string), else the trace's input "
+                            "text, is request.text, which the signal detectors read."},
+        "response_payload": {**_nullable(_OBJECT), "description": "What it answered, under response.*; its "
+                             "`text`, else the trace's output text, is response.text."},
+        "idempotency_key": _KEY,
+    },
+}
+
 BODIES = {"IngestTraces": INGEST_TRACES, "IngestSpans": INGEST_SPANS, "LangGraphRun": LANGGRAPH_RUN,
-          "Eval": EVAL}
+          "Decide": DECIDE, "Eval": EVAL}
 VALIDATORS = {name: Draft202012Validator(schema) for name, schema in BODIES.items()}
 
 
