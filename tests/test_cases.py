@@ -371,3 +371,105 @@ def test_a_private_target_is_refused_at_delivery(hub: ServerProcess, engine: sa.
         assert attempt["latency_ms"] < 1000  # refused, not a connection that timed out
     assert _metrics(hub)['tracehub_webhook_failures_total{reason="refused"}'] >= 3
     hub.client.delete(f"/api/v1/webhooks/{endpoint_id}")
+
+
+EMAIL = "kim.minsu@example.com"
+DEFAULT_SAFETY = {  # the spec's example 6, as written
+    "name": "default-safety", "description": "Safety baseline", "effective_from": "2026-01-01T00:00:00Z",
+    "active": True,
+    "definition": {"rules": [{
+        "priority": 10,
+        "when": {"any": [{"field": "signals.pii", "op": "eq", "value": True}]},
+        "then": {"action": "ESCALATE", "reason_code": "PII_DETECTED", "severity": "high"},
+        "metadata": {"owner": "trust-safety"}}]},
+}
+
+
+def test_decide_escalates_pii_to_a_case_and_a_signed_webhook(hub: ServerProcess, engine: sa.Engine,
+                                                             receiver: Receiver) -> None:
+    name = "e2e-" + secrets.token_hex(3)
+    made = hub.cli("keys", "create", "--project", name)
+    assert made.returncode == 0, made.stderr
+    with engine.begin() as conn:  # decided by /decide here, not also by the automatic worker
+        conn.execute(sa.update(projects).where(projects.c.name == name).values(auto_decide=False))
+    client = httpx.Client(base_url=hub.url, headers={"x-api-key": made.stdout.strip().split()[-1]}, timeout=30)
+    try:
+        r = client.post("/api/v1/policies", json=DEFAULT_SAFETY)
+        assert r.status_code == 201, r.text
+        path = "/e2e-" + secrets.token_hex(4)
+        receiver.script[:] = [200]
+        r = client.post("/api/v1/webhooks", json={"url": receiver.url + path})
+        assert r.status_code == 201, r.text
+        secret = r.json()["secret"]
+        trace_id, now = secrets.token_hex(16), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        r = client.post("/api/v1/ingest/traces", json={
+            "trace": {"trace_id": trace_id, "name": "chat-request", "start_time": now, "end_time": now,
+                      "input_text": f"My e-mail is {EMAIL}, please call me back.", "output_text": "Noted."},
+            "spans": [{"span_id": secrets.token_hex(8), "name": "chat-request", "span_type": "chain",
+                       "start_time": now, "end_time": now, "status": "success"}]})
+        assert r.status_code == 200, r.text
+
+        r = client.post("/api/v1/decide", json={"trace_id": trace_id})
+        assert r.status_code == 201, r.text
+        decision = r.json()
+        assert (decision["action"], decision["reason_code"]) == ("ESCALATE", "PII_DETECTED")
+        case_id = decision["case_id"]
+        open_cases = client.get("/api/v1/cases", params={"status": "open"}).json()
+        assert [c["case_id"] for c in open_cases["items"]] == [case_id]
+
+        deadline = time.monotonic() + 15
+        while not receiver.received(path):
+            assert time.monotonic() < deadline, "no webhook"
+            time.sleep(0.05)
+        [got] = receiver.received(path)
+        payload = Webhook(secret).verify(got["body"], got["headers"])  # raises unless signed with it
+        assert payload["type"] == "case.created"
+        assert payload["data"] == {
+            "case_id": case_id, "trace_id": trace_id, "decision_id": decision["decision_id"],
+            "action": "ESCALATE", "reason_code": "PII_DETECTED", "severity": "high",
+            "policy_name": "default-safety", "policy_version": 1,
+            "title": f"ESCALATE PII_DETECTED (high) on trace {trace_id}"}
+        assert EMAIL.encode() not in got["body"]
+
+        case = client.get(f"/api/v1/cases/{case_id}").json()
+        deadline = time.monotonic() + 15
+        while case["notifications"][0]["status"] == "pending":  # recorded just after the answer
+            assert time.monotonic() < deadline, case
+            time.sleep(0.05)
+            case = client.get(f"/api/v1/cases/{case_id}").json()
+        assert case["decision"]["decision_id"] == decision["decision_id"]
+        assert case["decision"]["rule"]["metadata"] == {"owner": "trust-safety"}
+        [note] = case["notifications"]
+        assert note["status"] == "delivered" and note["message_id"] == got["headers"]["webhook-id"]
+        assert [a["status_code"] for a in note["delivery_attempts"]] == [200]
+        assert client.get(case["trace_url"]).json()["trace"]["decision"] == "ESCALATE"
+        assert client.post(f"/api/v1/cases/{case_id}/ack").json()["status"] == "acknowledged"
+    finally:
+        client.close()
+
+
+@pytest.mark.postgres
+def test_two_servers_on_one_postgresql_send_each_notification_once(
+        server_factory: Callable[..., ServerProcess], database_url_factory: Callable[[str], str],
+        receiver: Receiver) -> None:
+    url = database_url_factory("postgres")
+    first = server_factory("postgres", env=SERVER_ENV, database_url=url)
+    second = server_factory("postgres", env=SERVER_ENV, database_url=url)
+    eng = db.create_engine(url)
+    try:
+        path = "/pair-" + secrets.token_hex(4)
+        receiver.script[:] = [200]
+        endpoint = _register(first, receiver.url + path)
+        made = [escalate(eng, endpoint_ids=(endpoint["id"],)) for _ in range(40)]
+        ids = {c["notifications"][0]["message_id"] for c in made}
+        deadline = time.monotonic() + 20
+        while len(receiver.received(path)) < 40:
+            assert time.monotonic() < deadline, len(receiver.received(path))
+            time.sleep(0.05)
+        time.sleep(0.5)  # a second delivery of any message would come within this
+        sent = [r["headers"]["webhook-id"] for r in receiver.received(path)]
+        assert sorted(sent) == sorted(ids)
+        counts = [_metrics(s).get("tracehub_webhook_deliveries_total", 0.0) for s in (first, second)]
+        assert sum(counts) == 40
+    finally:
+        eng.dispose()
