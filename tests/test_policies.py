@@ -302,3 +302,10 @@ def test_example_policies_parse(path: Path) -> None:
 def test_examples_exist() -> None:
     assert {p.name for p in EXAMPLES.glob("*.yaml")} >= {"safety.yaml", "pii.yaml", "finance.yaml",
                                                           "cost_budget.yaml", "latency_budget.yaml"}
+
+
+@pytest.mark.parametrize("ref", ["³", "9" * 30, "a%00b", "nope"])
+def test_unknown_references_are_404(client: httpx.Client, ref: str) -> None:
+    for path in (f"/api/v1/policies/{ref}", f"/api/v1/policies/{ref}/versions"):
+        r = client.get(path)
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", (path, r.text)

@@ -135,8 +135,7 @@ class PolicyRoutes:
     def routes(self) -> list[Route]:
         return [
             Route("/api/v1/policies/schema", self.schema, methods=["GET"]),
-            Route("/api/v1/policies", self.create, methods=["POST"]),
-            Route("/api/v1/policies", self.index, methods=["GET"]),
+            Route("/api/v1/policies", self.collection, methods=["GET", "POST"]),  # one route: one Allow header
             Route("/api/v1/policies/{policy}", self.detail, methods=["GET"]),
             Route("/api/v1/policies/{policy}/versions", self.versions, methods=["GET"]),
             Route("/api/v1/policies/{policy}/activate", self.activate, methods=["POST"]),
@@ -164,6 +163,9 @@ class PolicyRoutes:
         if found is None:
             raise store.PolicyNotFound(f"no policy {ref!r} (give its numeric id or its name)")
         return found
+
+    async def collection(self, request: Request) -> JSONResponse:
+        return await (self.create(request) if request.method == "POST" else self.index(request))
 
     async def schema(self, request: Request) -> JSONResponse:
         await project_of(request, self.hub)

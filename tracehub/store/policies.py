@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -31,6 +32,8 @@ from tracehub.store.schema import policies, policy_activations, policy_versions,
 T = TypeVar("T")
 
 WRITE_ATTEMPTS = 3
+MAX_NAME = 200  # policies.name's length
+_ID = re.compile("[0-9]{1,18}")  # within BIGINT
 
 
 class PolicyNotFound(LookupError):
@@ -62,9 +65,11 @@ def project_id(conn: sa.Connection, name: str) -> int | None:
 
 
 def find_policy(conn: sa.Connection, project_id: int, ref: str | int) -> dict[str, Any] | None:
-    """A policy by its numeric id or its name."""
+    """A policy by its numeric id or its name (None for text no id or name can be)."""
     where = policies.c.project_id == project_id
-    if isinstance(ref, int) or ref.isdigit():
+    if isinstance(ref, str) and ("\x00" in ref or len(ref) > MAX_NAME):
+        return None
+    if isinstance(ref, int) or _ID.fullmatch(ref):
         by_id = conn.execute(sa.select(policies).where(where, policies.c.id == int(ref))).mappings().first()
         if by_id is not None or isinstance(ref, int):
             return dict(by_id) if by_id else None
