@@ -166,6 +166,11 @@ def test_secrets(key: str, kind: str, masked: str) -> None:
     assert detect(None, text).context()["secret_kinds"] == [kind]
 
 
+def test_digits_inside_a_key_are_the_key() -> None:
+    key = "ghp_AbCd4242424242424242EfGhIjKlMnOpQrStUvWx"
+    assert detect(f"token {key}", None).context()["kinds"] == ["secret"]
+
+
 def test_truncated_private_key_block_is_still_a_secret() -> None:
     text = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9u"
     [finding] = [f for f in findings(text) if f["kind"] == "secret"]

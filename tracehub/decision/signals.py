@@ -118,10 +118,11 @@ def detect(request_text: str | None, response_text: str | None) -> Signals:
 
 def _scan(text: str, where: str) -> list[Finding]:
     lowered = text.lower()
-    found = _numbers(text, where)
+    secrets = _secrets(text, where)
+    # Digits inside a key or token are part of the secret, not a card or phone number of their own.
+    found = [f for f in _numbers(text, where) if not _overlaps(f.start, f.end, secrets)] + secrets
     if "@" in text:
         found += _emails(text, where)
-    found += _secrets(text, where)
     if not text.isascii() and (_INVISIBLE_BMP.search(text) or _INVISIBLE_ASTRAL.search(text)):
         found += _invisible(text, where)
     found += _phrases("financial_risk", text, lowered, where)
