@@ -17,6 +17,7 @@ from tracehub.decision.engine import Engine
 from tracehub.decision.judges import HeuristicJudge, Judge
 from tracehub.decision.llm_judge import LlmJudge
 from tracehub.decision.webhooks import Deliveries
+from tracehub.decision.worker import DecisionWorker
 from tracehub.settings import Settings
 from tracehub.store import db, keys
 from tracehub.store.writer import Writer
@@ -46,6 +47,16 @@ class Hub:
         judge: Judge = LlmJudge.from_settings(settings, self.pricing) if settings.judge == "llm" else HeuristicJudge()
         # Decides on one trace and records it through the writer's decision lane.
         self.decisions = Engine(self.reads, self.writer, judge, settings.missing_parent_grace_s)
+        # Decides completed traces off the request path, on an event loop of its own: so with an
+        # engine and judge of its own (an LLM judge's HTTP client belongs to one loop).
+        self.auto_decisions: DecisionWorker | None = None
+        if settings.decisions:
+            auto = Engine(self.reads, self.writer, LlmJudge.from_settings(settings, self.pricing)
+                          if settings.judge == "llm" else HeuristicJudge(), settings.missing_parent_grace_s)
+            self.auto_decisions = DecisionWorker(self.reads, lambda p, t: auto.decide(p, t, source="auto"),
+                                                 settings.decision_settle_s, settings.missing_parent_grace_s,
+                                                 self.writer.busy)
+            self.writer.on_completed = self.auto_decisions.completed
         self.webhooks = Deliveries(self.engine, settings)  # sends the cases' notification outbox
 
     @property
@@ -62,9 +73,13 @@ class Hub:
         self.decoder.start()  # forks: before any thread
         self.writer.start()
         self.webhooks.start()
+        if self.auto_decisions is not None:
+            self.auto_decisions.start()
 
     def close(self) -> None:
         self.webhooks.stop()
+        if self.auto_decisions is not None:  # before the writer: decisions under way write through it
+            self.auto_decisions.stop()
         self.decoder.close()
         self.writer.stop()
         self.keys.close()

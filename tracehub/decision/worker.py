@@ -48,8 +48,12 @@ Key = tuple[int, str]  # (project_id, trace_id)
 Decide = Callable[[int, str], Awaitable[DecisionResult]]
 
 HANDOFF_MAX = 50_000  # traces handed over and not taken yet; ~100 bytes each
-CHECK_BATCH = 500  # traces whose readiness one query checks (under SQLite's smallest variable limit)
+CHECK_BATCH = 400  # traces whose readiness one query checks (twice, under SQLite's smallest variable limit)
+DUE_MAX = 100_000  # traces settling; past it the hand-off is dropped (the sweep finds them)
 CONCURRENCY = 8  # decisions at once: an LLM judge's call waits on the network
+MAX_DECIDING = 64  # decisions started and not ended; no trace is taken past it
+BUSY_WAIT_S = 0.1
+MAX_YIELD_S = 5.0  # longest wait for a busy writer before due decisions go ahead anyway
 SWEEP_EVERY_S = 5.0
 SWEEP_PAGE = 500  # trace rows a sweep step reads per project
 SWEEP_LOOKBACK_NS = 24 * 3600 * 10**9
@@ -80,9 +84,11 @@ def active_policies(conn: sa.Connection, now_ns: int) -> dict[int, Active]:
 
 
 class DecisionWorker:
-    def __init__(self, engine: sa.Engine, decide: Decide, settle_s: float, grace_s: float) -> None:
+    def __init__(self, engine: sa.Engine, decide: Decide, settle_s: float, grace_s: float,
+                 busy: Callable[[], bool] = lambda: False) -> None:
         self._reads = engine
         self._decide = decide
+        self._busy = busy  # whether ingest keeps the writer busy (`Writer.busy`)
         self._settle_ns = int(settle_s * 1e9)
         self._grace_ns = int(grace_s * 1e9)
         self._handoff: collections.deque[Key] = collections.deque()
@@ -145,47 +151,67 @@ class DecisionWorker:
 
     async def _main(self) -> None:
         next_sweep = 0.0  # at start
+        yielding_since: float | None = None
         tasks: set[asyncio.Task[None]] = set()
         while not self._stopping:
             self._woken = False
             self._wake.clear()
             self._take_handoff()
-            now = time.time_ns()
-            due = self._pop_due(now)
-            if due:
+            tasks = {t for t in tasks if not t.done()}
+            metrics.AUTO_DECISION_QUEUE.set(len(self._handoff) + len(self._due) + len(self._deciding))
+            now, mono = time.time_ns(), time.monotonic()
+            due_now = bool(self._heap) and self._heap[0][0] <= now
+            busy = self._busy()
+            if not busy:
+                yielding_since = None
+            elif yielding_since is None:
+                yielding_since = mono
+            # Ingest goes first: while the writer is busy, due decisions wait up to MAX_YIELD_S.
+            yielded = mono - yielding_since if yielding_since is not None else 0.0
+            if busy and (not due_now or yielded < MAX_YIELD_S):
+                await self._sleep(BUSY_WAIT_S)
+                continue
+            if due_now and len(self._deciding) < MAX_DECIDING:
+                yielding_since = None
+                due = self._pop_due(now)
                 try:
                     ready = await asyncio.to_thread(self._check, due, now)
                 except Exception:
                     log.exception("the decision worker could not read %d traces; the sweep takes them", len(due))
                     ready = []
                 tasks.update(self._start(ready))
-            elif not self._deciding and time.monotonic() >= next_sweep:
+                continue
+            if not self._deciding and mono >= next_sweep:
                 try:
                     swept = await asyncio.to_thread(self._sweep, now)
                 except Exception:
                     log.exception("the decision worker's sweep failed")
                     swept = []
                 self._hold = {k: at for k, at in self._hold.items() if at > now}
-                self._failures = {k: n for k, n in self._failures.items() if k in self._hold or k in swept}
+                swept_set = set(swept)
+                self._failures = {k: n for k, n in self._failures.items() if k in self._hold or k in swept_set}
                 found = [k for k in swept if k not in self._due and k not in self._hold]
                 self._hold.update(dict.fromkeys(found, now + HOLD_NS))
                 tasks.update(self._start(found))
                 # More may wait behind a page that found some: the next step once these are decided.
-                next_sweep = time.monotonic() + (0.0 if found else SWEEP_EVERY_S)
-            tasks = {t for t in tasks if not t.done()}
-            metrics.AUTO_DECISION_QUEUE.set(len(self._handoff) + len(self._due) + len(self._deciding))
-            if due:
-                continue  # more may be due
-            timeout = float("inf") if self._deciding else next_sweep - time.monotonic()
-            if self._heap:
-                timeout = min(timeout, (self._heap[0][0] - time.time_ns()) / 1e9)
-            if timeout > 0:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), None if timeout == float("inf") else timeout)
-                except TimeoutError:
-                    pass
+                next_sweep = mono + (0.0 if found else SWEEP_EVERY_S)
+                continue
+            # Until woken (a hand-off, a decision that ended), the next due trace or the next sweep.
+            timeout: float | None = None
+            if self._heap and len(self._deciding) < MAX_DECIDING:
+                timeout = max(0.0, (self._heap[0][0] - now) / 1e9)
+            if not self._deciding:
+                timeout = min(timeout if timeout is not None else SWEEP_EVERY_S, max(0.0, next_sweep - mono))
+            await self._sleep(timeout)
         if tasks:
             await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+
+    async def _sleep(self, timeout: float | None) -> None:
+        """Until woken, or `timeout` seconds (None: until woken)."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            pass
 
     def _take_handoff(self) -> None:
         with self._handoff_lock:
@@ -193,8 +219,12 @@ class DecisionWorker:
             self._handoff.clear()
         due = time.time_ns() + self._settle_ns
         for key in keys:
-            if key not in self._deciding:
-                self._settle(key, due)
+            if key in self._deciding:
+                continue
+            if len(self._due) >= DUE_MAX and key not in self._due:
+                metrics.AUTO_DECISION_DROPPED.inc()
+                continue
+            self._settle(key, due)
 
     def _settle(self, key: Key, due: int) -> None:
         self._due[key] = due
