@@ -309,3 +309,12 @@ def test_unknown_references_are_404(client: httpx.Client, ref: str) -> None:
     for path in (f"/api/v1/policies/{ref}", f"/api/v1/policies/{ref}/versions"):
         r = client.get(path)
         assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", (path, r.text)
+
+
+def test_seed_policy_is_the_spec_and_the_safety_example() -> None:
+    from tracehub.decision.policy import load_source
+    from tracehub.seed import DEFAULT_POLICY
+
+    assert DEFAULT_POLICY == SPEC_BODY
+    example = load_source((EXAMPLES / "safety.yaml").read_text(), "yaml")
+    assert example == {k: v for k, v in SPEC_BODY.items() if k != "active"}
