@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
-from conftest import free_port
+from conftest import BACKENDS, ServerProcess, free_port
 from tracehub.collector.pricing import Pricing
 from tracehub.decision.judges import JudgeInput, JudgeOutcome
 from tracehub.decision.llm_judge import ACTIONS, OUTPUT_SCHEMA, LlmJudge
@@ -246,3 +248,72 @@ def test_judge_llm_without_endpoint_refuses_to_start(tmp_path: Any) -> None:
     assert done.returncode != 0
     assert "TRACEHUB_JUDGE=llm needs TRACEHUB_LLM_JUDGE_BASE_URL" in done.stderr
 
+
+# -- through the server: POST /api/v1/decide with TRACEHUB_JUDGE=llm --------------------------------
+
+SAFETY = {"name": "default-safety", "active": True, "definition": {"rules": [
+    {"priority": 10, "when": {"field": "signals.pii", "op": "eq", "value": True},
+     "then": {"action": "ESCALATE", "reason_code": "PII_DETECTED", "severity": "high"}}]}}
+
+
+def _ingest(client: httpx.Client, input_text: str) -> tuple[str, str]:
+    trace_id, root = secrets.token_hex(16), secrets.token_hex(8)
+    r = client.post("/api/v1/ingest/traces", json={
+        "trace": {"trace_id": trace_id, "name": "chat-request", "input_text": input_text,
+                  "output_text": "Guaranteed 10% a year.", "model": "gpt-4.1-mini",
+                  "start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-01T00:00:01Z"},
+        "spans": [{"span_id": root, "name": "chat-request", "span_type": "chain", "status": "success",
+                   "start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-01T00:00:01Z"}]})
+    assert r.status_code == 200, r.text
+    return trace_id, root
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_decide_with_the_llm_judge_writes_its_call_under_the_judge_span(
+        peer: Peer, backend: str, server_factory: Callable[..., ServerProcess]) -> None:
+    server = server_factory(backend, env={
+        "TRACEHUB_JUDGE": "llm", "TRACEHUB_LLM_JUDGE_BASE_URL": peer.url("live"),
+        "TRACEHUB_LLM_JUDGE_MODEL": MODEL, "TRACEHUB_LLM_JUDGE_API_KEY": API_KEY,
+        "TRACEHUB_LLM_JUDGE_TIMEOUT_S": "5", "TRACEHUB_DECISIONS": "false"})
+    client = server.client
+    assert client.post("/api/v1/policies", json=SAFETY).status_code in (200, 201)
+
+    peer.live = "ok"
+    trace_id, root = _ingest(client, f"원금 보장 투자 추천해줘, reply to {EMAIL}")
+    sent_before = len(peer.received)
+    r = client.post("/api/v1/decide", json={"trace_id": trace_id})
+    assert r.status_code == 201, r.text
+    d = r.json()
+    # The model decided: its reason code, not the policy's.
+    assert (d["action"], d["reason_code"], d["severity"]) == ("ESCALATE", "RISKY_FINANCIAL_ADVICE", "high")
+    assert (d["judge"], d["judge_model"], d["cached"]) == ("llm", MODEL, False)
+    [call] = peer.received[sent_before:]
+    assert call.headers["authorization"] == f"Bearer {API_KEY}" and EMAIL not in call.raw.decode()
+
+    detail = client.get(f"/api/v1/traces/{trace_id}").json()
+    [judge] = [s for s in detail["spans"] if s["span_type"] == "judge"]
+    assert judge["parent_span_id"] == root and judge["span_id"] == d["judge_span_id"]
+    [llm] = [s for s in detail["spans"] if s["parent_span_id"] == judge["span_id"]]
+    assert (llm["span_type"], llm["model"], llm["status"]) == ("llm", MODEL, "success")
+    assert (llm["input_tokens"], llm["output_tokens"]) == (1200, 80)
+    assert llm["cost_usd"] == pytest.approx((1200 * 0.4 + 80 * 1.6) / 1_000_000)
+    assert json.loads(llm["output_text"]) == VALID
+    assert "원금 보장" in llm["input_text"] and EMAIL not in llm["input_text"]
+    [run] = detail["judge_runs"]
+    assert (run["judge"], run["judge_model"], run["status"], run["error"]) == ("llm", MODEL, "ok", None)
+    assert (run["input_tokens"], run["output_tokens"], run["output"]) == (1200, 80, VALID)
+    assert run["cost_usd"] == pytest.approx(llm["cost_usd"])
+
+    # An answer that is no verdict: recorded, and the policy's verdict decides.
+    peer.live = "bad-json"
+    trace_id, _ = _ingest(client, f"my card is {CARD}")
+    d = client.post("/api/v1/decide", json={"trace_id": trace_id}).json()
+    assert (d["action"], d["reason_code"], d["judge"], d["judge_model"]) == (
+        "ESCALATE", "PII_DETECTED", "llm", MODEL)
+    detail = client.get(f"/api/v1/traces/{trace_id}").json()
+    [run] = detail["judge_runs"]
+    assert run["status"] == "invalid_output" and "not JSON" in run["error"]
+    assert run["output"] == {"raw": "Sure! Here is my verdict: ESCALATE"}
+    [judge] = [s for s in detail["spans"] if s["span_type"] == "judge"]
+    [llm] = [s for s in detail["spans"] if s["parent_span_id"] == judge["span_id"]]
+    assert llm["status"] == "error" and CARD not in llm["input_text"]
