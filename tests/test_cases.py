@@ -473,3 +473,24 @@ def test_two_servers_on_one_postgresql_send_each_notification_once(
         assert sum(counts) == 40
     finally:
         eng.dispose()
+
+
+def test_an_idle_outbox_costs_no_write_transaction(tmp_path: Any) -> None:
+    # On SQLite a write transaction takes the database's one write lock from the ingest writer.
+    from tracehub.decision.webhooks import Deliveries
+    from tracehub.settings import Settings
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'idle.db'}", webhook_retry_initial_s=0.05)
+    eng = db.create_engine(settings.database_url)
+    db.migrate(eng)
+    statements: list[str] = []
+    sa.event.listen(eng, "before_cursor_execute", lambda *args: statements.append(args[2].split()[0].upper()))
+    worker = Deliveries(eng, settings)
+    worker.start()
+    try:
+        time.sleep(0.5)
+    finally:
+        worker.stop()
+        eng.dispose()
+    assert statements.count("SELECT") >= 3  # it looked, every poll
+    assert "UPDATE" not in statements

@@ -146,6 +146,7 @@ class Deliveries:
 
     def __init__(self, engine: sa.Engine, settings: Settings) -> None:
         self.engine = engine
+        self.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.targets = Targets(settings.webhook_allow_list)
         self.timeout_s = settings.webhook_timeout_s
         self.max_attempts = settings.webhook_max_attempts
@@ -229,6 +230,12 @@ class Deliveries:
 
     def _claim(self) -> list[dict[str, Any]]:
         now = time.time_ns()
+        # A read first: an idle outbox costs no write transaction, which on SQLite would take
+        # the database's one write lock from the writer every second.
+        with self.reads.connect() as conn:
+            due = store.next_due_ns(conn)
+        if due is None or due > now:
+            return []
         lease = now + int((self.timeout_s + LEASE_MARGIN_S) * 1e9)
         with self.engine.begin() as conn:
             return store.claim_due(conn, now, lease, BATCH)
