@@ -317,3 +317,21 @@ def test_decide_with_the_llm_judge_writes_its_call_under_the_judge_span(
     [judge] = [s for s in detail["spans"] if s["span_type"] == "judge"]
     [llm] = [s for s in detail["spans"] if s["parent_span_id"] == judge["span_id"]]
     assert llm["status"] == "error" and CARD not in llm["input_text"]
+
+
+def test_automatic_decisions_use_the_llm_judge(peer: Peer, server_factory: Callable[..., ServerProcess]) -> None:
+    """The decision worker runs on an event loop of its own, with a judge (and client) of its own."""
+    server = server_factory("sqlite", env={
+        "TRACEHUB_JUDGE": "llm", "TRACEHUB_LLM_JUDGE_BASE_URL": peer.url("ok"),
+        "TRACEHUB_LLM_JUDGE_MODEL": MODEL, "TRACEHUB_DECISION_SETTLE_S": "0.2"})
+    assert server.client.post("/api/v1/policies", json=SAFETY).status_code in (200, 201)
+    trace_id, _ = _ingest(server.client, f"reply to {EMAIL}")
+    deadline = time.monotonic() + 15
+    while not (detail := server.client.get(f"/api/v1/traces/{trace_id}").json())["decisions"]:
+        assert time.monotonic() < deadline, "not decided automatically"
+        time.sleep(0.1)
+    [decision] = detail["decisions"]
+    assert (decision["source"], decision["judge"], decision["judge_model"]) == ("auto", "llm", MODEL)
+    assert decision["reason_code"] == "RISKY_FINANCIAL_ADVICE"
+    assert [r["status"] for r in detail["judge_runs"]] == ["ok"]
+    assert sum(s["span_type"] == "llm" for s in detail["spans"]) == 1
