@@ -243,6 +243,12 @@ def test_a_trace_completed_by_the_grace_rule_and_projects_without_auto_decide(
         conn.execute(sa.text("UPDATE projects SET auto_decide = false WHERE name = 'no-auto'"))
     engine.dispose()
 
+    # Decided through the API before it was stored: its judge span is all the trace holds, and
+    # the sweep must not decide it again under the same version.
+    by_api = "ab" * 16
+    r = server.client.post("/api/v1/decide", json={"trace_id": by_api, "request_payload": {"text": PII_QUESTION}})
+    assert r.status_code == 201, r.text
+
     # A span whose (local) parent never comes: complete only once the grace gives the parent up,
     # which no commit reports; the sweep finds it.
     provider = _provider(server)
@@ -259,4 +265,5 @@ def test_a_trace_completed_by_the_grace_rule_and_projects_without_auto_decide(
     assert [d["action"] for d in _auto(detail)] == ["ESCALATE"]
     assert detail["trace"]["status"] == "success"
     assert other_client.get(f"/api/v1/traces/{skipped}").json()["decisions"] == []
+    assert [d["source"] for d in server.client.get(f"/api/v1/traces/{by_api}").json()["decisions"]] == ["api"]
     other_client.close()

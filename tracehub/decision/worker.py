@@ -15,7 +15,10 @@ only those written since the version became active: activating a policy does not
 
 Exactly once is the unique `trace_decisions.auto_key` ("<trace_id>:<policy version id>"), also
 with several server processes on one database: the worker looks first only to spare the engine
-the work. It never writes; the engine writes through the writer's decision lane.
+the work. It takes a trace as decided when it has any decision of the version in force, also one
+of POST /api/v1/decide (whose judge span may be all a trace holds): it is not decided twice under
+one version, nor its `traces.decision` replaced. It never writes; the engine writes through the
+writer's decision lane.
 
 It runs in a thread with an event loop of its own: a decision's CPU (signals over a trace's text)
 does not hold the server's loop, and `tracehub seed` runs it without one.
@@ -64,13 +67,10 @@ STOP_WAIT_S = 10.0
 
 @dataclass(frozen=True)
 class Active:
-    """A project's active policy versions, as automatic decisions see them."""
+    """A project's policy version in force, as automatic decisions see it."""
 
-    version_ids: tuple[int, ...]
-    since_ns: int  # when the newest of them became active: traces written before are not swept
-
-    def keys(self, trace_id: str) -> list[str]:
-        return [f"{trace_id}:{vid}" for vid in self.version_ids]
+    version_id: int
+    since_ns: int  # when it came into force: traces written before are not swept
 
 
 def active_policies(conn: sa.Connection, now_ns: int) -> dict[int, Active]:
@@ -79,7 +79,7 @@ def active_policies(conn: sa.Connection, now_ns: int) -> dict[int, Active]:
     for pid in conn.execute(sa.select(projects.c.id).where(projects.c.auto_decide)).scalars():
         version = store_policies.active_policy(conn, pid, now_ns)
         if version is not None:
-            out[pid] = Active((int(version["id"]),), max(int(version["activated_ns"]), int(version["effective_ns"])))
+            out[pid] = Active(int(version["id"]), max(int(version["activated_ns"]), int(version["effective_ns"])))
     return out
 
 
@@ -255,10 +255,11 @@ class DecisionWorker:
                 ids = [tid for _, tid in group]
                 rows = conn.execute(sa.select(t.trace_id, c.completed, t.updated_ns).where(
                     t.project_id == pid, t.trace_id.in_(ids))).all()
-                decided = set(conn.execute(sa.select(d.auto_key).where(
-                    d.project_id == pid, d.auto_key.in_([k for tid in ids for k in policy.keys(tid)]))).scalars())
+                decided = set(conn.execute(sa.select(d.trace_id).where(
+                    d.project_id == pid, d.trace_id.in_(ids), d.policy_version_id == policy.version_id,
+                    ~d.shadow)).scalars())
                 for trace_id, completed, updated_ns in rows:
-                    if not completed or all(k in decided for k in policy.keys(trace_id)):
+                    if not completed or trace_id in decided:
                         continue
                     if updated_ns > now - self._settle_ns:
                         self._settle((pid, trace_id), updated_ns + self._settle_ns)
@@ -284,9 +285,8 @@ class DecisionWorker:
         walk goes on after the page, unless it was the newest page and the walk is under way."""
         t, d = traces.c, trace_decisions.c
         c = completion(now, self._grace_ns)
-        undecided = sa.or_(*(~sa.exists().where(d.project_id == t.project_id,
-                                                d.auto_key == t.trace_id + sa.literal(f":{vid}"))
-                             for vid in policy.version_ids))
+        undecided = ~sa.exists().where(d.project_id == t.project_id, d.trace_id == t.trace_id,
+                                       d.policy_version_id == policy.version_id, ~d.shadow)
         ready = sa.and_(c.completed, t.updated_ns <= now - self._settle_ns, t.updated_ns >= policy.since_ns,
                         undecided)
         query = sa.select(t.start_ns, t.trace_id, sa.case((ready, 1), else_=0)).where(
