@@ -9,6 +9,7 @@ import json
 import secrets
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -244,6 +245,17 @@ def test_idempotency_replays_the_first_decision_and_refuses_another_body(project
     assert other.json()["errors"][0]["path"] == "idempotency_key"
     detail = project.client.get(f"/api/v1/traces/{SPEC_DECIDE['trace_id']}").json()
     assert len(detail["decisions"]) == 1 and len(detail["judge_runs"]) == 1
+
+
+def test_concurrent_retries_make_one_decision(project: Project) -> None:
+    """Retries racing past the key's lookup meet in the writer's transaction: one decision."""
+    body = {"trace_id": secrets.token_hex(16), "idempotency_key": "race-" + secrets.token_hex(4)}
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _i: project.client.post("/api/v1/decide", json=body), range(8)))
+    assert sorted(r.status_code for r in answers) == [200] * 7 + [201], [r.text for r in answers]
+    assert len({r.json()["decision_id"] for r in answers}) == 1
+    detail = project.client.get(f"/api/v1/traces/{body['trace_id']}").json()
+    assert len(detail["decisions"]) == 1 and len(detail["spans"]) == 1
 
 
 def test_payload_text_is_decided_on_and_masked(project: Project) -> None:
