@@ -5,6 +5,7 @@ case an ESCALATE opens, the stats and the metrics."""
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import sqlite3
@@ -43,7 +44,7 @@ DEFAULT_SAFETY = {
     },
 }
 # The spec's example 7, as written.
-SPEC_DECIDE = {
+SPEC_DECIDE: dict[str, Any] = {
     "trace_id": "11111111-1111-1111-1111-111111111111",
     "request_payload": {"safety": {"content_filter": "ok"}},
     "response_payload": {"tokens": 512, "latency_ms": 900, "model": "gpt-4.1-mini"},
@@ -292,7 +293,7 @@ def test_the_decision_lane_is_not_refused_and_goes_first(tmp_path: Path) -> None
         ingest = []
         for i in range(3):
             future = writer.submit(Batch(1, traces=[TraceRecord(secrets.token_hex(16), name=f"t{i}")]))
-            future.add_done_callback(lambda _f, i=i: done.append(f"ingest{i}"))
+            future.add_done_callback(functools.partial(lambda i, _f: done.append(f"ingest{i}"), i))
             ingest.append(future)
             if i == 0:
                 time.sleep(0.2)  # the first in the writer's transaction, the others in the queue
