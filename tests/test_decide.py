@@ -185,6 +185,9 @@ def test_pii_escalates_by_the_default_safety_policy(project: Project, server: Se
     listed = project.client.get("/api/v1/traces", params={"decision": "ESCALATE"}).json()
     assert trace_id in [t["trace_id"] for t in listed["items"]]
     assert not project.client.get("/api/v1/traces", params={"decision": "BLOCK"}).json()["items"]
+    # The judge span is searchable: its attributes name the reason.
+    found = project.client.get("/api/v1/traces", params={"search": "PII_DETECTED"}).json()
+    assert [t["trace_id"] for t in found["items"]] == [trace_id]
     stats = project.client.get("/api/v1/traces/stats/overview", params={"last_hours": 1}).json()
     assert stats["decisions_by_action"]["ESCALATE"] == 1
     metrics = httpx.get(server.url + "/metrics").text
@@ -228,6 +231,34 @@ def test_the_same_inputs_hit_the_judge_cache(project: Project, server: ServerPro
                                                         "response_payload": {"latency_ms": 900}}).json()
     assert third["cached"] is False and third["input_hash"] != first["input_hash"]
     assert "tracehub_judge_cache_hits_total" in httpx.get(server.url + "/metrics").text
+
+
+def test_a_new_version_decides_at_once_and_a_shadow_version_only_records(project: Project) -> None:
+    _activate_default_safety(project)
+    trace_id, _ = _ingest_trace(project, f"My e-mail is {EMAIL}")
+    first = project.client.post("/api/v1/decide", json={"trace_id": trace_id}).json()
+    assert (first["action"], first["policy_version"]) == ("ESCALATE", 1)
+    block = {**DEFAULT_SAFETY, "definition": {"rules": [{**DEFAULT_SAFETY["definition"]["rules"][0],
+                                                          "then": {"action": "BLOCK", "reason_code": "PII_BLOCKED",
+                                                                   "severity": "high"}}]}}
+    made = project.client.post("/api/v1/policies", json=block)
+    assert made.status_code == 201, made.text
+    second = project.client.post("/api/v1/decide", json={"trace_id": trace_id}).json()
+    assert (second["action"], second["policy_version"], second["cached"]) == ("BLOCK", 2, False)
+    assert second["case_id"] is None
+    shadowed = project.client.post("/api/v1/policies/default-safety/shadow", params={"version": 1})
+    assert shadowed.status_code == 200, shadowed.text
+    third = project.client.post("/api/v1/decide", json={"trace_id": trace_id}).json()
+    assert (third["action"], third["policy_version"], third["shadow"]) == ("BLOCK", 2, False)
+    detail = project.client.get(f"/api/v1/traces/{trace_id}").json()
+    assert detail["trace"]["decision"] == "BLOCK"
+    shadow = [d for d in detail["decisions"] if d["shadow"]]
+    assert [(d["action"], d["policy_version"], d["judge_span_id"]) for d in shadow] == [("ESCALATE", 1, None)]
+    assert len(detail["judge_runs"]) == 4  # three decisions and the shadow's
+    assert [s["span_type"] for s in detail["spans"]].count("judge") == 3  # the shadow writes no span
+    with project.engine.connect() as conn:  # only the first, acting ESCALATE opened a case
+        assert conn.execute(sa.select(sa.func.count()).select_from(cases).where(
+            cases.c.trace_id == trace_id)).scalar_one() == 1
 
 
 def test_idempotency_replays_the_first_decision_and_refuses_another_body(project: Project) -> None:

@@ -59,6 +59,7 @@ SPAN_ATTRIBUTE_PREFIX = "tracehub.decision."
 EVALUATION_EVENT = "gen_ai.evaluation.result"
 _SCOPE = {"name": "tracehub.decision"}
 DEFINITIONS_KEPT = 256  # parsed policy versions kept (versions are immutable)
+PROJECTS_KEPT = 1024  # projects whose policy state is kept
 
 
 class IdempotencyConflict(Exception):
@@ -191,6 +192,8 @@ class Engine:
         self.judge = judge
         self._grace_ns = int(missing_parent_grace_s * 1e9)
         self._definitions: dict[int, PolicyDefinition] = {}
+        # Per project: (stamp, policy in force, shadow versions), reused while the stamp is the same.
+        self._policy_states: dict[int, tuple[tuple[Any, ...], PolicyVersion, list[PolicyVersion]]] = {}
 
     async def decide(self, project_id: int, trace_id: str, request_payload: dict[str, Any] | None = None,
                      response_payload: dict[str, Any] | None = None, source: str = "api",
@@ -250,18 +253,31 @@ class Engine:
                     if seen[0] != idem_hash:
                         raise IdempotencyConflict(idempotency_key)
                     return self._replayed(conn, project_id, seen[1])
-            active = self._policy(policies.active_policy(conn, project_id, now_ns))
+            active, shadows = self._policies(conn, project_id, now_ns)
             if source == "auto" and decisions.decided(conn, project_id, _auto_key(trace_id, active)):
                 return DecisionResult("decided_before", None, True)
             model = trace_read_model(conn, project_id, trace_id, completion(now_ns, self._grace_ns), spans=False)
-            shadows = [self._policy(v) for v in policies.shadow_versions(conn, project_id)]
-            shadows = [p for p in shadows if p.version_id != active.version_id]
             plans = []
             for policy in (active, *shadows):
                 a = assess(model, request_payload, response_payload, policy.definition)
                 key = cache_key(a.input_hash, policy.version_id, self.judge.model)
                 plans.append(Plan(policy, a, key, decisions.cached_output(conn, project_id, key)))
         return _Prepared(model is not None, plans[0], plans[1:])
+
+    def _policies(self, conn: sa.Connection, project_id: int, now_ns: int) -> tuple[PolicyVersion, list[PolicyVersion]]:
+        """The policy in force and the shadow versions (but it), read again only when the project's
+        policy stamp changed: reading them was a third of a decision's time before the judge."""
+        stamp = decisions.policy_stamp(conn, project_id, now_ns)
+        kept = self._policy_states.get(project_id)
+        if kept is not None and kept[0] == stamp:
+            return kept[1], kept[2]
+        active = self._policy(policies.active_policy(conn, project_id, now_ns))
+        shadows = [p for p in map(self._policy, policies.shadow_versions(conn, project_id))
+                   if p.version_id != active.version_id]
+        if len(self._policy_states) >= PROJECTS_KEPT:
+            self._policy_states.clear()
+        self._policy_states[project_id] = (stamp, active, shadows)
+        return active, shadows
 
     def _policy(self, version: dict[str, Any] | None) -> PolicyVersion:
         if version is None:

@@ -299,6 +299,10 @@ class Writer:
             reconnect_in = self._connected()
             if self._lane:
                 self._write_lane()
+                if self._indexer is not None:  # judge spans are searchable rows too
+                    self._indexer.rows_committed()
+                else:
+                    index_pending = True
             try:
                 job = self._queue.get(timeout=reconnect_in if reconnect_in is not None
                                       else idle_wait if index_pending else None)
