@@ -27,7 +27,7 @@ from tracehub.store.writer import QueueFull, Transaction, Writer
 
 EMAIL = "kim.minsu@example.com"
 # The spec's example 6, as written.
-DEFAULT_SAFETY = {
+DEFAULT_SAFETY: dict[str, Any] = {
     "name": "default-safety",
     "description": "Safety baseline",
     "effective_from": "2026-01-01T00:00:00Z",
