@@ -216,9 +216,9 @@ class Engine:
         decision_id = uuid.uuid4().hex
         spans = judge_spans(trace_id, decision_id, active, outcome, started_ns, judged_ns)
         verdict = decision_rows(project_id, trace_id, decision_id, active, outcome, source, latency_ms, started_ns,
-                           spans[0].span_id)
-        shadows = [decision_rows(project_id, trace_id, uuid.uuid4().hex, plan, o, source, latency_ms, started_ns, None,
-                            shadow=True) for plan, o in zip(prepared.shadows, shadow_outcomes)]
+                                spans[0].span_id)
+        shadows = [decision_rows(project_id, trace_id, uuid.uuid4().hex, plan, o, source, latency_ms, started_ns,
+                                 None, shadow=True) for plan, o in zip(prepared.shadows, shadow_outcomes)]
         row = verdict.decision
 
         def escalate(endpoints: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -342,7 +342,7 @@ def _json(value: Any) -> Any:
 
 
 def decision_rows(project_id: int, trace_id: str, decision_id: str, plan: Plan, outcome: JudgeOutcome, source: str,
-             latency_ms: float, created_ns: int, span_id: str | None, shadow: bool = False) -> decisions.Verdict:
+                  latency_ms: float, created_ns: int, span_id: str | None, shadow: bool = False) -> decisions.Verdict:
     """The rows of one policy version's decision."""
     a, policy = plan.assessment, plan.policy
     rule = a.verdict.rule
