@@ -19,19 +19,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Span, set_span_in_context
 
 from conftest import BACKENDS, ServerProcess
+from tracehub.seed import DEFAULT_POLICY
 
-DEFAULT_SAFETY = {  # the spec's example 6
-    "name": "default-safety",
-    "description": "Safety baseline",
-    "effective_from": "2026-01-01T00:00:00Z",
-    "active": True,
-    "definition": {"rules": [{
-        "priority": 10,
-        "when": {"any": [{"field": "signals.pii", "op": "eq", "value": True}]},
-        "then": {"action": "ESCALATE", "reason_code": "PII_DETECTED", "severity": "high"},
-        "metadata": {"owner": "trust-safety"},
-    }]},
-}
+DEFAULT_SAFETY = DEFAULT_POLICY  # the spec's example 6 (test_policies checks it is)
 PII_QUESTION = "Please reset my password, my e-mail is jane.doe@example.com"
 
 

@@ -21,28 +21,13 @@ import sqlalchemy as sa
 
 from conftest import ServerProcess
 from tracehub.records import Batch, TraceRecord
+from tracehub.seed import DEFAULT_POLICY
 from tracehub.store import db
 from tracehub.store.schema import cases, judge_cache, notifications, projects, traces, webhook_endpoints
 from tracehub.store.writer import QueueFull, Transaction, Writer
 
 EMAIL = "kim.minsu@example.com"
-# The spec's example 6, as written.
-DEFAULT_SAFETY: dict[str, Any] = {
-    "name": "default-safety",
-    "description": "Safety baseline",
-    "effective_from": "2026-01-01T00:00:00Z",
-    "active": True,
-    "definition": {
-        "rules": [
-            {
-                "priority": 10,
-                "when": {"any": [{"field": "signals.pii", "op": "eq", "value": True}]},
-                "then": {"action": "ESCALATE", "reason_code": "PII_DETECTED", "severity": "high"},
-                "metadata": {"owner": "trust-safety"},
-            }
-        ]
-    },
-}
+DEFAULT_SAFETY = DEFAULT_POLICY  # the spec's example 6 (test_policies checks it is)
 # The spec's example 7, as written.
 SPEC_DECIDE: dict[str, Any] = {
     "trace_id": "11111111-1111-1111-1111-111111111111",

@@ -7,6 +7,7 @@ one active policy and other tests' servers decide with theirs.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,22 +25,8 @@ from tracehub.store import db
 from tracehub.store import policies as store
 
 # docs/SPEC.ko.md example 6, as written.
-SPEC_BODY = {
-    "name": "default-safety",
-    "description": "Safety baseline",
-    "effective_from": "2026-01-01T00:00:00Z",
-    "active": True,
-    "definition": {
-        "rules": [
-            {
-                "priority": 10,
-                "when": {"any": [{"field": "signals.pii", "op": "eq", "value": True}]},
-                "then": {"action": "ESCALATE", "reason_code": "PII_DETECTED", "severity": "high"},
-                "metadata": {"owner": "trust-safety"},
-            }
-        ]
-    },
-}
+SPEC = (Path(__file__).parents[1] / "docs" / "SPEC.ko.md").read_text()
+SPEC_BODY = json.loads(re.search(r"curl -X POST http://localhost:8000/api/v1/policies .*?-d '(.*?)'\n", SPEC, re.S)[1])
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "policies"
 

@@ -75,6 +75,14 @@ def retryable(exc: BaseException) -> bool:
     return isinstance(exc, (MemoryError, OSError))
 
 
+def conflict(exc: BaseException) -> bool:
+    """Whether PostgreSQL rolled the transaction back for a conflict with another one (SQLSTATE
+    class 40: a deadlock, a serialization failure): run again at once, it goes through."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    return isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("40")
+
+
 def fault_of(exc: BaseException) -> Fault:
     return exc if isinstance(exc, Fault) else Unavailable() if retryable(exc) else Rejected()
 

@@ -52,7 +52,7 @@ from tracehub.store import search
 from tracehub.store.background import Backoff, OwnConnection, name_os_thread, rollback
 from tracehub.store.batchwrite import BatchWriter, Sql, StoredResources, WriteResult, bind_json_bytes
 from tracehub.store.checkpoint import WRITER_AUTOCHECKPOINT_BYTES, Checkpointer
-from tracehub.store.faults import Unavailable, fault_of, lost, retryable
+from tracehub.store.faults import Unavailable, conflict, fault_of, lost, retryable
 from tracehub.store.indexer import SearchIndexer
 
 log = logging.getLogger(__name__)
@@ -416,6 +416,12 @@ class Writer:
                 else:
                     for job in jobs:
                         _settle(job.future, exception=Unavailable())
+                return
+            if again and conflict(exc):
+                # Two server processes on one PostgreSQL: one of two transactions that locked trace
+                # rows or decision keys in another order was chosen to give way.
+                log.info("the writer's transaction gave way to another one (%s); writing it again", exc)
+                self._commit([job for job in jobs if not job.future.done()], again=False)
                 return
             if len(jobs) > 1 and not retryable(exc):
                 log.warning("group commit of %d requests failed; writing them one by one", len(jobs),
