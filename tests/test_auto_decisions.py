@@ -228,10 +228,11 @@ def test_a_trace_completed_by_the_grace_rule_and_projects_without_auto_decide(
     other = server.cli("keys", "create", "--project", "no-auto").stdout.split()[0]
     other_client = httpx.Client(base_url=server.url, headers={"x-api-key": other}, timeout=30)
     assert other_client.post("/api/v1/policies", json=DEFAULT_SAFETY).status_code in (200, 201)
-    engine = sa.create_engine(server.database_url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE projects SET auto_decide = false WHERE name = 'no-auto'"))
-    engine.dispose()
+    r = other_client.patch("/api/v1/project", json={"auto_decide": False})
+    assert r.status_code == 200 and r.json()["auto_decide"] is False and r.json()["name"] == "no-auto"
+    assert server.client.get("/api/v1/project").json()["auto_decide"] is True  # the other project's
+    r = other_client.patch("/api/v1/project", json={"auto_decide": "no"})
+    assert r.status_code == 422 and r.json()["errors"][0]["path"] == "auto_decide"
 
     # Decided through the API before it was stored: its judge span is all the trace holds, and
     # the sweep must not decide it again under the same version.

@@ -29,6 +29,7 @@ from tracehub.api.errors import (
 from tracehub.api.ingest import IngestRoutes
 from tracehub.api.middleware import NOSNIFF, Guard
 from tracehub.api.policies import PolicyRoutes
+from tracehub.api.project import ProjectRoutes
 from tracehub.api.responses import JSONResponse
 from tracehub.api.stats import StatsRoutes
 from tracehub.api.traces import TraceRoutes
@@ -83,6 +84,7 @@ def create_app(hub: Hub) -> Starlette:
     routes = (_health_routes(hub) + OtlpHttp(hub).routes() + IngestRoutes(hub).routes()
               + StatsRoutes(hub).routes() + TraceRoutes(hub).routes() + DecideRoutes(hub).routes()
               + CaseRoutes(hub).routes() + WebhookRoutes(hub).routes() + PolicyRoutes(hub).routes()
+              + ProjectRoutes(hub).routes()
               + [Route("/api/v1/openapi.json", _openapi)])
     return Starlette(routes=routes, exception_handlers=HANDLERS,
                      middleware=[Middleware(Guard, hub.settings.max_concurrent_requests)])

@@ -23,6 +23,7 @@ from tracehub.api.policies import (
     VERSION_VIEW,
 )
 from tracehub.api.policies import MAX_BODY_BYTES as POLICY_BODY_BYTES
+from tracehub.api.project import PROJECT_PATCH
 from tracehub.api.schemas import BODIES, MAX_DEPTH, STATUSES, TIME, TRACE_ID
 from tracehub.decision.policy import schema as policy_schema
 from tracehub.store.cases import CASE_STATUSES
@@ -328,6 +329,15 @@ def document() -> dict[str, Any]:
                 "parameters": [_ENDPOINT_ID],
                 "responses": {"200": _json(_OBJ, "The endpoint."), "404": PROBLEM, **READ_ERRORS}}},
             **_policy_paths(),
+            "/api/v1/project": {
+                "get": {"summary": "The key's project and its settings", "tags": ["project"],
+                        "responses": {"200": _json(_OBJ, "name, auto_decide, trace_count."), **READ_ERRORS}},
+                "patch": {"summary": "Turn automatic decisions on or off for the key's project",
+                          "tags": ["project"],
+                          "requestBody": {"required": True,
+                                          "content": {"application/json": {"schema": PROJECT_PATCH}}},
+                          "responses": {"200": _json(_OBJ, "The project."), "400": PROBLEM, "413": PROBLEM,
+                                        "415": PROBLEM, **READ_ERRORS}}},
             "/v1/traces": _otlp("OTLP/HTTP trace export (protobuf or JSON, gzip or not)"),
             "/v1/logs": _otlp("OTLP/HTTP log export (GenAI content events)"),
             "/healthz": {"get": {"summary": "Liveness", "tags": ["ops"], "security": [],
