@@ -30,7 +30,7 @@ from tracehub.api.responses import JSONResponse
 from tracehub.api.schemas import STATUSES
 from tracehub.hub import Hub
 from tracehub.store import amendment, queries
-from tracehub.store.completion import Completion, completion
+from tracehub.store.completion import cutoff
 from tracehub.store.readmodel import trace_read_model
 
 
@@ -263,8 +263,8 @@ class TraceRoutes:
         self.hub = hub
         self.grace_ns = hub.settings.missing_parent_grace_s * 1_000_000_000
 
-    def _completion(self) -> Completion:
-        return completion(time.time_ns(), self.grace_ns)
+    def _cutoff(self) -> int:
+        return cutoff(time.time_ns(), self.grace_ns)
 
     def routes(self) -> list[Route]:
         return [
@@ -289,7 +289,7 @@ class TraceRoutes:
 
         def run() -> JSONResponse:  # rendering too: a 200-trace page must not hold the event loop
             with self.hub.reads.connect() as conn:
-                rows, total = queries.list_traces(conn, project_id, f, page, page_size, self._completion())
+                rows, total = queries.list_traces(conn, project_id, f, page, page_size, self._cutoff())
             return JSONResponse(page_body([trace_view(r) for r in rows], page, page_size, total))
 
         return await run_in_threadpool(run)
@@ -300,7 +300,7 @@ class TraceRoutes:
 
         def run() -> JSONResponse:
             with self.hub.reads.connect() as conn:
-                model = trace_read_model(conn, project_id, trace_id, self._completion())
+                model = trace_read_model(conn, project_id, trace_id, self._cutoff())
             if model is None:
                 raise ProblemError(404, f"trace {trace_id} not found")
             tree, timeline = tree_and_timeline(model.spans, model.trace["start_ns"])

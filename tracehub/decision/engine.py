@@ -45,7 +45,7 @@ from tracehub.decision.judges import JUDGE_ERRORS, STATUS_CACHED, STATUS_OK, Jud
 from tracehub.decision.policy import PolicyDefinition, Verdict, parse_policy
 from tracehub.records import STATUS_ERROR, STATUS_SUCCESS, Idem, Mapped, SpanRecord
 from tracehub.store import decisions, policies
-from tracehub.store.completion import completion
+from tracehub.store.completion import cutoff
 from tracehub.store.readmodel import TraceModel, trace_read_model
 from tracehub.store.writer import Writer
 
@@ -256,7 +256,7 @@ class Engine:
             active, shadows = self._policies(conn, project_id, now_ns)
             if source == "auto" and decisions.decided(conn, project_id, _auto_key(trace_id, active)):
                 return DecisionResult("decided_before", None, True)
-            model = trace_read_model(conn, project_id, trace_id, completion(now_ns, self._grace_ns), spans=False)
+            model = trace_read_model(conn, project_id, trace_id, cutoff(now_ns, self._grace_ns), spans=False)
             plans = []
             for policy in (active, *shadows):
                 a = assess(model, request_payload, response_payload, policy.definition)

@@ -44,11 +44,20 @@ class Completion:
         return t.status == value
 
 
-def completion(now_ns: int, grace_ns: int) -> Completion:
+# The moment a parent awaited since no later is given up (`cutoff`), left to the execution: a
+# statement built once over `COMPLETION` serves every read (`{CUTOFF.key: cutoff(now, grace)}`).
+CUTOFF = sa.bindparam("completion_cutoff_ns", type_=sa.BigInteger)
+
+
+def cutoff(now_ns: int, grace_ns: int) -> int:
+    return now_ns - grace_ns
+
+
+def _completion(at: sa.ColumnElement[int]) -> Completion:
     t = traces.c
     given_up = sa.and_(
         t.missing_parent_count > 0, t.running_span_count == 0,
-        sa.func.coalesce(t.last_span_ns, t.updated_ns) <= sa.literal(now_ns - grace_ns, sa.BigInteger))
+        sa.func.coalesce(t.last_span_ns, t.updated_ns) <= at)
     awaited = sa.case((given_up, 0), else_=t.missing_parent_count)
     status = sa.case((sa.and_(t.status == STATUS_RUNNING, t.status_explicit.is_(None), given_up),
                       STATUS_SUCCESS), else_=t.status)
@@ -56,3 +65,11 @@ def completion(now_ns: int, grace_ns: int) -> Completion:
         t.running_span_count == 0, sa.or_(t.missing_parent_count == 0, given_up),
         sa.or_(t.status != STATUS_RUNNING, sa.and_(t.status_explicit.is_(None), given_up)))
     return Completion(given_up, awaited, t.running_span_count + awaited, status, completed)
+
+
+COMPLETION = _completion(CUTOFF)
+
+
+def completion(now_ns: int, grace_ns: int) -> Completion:
+    """At `now_ns`, the moment bound in: for a statement built for one read."""
+    return _completion(sa.literal(cutoff(now_ns, grace_ns), sa.BigInteger))

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import sqlalchemy as sa
 
 from tracehub.store import search
-from tracehub.store.completion import Completion
+from tracehub.store.completion import COMPLETION, CUTOFF
 from tracehub.store.schema import evaluation_results, projects, resources, span_events, spans, traces
 
 LIST_TEXT_LIMIT = 1000  # list rows carry previews; the detail carries the full text
@@ -43,16 +43,25 @@ def _dicts(result: sa.CursorResult[Any]) -> list[dict[str, Any]]:
     return [dict(zip(keys, row)) for row in result]
 
 
-def _trace_columns(c: Completion, text: Sequence[sa.ColumnElement[Any]]) -> list[sa.ColumnElement[Any]]:
+def _trace_columns(text: Sequence[sa.ColumnElement[Any]]) -> list[sa.ColumnElement[Any]]:
     """A trace row's columns as the API reads them: its status and awaited parents at the
-    moment of `c`, and `text` for input / output."""
+    moment of the read (`CUTOFF`), and `text` for input / output."""
     skip = ("status", "input_text", "output_text")
     return [col for col in traces.c if col.name not in skip] + [
-        c.status.label("status"), c.awaited.label("awaited_parent_count"), *text]
+        COMPLETION.status.label("status"), COMPLETION.awaited.label("awaited_parent_count"), *text]
+
+
+@functools.cache
+def _list_columns() -> list[sa.ColumnElement[Any]]:
+    return _trace_columns([sa.func.substr(col, 1, LIST_TEXT_LIMIT).label(col.name)
+                           for col in (traces.c.input_text, traces.c.output_text)])
 
 
 def list_traces(conn: sa.Connection, project_id: int, f: TraceFilter, page: int,
-                page_size: int, c: Completion) -> tuple[list[dict[str, Any]], int]:
+                page_size: int, cutoff_ns: int) -> tuple[list[dict[str, Any]], int]:
+    """`cutoff_ns`: the moment of the read as `completion.cutoff` has it."""
+    c = COMPLETION
+    at = {CUTOFF.key: cutoff_ns}
     conds: list[sa.ColumnElement[bool]] = [traces.c.project_id == project_id]
     for column, value in (
         (traces.c.model, f.model), (traces.c.environment, f.environment),
@@ -86,30 +95,34 @@ def list_traces(conn: sa.Connection, project_id: int, f: TraceFilter, page: int,
         total = conn.execute(sa.select(projects.c.trace_count).where(projects.c.id == project_id)
                              ).scalar_one_or_none() or 0
     else:
-        total = conn.execute(sa.select(sa.func.count()).select_from(traces).where(where)).scalar_one()
-    preview = [sa.func.substr(col, 1, LIST_TEXT_LIMIT).label(col.name)
-               for col in (traces.c.input_text, traces.c.output_text)]
-    columns = _trace_columns(c, preview)
+        total = conn.execute(sa.select(sa.func.count()).select_from(traces).where(where), at).scalar_one()
     newest_first = (traces.c.start_ns.desc(), traces.c.trace_id.desc())  # one index walked backwards
     # The page's ids first, from the index alone; then only those rows. Selected in one step,
     # PostgreSQL read and cut the text of every row before the page (page 100: 72 ms of 6,000 rows).
     page_ids = (sa.select(traces.c.trace_id).where(where).order_by(*newest_first)
                 .limit(page_size).offset((page - 1) * page_size))
     rows = _dicts(conn.execute(
-        sa.select(*columns)
-        .where(traces.c.project_id == project_id, traces.c.trace_id.in_(page_ids.scalar_subquery()))
+        sa.select(*_list_columns())
+        .where(traces.c.project_id == project_id, traces.c.trace_id.in_(page_ids.scalar_subquery())), at
     ))
     # Sorted here: asked to, SQLite walked the whole start index again to avoid sorting 50 rows.
     rows.sort(key=lambda r: (r["start_ns"], r["trace_id"]), reverse=True)
     return rows, total
 
 
-def get_trace(conn: sa.Connection, project_id: int, trace_id: str, c: Completion) -> dict[str, Any] | None:
-    rows = _dicts(conn.execute(
-        sa.select(*_trace_columns(c, [traces.c.input_text, traces.c.output_text]))
-        .where(traces.c.project_id == project_id, traces.c.trace_id == trace_id)
-    ))
+def get_trace(conn: sa.Connection, project_id: int, trace_id: str, cutoff_ns: int) -> dict[str, Any] | None:
+    """`cutoff_ns`: the moment of the read as `completion.cutoff` has it."""
+    rows = _dicts(conn.execute(_trace_query(conn.dialect.name),
+                               {"p": project_id, "t": trace_id, CUTOFF.key: cutoff_ns}))
     return rows[0] if rows else None
+
+
+@functools.cache
+def _trace_query(dialect: str) -> sa.Select[Any]:
+    # Built once, the moment of the read a parameter: building it anew took most of reading it.
+    return sa.select(*_trace_columns([traces.c.input_text, traces.c.output_text])).where(
+        traces.c.project_id == sa.bindparam("p", type_=sa.Integer),
+        traces.c.trace_id == sa.bindparam("t", type_=sa.String))
 
 
 def trace_spans(conn: sa.Connection, project_id: int, trace_id: str) -> list[dict[str, Any]]:
@@ -139,23 +152,33 @@ def _trace_spans_query(dialect: str) -> sa.Select[Any]:
 
 
 def trace_events(conn: sa.Connection, project_id: int, trace_id: str) -> list[dict[str, Any]]:
-    events = _dicts(conn.execute(
-        sa.select(span_events).where(span_events.c.project_id == project_id,
-                                     span_events.c.trace_id == trace_id)
-        .order_by(span_events.c.time_ns, span_events.c.id)
-    ))
+    events = _dicts(conn.execute(_trace_events_query(conn.dialect.name), {"p": project_id, "t": trace_id}))
     for event in events:
         if isinstance(event["payload"], str):
             event["payload"] = json.loads(event["payload"])
     return events
 
 
+@functools.cache
+def _trace_events_query(dialect: str) -> sa.Select[Any]:
+    e = span_events.c
+    return (sa.select(span_events)
+            .where(e.project_id == sa.bindparam("p", type_=sa.Integer),
+                   e.trace_id == sa.bindparam("t", type_=sa.String))
+            .order_by(e.time_ns, e.id))
+
+
 def trace_evals(conn: sa.Connection, project_id: int, trace_id: str) -> list[dict[str, Any]]:
+    return _dicts(conn.execute(_trace_evals_query(conn.dialect.name), {"p": project_id, "t": trace_id}))
+
+
+@functools.cache
+def _trace_evals_query(dialect: str) -> sa.Select[Any]:
     ev = evaluation_results.c
-    return _dicts(conn.execute(
-        sa.select(evaluation_results).where(ev.project_id == project_id, ev.trace_id == trace_id)
-        .order_by(ev.created_ns, ev.id)
-    ))
+    return (sa.select(evaluation_results)
+            .where(ev.project_id == sa.bindparam("p", type_=sa.Integer),
+                   ev.trace_id == sa.bindparam("t", type_=sa.String))
+            .order_by(ev.created_ns, ev.id))
 
 
 def stored_trace_ids(conn: sa.Connection, project_id: int, trace_ids: list[str]) -> set[str]:

@@ -14,12 +14,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from tracehub.store import amendment, decisions, queries
-from tracehub.store.completion import Completion
 
 
 @dataclass
 class TraceModel:
-    """A trace row (its status and awaited parents as `Completion` has them) and its merged spans.
+    """A trace row (its status and awaited parents as `completion` has them) and its merged spans.
 
     Each span is its stored row (JSON columns as text) with its amendments applied, plus
     `span_events` (its events from `span_events`, time order) and `amendments` (those that are
@@ -34,11 +33,12 @@ class TraceModel:
     judge_runs: list[dict[str, Any]] = field(default_factory=list)
 
 
-def trace_read_model(conn: sa.Connection, project_id: int, trace_id: str, c: Completion,
+def trace_read_model(conn: sa.Connection, project_id: int, trace_id: str, cutoff_ns: int,
                      spans: bool = True) -> TraceModel | None:
-    """The trace, or None if it is not stored. Without `spans`, only its row and evals: what the
-    decision engine reads (the row already holds what the spans add up to)."""
-    trace = queries.get_trace(conn, project_id, trace_id, c)
+    """The trace as of `cutoff_ns` (`completion.cutoff`), or None if it is not stored. Without
+    `spans`, only its row and evals: what the decision engine reads (the row already holds what
+    the spans add up to)."""
+    trace = queries.get_trace(conn, project_id, trace_id, cutoff_ns)
     if trace is None:
         return None
     if not spans:
