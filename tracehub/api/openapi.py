@@ -15,6 +15,7 @@ from tracehub.api.ingest import MAX_BODY_BYTES
 from tracehub.api.params import MAX_PAGE, MAX_PAGE_SIZE
 from tracehub.api.policies import (
     ACTIVATION_VIEW,
+    BACKTEST_ANSWER,
     MAX_VERSION,
     POLICY_BODY,
     POLICY_DETAIL,
@@ -229,6 +230,17 @@ def _policy_paths() -> dict[str, Any]:
                                    **READ_ERRORS}},
             "delete": {"summary": "Clear the policy's shadow version", "tags": ["policies"], "parameters": [ref],
                        "responses": {"200": _json(POLICY_VIEW, "The policy."), "404": PROBLEM, **READ_ERRORS}}},
+        "/api/v1/policies/{policy}/backtest": {"post": {
+            "summary": "Replay a version over the stored traces against the version in force; nothing is written",
+            "description": "Each trace that started in the last `last_hours` gets the context an automatic "
+                           "decision builds; the candidate version and the version in force now (none: "
+                           "ALLOW_ANSWER) both decide on it, without a judge. The answer counts the "
+                           "transitions between their actions, with up to 5 sample trace ids each.",
+            "tags": ["policies"],
+            "parameters": [ref, version, _query("last_hours", {"type": "integer", "minimum": 1, "maximum": 720,
+                                                               "default": 24}, "Hours back from now.")],
+            "responses": {"200": _json(BACKTEST_ANSWER, "What would change."), "404": PROBLEM, "409": invalid,
+                          **READ_ERRORS}}},
     }
 
 

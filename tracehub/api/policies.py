@@ -25,10 +25,14 @@ from tracehub.api.responses import JSONResponse
 from tracehub.api.schemas import TIME, json_path, limit_errors
 from tracehub.collector.errors import IngestError
 from tracehub.collector.http import read_body
-from tracehub.decision.policy import PolicyError, SourceError, explain_error, load_source, parse_policy
+from tracehub.decision import backtest
+from tracehub.decision.engine import NO_POLICY
+from tracehub.decision.policy import PolicyDefinition, PolicyError, SourceError, explain_error, load_source
+from tracehub.decision.policy import parse_policy
 from tracehub.decision.policy import schema as policy_schema
 from tracehub.hub import Hub
 from tracehub.store import policies as store
+from tracehub.store.completion import completion
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_VERSION = 2**31 - 1
@@ -114,10 +118,10 @@ def activation_view(activation: dict[str, Any] | None, now_ns: int) -> dict[str,
             "effective_at": iso(activation["effective_ns"]), "in_force": activation["effective_ns"] <= now_ns}
 
 
-def _checked(definition: Any, status: int = 409) -> None:
+def _checked(definition: Any, status: int = 409) -> PolicyDefinition:
     """A stored definition must still parse under the current DSL to be activated or shadowed."""
     try:
-        parse_policy(definition)
+        return parse_policy(definition)
     except PolicyError as exc:
         errors = [{"path": _under_definition(e["path"]), "message": e["message"]} for e in exc.errors]
         raise ProblemError(status, "this version does not validate under the current policy schema: "
@@ -140,6 +144,7 @@ class PolicyRoutes:
             Route("/api/v1/policies/{policy}/versions", self.versions, methods=["GET"]),
             Route("/api/v1/policies/{policy}/activate", self.activate, methods=["POST"]),
             Route("/api/v1/policies/{policy}/shadow", self.shadow, methods=["POST", "DELETE"]),
+            Route("/api/v1/policies/{policy}/backtest", self.backtest, methods=["POST"]),
         ]
 
     async def _read(self, work: Any) -> Any:
@@ -270,6 +275,29 @@ class PolicyRoutes:
 
         return JSONResponse(policy_view(await self._write(work)))
 
+    async def backtest(self, request: Request) -> JSONResponse:
+        project_id = await project_of(request, self.hub)
+        only_params(request.query_params, frozenset({"version", "last_hours"}))
+        version = _version_param(request)
+        last_hours = int_param(request.query_params, "last_hours", backtest.DEFAULT_HOURS, 1, backtest.MAX_HOURS)
+        ref, now, t0 = request.path_params["policy"], time.time_ns(), time.perf_counter()
+        start = now - last_hours * 3600 * 1_000_000_000
+        grace_ns = int(self.hub.settings.missing_parent_grace_s * 1e9)
+
+        def work(conn: Any) -> dict[str, Any]:
+            policy = self._policy(conn, project_id, ref)
+            candidate = _checked(store.get_version(conn, project_id, policy["id"], version)["definition"])
+            in_force = store.active_policy(conn, project_id, now)
+            baseline = _checked(in_force["definition"]) if in_force is not None else NO_POLICY
+            outcome = backtest.run(conn, project_id, candidate, baseline, start, now, completion(now, grace_ns))
+            return {"policy": policy["name"], "policy_id": policy["id"], "version": version,
+                    "baseline": {"policy": in_force["policy_name"], "version": in_force["version"]}
+                    if in_force is not None else None,
+                    "window": {"start": iso(start), "end": iso(now)}, **outcome.view()}
+
+        found = await self._read(work)
+        return JSONResponse({**found, "elapsed_ms": round((time.perf_counter() - t0) * 1000, 3)})
+
 
 def _version_param(request: Request) -> int:
     if not request.query_params.get("version"):
@@ -343,4 +371,26 @@ _NVERSION = {"oneOf": [VERSION_VIEW, {"type": "null"}]}
 POLICY_DETAIL: dict[str, Any] = {
     **POLICY_VIEW, "required": [*POLICY_VIEW["required"], "active", "shadow", "in_force"],
     "properties": {**POLICY_VIEW["properties"], "active": _NVERSION, "shadow": _NVERSION, "in_force": _NVERSION},
+}
+_ACTIONS = {"type": "object", "additionalProperties": _INT, "description": "Traces by action."}
+BACKTEST_ANSWER: dict[str, Any] = {
+    "type": "object",
+    "required": ["policy", "policy_id", "version", "baseline", "window", "traces", "transitions", "by_action",
+                 "changed", "elapsed_ms"],
+    "properties": {
+        "policy": {"type": "string"}, "policy_id": _INT, "version": _INT,
+        "baseline": {"type": ["object", "null"], "properties": {"policy": {"type": "string"}, "version": _INT},
+                     "description": "The version in force now; null: none is, the default ALLOW_ANSWER."},
+        "window": {"type": "object", "properties": {"start": {"type": "string"}, "end": {"type": "string"}}},
+        "traces": {**_INT, "description": "Traces that started in the window."},
+        "transitions": {"type": "array", "description": "Baseline action -> candidate action, changes first.",
+                        "items": {"type": "object", "required": ["from", "to", "count", "sample_trace_ids"],
+                                  "properties": {"from": {"type": "string"}, "to": {"type": "string"},
+                                                 "count": _INT,
+                                                 "sample_trace_ids": {"type": "array", "maxItems": 5,
+                                                                      "items": {"type": "string"}}}}},
+        "by_action": {"type": "object", "properties": {"candidate": _ACTIONS, "baseline": _ACTIONS}},
+        "changed": {**_INT, "description": "Traces whose action would change."},
+        "elapsed_ms": {"type": "number"},
+    },
 }

@@ -121,6 +121,14 @@ class _Prepared:
 def build_context(model: TraceModel | None, request_payload: dict[str, Any] | None,
                   response_payload: dict[str, Any] | None) -> tuple[dict[str, Any], signals.Signals, str]:
     """The policy context (signals included), the signals, and the input hash."""
+    inputs = context_inputs(model, request_payload, response_payload)
+    context, found = with_signals(inputs)
+    return context, found, hashlib.sha256(canonical_json(inputs)).hexdigest()
+
+
+def context_inputs(model: TraceModel | None, request_payload: dict[str, Any] | None,
+                   response_payload: dict[str, Any] | None) -> dict[str, Any]:
+    """The context but its signals: request, response, trace and evals (what the input hash covers)."""
     row = model.trace if model is not None else None
     request = _with_text(request_payload, row["input_text"] if row else None)
     response = _with_text(response_payload, row["output_text"] if row else None)
@@ -128,9 +136,13 @@ def build_context(model: TraceModel | None, request_payload: dict[str, Any] | No
     evals: dict[str, Any] = {}
     for e in model.evals if model is not None else ():  # in creation order: the latest wins
         evals[e["eval_name"]] = {"score": e["score"], "passed": e["passed"]}
-    inputs = {"request": request, "response": response, "trace": trace, "evals": evals}
-    found = signals.detect(_text(request), _text(response))
-    return {**inputs, "signals": found.context()}, found, hashlib.sha256(canonical_json(inputs)).hexdigest()
+    return {"request": request, "response": response, "trace": trace, "evals": evals}
+
+
+def with_signals(inputs: dict[str, Any]) -> tuple[dict[str, Any], signals.Signals]:
+    """The whole context: `inputs` with the signals detected in the request's and response's text."""
+    found = signals.detect(_text(inputs["request"]), _text(inputs["response"]))
+    return {**inputs, "signals": found.context()}, found
 
 
 def assess(model: TraceModel | None, request_payload: dict[str, Any] | None,
