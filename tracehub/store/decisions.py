@@ -16,6 +16,7 @@ so a decision on it is found in the list.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -185,11 +186,35 @@ def _dicts(result: sa.CursorResult[Any]) -> list[dict[str, Any]]:
     return [dict(zip(keys, row)) for row in result]
 
 
+# The reads' statements are built once (per dialect, like `queries`): building one took longer
+# than running it. `_P` is the caller's project, `_K` the key the statement looks up.
+_P = sa.bindparam("p", type_=sa.Integer)
+_K = sa.bindparam("k", type_=sa.String)
+
+
+@functools.cache
+def _reads(dialect: str) -> dict[str, sa.Select[Any]]:
+    d, j, c, k = trace_decisions.c, judge_runs.c, judge_cache.c, idempotency_keys.c
+    return {
+        "decisions": sa.select(trace_decisions).where(d.project_id == _P, d.trace_id == _K)
+        .order_by(d.created_ns.desc(), d.id.desc()),
+        "judge_runs": sa.select(judge_runs).where(j.project_id == _P, j.trace_id == _K)
+        .order_by(j.created_ns.desc(), j.id.desc()),
+        "cached_output": sa.select(c.output).where(c.project_id == _P, c.cache_key == _K),
+        "decision": sa.select(trace_decisions).where(d.project_id == _P, d.decision_id == _K),
+        "case": sa.select(cases.c.case_id).where(cases.c.project_id == _P, cases.c.decision_id == _K),
+        "decided": sa.select(d.id).where(d.project_id == _P, d.auto_key == _K),
+        "idempotency": sa.select(k.request_hash, k.response).where(k.project_id == _P, k.key == _K),
+    }
+
+
+def _read(conn: sa.Connection, name: str, project_id: int, key: str) -> sa.CursorResult[Any]:
+    return conn.execute(_reads(conn.dialect.name)[name], {"p": project_id, "k": key})
+
+
 def trace_decision_rows(conn: sa.Connection, project_id: int, trace_id: str) -> list[dict[str, Any]]:
     """A trace's decisions, newest first (shadow ones too, flagged)."""
-    d = trace_decisions.c
-    rows = _dicts(conn.execute(sa.select(trace_decisions).where(d.project_id == project_id, d.trace_id == trace_id)
-                               .order_by(d.created_ns.desc(), d.id.desc())))
+    rows = _dicts(_read(conn, "decisions", project_id, trace_id))
     for row in rows:
         row["rule"], row["signals"] = _json(row["rule"]), _json(row["signals"])
     return rows
@@ -197,26 +222,20 @@ def trace_decision_rows(conn: sa.Connection, project_id: int, trace_id: str) -> 
 
 def trace_judge_runs(conn: sa.Connection, project_id: int, trace_id: str) -> list[dict[str, Any]]:
     """A trace's judge runs, newest first."""
-    j = judge_runs.c
-    rows = _dicts(conn.execute(sa.select(judge_runs).where(j.project_id == project_id, j.trace_id == trace_id)
-                               .order_by(j.created_ns.desc(), j.id.desc())))
+    rows = _dicts(_read(conn, "judge_runs", project_id, trace_id))
     for row in rows:
         row["output"] = _json(row["output"])
     return rows
 
 
 def cached_output(conn: sa.Connection, project_id: int, cache_key: str) -> dict[str, Any] | None:
-    c = judge_cache.c
-    found = conn.execute(sa.select(c.output).where(c.project_id == project_id, c.cache_key == cache_key)
-                         ).scalar_one_or_none()
+    found = _read(conn, "cached_output", project_id, cache_key).scalar_one_or_none()
     out = _json(found)
     return out if isinstance(out, dict) else None
 
 
 def decision_row(conn: sa.Connection, project_id: int, decision_id: str) -> dict[str, Any] | None:
-    d = trace_decisions.c
-    rows = _dicts(conn.execute(sa.select(trace_decisions).where(d.project_id == project_id,
-                                                                d.decision_id == decision_id)))
+    rows = _dicts(_read(conn, "decision", project_id, decision_id))
     for row in rows:
         row["rule"], row["signals"] = _json(row["rule"]), _json(row["signals"])
     return rows[0] if rows else None
@@ -224,9 +243,7 @@ def decision_row(conn: sa.Connection, project_id: int, decision_id: str) -> dict
 
 def case_of(conn: sa.Connection, project_id: int, decision_id: str) -> str | None:
     """The case a decision opened, if it escalated."""
-    c = cases.c
-    found: str | None = conn.execute(sa.select(c.case_id).where(c.project_id == project_id,
-                                                                c.decision_id == decision_id)).scalar()
+    found: str | None = _read(conn, "case", project_id, decision_id).scalar()
     return found
 
 
@@ -248,14 +265,10 @@ def policy_stamp(conn: sa.Connection, project_id: int, now_ns: int) -> tuple[Any
 
 def decided(conn: sa.Connection, project_id: int, auto_key: str) -> bool:
     """Whether the automatic decision `auto_key` ("<trace_id>:<policy version id>") is made."""
-    d = trace_decisions.c
-    return conn.execute(sa.select(d.id).where(d.project_id == project_id, d.auto_key == auto_key)
-                        ).first() is not None
+    return _read(conn, "decided", project_id, auto_key).first() is not None
 
 
 def idempotency_record(conn: sa.Connection, project_id: int, key: str) -> tuple[str, Any] | None:
     """(request_hash, response) stored under an idempotency key, or None."""
-    k = idempotency_keys.c
-    row = conn.execute(sa.select(k.request_hash, k.response).where(k.project_id == project_id, k.key == key)
-                       ).first()
-    return None if row is None else (row[0], _json(row[1]))
+    row = _read(conn, "idempotency", project_id, key).mappings().first()
+    return None if row is None else (row["request_hash"], _json(row["response"]))

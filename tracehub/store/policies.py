@@ -18,6 +18,7 @@ Rules kept here:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -101,9 +102,7 @@ def versions(conn: sa.Connection, project_id: int, policy_id: int) -> list[dict[
 
 def in_force(conn: sa.Connection, project_id: int, now_ns: int) -> dict[str, Any] | None:
     """The activation in force at `now_ns`: the newest one whose effective time has come."""
-    row = conn.execute(sa.select(policy_activations).where(
-        policy_activations.c.project_id == project_id, policy_activations.c.effective_ns <= now_ns,
-    ).order_by(policy_activations.c.id.desc()).limit(1)).mappings().first()
+    row = conn.execute(_reads(conn.dialect.name)["in_force"], {"p": project_id, "now": now_ns}).mappings().first()
     return dict(row) if row else None
 
 
@@ -113,10 +112,8 @@ def active_policy(conn: sa.Connection, project_id: int, now_ns: int) -> dict[str
     activation = in_force(conn, project_id, now_ns)
     if activation is None:
         return None
-    row = conn.execute(
-        sa.select(policy_versions, policies.c.name.label("policy_name"))
-        .join(policies, policies.c.id == policy_versions.c.policy_id)
-        .where(policy_versions.c.id == activation["policy_version_id"])).mappings().first()
+    row = conn.execute(_reads(conn.dialect.name)["version"], {"v": activation["policy_version_id"]}
+                       ).mappings().first()
     if row is None:
         return None
     return {**row, "activated_ns": activation["created_ns"], "effective_ns": activation["effective_ns"]}
@@ -124,12 +121,25 @@ def active_policy(conn: sa.Connection, project_id: int, now_ns: int) -> dict[str
 
 def shadow_versions(conn: sa.Connection, project_id: int) -> list[dict[str, Any]]:
     """The project's shadow versions (version rows with `policy_name`)."""
-    rows = conn.execute(
-        sa.select(policy_versions, policies.c.name.label("policy_name"))
-        .join(policies, sa.and_(policies.c.id == policy_versions.c.policy_id,
-                                policies.c.shadow_version == policy_versions.c.version))
-        .where(policies.c.project_id == project_id).order_by(policies.c.id)).mappings()
+    rows = conn.execute(_reads(conn.dialect.name)["shadows"], {"p": project_id}).mappings()
     return [dict(r) for r in rows]
+
+
+@functools.cache
+def _reads(dialect: str) -> dict[str, sa.Select[Any]]:
+    """The engine's reads of the policy in force and the shadow versions, built once: building
+    them took longer than running them."""
+    a, v, p = policy_activations.c, policy_versions.c, policies.c
+    project = sa.bindparam("p", type_=sa.Integer)
+    named = sa.select(policy_versions, p.name.label("policy_name"))
+    return {
+        "in_force": sa.select(policy_activations)
+        .where(a.project_id == project, a.effective_ns <= sa.bindparam("now", type_=sa.BigInteger))
+        .order_by(a.id.desc()).limit(1),
+        "version": named.join(policies, p.id == v.policy_id).where(v.id == sa.bindparam("v", type_=sa.Integer)),
+        "shadows": named.join(policies, sa.and_(p.id == v.policy_id, p.shadow_version == v.version))
+        .where(p.project_id == project).order_by(p.id),
+    }
 
 
 def list_policies(conn: sa.Connection, project_id: int, now_ns: int,
