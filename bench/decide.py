@@ -19,6 +19,7 @@ writer's decision lane), then the same again (cache hits). Target: p50 under 5 m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import socket
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ from signals import REQUEST_PARTS, RESPONSE_PARTS, text_of  # noqa: E402
 from tracehub.decision.engine import Plan, PolicyVersion, assess, cache_key, decision_rows, judge_spans  # noqa: E402
 from tracehub.decision.judges import HeuristicJudge, JudgeInput  # noqa: E402
 from tracehub.decision.policy import parse_policy  # noqa: E402
+from tracehub.seed import DEFAULT_POLICY  # noqa: E402
 from tracehub.store.readmodel import TraceModel  # noqa: E402
 
 TEXT_BYTES = 2048
@@ -107,7 +110,9 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def over_http(requests: int, database_url: str | None) -> None:
+@contextlib.contextmanager
+def served(database_url: str | None) -> Iterator[httpx.Client]:
+    """A `tracehub serve` of its own (automatic decisions off) and a keep-alive client of it."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-decide-"))
     port, otlp_http, grpc = free_ports(3)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACEHUB_")}
@@ -119,7 +124,7 @@ def over_http(requests: int, database_url: str | None) -> None:
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        client = httpx.Client(base_url=url, headers={"x-api-key": "dev-key"}, timeout=30)
+        client = httpx.Client(base_url=url, headers={"x-api-key": "dev-key"}, timeout=300)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -130,22 +135,38 @@ def over_http(requests: int, database_url: str | None) -> None:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit(f"the server did not start: {(workdir / 'server.log').read_text()[-2000:]}")
             time.sleep(0.05)
+        yield client
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+def ingest(client: httpx.Client, count: int) -> list[str]:
+    """`count` traces with the 2 KB texts (varied), ended a second from now; their ids."""
+    request_text, response_text = text_of(REQUEST_PARTS, TEXT_BYTES), text_of(RESPONSE_PARTS, TEXT_BYTES)
+    trace_ids = []
+    for i in range(count):
+        trace_id, root = secrets.token_hex(16), secrets.token_hex(8)
+        r = client.post("/api/v1/ingest/traces", json={
+            "trace": {"trace_id": trace_id, "name": "chat-request", "input_text": f"{i} {request_text}",
+                      "output_text": response_text, "environment": "prod", "model": "gpt-4.1-mini"},
+            "spans": [{"span_id": root, "name": "chat-request", "span_type": "chain", "status": "success",
+                       "input_tokens": 1000 + i % 4000, "output_tokens": 200,
+                       "end_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))}]})
+        r.raise_for_status()
+        trace_ids.append(trace_id)
+    # The search index catches up on the new spans in the writer's idle time: not meanwhile.
+    while client.get("/readyz").json().get("search_unindexed_rows"):
+        time.sleep(0.2)
+    return trace_ids
+
+
+def over_http(requests: int, database_url: str | None) -> None:
+    with served(database_url) as client:
         r = client.post("/api/v1/policies", json={"name": "examples", "active": True, "definition": example_policy()})
         r.raise_for_status()
-        request_text, response_text = text_of(REQUEST_PARTS, TEXT_BYTES), text_of(RESPONSE_PARTS, TEXT_BYTES)
-        trace_ids = []
-        for i in range(requests):
-            trace_id, root = secrets.token_hex(16), secrets.token_hex(8)
-            r = client.post("/api/v1/ingest/traces", json={
-                "trace": {"trace_id": trace_id, "name": "chat-request", "input_text": f"{i} {request_text}",
-                          "output_text": response_text, "environment": "prod", "model": "gpt-4.1-mini"},
-                "spans": [{"span_id": root, "name": "chat-request", "span_type": "chain", "status": "success",
-                           "end_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))}]})
-            r.raise_for_status()
-            trace_ids.append(trace_id)
-        # The search index catches up on the new spans in the writer's idle time: not meanwhile.
-        while client.get("/readyz").json().get("search_unindexed_rows"):
-            time.sleep(0.2)
+        trace_ids = ingest(client, requests)
         # What any request costs on this machine: the floor under /decide's figures.
         samples = []
         for _ in trace_ids:
@@ -163,22 +184,50 @@ def over_http(requests: int, database_url: str | None) -> None:
                     raise SystemExit(f"/decide answered {r.status_code}: {r.text}")
             print(f"POST /api/v1/decide over HTTP ({'PostgreSQL' if database_url else 'SQLite'}), {label}: "
                   f"{percentiles(samples)}")
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
+
+
+def backtest(count: int, database_url: str | None) -> None:
+    """Over `count` stored traces: the examples' rules (they read signals) against the spec's
+    default-safety policy (so does it), then two token budgets (no signals to detect) against each
+    other."""
+
+    def budget(tokens: int) -> dict[str, Any]:
+        return {"rules": [{"priority": 10, "when": {"field": "trace.total_tokens", "op": "gt", "value": tokens},
+                           "then": {"action": "BLOCK", "reason_code": "TOKEN_BUDGET", "severity": "medium"}}]}
+
+    with served(database_url) as client:
+        t0 = time.perf_counter()
+        ingest(client, count)
+        print(f"ingested {count} traces in {time.perf_counter() - t0:.1f} s")
+        for active, candidate in ((DEFAULT_POLICY, {"name": "examples", "definition": example_policy()}),
+                                  ({"name": "budget", "active": True, "definition": budget(4000)},
+                                   {"name": "budget", "definition": budget(2000)})):
+            client.post("/api/v1/policies", json=active).raise_for_status()
+            version = client.post("/api/v1/policies", json=candidate).json()["version"]["version"]
+            for _ in range(3):
+                t0 = time.perf_counter()
+                r = client.post(f"/api/v1/policies/{candidate['name']}/backtest", params={"version": version})
+                wall = time.perf_counter() - t0
+                r.raise_for_status()
+                got = r.json()
+                print(f"backtest {candidate['name']} v{version} against {got['baseline']} "
+                      f"({'PostgreSQL' if database_url else 'SQLite'}): {got['traces']} traces in {wall * 1000:.0f} "
+                      f"ms ({got['traces'] / wall:,.0f} traces/s), changed {got['changed']}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=5000, help="decisions in process")
     parser.add_argument("--requests", type=int, default=300, help="/decide requests over HTTP (each pass)")
+    parser.add_argument("--backtest", type=int, default=0, help="stored traces to backtest two policies over")
     parser.add_argument("--database-url", help="the server's database (default: SQLite in a temporary directory)")
     args = parser.parse_args()
     if args.calls:
         in_process(args.calls)
     if args.requests:
         over_http(args.requests, args.database_url)
+    if args.backtest:
+        backtest(args.backtest, args.database_url)
 
 
 if __name__ == "__main__":
