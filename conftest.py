@@ -157,30 +157,63 @@ def database_url_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
         next(gen, None)
 
 
+class Servers(list[ServerProcess]):
+    """The servers a test run started; `shared` ones live for the whole run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared: set[int] = set()
+
+    def stop_from(self, first: int) -> None:
+        """Stop the servers started from index `first` on, but the shared ones: each holds up to a
+        dozen PostgreSQL connections, and the run's servers together would pass its
+        max_connections (100 by default) if they all lived to the end."""
+        for server in self[first:]:
+            if id(server) in self.shared:
+                continue
+            if server.proc is not None and server.proc.poll() is None:
+                server.stop()
+            server.client.close()
+
+
 @pytest.fixture(scope="session")
-def server_factory(database_url_factory: Callable[[str], str],
-                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerProcess]]:
-    """Starts extra servers (own database) for tests that stop, kill or reconfigure one."""
-    started: list[ServerProcess] = []
+def started_servers() -> Iterator[Servers]:
+    servers = Servers()
+    yield servers
+    servers.shared.clear()
+    servers.stop_from(0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_the_modules_servers(started_servers: Servers) -> Iterator[None]:
+    first = len(started_servers)
+    yield
+    started_servers.stop_from(first)
+
+
+@pytest.fixture(scope="session")
+def server_factory(database_url_factory: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory,
+                   started_servers: Servers) -> Callable[..., ServerProcess]:
+    """Starts extra servers (own database) for tests that stop, kill or reconfigure one; each is
+    stopped at the end of the test module that started it."""
 
     def make(backend: str = "sqlite", env: dict[str, str] | None = None,
              database_url: str | None = None) -> ServerProcess:
         url = database_url or database_url_factory(backend)
         server = ServerProcess(url, tmp_path_factory.mktemp("server"), env)
-        started.append(server)
+        started_servers.append(server)
         return server.start()
 
-    yield make
-    for server in started:
-        if server.proc is not None and server.proc.poll() is None:
-            server.stop()
-        server.client.close()
+    return make
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def server(request: pytest.FixtureRequest, server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+def server(request: pytest.FixtureRequest, server_factory: Callable[..., ServerProcess],
+           started_servers: Servers) -> ServerProcess:
     """The shared server for read-back tests, once per database backend."""
-    return server_factory(request.param)
+    shared = server_factory(request.param)
+    started_servers.shared.add(id(shared))
+    return shared
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
