@@ -177,8 +177,10 @@ def timed(api_url: str, paths: list[str], n: int) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     run_tag = f"reads-{seed:x}"
-    handle = ingest.start_server(_server_args(args))
-    result: dict[str, Any] = {"db": args.db, "seed": seed, "server_code": ingest.server_code_version()}
+    server = _server_args(args)
+    handle = ingest.start_server(server)
+    result: dict[str, Any] = {"db": args.db, "seed": seed,
+                              "server_code": ingest.server_code_version(str(server.python))}
     try:
         ingest.log(f"server up ({handle.db_desc}); loading {args.spans:,} spans in chunks of {args.chunk:,}")
         t0, stored = time.perf_counter(), 0
