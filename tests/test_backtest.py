@@ -17,7 +17,11 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import ServerProcess
+from tracehub.decision import backtest
+from tracehub.decision.engine import NO_POLICY
+from tracehub.decision.policy import parse_policy
 from tracehub.seed import DEFAULT_POLICY
+from tracehub.store.completion import completion
 from tracehub.store.schema import projects, trace_decisions, traces
 
 EMAIL = "kim.minsu@example.com"
@@ -151,8 +155,14 @@ def test_a_token_budget_against_the_default_safety_policy(project: Project) -> N
     assert project.client.get("/api/v1/policies/default-safety").json()["active_version"] == 1
 
 
-def test_evals_are_read_only_when_a_version_reads_them(project: Project) -> None:
+def test_evals_and_texts_are_read_when_a_version_reads_them(project: Project) -> None:
     trace_id = _trace(project, time.time_ns() - 10**10, pii=False, tokens=10)
+    body = {"name": "france", "definition": {"rules": [
+        {"priority": 10, "when": {"field": "request.text", "op": "contains", "value": "France"},
+         "then": {"action": "ALLOW_WITH_WARNING", "reason_code": "FRANCE", "severity": "low"}}]}}
+    assert project.client.post("/api/v1/policies", json=body).status_code == 201
+    got = _backtest(project, "france", version=1)
+    assert got["transitions"] == [{"from": "ALLOW_ANSWER", "to": "ALLOW_WITH_WARNING", "count": 1, "sample_trace_ids": [trace_id]}]
     r = project.client.post("/api/v1/evals", json={"trace_id": trace_id, "eval_name": "faithfulness",
                                                            "score": 0.2, "passed": False})
     assert r.status_code in (200, 201), r.text
@@ -196,3 +206,19 @@ def test_unknown_versions_and_policies_are_404(project: Project) -> None:
         r = project.client.post(f"/api/v1/policies/{path}/backtest", params=params)
         assert r.status_code == 404, r.text
         assert r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_pages_on_the_same_start_time_lose_and_repeat_no_trace(project: Project) -> None:
+    start = time.time_ns() // 10**9 * 10**9 - 10**10  # whole milliseconds, as the JSON API keeps them
+    ids = sorted(_trace(project, start, pii=False, tokens=10) for _ in range(5))
+    later = _trace(project, start + 10**9, pii=False, tokens=10)
+    everything = parse_policy({"rules": [{"priority": 1, "when": {"field": "trace.total_tokens", "op": "gte",
+                                                                  "value": 0},
+                                          "then": {"action": "BLOCK", "reason_code": "ALL", "severity": "low"}}]})
+    with project.engine.connect() as conn:
+        for rows in (1, 2, 5, 1000):
+            out = backtest.run(conn, project.id, everything, NO_POLICY, start - 10**9, time.time_ns(),
+                               completion(time.time_ns(), 0), page_rows=rows)
+            assert out.traces == 6 and out.transitions[("ALLOW_ANSWER", "BLOCK")].samples == ids, rows
+            assert out.candidate == {"BLOCK": 6}
+    assert later not in ids
