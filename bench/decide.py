@@ -152,7 +152,6 @@ def ingest(client: httpx.Client, count: int) -> list[str]:
             "trace": {"trace_id": trace_id, "name": "chat-request", "input_text": f"{i} {request_text}",
                       "output_text": response_text, "environment": "prod", "model": "gpt-4.1-mini"},
             "spans": [{"span_id": root, "name": "chat-request", "span_type": "chain", "status": "success",
-                       "input_tokens": 1000 + i % 4000, "output_tokens": 200,
                        "end_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))}]})
         r.raise_for_status()
         trace_ids.append(trace_id)
@@ -188,20 +187,24 @@ def over_http(requests: int, database_url: str | None) -> None:
 
 def backtest(count: int, database_url: str | None) -> None:
     """Over `count` stored traces: the examples' rules (they read signals) against the spec's
-    default-safety policy (so does it), then two token budgets (no signals to detect) against each
-    other."""
+    default-safety policy (so does it), then a token budget and one that also blocks the model (no
+    signals to detect) against each other."""
 
-    def budget(tokens: int) -> dict[str, Any]:
-        return {"rules": [{"priority": 10, "when": {"field": "trace.total_tokens", "op": "gt", "value": tokens},
-                           "then": {"action": "BLOCK", "reason_code": "TOKEN_BUDGET", "severity": "medium"}}]}
+    def budget(*model: str) -> dict[str, Any]:
+        rules = [{"priority": 10, "when": {"field": "trace.total_tokens", "op": "gt", "value": 4000},
+                  "then": {"action": "BLOCK", "reason_code": "TOKEN_BUDGET", "severity": "medium"}}]
+        if model:
+            rules.append({"priority": 20, "when": {"field": "trace.model", "op": "in", "value": list(model)},
+                          "then": {"action": "BLOCK", "reason_code": "MODEL", "severity": "low"}})
+        return {"rules": rules}
 
     with served(database_url) as client:
         t0 = time.perf_counter()
         ingest(client, count)
         print(f"ingested {count} traces in {time.perf_counter() - t0:.1f} s")
         for active, candidate in ((DEFAULT_POLICY, {"name": "examples", "definition": example_policy()}),
-                                  ({"name": "budget", "active": True, "definition": budget(4000)},
-                                   {"name": "budget", "definition": budget(2000)})):
+                                  ({"name": "budget", "active": True, "definition": budget()},
+                                   {"name": "budget", "definition": budget("gpt-4.1-mini")})):
             client.post("/api/v1/policies", json=active).raise_for_status()
             version = client.post("/api/v1/policies", json=candidate).json()["version"]["version"]
             for _ in range(3):

@@ -7,7 +7,8 @@ the costly part, run only if one of the two versions reads a `signals.` field; t
 only if one reads signals, `request.` or `response.`, and the evals only if one reads `evals.`.
 Only the policies decide here: a judge (an LLM's) is not asked, so the answer is what the
 heuristic judge would record. The signal detectors take ~0.3 ms over 4 KB of text: a version
-that reads them backtests some 2,500 traces a second, one that does not some 30,000.
+that reads them backtests some 3,000 traces a second, one that does not some 60,000
+(bench/README.md).
 
 Traces are read in pages in (start_ns, trace_id) order, a keyset on the project's start index,
 with only the columns the context needs, and each page's evals in one query.
