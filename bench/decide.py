@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from ingest import free_ports  # noqa: E402
 from signals import REQUEST_PARTS, RESPONSE_PARTS, text_of  # noqa: E402
 
 from tracehub.decision.engine import Plan, PolicyVersion, assess, cache_key, decision_rows, judge_spans  # noqa: E402
@@ -97,17 +97,6 @@ def in_process(calls: int) -> None:
         actions[outcome.action] = actions.get(outcome.action, 0) + 1
     print(f"in process, {len(definition)} rules, {TEXT_BYTES} B request + {TEXT_BYTES} B response: "
           f"{percentiles(samples)}  actions {actions}")
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @contextlib.contextmanager
