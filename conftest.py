@@ -8,6 +8,7 @@ TRACEHUB_TEST_POSTGRES=require (CI), where that is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -221,3 +223,40 @@ def module_server(request: pytest.FixtureRequest, server_factory: Callable[..., 
     """A server of the test module's own, once per database backend: for tests whose data others
     must not see (fixed ids, documents that ingest no longer takes)."""
     return server_factory(request.param)
+
+
+@dataclass
+class Project:
+    """A project of its own on a server: its key, a client with that key, its id and an engine on
+    the server's database."""
+
+    key: str
+    client: httpx.Client
+    id: int
+    engine: Any
+
+
+@contextlib.contextmanager
+def own_project(server: ServerProcess, prefix: str, auto_decide: bool = True) -> Iterator[Project]:
+    """A new project (`tracehub keys create`) on `server`, so a test's counts are its own;
+    `auto_decide=False` leaves its traces to the test's own decisions."""
+    import sqlalchemy as sa
+
+    from tracehub.store.schema import projects
+
+    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    made = server.cli("keys", "create", "--project", name)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    client = httpx.Client(base_url=server.url, headers={"x-api-key": key}, timeout=30)
+    if not auto_decide:
+        r = client.patch("/api/v1/project", json={"auto_decide": False})
+        assert r.status_code == 200, r.text
+    engine = sa.create_engine(server.database_url)
+    with engine.connect() as conn:
+        pid = conn.execute(sa.select(projects.c.id).where(projects.c.name == name)).scalar_one()
+    try:
+        yield Project(key, client, pid, engine)
+    finally:
+        client.close()
+        engine.dispose()

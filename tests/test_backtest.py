@@ -6,23 +6,20 @@ from __future__ import annotations
 
 import secrets
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
-from conftest import ServerProcess
+from conftest import Project, ServerProcess, own_project
 from tracehub.decision import backtest
 from tracehub.decision.engine import NO_POLICY
 from tracehub.decision.policy import parse_policy
 from tracehub.seed import DEFAULT_POLICY
 from tracehub.store.completion import completion
-from tracehub.store.schema import projects, trace_decisions, traces
+from tracehub.store.schema import trace_decisions, traces
 
 EMAIL = "kim.minsu@example.com"
 TOKEN_BUDGET = 4000
@@ -36,28 +33,11 @@ CANDIDATE: dict[str, Any] = {
 }
 
 
-@dataclass
-class Project:
-    id: int
-    client: httpx.Client
-    engine: sa.Engine
-
-
 @pytest.fixture
 def project(server: ServerProcess) -> Iterator[Project]:
-    name = "backtest-" + uuid.uuid4().hex[:12]
-    made = server.cli("keys", "create", "--project", name)
-    assert made.returncode == 0, made.stderr
-    client = httpx.Client(base_url=server.url, headers={"x-api-key": made.stdout.strip()}, timeout=30)
-    # Decided here only by /decide: the automatic worker would add decisions while the test counts them.
-    r = client.patch("/api/v1/project", json={"auto_decide": False})
-    assert r.status_code == 200, r.text
-    engine = sa.create_engine(server.database_url)
-    with engine.connect() as conn:
-        pid = conn.execute(sa.select(projects.c.id).where(projects.c.name == name)).scalar_one()
-    yield Project(pid, client, engine)
-    client.close()
-    engine.dispose()
+    """A project of its own, decided by /decide only: the worker would add decisions while a test counts them."""
+    with own_project(server, "backtest", auto_decide=False) as made:
+        yield made
 
 
 def _iso(ns: int) -> str:

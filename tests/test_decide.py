@@ -11,7 +11,6 @@ import secrets
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,11 +18,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from conftest import ServerProcess
+from conftest import Project, ServerProcess, own_project
 from tracehub.records import Batch, TraceRecord
 from tracehub.seed import DEFAULT_POLICY
 from tracehub.store import db
-from tracehub.store.schema import cases, judge_cache, notifications, projects, traces, webhook_endpoints
+from tracehub.store.schema import cases, judge_cache, notifications, traces, webhook_endpoints
 from tracehub.store.writer import QueueFull, Transaction, Writer
 
 EMAIL = "kim.minsu@example.com"
@@ -37,29 +36,11 @@ SPEC_DECIDE: dict[str, Any] = {
 }
 
 
-@dataclass
-class Project:
-    id: int
-    client: httpx.Client
-    engine: sa.Engine
-
-
 @pytest.fixture
 def project(server: ServerProcess) -> Iterator[Project]:
-    """A project of its own, so its policy and counts are the test's alone."""
-    name = "decide-" + secrets.token_hex(4)
-    made = server.cli("keys", "create", "--project", name)
-    assert made.returncode == 0, made.stderr
-    engine = sa.create_engine(server.database_url)
-    with engine.connect() as conn:
-        pid = conn.execute(sa.select(projects.c.id).where(projects.c.name == name)).scalar_one()
-        # Decided here by /decide only, not by the automatic worker.
-        conn.execute(projects.update().where(projects.c.id == pid).values(auto_decide=False))
-        conn.commit()
-    client = httpx.Client(base_url=server.url, headers={"x-api-key": made.stdout.strip()}, timeout=30)
-    yield Project(pid, client, engine)
-    client.close()
-    engine.dispose()
+    """A project of its own, so its policy and counts are the test's alone; decided by /decide only."""
+    with own_project(server, "decide", auto_decide=False) as made:
+        yield made
 
 
 def _activate_default_safety(p: Project) -> None:

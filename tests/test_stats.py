@@ -9,13 +9,12 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from otlp_helpers import make_span, post, request_of
 
-from conftest import ServerProcess
+from conftest import Project, ServerProcess, own_project
 from tracehub.api.params import parse_time_ns
-from tracehub.store.schema import evaluation_results, projects, traces
+from tracehub.store.schema import evaluation_results, traces
 
 HOUR = 3_600_000_000_000
 MINUTE = HOUR // 60
@@ -23,28 +22,11 @@ MS = 1_000_000
 ACTIONS = ("ALLOW_ANSWER", "BLOCK", "ESCALATE", "ALLOW_WITH_WARNING", "NEED_CLARIFICATION")
 
 
-@dataclass
-class Project:
-    key: str
-    client: httpx.Client
-    id: int
-    engine: sa.Engine
-
-
 @pytest.fixture
 def project(server: ServerProcess) -> Iterator[Project]:
     """A project of its own on the shared server, so every count below is exact."""
-    name = "stats-" + secrets.token_hex(4)
-    made = server.cli("keys", "create", "--project", name)
-    assert made.returncode == 0, made.stderr
-    key = made.stdout.strip()
-    engine = sa.create_engine(server.database_url)
-    with engine.connect() as conn:
-        pid = conn.execute(sa.select(projects.c.id).where(projects.c.name == name)).scalar_one()
-    client = httpx.Client(base_url=server.url, headers={"x-api-key": key}, timeout=30)
-    yield Project(key, client, pid, engine)
-    client.close()
-    engine.dispose()
+    with own_project(server, "stats") as made:
+        yield made
 
 
 @dataclass
