@@ -260,3 +260,88 @@ def own_project(server: ServerProcess, prefix: str, auto_decide: bool = True) ->
     finally:
         client.close()
         engine.dispose()
+
+
+# The web UI in a real browser: Debian's Chromium driven by Playwright (no browser download).
+CHROMIUM = os.environ.get("TRACEHUB_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+SCREENSHOTS = Path(__file__).parent / "build" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """Headless Chromium; without it the browser tests are skipped with the reason shown, unless
+    TRACEHUB_TEST_BROWSER=require (CI), where that is a failure."""
+    if not Path(CHROMIUM).exists():
+        reason = f"no Chromium at {CHROMIUM} (install Debian's chromium package or set TRACEHUB_TEST_CHROMIUM)"
+        if os.environ.get("TRACEHUB_TEST_BROWSER") == "require":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class BrowserSession:
+    """One signed-in browser context on a server. Console errors, failed page scripts and
+    Content-Security-Policy violations are collected in `errors`; `close()` fails the test on any."""
+
+    def __init__(self, chromium: Any, server: ServerProcess, key: str, locale: str = "en-US") -> None:
+        self.server = server
+        self.context = chromium.new_context(base_url=server.url, locale=locale, viewport={"width": 1400, "height": 900})
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+        self.page.on("response", self._response)
+        if key:
+            self.sign_in(key)
+
+    def _console(self, message: Any) -> None:
+        # A page answered 4xx on purpose (a refused sign-in) is logged as a failed load too; the
+        # loads that matter are checked in `_response`.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.errors.append(f"console error: {message.text}")
+
+    def _response(self, response: Any) -> None:
+        if response.status >= 400 and response.request.resource_type != "document":
+            self.errors.append(f"{response.status} for {response.request.resource_type} {response.url}")
+
+    def sign_in(self, key: str, next_path: str = "/") -> None:
+        self.page.goto(f"/login?next={next_path}")
+        self.page.fill("#api_key", key)
+        self.page.click("form[action='/login'] button[type=submit]")
+        self.page.wait_for_load_state()
+
+    def goto(self, path: str) -> Any:
+        response = self.page.goto(path)
+        assert response is not None and response.ok, f"{path}: {response.status if response else 'no answer'}"
+        return response
+
+    def shot(self, name: str) -> Path:
+        """A full-page screenshot under build/screenshots/ (ignored by git)."""
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def close(self, expect_errors: bool = False) -> None:
+        self.context.close()
+        if not expect_errors:
+            assert not self.errors, self.errors
+
+
+@contextlib.contextmanager
+def browser_session(chromium: Any, server: ServerProcess, key: str, locale: str = "en-US"
+                    ) -> Iterator[BrowserSession]:
+    session = BrowserSession(chromium, server, key, locale)
+    try:
+        yield session
+    except BaseException:
+        session.close(expect_errors=True)
+        raise
+    session.close()

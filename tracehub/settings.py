@@ -86,6 +86,9 @@ class Settings:
         2.0, "Seconds a completed trace must be quiet (no span or event written to it) before it is"
         " decided automatically: exporters send a trace's spans in several batches."
     )
+    ui_session_hours: float = _setting(
+        12.0, "Hours a web UI sign-in lasts; revoking its API key or signing out ends it sooner."
+    )
     log_level: str = _setting("info", "Log level: debug, info, warning, error.")
     prices_file: str | None = _setting(
         None, "JSON or YAML model price table (USD per 1M input / output tokens) merged over the"

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import ExceptionHandler
 
 from tracehub import metrics
@@ -36,6 +36,7 @@ from tracehub.api.traces import TraceRoutes
 from tracehub.collector.http import OtlpHttp
 from tracehub.hub import Hub
 from tracehub.store import faults, search
+from tracehub.ui.app import Ui
 
 HANDLERS: dict[Any, ExceptionHandler] = {
     ProblemError: handle_problem, HTTPException: handle_http,
@@ -80,12 +81,12 @@ async def _openapi(_request: Request) -> JSONResponse:
 
 
 def create_app(hub: Hub) -> Starlette:
-    """The main HTTP port: REST API, OTLP/HTTP and health."""
+    """The main HTTP port: REST API, OTLP/HTTP, health and, under every other path, the web UI."""
     routes = (_health_routes(hub) + OtlpHttp(hub).routes() + IngestRoutes(hub).routes()
               + StatsRoutes(hub).routes() + TraceRoutes(hub).routes() + DecideRoutes(hub).routes()
               + CaseRoutes(hub).routes() + WebhookRoutes(hub).routes() + PolicyRoutes(hub).routes()
               + ProjectRoutes(hub).routes()
-              + [Route("/api/v1/openapi.json", _openapi)])
+              + [Route("/api/v1/openapi.json", _openapi), Mount("", app=Ui(hub).app())])
     return Starlette(routes=routes, exception_handlers=HANDLERS,
                      middleware=[Middleware(Guard, hub.settings.max_concurrent_requests)])
 

@@ -87,7 +87,7 @@ class KeyResolver:
 
     def __init__(self, engine: sa.Engine, ttl_s: float = 30.0, refuse_default_key: bool = False) -> None:
         self._engine = engine
-        self._refuse_default_key = refuse_default_key
+        self.refuses_default_key = refuse_default_key
         self._ttl_s = ttl_s
         self._cache: dict[str, tuple[int | None, float]] = {}
         self._lookups: dict[str, asyncio.Future[int | None]] = {}
@@ -98,7 +98,7 @@ class KeyResolver:
         while the database cannot answer."""
         if not key:
             return None
-        if self._refuse_default_key and key == DEFAULT_KEY:
+        if self.refuses_default_key and key == DEFAULT_KEY:
             raise RefusedKey(DEFAULT_KEY_REFUSED)
         digest = hash_key(key)
         hit = self._cache.get(digest)

@@ -43,6 +43,19 @@ api_keys = sa.Table(
     sa.Column("revoked_ns", sa.BigInteger),
 )
 
+# Web UI sessions (`tracehub.ui.session`): the cookie's token only as its SHA-256.
+ui_sessions = sa.Table(
+    "ui_sessions",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("api_key_id", sa.Integer, nullable=False),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Column("expires_ns", sa.BigInteger, nullable=False),
+    sa.Index("ix_ui_sessions_expires", "expires_ns"),
+)
+
 traces = sa.Table(
     "traces",
     metadata,
