@@ -100,13 +100,15 @@ def in_process(calls: int) -> None:
 
 
 @contextlib.contextmanager
-def served(database_url: str | None) -> Iterator[httpx.Client]:
-    """A `tracehub serve` of its own (automatic decisions off) and a keep-alive client of it."""
+def served(database_url: str | None, decisions: bool = False) -> Iterator[httpx.Client]:
+    """A `tracehub serve` of its own (automatic decisions off unless `decisions`, then settling in
+    0.2 s) and a keep-alive client of it."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-decide-"))
     port, otlp_http, grpc = free_ports(3)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACEHUB_")}
     env.update(TRACEHUB_DATABASE_URL=database_url or f"sqlite:///{workdir / 'bench.db'}",
-               TRACEHUB_LOG_LEVEL="warning", TRACEHUB_DECISIONS="false")
+               TRACEHUB_LOG_LEVEL="warning", TRACEHUB_DECISIONS=str(decisions).lower(),
+               TRACEHUB_DECISION_SETTLE_S="0.2")
     log = open(workdir / "server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "tracehub", "serve", "--port", str(port), "--otlp-http-port",
                              str(otlp_http), "--otlp-grpc-port", str(grpc)], env=env, cwd=workdir, stdout=log,
@@ -174,10 +176,12 @@ def over_http(requests: int, database_url: str | None) -> None:
                   f"{percentiles(samples)}")
 
 
-def backtest(count: int, database_url: str | None) -> None:
+def backtest(count: int, database_url: str | None, decided: bool) -> None:
     """Over `count` stored traces: the examples' rules (they read signals) against the spec's
     default-safety policy (so does it), then a token budget and one that also blocks the model (no
-    signals to detect) against each other."""
+    signals to detect) against each other. `decided`: the default-safety policy is active while
+    they are ingested and each is decided automatically, so its signals are stored and the
+    backtest reads them back; else no trace has a decision and every one runs the detectors."""
 
     def budget(*model: str) -> dict[str, Any]:
         rules = [{"priority": 10, "when": {"field": "trace.total_tokens", "op": "gt", "value": 4000},
@@ -187,10 +191,18 @@ def backtest(count: int, database_url: str | None) -> None:
                           "then": {"action": "BLOCK", "reason_code": "MODEL", "severity": "low"}})
         return {"rules": rules}
 
-    with served(database_url) as client:
+    db = "PostgreSQL" if database_url else "SQLite"
+    with served(database_url, decisions=decided) as client:
         t0 = time.perf_counter()
+        if decided:
+            client.post("/api/v1/policies", json=DEFAULT_POLICY).raise_for_status()
         ingest(client, count)
-        print(f"ingested {count} traces in {time.perf_counter() - t0:.1f} s")
+        while decided:
+            by_action = client.get("/api/v1/traces/stats/overview").json()["decisions_by_action"]
+            if sum(by_action.values()) >= count:
+                break
+            time.sleep(0.5)
+        print(f"ingested {count} traces{' and decided them' if decided else ''} in {time.perf_counter() - t0:.1f} s")
         for active, candidate in ((DEFAULT_POLICY, {"name": "examples", "definition": example_policy()}),
                                   ({"name": "budget", "active": True, "definition": budget()},
                                    {"name": "budget", "definition": budget("gpt-4.1-mini")})):
@@ -202,8 +214,8 @@ def backtest(count: int, database_url: str | None) -> None:
                 wall = time.perf_counter() - t0
                 r.raise_for_status()
                 got = r.json()
-                print(f"backtest {candidate['name']} v{version} against {got['baseline']} "
-                      f"({'PostgreSQL' if database_url else 'SQLite'}): {got['traces']} traces in {wall * 1000:.0f} "
+                print(f"backtest {candidate['name']} v{version} against {got['baseline']} ({db}, "
+                      f"{'decided' if decided else 'undecided'}): {got['traces']} traces in {wall * 1000:.0f} "
                       f"ms ({got['traces'] / wall:,.0f} traces/s), changed {got['changed']}")
 
 
@@ -212,6 +224,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5000, help="decisions in process")
     parser.add_argument("--requests", type=int, default=300, help="/decide requests over HTTP (each pass)")
     parser.add_argument("--backtest", type=int, default=0, help="stored traces to backtest two policies over")
+    parser.add_argument("--decided", choices=("yes", "no", "both"), default="both",
+                        help="backtest traces decided before (signals stored), undecided ones, or both")
     parser.add_argument("--database-url", help="the server's database (default: SQLite in a temporary directory)")
     args = parser.parse_args()
     if args.calls:
@@ -219,7 +233,8 @@ def main() -> None:
     if args.requests:
         over_http(args.requests, args.database_url)
     if args.backtest:
-        backtest(args.backtest, args.database_url)
+        for decided in {"yes": (True,), "no": (False,), "both": (False, True)}[args.decided]:
+            backtest(args.backtest, args.database_url, decided)
 
 
 if __name__ == "__main__":

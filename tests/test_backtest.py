@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import Project, ServerProcess, own_project
-from tracehub.decision import backtest
+from tracehub.decision import backtest, signals
 from tracehub.decision.engine import NO_POLICY
 from tracehub.decision.policy import parse_policy
 from tracehub.seed import DEFAULT_POLICY
@@ -202,3 +202,39 @@ def test_pages_on_the_same_start_time_lose_and_repeat_no_trace(project: Project)
             assert out.traces == 6 and out.transitions[("ALLOW_ANSWER", "BLOCK")].samples == ids, rows
             assert out.candidate == {"BLOCK": 6}
     assert later not in ids
+
+
+def _set_signals(p: Project, trace_id: str, **changes: Any) -> None:
+    with p.engine.begin() as conn:
+        d = trace_decisions.c
+        for decision_id, stored in conn.execute(sa.select(d.decision_id, d.signals).where(
+                d.project_id == p.id, d.trace_id == trace_id)).all():
+            conn.execute(trace_decisions.update().where(d.decision_id == decision_id)
+                         .values(signals={**stored, **changes}))
+
+
+def test_signals_stored_with_a_decision_on_the_same_inputs_are_reused(project: Project) -> None:
+    now = time.time_ns()
+    pii = _trace(project, now - 20 * 10**9, pii=True, tokens=100)
+    clean = _trace(project, now - 19 * 10**9, pii=False, tokens=100)
+    assert project.client.post("/api/v1/policies", json={**DEFAULT_POLICY, "active": False}).status_code == 201
+    escalated = [{"from": "ALLOW_ANSWER", "to": "ESCALATE", "count": 1, "sample_trace_ids": [pii]},
+                 {"from": "ALLOW_ANSWER", "to": "ALLOW_ANSWER", "count": 1, "sample_trace_ids": [clean]}]
+    assert _backtest(project, "default-safety", version=1)["transitions"] == escalated
+    for trace_id in (pii, clean):  # no version in force: decided by the default, the signals stored
+        assert project.client.post("/api/v1/decide", json={"trace_id": trace_id}).status_code == 201
+    assert _backtest(project, "default-safety", version=1)["transitions"] == escalated
+
+    # What the detectors found is read back, not found again: altered, the backtest follows it.
+    _set_signals(project, pii, pii=False, email=False)
+    assert _backtest(project, "default-safety", version=1)["transitions"] == [
+        {"from": "ALLOW_ANSWER", "to": "ALLOW_ANSWER", "count": 2, "sample_trace_ids": [pii, clean]}]
+    # Signals of another revision of the detectors are not reused.
+    _set_signals(project, pii, detectors=signals.REVISION + 1)
+    assert _backtest(project, "default-safety", version=1)["transitions"] == escalated
+    # Nor are those of other inputs: an eval since the decision changes the input hash.
+    _set_signals(project, pii, detectors=signals.REVISION)
+    r = project.client.post("/api/v1/evals", json={"trace_id": pii, "eval_name": "faithfulness", "score": 0.9,
+                                                   "passed": True})
+    assert r.status_code in (200, 201), r.text
+    assert _backtest(project, "default-safety", version=1)["transitions"] == escalated

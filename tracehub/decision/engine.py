@@ -123,7 +123,12 @@ def build_context(model: TraceModel | None, request_payload: dict[str, Any] | No
     """The policy context (signals included), the signals, and the input hash."""
     inputs = context_inputs(model, request_payload, response_payload)
     context, found = with_signals(inputs)
-    return context, found, hashlib.sha256(canonical_json(inputs)).hexdigest()
+    return context, found, input_hash(inputs)
+
+
+def input_hash(inputs: dict[str, Any]) -> str:
+    """The hash of `context_inputs`: equal hashes, equal texts, equal signals."""
+    return hashlib.sha256(canonical_json(inputs)).hexdigest()
 
 
 def context_inputs(model: TraceModel | None, request_payload: dict[str, Any] | None,
@@ -365,7 +370,7 @@ def decision_rows(project_id: int, trace_id: str, decision_id: str, plan: Plan, 
         "policy_version": policy.version, "action": outcome.action, "reason_code": outcome.reason_code,
         "severity": outcome.severity,
         "rule": {**rule, "matched_fields": a.verdict.matched_fields} if rule is not None else None,
-        "signals": {**a.context["signals"], "findings": a.findings.masked()},
+        "signals": stored_signals(a.context["signals"], a.findings),
         "input_hash": a.input_hash, "judge": outcome.judge, "judge_model": outcome.judge_model,
         "cached": cached, "latency_ms": latency_ms, "shadow": shadow, "source": source,
         "judge_span_id": span_id, "auto_key": _auto_key(trace_id, policy) if source == "auto" else None,
@@ -385,6 +390,20 @@ def decision_rows(project_id: int, trace_id: str, decision_id: str, plan: Plan, 
         output = {"action": outcome.action, "reason_code": outcome.reason_code, "severity": outcome.severity,
                   "rationale": outcome.rationale, "confidence": outcome.confidence}
     return decisions.Verdict(decision, run, plan.cache_key, output, cached)
+
+
+def stored_signals(context: dict[str, Any], found: signals.Signals) -> dict[str, Any]:
+    """A decision's `signals` as stored: the policies' view, the masked findings and the detectors'
+    revision (what `signals_context` needs to give the policies' view back)."""
+    return {**context, "findings": found.masked(), "detectors": signals.REVISION}
+
+
+def signals_context(stored: Any) -> dict[str, Any] | None:
+    """The policies' view of a decision's stored signals, or None if another revision of the
+    detectors found them (or they are not a stored decision's)."""
+    if not isinstance(stored, dict) or stored.get("detectors") != signals.REVISION:
+        return None
+    return {k: v for k, v in stored.items() if k not in ("findings", "detectors")}
 
 
 def judge_spans(trace_id: str, decision_id: str, plan: Plan, outcome: JudgeOutcome, started_ns: int,
