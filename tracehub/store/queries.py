@@ -187,3 +187,73 @@ def stored_trace_ids(conn: sa.Connection, project_id: int, trace_ids: list[str])
     return set(conn.execute(
         sa.select(t.trace_id).where(t.project_id == project_id, t.trace_id.in_(trace_ids))
     ).scalars())
+
+
+RECENT_VALUES_SCAN = 2000  # newest traces whose distinct values the UI's filters suggest
+
+
+def recent_values(conn: sa.Connection, project_id: int, column: str, limit: int = 50) -> list[str]:
+    """Distinct values of a trace column (model, environment) among the newest traces, for the
+    list's filter suggestions: the start index bounds the read, however many traces are stored."""
+    col = traces.c[column]
+    newest = (sa.select(col.label("value")).where(traces.c.project_id == project_id)
+              .order_by(traces.c.start_ns.desc()).limit(RECENT_VALUES_SCAN).subquery())
+    found = conn.execute(sa.select(newest.c.value).where(newest.c.value.is_not(None)).distinct()
+                         .limit(limit)).scalars()
+    return sorted(found)
+
+
+def list_sessions(conn: sa.Connection, project_id: int, start_after_ns: int | None, page: int,
+                  page_size: int, user_id: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Sessions (traces sharing a session_id) newest activity first: the page's session ids, then
+    their totals, so only that page's traces are summed. Each row: session_id, trace_count,
+    first_ns, last_ns, input_tokens, output_tokens, cost_usd, error_count, user_count, user_id
+    (one of its users)."""
+    t = traces.c
+    conds: list[sa.ColumnElement[bool]] = [t.project_id == project_id, t.session_id.is_not(None)]
+    if start_after_ns is not None:
+        conds.append(t.start_ns >= start_after_ns)
+    if user_id is not None:
+        conds.append(t.user_id == user_id)
+    total = conn.execute(sa.select(sa.func.count(sa.distinct(t.session_id))).where(*conds)).scalar_one()
+    last = sa.func.max(t.start_ns)
+    ids = list(conn.execute(
+        sa.select(t.session_id).where(*conds).group_by(t.session_id)
+        .order_by(last.desc(), t.session_id).limit(page_size).offset((page - 1) * page_size)).scalars())
+    if not ids:
+        return [], int(total)
+    rows = _dicts(conn.execute(
+        sa.select(
+            t.session_id,
+            sa.func.count().label("trace_count"),
+            sa.func.min(t.start_ns).label("first_ns"),
+            last.label("last_ns"),
+            sa.func.sum(t.input_tokens).label("input_tokens"),
+            sa.func.sum(t.output_tokens).label("output_tokens"),
+            sa.func.sum(t.cost_usd).label("cost_usd"),
+            sa.func.sum(sa.case((t.status == "error", 1), else_=0)).label("error_count"),
+            sa.func.count(sa.distinct(t.user_id)).label("user_count"),
+            sa.func.min(t.user_id).label("user_id"),
+        ).where(*conds, t.session_id.in_(ids)).group_by(t.session_id)))
+    for row in rows:  # SUM over BIGINT is NUMERIC on PostgreSQL
+        for key in ("trace_count", "input_tokens", "output_tokens", "error_count", "user_count"):
+            row[key] = int(row[key] or 0)
+        row["cost_usd"] = float(row["cost_usd"] or 0.0)
+    rows.sort(key=lambda r: (r["last_ns"], r["session_id"]), reverse=True)
+    return rows, int(total)
+
+
+SESSION_TURNS_LIMIT = 500
+
+
+def session_traces(conn: sa.Connection, project_id: int, session_id: str, cutoff_ns: int,
+                   limit: int = SESSION_TURNS_LIMIT) -> tuple[list[dict[str, Any]], int]:
+    """A session's traces oldest first, with their whole input and output (the conversation's
+    turns), at most `limit`; and how many it has. `cutoff_ns` as `list_traces` takes it."""
+    t = traces.c
+    where = sa.and_(t.project_id == project_id, t.session_id == session_id)
+    total = conn.execute(sa.select(sa.func.count()).select_from(traces).where(where)).scalar_one()
+    rows = _dicts(conn.execute(
+        sa.select(*_trace_columns([t.input_text, t.output_text])).where(where)
+        .order_by(t.start_ns, t.trace_id).limit(limit), {CUTOFF.key: cutoff_ns}))
+    return rows, int(total)

@@ -44,8 +44,12 @@ def completion_rate_sql(c: Completion) -> sa.ColumnElement[float]:
 
 
 def overview(conn: sa.Connection, project_id: int, last_hours: int, now_ns: int,
-             c: Completion) -> dict[str, Any]:
-    """`c`: completion as of `now_ns` (`tracehub.store.completion`), the trace list's own."""
+             c: Completion, bucket_percentiles: tuple[int, ...] = (50,),
+             hourly_decisions: bool = False) -> dict[str, Any]:
+    """`c`: completion as of `now_ns` (`tracehub.store.completion`), the trace list's own.
+
+    The web UI's charts ask for more per hour: latency percentiles besides the p50
+    (`latency_p95_ms` ...) and, with `hourly_decisions`, each hour's `decisions` by action."""
     start, first, end = window(last_hours, now_ns)
     t = traces.c
     in_window = sa.and_(t.project_id == project_id, t.start_ns >= start, t.start_ns < end)
@@ -83,21 +87,27 @@ def overview(conn: sa.Connection, project_id: int, last_hours: int, now_ns: int,
         completion_sum += b["completion_sum"]
         cost += b["cost_usd"]
     count = totals["trace_count"]
-    overall_latency, bucket_p50 = _latencies(conn, in_window, bucket, c)
+    overall_latency, bucket_latency = _latencies(conn, in_window, bucket, c, bucket_percentiles)
+    by_hour = _hourly_decisions(conn, in_window, bucket) if hourly_decisions else {}
 
     empty = {"trace_count": 0, "error_count": 0, "input_tokens": 0, "output_tokens": 0,
              "cost_usd": 0.0}
     series = []
     for i in range(n_buckets):
         hour = buckets.get(i, empty)
-        series.append({
+        point = {
             "start_ns": first + i * HOUR_NS,
             "trace_count": hour["trace_count"],
             "error_count": hour["error_count"],
             "total_tokens": hour["input_tokens"] + hour["output_tokens"],
             "cost_usd": round(hour["cost_usd"], 8),
-            "latency_p50_ms": bucket_p50.get(i, 0.0),  # 0 when the hour has no finished trace
-        })
+        }
+        latency = bucket_latency.get(i, {})
+        for pct in bucket_percentiles:  # 0 when the hour has no finished trace
+            point[f"latency_p{pct}_ms"] = latency.get(pct, 0.0)
+        if hourly_decisions:
+            point["decisions"] = {**dict.fromkeys(DECISION_ACTIONS, 0), **by_hour.get(i, {})}
+        series.append(point)
     return {
         "last_hours": last_hours,
         "window_start_ns": start,
@@ -134,9 +144,10 @@ def _interpolate(values: dict[int, int], n: int, pct: int) -> float:
     return round((low + (high - low) * rest / 100) / 1e6, 3)
 
 
-def _latencies(conn: sa.Connection, in_window: sa.ColumnElement[bool], bucket: Any, c: Completion
-               ) -> tuple[dict[str, float], dict[int, float]]:
-    """p50/p95/p99 of finished traces' durations overall, and p50 per hour bucket.
+def _latencies(conn: sa.Connection, in_window: sa.ColumnElement[bool], bucket: Any, c: Completion,
+               bucket_percentiles: tuple[int, ...] = (50,)
+               ) -> tuple[dict[str, float], dict[int, dict[int, float]]]:
+    """p50/p95/p99 of finished traces' durations overall, and `bucket_percentiles` per hour bucket.
 
     Finished: nothing open (`Completion.open_count`), with an end. Window functions rank the
     durations in the database, so only the few rows at the wanted ranks come back.
@@ -153,7 +164,7 @@ def _latencies(conn: sa.Connection, in_window: sa.ColumnElement[bool], bucket: A
     ).where(in_window, t.end_ns.is_not(None), c.open_count == 0).subquery()
     r = ranked.c
     wanted = [_rank_rows(r.rn_all, r.n_all, pct) for pct in LATENCY_PERCENTILES]
-    wanted.append(_rank_rows(r.rn_bucket, r.n_bucket, 50))
+    wanted += [_rank_rows(r.rn_bucket, r.n_bucket, pct) for pct in bucket_percentiles]
     rows = conn.execute(sa.select(ranked).where(sa.or_(*wanted))).mappings().all()
 
     overall: dict[int, int] = {}
@@ -165,7 +176,8 @@ def _latencies(conn: sa.Connection, in_window: sa.ColumnElement[bool], bucket: A
         _, values = per_bucket.setdefault(int(row["bucket"]), (int(row["n_bucket"]), {}))
         values[int(row["rn_bucket"])] = int(row["duration"])
     latency = {f"p{pct}": _interpolate(overall, n_all, pct) for pct in LATENCY_PERCENTILES}
-    return latency, {b: _interpolate(values, n_b, 50) for b, (n_b, values) in per_bucket.items()}
+    return latency, {b: {pct: _interpolate(values, n_b, pct) for pct in bucket_percentiles}
+                     for b, (n_b, values) in per_bucket.items()}
 
 
 def _decisions(conn: sa.Connection, in_window: sa.ColumnElement[bool]) -> dict[str, int]:
@@ -176,6 +188,19 @@ def _decisions(conn: sa.Connection, in_window: sa.ColumnElement[bool]) -> dict[s
     counts = dict.fromkeys(DECISION_ACTIONS, 0)
     counts.update({action: int(n) for action, n in found})
     return counts
+
+
+def _hourly_decisions(conn: sa.Connection, in_window: sa.ColumnElement[bool], bucket: Any
+                      ) -> dict[int, dict[str, int]]:
+    found = conn.execute(
+        sa.select(bucket.label("bucket"), traces.c.decision, sa.func.count())
+        .where(in_window, traces.c.decision.is_not(None))
+        .group_by(sa.literal_column("bucket"), traces.c.decision)
+    ).all()
+    hours: dict[int, dict[str, int]] = {}
+    for hour, action, n in found:
+        hours.setdefault(int(hour), {})[action] = int(n)
+    return hours
 
 
 def _evals(conn: sa.Connection, in_window: sa.ColumnElement[bool]) -> dict[str, Any]:
