@@ -25,6 +25,8 @@ from tracehub.api.policies import (
 )
 from tracehub.api.policies import MAX_BODY_BYTES as POLICY_BODY_BYTES
 from tracehub.api.project import PROJECT_PATCH
+from tracehub.api.traces import MAX_SPANS_PAGE_SIZE, SPANS_PAGE_SIZE
+from tracehub.api.schemas import _SPAN_ID as SPAN_ID
 from tracehub.api.schemas import BODIES, MAX_DEPTH, STATUSES, TIME, TRACE_ID
 from tracehub.decision.policy import schema as policy_schema
 from tracehub.store.cases import CASE_STATUSES
@@ -94,6 +96,8 @@ _ITEM_RESULTS = {
 _PAGE = {"type": "object", "required": ["items", "page", "page_size", "total"],
          "properties": {"items": {"type": "array", "items": _OBJ}, "page": {"type": "integer"},
                         "page_size": {"type": "integer"}, "total": {"type": "integer"}}}
+_TRACE_ID_PARAM = {"name": "trace_id", "in": "path", "required": True, "schema": TRACE_ID,
+                   "description": "32 hex characters or a UUID."}
 _CASE_ID = {"name": "case_id", "in": "path", "required": True, "schema": TRACE_ID,
             "description": "32 hex characters or a UUID."}
 _ENDPOINT_ID = {"name": "endpoint_id", "in": "path", "required": True,
@@ -277,6 +281,25 @@ def document() -> dict[str, Any]:
                 "parameters": [{"name": "trace_id", "in": "path", "required": True, "schema": TRACE_ID,
                                 "description": "32 hex characters or a UUID."}],
                 "responses": {"200": _json(_OBJ, "The trace."), "404": PROBLEM, **READ_ERRORS}}},
+            "/api/v1/traces/{trace_id}/spans": {"get": {
+                "summary": "A page of one trace's spans, light: ids, parent, name, type, status, times, model,"
+                           " tokens, cost (no texts, attributes or events), in start order",
+                "tags": ["traces"],
+                "parameters": [_TRACE_ID_PARAM,
+                               _query("page", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
+                                               "default": 1}, "Page number, from 1."),
+                               _query("page_size", {"type": "integer", "minimum": 1,
+                                                    "maximum": MAX_SPANS_PAGE_SIZE, "default": SPANS_PAGE_SIZE},
+                                      "Spans per page.")],
+                "responses": {"200": _json(_PAGE, "A page; total is the trace's span count."), "404": PROBLEM,
+                              **READ_ERRORS}}},
+            "/api/v1/traces/{trace_id}/spans/{span_id}": {"get": {
+                "summary": "One span in full, as in the trace's detail (attributes, resource, events, "
+                           "amendments)", "tags": ["traces"],
+                "parameters": [_TRACE_ID_PARAM,
+                               {"name": "span_id", "in": "path", "required": True, "schema": SPAN_ID,
+                                "description": "16 or 32 hex characters or a UUID."}],
+                "responses": {"200": _json(_OBJ, "The span."), "404": PROBLEM, **READ_ERRORS}}},
             "/api/v1/traces/stats/overview": {"get": {
                 "summary": "Dashboard figures over the last hours", "tags": ["traces"],
                 "parameters": [_query("last_hours", {"type": "integer", "minimum": 1, "maximum": 720,

@@ -17,7 +17,9 @@ from starlette.routing import Route
 from tracehub.api.auth import project_of
 from tracehub.api.errors import ProblemError
 from tracehub.api.params import (
+    MAX_PAGE,
     bool_param,
+    int_param,
     iso,
     normalize_id,
     only_params,
@@ -30,6 +32,7 @@ from tracehub.api.responses import JSONResponse
 from tracehub.api.schemas import STATUSES
 from tracehub.hub import Hub
 from tracehub.store import amendment, queries
+from tracehub.store import spans as span_store
 from tracehub.store.completion import cutoff
 from tracehub.store.readmodel import trace_read_model
 
@@ -169,6 +172,22 @@ def span_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def light_span_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of `store.spans.light_spans`: what a tree and a waterfall draw, without texts,
+    attributes or events (`span_view` has those, one span at a time)."""
+    return {
+        "span_id": row["span_id"], "parent_span_id": row["parent_span_id"],
+        "parent_remote": bool(row["parent_remote"]), "name": row["name"], "span_type": row["span_type"],
+        "status": row["status"], "start_time": iso(row["start_ns"]), "end_time": iso(row["end_ns"]),
+        "duration_ms": _duration_ms(row["start_ns"], row["end_ns"]), "model": row["model"],
+        "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
+        "total_tokens": row["total_tokens"], "cost_usd": row["cost_usd"],
+    }
+
+
+# A page of the light span listing: 1,000 of them are ~250 kB of JSON.
+SPANS_PAGE_SIZE, MAX_SPANS_PAGE_SIZE = 500, 1000
+
 # Levels of `children` in one entry of `tree`: a span deeper than that starts an entry of its own
 # (`continued_from`), so no answer nests past what JSON encoders and browsers take.
 TREE_NESTING = 100
@@ -270,6 +289,8 @@ class TraceRoutes:
         return [
             Route("/api/v1/traces", self.list, methods=["GET"]),
             Route("/api/v1/traces/{trace_id}", self.detail, methods=["GET"]),
+            Route("/api/v1/traces/{trace_id}/spans", self.spans, methods=["GET"]),
+            Route("/api/v1/traces/{trace_id}/spans/{span_id}", self.span, methods=["GET"]),
         ]
 
     async def list(self, request: Request) -> JSONResponse:
@@ -314,5 +335,39 @@ class TraceRoutes:
                 "decisions": [decision_view(d) for d in model.decisions],
                 "judge_runs": [judge_run_view(j) for j in model.judge_runs],
             })
+
+        return await run_in_threadpool(run)
+
+    async def spans(self, request: Request) -> JSONResponse:
+        """A page of the trace's spans, light (`light_span_view`), in start order."""
+        project_id = await project_of(request, self.hub)
+        trace_id = normalize_id(request.path_params["trace_id"], 32, "path.trace_id")
+        q = request.query_params
+        only_params(q, frozenset(("page", "page_size")))
+        page = int_param(q, "page", 1, 1, MAX_PAGE)
+        page_size = int_param(q, "page_size", SPANS_PAGE_SIZE, 1, MAX_SPANS_PAGE_SIZE)
+
+        def run() -> JSONResponse:
+            with self.hub.reads.connect() as conn:
+                trace = queries.get_trace(conn, project_id, trace_id, self._cutoff())
+                if trace is None:
+                    raise ProblemError(404, f"trace {trace_id} not found")
+                rows = span_store.light_spans(conn, project_id, trace_id, page, page_size)
+            return JSONResponse(page_body([light_span_view(r) for r in rows], page, page_size, trace["span_count"]))
+
+        return await run_in_threadpool(run)
+
+    async def span(self, request: Request) -> JSONResponse:
+        """One span in full, as in the trace's detail."""
+        project_id = await project_of(request, self.hub)
+        trace_id = normalize_id(request.path_params["trace_id"], 32, "path.trace_id")
+        span_id = normalize_id(request.path_params["span_id"], 16, "path.span_id")
+
+        def run() -> JSONResponse:
+            with self.hub.reads.connect() as conn:
+                row = span_store.one_span(conn, project_id, trace_id, span_id)
+            if row is None:
+                raise ProblemError(404, f"span {span_id} of trace {trace_id} not found")
+            return JSONResponse(span_view(row))
 
         return await run_in_threadpool(run)
