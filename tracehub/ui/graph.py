@@ -250,7 +250,9 @@ def _layout(run: GraphRun, uid: str) -> tuple[float, float, list[Markup]]:
     lane = 0
     for (src, dst), count in edges.items():
         a, b = boxes[src], boxes[dst]
-        elements.append(_edge(a, b, count, uid, width, lane))
+        between = [x for x in boxes.values() if b.layer <= x.layer <= a.layer]
+        right = max((x.x + x.w for x in between), default=a.x + a.w)
+        elements.append(_edge(a, b, count, uid, right, lane))
         if b.layer <= a.layer:
             lane += 1
     for box in boxes.values():
@@ -278,7 +280,8 @@ def _edges(groups: list[list[Node]]) -> dict[tuple[str, str], int]:
     return edges
 
 
-def _edge(a: _Box, b: _Box, count: int, uid: str, width: float, lane: int) -> Markup:
+def _edge(a: _Box, b: _Box, count: int, uid: str, right: float, lane: int) -> Markup:
+    """`right`: the right edge of the boxes a back edge passes, which it goes around."""
     title = f"{a.name} → {b.name}" + (f" (×{count})" if count > 1 else "")
     marker = f"url(#lg-arrow-{uid})"
     if b.layer > a.layer:
@@ -296,7 +299,7 @@ def _edge(a: _Box, b: _Box, count: int, uid: str, width: float, lane: int) -> Ma
         # Back to an earlier node: around the right side, one lane per back edge.
         x1, y1 = a.x + a.w, a.y + a.h / 2
         x2, y2 = b.x + b.w, b.y + b.h / 2
-        out = max(x1, x2) + 14 + lane * 6
+        out = max(x1, x2, right) + 14 + lane * 6
         d = f"M{_n(x1)},{_n(y1)} C{_n(out)},{_n(y1)} {_n(out)},{_n(y2)} {_n(x2)},{_n(y2)}"
         cls = "lg-edge lg-back"
     return Markup('<path class="{cls}" d="{d}" fill="none" marker-end="{m}"><title>{t}</title></path>').format(
