@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from jsonschema import Draft202012Validator, ValidationError
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
@@ -36,7 +37,8 @@ from tracehub.store import cases as store
 SEVERITIES = ("low", "medium", "high", "critical")
 LIST_PARAMS = frozenset(("page", "page_size", "status", "severity", "reason_code"))
 MAX_BODY_BYTES = 64 * 1024
-_NOTE = {"type": "string", "maxLength": 10_000, "pattern": "^[^\\x00]*$", "title": "text without NUL"}
+MAX_NOTE = 10_000  # characters of a resolution note
+_NOTE = {"type": "string", "maxLength": MAX_NOTE, "pattern": "^[^\\x00]*$", "title": "text without NUL"}
 RESOLVE_BODY = {"type": "object", "additionalProperties": False, "properties": {"note": _NOTE}}
 WEBHOOK_BODY = {
     "type": "object", "additionalProperties": False, "required": ["url"],
@@ -134,6 +136,34 @@ def endpoint_view(row: dict[str, Any]) -> dict[str, Any]:
             "disabled_reason": row["disabled_reason"], "created_at": iso(row["created_ns"])}
 
 
+def case_detail(conn: Connection, project_id: int, case_id: str) -> dict[str, Any] | None:
+    """A case with its decision and its notifications' delivery attempts (the API's detail, the
+    UI's case page); None when the project has no such case."""
+    case = store.get_case(conn, project_id, case_id)
+    if case is None:
+        return None
+    decision = store.get_decision(conn, project_id, case["decision_id"])
+    notes = store.case_notifications(conn, project_id, case_id)
+    return {**case_view(case), "decision": decision_view(decision) if decision else None,
+            "notifications": [notification_view(n) for n in notes]}
+
+
+def move_case(hub: Hub, pid: int, case_id: str, to: str, note: str | None) -> dict[str, Any]:
+    """Move a case to `to` (acknowledged or resolved) and answer its view: ProblemError 404 without
+    the case, 409 when its status does not allow the move. Blocking: run it off the event loop."""
+    with hub.engine.begin() as conn:
+        moved, status = store.transition(conn, pid, case_id, to, note, time.time_ns())
+    if status is None:
+        raise ProblemError(404, f"case {case_id} not found")
+    if not moved:
+        raise ProblemError(409, f"case {case_id} is {status}; it cannot become {to}"
+                                f" (open -> acknowledged -> resolved, or open -> resolved)")
+    with hub.reads.connect() as conn:
+        case = store.get_case(conn, pid, case_id)
+    assert case is not None
+    return case_view(case)
+
+
 def _case_id(request: Request) -> str:
     return normalize_id(request.path_params["case_id"], 32, "path.case_id")
 
@@ -172,14 +202,10 @@ class CaseRoutes:
 
         def run() -> JSONResponse:
             with self.hub.reads.connect() as conn:
-                case = store.get_case(conn, project_id, case_id)
-                if case is None:
-                    raise ProblemError(404, f"case {case_id} not found")
-                decision = store.get_decision(conn, project_id, case["decision_id"])
-                notes = store.case_notifications(conn, project_id, case_id)
-            return JSONResponse({**case_view(case),
-                                 "decision": decision_view(decision) if decision else None,
-                                 "notifications": [notification_view(n) for n in notes]})
+                found = case_detail(conn, project_id, case_id)
+            if found is None:
+                raise ProblemError(404, f"case {case_id} not found")
+            return JSONResponse(found)
 
         return await run_in_threadpool(run)
 
@@ -194,20 +220,7 @@ class CaseRoutes:
         return await self._move(project_id, case_id, "resolved", body.get("note"))
 
     async def _move(self, pid: int, case_id: str, to: str, note: str | None) -> JSONResponse:
-        def run() -> JSONResponse:
-            with self.hub.engine.begin() as conn:
-                moved, status = store.transition(conn, pid, case_id, to, note, time.time_ns())
-            if status is None:
-                raise ProblemError(404, f"case {case_id} not found")
-            if not moved:
-                raise ProblemError(409, f"case {case_id} is {status}; it cannot become {to}"
-                                        f" (open -> acknowledged -> resolved, or open -> resolved)")
-            with self.hub.reads.connect() as conn:
-                case = store.get_case(conn, pid, case_id)
-            assert case is not None
-            return JSONResponse(case_view(case))
-
-        return await run_in_threadpool(run)
+        return JSONResponse(await run_in_threadpool(move_case, self.hub, pid, case_id, to, note))
 
 
 class WebhookRoutes:

@@ -132,6 +132,84 @@ def _not_found(exc: store.PolicyNotFound) -> ProblemError:
     return ProblemError(404, str(exc))
 
 
+def policy_of(conn: Any, project_id: int, ref: str) -> dict[str, Any]:
+    """A policy by numeric id or name; store.PolicyNotFound otherwise."""
+    found = store.find_policy(conn, project_id, ref)
+    if found is None:
+        raise store.PolicyNotFound(f"no policy {ref!r} (give its numeric id or its name)")
+    return found
+
+
+# What the routes (and the web UI's policy pages) do, each in the caller's connection: reads in a
+# read connection, writes inside `store.write`. ProblemError or store.PolicyNotFound when refused.
+
+def create_version(conn: Any, project_id: int, req: PolicyRequest, now: int) -> dict[str, Any]:
+    """Store the request's definition as a version (activated if asked): {"policy" (summary),
+    "version", "unchanged", "activation"}."""
+    made = store.create_version(
+        conn, project_id, req.name, req.definition, description=req.description,
+        source_format=req.source_format, source_text=req.source_text,
+        effective_from_ns=req.effective_from_ns, now_ns=now)
+    made["activation"] = None
+    if req.active:
+        done = store.activate(conn, project_id, made["policy"]["id"], made["version"]["version"], now)
+        made["policy"], made["activation"] = done["policy"], done["activation"]
+        made["unchanged"] = made["unchanged"] and done["unchanged"]
+    made["policy"] = store.summary(conn, project_id, made["policy"]["id"], now)
+    return made
+
+
+def policy_detail(conn: Any, project_id: int, ref: str, now: int) -> dict[str, Any]:
+    """{"policy" (summary), "active", "shadow", "in_force"}: the version rows those name, or None."""
+    policy = policy_of(conn, project_id, ref)
+    listed = store.summary(conn, project_id, policy["id"], now)
+    pick = {name: store.get_version(conn, project_id, policy["id"], listed[column])
+            if listed[column] is not None else None
+            for name, column in (("active", "active_version"), ("shadow", "shadow_version"),
+                                 ("in_force", "in_force_version"))}
+    return {"policy": listed, **pick}
+
+
+def policy_versions(conn: Any, project_id: int, ref: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The policy row and its versions, newest first."""
+    policy = policy_of(conn, project_id, ref)
+    return policy, store.versions(conn, project_id, policy["id"])
+
+
+def activate_version(conn: Any, project_id: int, ref: str, version: int, now: int) -> dict[str, Any]:
+    """Activate a version that still validates (409 otherwise): store.activate's answer, with
+    the policy's summary."""
+    policy = policy_of(conn, project_id, ref)
+    _checked(store.get_version(conn, project_id, policy["id"], version)["definition"])
+    done = store.activate(conn, project_id, policy["id"], version, now)
+    return {**done, "policy": store.summary(conn, project_id, policy["id"], now)}
+
+
+def shadow_version(conn: Any, project_id: int, ref: str, version: int | None) -> dict[str, Any]:
+    """Mark a version that still validates as the shadow one, or clear it (None): the summary."""
+    policy = policy_of(conn, project_id, ref)
+    if version is not None:
+        _checked(store.get_version(conn, project_id, policy["id"], version)["definition"])
+    store.set_shadow(conn, project_id, policy["id"], version)
+    return store.summary(conn, project_id, policy["id"], time.time_ns())
+
+
+def run_backtest(conn: Any, project_id: int, ref: str, version: int, last_hours: int, now: int,
+                 grace_ns: int) -> dict[str, Any]:
+    """Replay `version` over the last hours' traces against the version in force (the backtest
+    answer but its elapsed_ms)."""
+    start = now - last_hours * 3600 * 1_000_000_000
+    policy = policy_of(conn, project_id, ref)
+    candidate = _checked(store.get_version(conn, project_id, policy["id"], version)["definition"])
+    in_force = store.active_policy(conn, project_id, now)
+    baseline = _checked(in_force["definition"]) if in_force is not None else NO_POLICY
+    outcome = backtest.run(conn, project_id, candidate, baseline, start, now, completion(now, grace_ns))
+    return {"policy": policy["name"], "policy_id": policy["id"], "version": version,
+            "baseline": {"policy": in_force["policy_name"], "version": in_force["version"]}
+            if in_force is not None else None,
+            "window": {"start": iso(start), "end": iso(now)}, **outcome.view()}
+
+
 class PolicyRoutes:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -162,13 +240,6 @@ class PolicyRoutes:
         except store.PolicyNotFound as exc:
             raise _not_found(exc) from None
 
-    @staticmethod
-    def _policy(conn: Any, project_id: int, ref: str) -> dict[str, Any]:
-        found = store.find_policy(conn, project_id, ref)
-        if found is None:
-            raise store.PolicyNotFound(f"no policy {ref!r} (give its numeric id or its name)")
-        return found
-
     async def collection(self, request: Request) -> JSONResponse:
         return await (self.create(request) if request.method == "POST" else self.index(request))
 
@@ -183,20 +254,7 @@ class PolicyRoutes:
         req = await _request_body(request)
         now = time.time_ns()
 
-        def work(conn: Any) -> dict[str, Any]:
-            made = store.create_version(
-                conn, project_id, req.name, req.definition, description=req.description,
-                source_format=req.source_format, source_text=req.source_text,
-                effective_from_ns=req.effective_from_ns, now_ns=now)
-            made["activation"] = None
-            if req.active:
-                done = store.activate(conn, project_id, made["policy"]["id"], made["version"]["version"], now)
-                made["policy"], made["activation"] = done["policy"], done["activation"]
-                made["unchanged"] = made["unchanged"] and done["unchanged"]
-            made["policy"] = store.summary(conn, project_id, made["policy"]["id"], now)
-            return made
-
-        made = await self._write(work)
+        made = await self._write(lambda conn: create_version(conn, project_id, req, now))
         body = {**policy_view(made["policy"]), "version": version_view(made["version"]),
                 "unchanged": made["unchanged"], "activation": activation_view(made["activation"], now)}
         return JSONResponse(body, 200 if made["unchanged"] else 201)
@@ -214,16 +272,7 @@ class PolicyRoutes:
         only_params(request.query_params, frozenset())
         ref, now = request.path_params["policy"], time.time_ns()
 
-        def work(conn: Any) -> dict[str, Any]:
-            policy = self._policy(conn, project_id, ref)
-            listed = store.summary(conn, project_id, policy["id"], now)
-            pick = {name: store.get_version(conn, project_id, policy["id"], listed[column])
-                    if listed[column] is not None else None
-                    for name, column in (("active", "active_version"), ("shadow", "shadow_version"),
-                                         ("in_force", "in_force_version"))}
-            return {"policy": listed, **pick}
-
-        found = await self._read(work)
+        found = await self._read(lambda conn: policy_detail(conn, project_id, ref, now))
         return JSONResponse({**policy_view(found["policy"]),
                              **{k: version_view(v) if v else None for k, v in found.items() if k != "policy"}})
 
@@ -233,11 +282,7 @@ class PolicyRoutes:
         page, page_size = page_params(request.query_params)
         ref = request.path_params["policy"]
 
-        def work(conn: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-            policy = self._policy(conn, project_id, ref)
-            return policy, store.versions(conn, project_id, policy["id"])
-
-        policy, rows = await self._read(work)
+        policy, rows = await self._read(lambda conn: policy_versions(conn, project_id, ref))
         items = [{**version_view(r), "active": r["version"] == policy["active_version"],
                   "shadow": r["version"] == policy["shadow_version"]}
                  for r in rows[(page - 1) * page_size: page * page_size]]
@@ -249,13 +294,7 @@ class PolicyRoutes:
         version = _version_param(request)
         ref, now = request.path_params["policy"], time.time_ns()
 
-        def work(conn: Any) -> dict[str, Any]:
-            policy = self._policy(conn, project_id, ref)
-            _checked(store.get_version(conn, project_id, policy["id"], version)["definition"])
-            done = store.activate(conn, project_id, policy["id"], version, now)
-            return {**done, "policy": store.summary(conn, project_id, policy["id"], now)}
-
-        done = await self._write(work)
+        done = await self._write(lambda conn: activate_version(conn, project_id, ref, version, now))
         return JSONResponse({**policy_view(done["policy"]), "version": version_view(done["version"]),
                              "unchanged": done["unchanged"], "activation": activation_view(done["activation"], now)})
 
@@ -266,14 +305,7 @@ class PolicyRoutes:
         version = None if clear else _version_param(request)
         ref = request.path_params["policy"]
 
-        def work(conn: Any) -> dict[str, Any]:
-            policy = self._policy(conn, project_id, ref)
-            if version is not None:
-                _checked(store.get_version(conn, project_id, policy["id"], version)["definition"])
-            store.set_shadow(conn, project_id, policy["id"], version)
-            return store.summary(conn, project_id, policy["id"], time.time_ns())
-
-        return JSONResponse(policy_view(await self._write(work)))
+        return JSONResponse(policy_view(await self._write(lambda conn: shadow_version(conn, project_id, ref, version))))
 
     async def backtest(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
@@ -281,21 +313,8 @@ class PolicyRoutes:
         version = _version_param(request)
         last_hours = int_param(request.query_params, "last_hours", backtest.DEFAULT_HOURS, 1, backtest.MAX_HOURS)
         ref, now, t0 = request.path_params["policy"], time.time_ns(), time.perf_counter()
-        start = now - last_hours * 3600 * 1_000_000_000
         grace_ns = int(self.hub.settings.missing_parent_grace_s * 1e9)
-
-        def work(conn: Any) -> dict[str, Any]:
-            policy = self._policy(conn, project_id, ref)
-            candidate = _checked(store.get_version(conn, project_id, policy["id"], version)["definition"])
-            in_force = store.active_policy(conn, project_id, now)
-            baseline = _checked(in_force["definition"]) if in_force is not None else NO_POLICY
-            outcome = backtest.run(conn, project_id, candidate, baseline, start, now, completion(now, grace_ns))
-            return {"policy": policy["name"], "policy_id": policy["id"], "version": version,
-                    "baseline": {"policy": in_force["policy_name"], "version": in_force["version"]}
-                    if in_force is not None else None,
-                    "window": {"start": iso(start), "end": iso(now)}, **outcome.view()}
-
-        found = await self._read(work)
+        found = await self._read(lambda conn: run_backtest(conn, project_id, ref, version, last_hours, now, grace_ns))
         return JSONResponse({**found, "elapsed_ms": round((time.perf_counter() - t0) * 1000, 3)})
 
 
@@ -319,9 +338,18 @@ async def _request_body(request: Request) -> PolicyRequest:
         raise ProblemError(err.http_status, err.message, headers=err.retry_headers()) from None
     try:
         text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProblemError(400, "body is not UTF-8") from None
+    return parse_source(text, source_format)
+
+
+def parse_source(text: str, source_format: str) -> PolicyRequest:
+    """A body's text (json or yaml) as a request: ProblemError 400 when it is no JSON / YAML
+    document, 422 with every bad path when it is not a valid request."""
+    try:
         body = load_source(text, source_format)
-    except (UnicodeDecodeError, SourceError) as exc:
-        raise ProblemError(400, f"body: {exc}" if isinstance(exc, SourceError) else "body is not UTF-8") from None
+    except SourceError as exc:
+        raise ProblemError(400, f"body: {exc}") from None
     return parse_request(body, source_format, text if source_format == "yaml" else None)
 
 
