@@ -192,15 +192,19 @@ def stored_trace_ids(conn: sa.Connection, project_id: int, trace_ids: list[str])
 RECENT_VALUES_SCAN = 2000  # newest traces whose distinct values the UI's filters suggest
 
 
-def recent_values(conn: sa.Connection, project_id: int, column: str, limit: int = 50) -> list[str]:
-    """Distinct values of a trace column (model, environment) among the newest traces, for the
+def recent_values(conn: sa.Connection, project_id: int, columns: Sequence[str],
+                  limit: int = 50) -> dict[str, list[str]]:
+    """Distinct values of trace columns (model, environment) among the newest traces, for the
     list's filter suggestions: the start index bounds the read, however many traces are stored."""
-    col = traces.c[column]
-    newest = (sa.select(col.label("value")).where(traces.c.project_id == project_id)
-              .order_by(traces.c.start_ns.desc()).limit(RECENT_VALUES_SCAN).subquery())
-    found = conn.execute(sa.select(newest.c.value).where(newest.c.value.is_not(None)).distinct()
-                         .limit(limit)).scalars()
-    return sorted(found)
+    newest = conn.execute(
+        sa.select(*(traces.c[name] for name in columns)).where(traces.c.project_id == project_id)
+        .order_by(traces.c.start_ns.desc()).limit(RECENT_VALUES_SCAN)).all()
+    found: dict[str, set[str]] = {name: set() for name in columns}
+    for row in newest:
+        for name, value in zip(columns, row):
+            if value is not None and len(found[name]) < limit:
+                found[name].add(value)
+    return {name: sorted(values) for name, values in found.items()}
 
 
 def list_sessions(conn: sa.Connection, project_id: int, start_after_ns: int | None, page: int,
