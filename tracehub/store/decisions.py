@@ -16,6 +16,7 @@ so a decision on it is found in the list.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from dataclasses import dataclass, field
@@ -103,22 +104,36 @@ def write(tx: Transaction, w: DecisionWrite) -> Written:
             return Written("replayed", _json(response))
     decision_sql = sql.insert_sql("trace_decisions", DECISION_COLUMNS, _DECISION_JSON,
                                   "ON CONFLICT (project_id, auto_key) DO NOTHING")
-    cur.execute(decision_sql, _row(sql, _values(w.active.decision, DECISION_COLUMNS, _DECISION_JSON)))
-    if cur.rowcount == 0:  # an automatic decision made already (another process, an earlier run)
-        return Written("decided_before")
-    _write_spans(tx, w)
+    # The decision row and the trace's root in one round trip on PostgreSQL (`_pipeline`), the row
+    # locked as ingest would lock it (the judge span's parent is read as ingest writes it).
+    lock = " FOR UPDATE" if sql.pg else ""
+    with _pipeline(tx):
+        made = _cursor(tx)
+        made.execute(decision_sql + " RETURNING 1",
+                     _row(sql, _values(w.active.decision, DECISION_COLUMNS, _DECISION_JSON)))
+        root = _cursor(tx)
+        root.execute(f"SELECT seq, root_span_id FROM traces WHERE project_id = {q} AND trace_id = {q}{lock}",
+                     (w.project_id, w.trace_id))
+        if made.fetchone() is None:  # an automatic decision made already (another process, an earlier run)
+            return Written("decided_before")
+        found = root.fetchone()
+    annotations = _place_spans(tx, w, found)
     runs = [w.active.judge_run]
     for shadow in w.shadows:
         cur.execute(decision_sql, _row(sql, _values(shadow.decision, DECISION_COLUMNS, _DECISION_JSON)))
         if cur.rowcount:
             runs.append(shadow.judge_run)
-    sql.executemany(cur, sql.insert_sql("judge_runs", JUDGE_RUN_COLUMNS, _JUDGE_RUN_JSON),
-                    [_values(r, JUDGE_RUN_COLUMNS, _JUDGE_RUN_JSON) for r in runs])
-    for v in (w.active, *w.shadows):
-        _cache(tx, w.project_id, v)
     decision = w.active.decision
-    cur.execute(f"UPDATE traces SET decision = {q} WHERE project_id = {q} AND trace_id = {q}",
-                (decision["action"], w.project_id, w.trace_id))
+    # Nothing below waits for a result: on PostgreSQL, one round trip.
+    with _pipeline(tx):
+        if annotations is not None:
+            insert_annotation_spans(cur, sql, w.project_id, *annotations)
+        sql.executemany(cur, sql.insert_sql("judge_runs", JUDGE_RUN_COLUMNS, _JUDGE_RUN_JSON),
+                        [_values(r, JUDGE_RUN_COLUMNS, _JUDGE_RUN_JSON) for r in runs])
+        for v in (w.active, *w.shadows):
+            _cache(tx, w.project_id, v)
+        cur.execute(f"UPDATE traces SET decision = {q} WHERE project_id = {q} AND trace_id = {q}",
+                    (decision["action"], w.project_id, w.trace_id))
     case_id = None
     if w.escalate is not None:
         cur.execute(f"SELECT id, url, enabled FROM webhook_endpoints WHERE project_id = {q} AND enabled",
@@ -135,22 +150,32 @@ def write(tx: Transaction, w: DecisionWrite) -> Written:
     return Written("created", case_id=case_id)
 
 
-def _write_spans(tx: Transaction, w: DecisionWrite) -> None:
+def _pipeline(tx: Transaction) -> contextlib.AbstractContextManager[Any]:
+    """PostgreSQL: the statements inside are sent together and their results read in one round trip
+    (psycopg's pipeline mode: `rowcount` is not known before a fetch, COPY is refused). SQLite:
+    as they come."""
+    return tx.cur.connection.pipeline() if tx.sql.pg else contextlib.nullcontext()
+
+
+def _cursor(tx: Transaction) -> Any:
+    """Another cursor of the transaction's connection, for a result read after more statements."""
+    return tx.cur.connection.cursor()
+
+
+def _place_spans(tx: Transaction, w: DecisionWrite,
+                 found: tuple[int, str | None] | None) -> tuple[int, list[SpanRecord]] | None:
+    """The judge span's parent set from the trace row `found` (seq, root span id); with no trace
+    row the spans are written now, starting one (None returned), else (seq, spans) to insert."""
     if not w.spans:
-        return
-    cur, q = tx.cur, tx.sql.p
-    lock = " FOR UPDATE" if tx.sql.pg else ""  # the root is read as ingest would write it
-    cur.execute(f"SELECT seq, root_span_id FROM traces WHERE project_id = {q} AND trace_id = {q}{lock}",
-                (w.project_id, w.trace_id))
-    found = cur.fetchone()
+        return None
     judge = w.spans[0]
     if found is None:  # the judge span starts a trace row of its own
         judge.parent_span_id = None
         tx.write(Batch(w.project_id, spans=list(w.spans)))
-        return
+        return None
     seq, root = found
     judge.parent_span_id = root if root != judge.span_id else None
-    insert_annotation_spans(cur, tx.sql, w.project_id, seq, w.spans)
+    return seq, w.spans
 
 
 def _cache(tx: Transaction, project_id: int, v: Verdict) -> None:

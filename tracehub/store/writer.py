@@ -77,6 +77,10 @@ BUSY_SHARE = 0.5
 FIRST_SPANS_PER_S = 5_000.0
 # Decision-lane jobs written in one transaction at most.
 LANE_GROUP = 256
+# PostgreSQL's indexer is told of the lane's judge spans once the lane has been quiet this long (or
+# INDEX_EVERY_S after the first): woken after every decision, its steps, ANALYZE and VACUUM checks
+# and their commits ran beside the next decisions on the same two cores and delayed them.
+LANE_INDEX_WAIT_S = INDEX_IDLE_S
 
 T = TypeVar("T")
 
@@ -295,19 +299,27 @@ class Writer:
         index_pending = self._indexer is None  # rows may be left unindexed by an earlier run
         idle_wait = INDEX_IDLE_S
         last_index = time.monotonic()
+        lane_unindexed = 0.0  # PostgreSQL: since when the lane committed rows the indexer was not told of
         while True:
             reconnect_in = self._connected()
             if self._lane:
                 self._write_lane()
-                if self._indexer is not None:  # judge spans are searchable rows too
-                    self._indexer.rows_committed()
-                else:
+                if self._indexer is None:  # judge spans are searchable rows too
                     index_pending = True
+                elif not lane_unindexed:
+                    lane_unindexed = time.monotonic()
+            if lane_unindexed and time.monotonic() - lane_unindexed > INDEX_EVERY_S:
+                self._indexer_told()
+                lane_unindexed = 0.0
             try:
                 job = self._queue.get(timeout=reconnect_in if reconnect_in is not None
-                                      else idle_wait if index_pending else None)
+                                      else idle_wait if index_pending
+                                      else LANE_INDEX_WAIT_S if lane_unindexed else None)
             except queue.Empty:
-                if reconnect_in is not None:
+                if lane_unindexed:
+                    self._indexer_told()
+                    lane_unindexed = 0.0
+                if reconnect_in is not None or not index_pending:
                     continue
                 # Idle: catch the search index up, step by step, looking for work in between.
                 index_pending = self._index(INDEX_STEP_ROWS)
@@ -356,6 +368,7 @@ class Writer:
                 return
             if self._indexer is not None:  # PostgreSQL: indexed beside the writer
                 self._indexer.rows_committed()
+                lane_unindexed = 0.0
                 continue
             index_pending = True
             if not self._queued and not self.busy():
@@ -364,6 +377,10 @@ class Writer:
             elif time.monotonic() - last_index > INDEX_EVERY_S:
                 index_pending = self._index(INDEX_BUSY_STEP_ROWS)
                 last_index = time.monotonic()
+
+    def _indexer_told(self) -> None:
+        if self._indexer is not None:
+            self._indexer.rows_committed()
 
     def _write_lane(self) -> None:
         """The decision lane's waiting jobs, LANE_GROUP at most, in a transaction of their own."""
