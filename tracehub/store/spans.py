@@ -2,8 +2,8 @@
 
 The read model (`readmodel.trace_read_model`) carries every span whole: a 10,000-span trace is
 tens of megabytes of text. `light_spans` reads only what a tree and a waterfall draw (ids,
-parent, name, type, status, times, model, tokens, cost), in start order, a page at a time if
-asked; `one_span` reads a single span as the read model has it (stored row, `span_events`,
+parent, name, type, status, times, model, tokens, cost, LangGraph names), in start order, a page
+at a time if asked; `one_span` reads a single span as the read model has it (stored row, `span_events`,
 `amendments`). Both apply the trace's AMENDMENTs (`tracehub.store.amendment`), so they say what
 the read model says; `graph_spans` gives the read-model rows of the LangGraph spans alone.
 """
@@ -21,7 +21,8 @@ from tracehub.store.queries import _dicts, _trace_spans_query
 from tracehub.store.schema import span_events, spans, traces
 
 LIGHT_COLUMNS = ("span_id", "parent_span_id", "parent_remote", "name", "span_type", "status", "start_ns",
-                 "end_ns", "model", "input_tokens", "output_tokens", "total_tokens", "cost_usd")
+                 "end_ns", "model", "input_tokens", "output_tokens", "total_tokens", "cost_usd",
+                 "graph_name", "node_name", "step")
 
 
 def _trace_seq() -> sa.ScalarSelect[Any]:
