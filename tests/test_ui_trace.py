@@ -23,7 +23,9 @@ from opentelemetry.trace import Status, StatusCode
 
 from conftest import BACKENDS, Project, ServerProcess, browser_session, own_project
 from otlp_helpers import make_span, request_of
+from tracehub.api.traces import tree_and_timeline
 from tracehub.seed import DEFAULT_POLICY
+from tracehub.ui.trace import layout
 
 EMAIL = "kim.minsu@example.com"
 HOSTILE = "<img src=x onerror=\"window.__xss=1\">"
@@ -243,3 +245,75 @@ def test_ten_thousand_spans_in_a_browser(chromium: Any, trace_server: ServerProc
         assert ui.page.inner_text("#tt-count") == "1"
         ui.page.click("button[data-tt=expand]")
         assert ui.page.inner_text("#tt-count") == "10,000"
+
+
+def _tree_nodes(tree: list[dict[str, Any]]) -> dict[str, tuple[str | None, dict[str, Any]]]:
+    """Each node of the API's tree: (its parent's span id, the node)."""
+    found: dict[str, tuple[str | None, dict[str, Any]]] = {}
+    stack: list[tuple[dict[str, Any], str | None]] = [(n, n.get("continued_from")) for n in tree]
+    while stack:
+        node, parent = stack.pop()
+        found[node["span_id"]] = (parent, node)
+        stack.extend((c, node["span_id"]) for c in node["children"])
+    return found
+
+
+def test_layout_is_the_apis_tree() -> None:
+    """The page's flattened tree has the API's tops, parents, depths and marks (cycles, remote and
+    missing parents, the nesting cut), every span once; repeated siblings become a group row."""
+    rows: list[dict[str, Any]] = []
+
+    def span(span_id: str, parent: str | None, name: str = "op", remote: bool = False, end: bool = True) -> None:
+        start = 1_000 + len(rows)
+        rows.append({"span_id": span_id, "parent_span_id": parent, "parent_remote": remote, "name": name,
+                     "span_type": "span", "status": "success", "start_ns": start, "end_ns": start + 5 if end else None,
+                     "total_tokens": None})
+
+    span("root", None)
+    for i in range(250):  # a chain: cut at 100 and 200 levels
+        span(f"c{i}", "root" if i == 0 else f"c{i - 1}")
+    for i in range(7):
+        span(f"r{i}", "root", name="retrieve")
+    span("a", "b")  # a two-span cycle, with a child
+    span("b", "a")
+    span("a1", "a")
+    span("self", "self")
+    span("remote", "ffff", remote=True)
+    span("missing", "eeee", end=False)
+    trace = {"start_ns": 1_000, "end_ns": 2_000, "root_span_id": "root"}
+    tree, _ = tree_and_timeline(rows, 1_000)
+    expected = _tree_nodes(tree)
+    out = layout(rows, trace)["rows"]
+    spans_out = [r for r in out if r[0]]
+    assert sorted(r[0] for r in spans_out) == sorted(r["span_id"] for r in rows)
+
+    def span_parent(at: int) -> int:
+        at = out[at][11]
+        while at >= 0 and not out[at][0]:
+            at = out[at][11]
+        return at
+
+    def depth(at: int) -> int:
+        d = 0
+        while (at := span_parent(at)) >= 0:
+            d += 1
+        return d
+
+    marks = {"parent_remote": 16, "parent_not_received": 32, "cycle": 64, "continued_from": 128}
+    for at, row in enumerate(out):
+        if not row[0]:
+            continue
+        parent, node = expected[row[0]]
+        up = span_parent(at)
+        assert (out[up][0] if up >= 0 else None) == parent, row[0]
+        assert depth(at) == node["depth"], row[0]
+        for mark, bit in marks.items():
+            assert bool(row[8] & bit) == bool(node.get(mark)), (row[0], mark)
+        assert out[row[9] - 1] is row or row[9] > at  # a subtree ends after its row
+    [group] = [r for r in out if r[8] & 256]
+    assert (group[1], group[10]) == ("retrieve", 7)
+    assert all(out[out.index(group) + 1 + i][1] == "retrieve" for i in range(7))
+    [still_open] = [r for r in out if r[0] == "missing"]
+    assert still_open[8] & 2 and still_open[6] is None
+    # The critical path: the root, then the child that ends last (the last retrieval).
+    assert [r[0] for r in out if r[8] & 8 and r[0]] == ["root", "r6"]

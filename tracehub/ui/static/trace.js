@@ -334,4 +334,5 @@
     el.style.left = el.dataset.pct + "%";
   });
   root.dataset.ready = "1";
+  if (window.performance && performance.mark) performance.mark("tracehub:trace-ready");  // bench/ui.py
 })();
