@@ -158,6 +158,8 @@ def test_list_detail_ack_and_resolve_over_http(cases_server: ServerProcess, proj
     assert "&lt;script&gt;alert(&#39;note&#39;)&lt;/script&gt; 고객에게 안내함" in shown and "<script>alert" not in shown
     twice = client.post(f"/cases/{case_id}/resolve", data={"csrf_token": token, "note": "again"})
     assert twice.status_code == 409 and "cannot be resolved again" in twice.text
+    korean = client.post(f"/cases/{case_id}/resolve", data={"csrf_token": token}, headers={"accept-language": "ko"})
+    assert korean.status_code == 409 and "이 케이스는 해결됨 상태라 다시 해결 처리할 수 없습니다." in korean.text
     assert project.client.get(f"/api/v1/cases/{case_id}").json()["note"] == note  # the refused move wrote nothing
 
     # Straight from open to resolved, as the API allows.

@@ -129,6 +129,8 @@ def test_policy_pages_over_http(policy_server: ServerProcess, project: Project) 
     assert row and '<td class="num count">1</td>' in row.group(1)
     assert f'href="/traces/{changed[0]["sample_trace_ids"][0]}"' in row.group(1)
     assert client.get(f"/policies/{policy_id}/backtest", params={"version": 2, "last_hours": 0}).status_code == 400
+    korean = client.get(f"/policies/{policy_id}/backtest", params={"version": 2}, headers={"accept-language": "ko"})
+    assert korean.status_code == 200 and "변경 후(이 버전)" in korean.text and "변경 예정: 1" in korean.text
 
     activated = client.post(f"/policies/{policy_id}/activate", data={"csrf_token": token, "version": "2"})
     assert activated.status_code == 303
