@@ -29,6 +29,7 @@ from tracehub.ui.trace import layout
 
 EMAIL = "kim.minsu@example.com"
 HOSTILE = "<img src=x onerror=\"window.__xss=1\">"
+HOSTILE_NAME = "</script><script>window.__xss=2</script><!--"
 RETRIEVES = 6
 
 
@@ -76,13 +77,15 @@ def agent(trace_server: ServerProcess, project: Project) -> dict[str, Any]:
                 pass
         with tracer.start_as_current_span("lookup") as failing:
             failing.set_status(Status(StatusCode.ERROR, "tool timed out"))
+        with tracer.start_as_current_span(HOSTILE_NAME):
+            pass
         with tracer.start_as_current_span("plan"):
             with tracer.start_as_current_span("think"):
                 time.sleep(0.01)
         root.set_attribute("output.value", "Noted, we will call you.")
         trace_id = format(root.get_span_context().trace_id, "032x")
     provider.shutdown()
-    detail = _wait(project, trace_id, 4 + RETRIEVES + 1)
+    detail = _wait(project, trace_id, 5 + RETRIEVES + 1)
     decided = project.client.post("/api/v1/decide", json={"trace_id": trace_id})
     assert decided.status_code == 201, decided.text
     detail = project.client.get(f"/api/v1/traces/{trace_id}").json()
@@ -116,7 +119,9 @@ def test_page_panel_and_errors_over_http(trace_server: ServerProcess, project: P
     assert "agent.request" in page and "ESCALATE" in page and "PII_DETECTED" in page and "default-safety" in page
     assert 'href="/sessions?session_id=sess-7"' in page and "user-7" in page and "gpt-4o-mini" in page
     assert EMAIL not in page  # signals are masked; texts are only in a span's panel
+    assert HOSTILE_NAME not in page  # the data island ends only where the page ends it
     rows = island(page)["rows"]
+    assert HOSTILE_NAME in [row[1] for row in rows]
     ids = [row[0] for row in rows if row[0]]
     assert sorted(ids) == sorted(s["span_id"] for s in agent["detail"]["spans"])  # every span, once
     [group] = [row for row in rows if row[8] & 256]
@@ -165,6 +170,7 @@ def test_tree_panel_jumps_and_decision_in_a_browser(chromium: Any, trace_server:
         shown = _rows(ui)
         assert shown[0] == "agent.request" and f"retrieve ×{RETRIEVES}" in shown and "retrieve" not in shown
         assert "think" in shown and ui.page.inner_text("#tt-count") == str(len(shown))
+        assert HOSTILE_NAME in shown and ui.page.evaluate("window.__xss") is None
         # The group of repeated siblings opens; the root collapses and expands.
         ui.page.click(f".tt-row.group:has-text('retrieve ×{RETRIEVES}')")
         assert _rows(ui).count("retrieve") == RETRIEVES

@@ -15,6 +15,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+import orjson
+from markupsafe import Markup
+
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -97,7 +100,8 @@ def layout(rows: list[dict[str, Any]], trace: dict[str, Any]) -> dict[str, Any]:
                  | (JUDGE if r["span_type"] == "judge" else 0) | (CRITICAL if i in critical else 0)
                  | (CONTINUED if depth and depth % TREE_NESTING == 0 else 0))
         return [r["span_id"], r["name"][:NAME_CHARS], r["span_type"], r["status"], level,
-                (r["start_ns"] - base) / 1e6, None if end is None else max(0, end - r["start_ns"]) / 1e6,
+                round((r["start_ns"] - base) / 1e6, 3),
+                None if end is None else round(max(0, end - r["start_ns"]) / 1e6, 3),
                 r["total_tokens"] or 0, flags, 0, 0, parent]
 
     def grow(top: int, marks: int) -> None:
@@ -170,6 +174,15 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def script_json(value: Any) -> Markup:
+    """JSON for a `<script type="application/json">` data island, escaped as Jinja's `|tojson`
+    escapes (no `<`, `>`, `&` or `'` left, so no text can end the element); encoded by orjson,
+    as the standard encoder took ~100 ms of a 10,000-span page."""
+    text = orjson.dumps(value).decode()
+    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+                  .replace("'", "\\u0027"))
+
+
 def _ticks(total_ms: float) -> list[tuple[float, float]]:
     """The time axis: (percent, ms) at fifths of the trace."""
     return [(i * 20.0, total_ms * i / 5) for i in range(6)]
@@ -231,7 +244,7 @@ class Pages:
             rows_flags = [row[8] for row in island["rows"]]
             return self.ui.page(request, viewer, "trace.html", {
                 "trace": trace_view(trace),
-                "island": island,
+                "island": script_json(island),
                 "ticks": _ticks(island["total_ms"]),
                 "counts": {"errors": sum(1 for f in rows_flags if f & ERROR and not f & GROUP),
                            "judges": sum(1 for f in rows_flags if f & JUDGE and not f & GROUP),
