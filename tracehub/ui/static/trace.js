@@ -8,6 +8,7 @@
   var root = document.getElementById("tt");
   var island = document.getElementById("spans");
   if (!root || !island) return;
+  if (window.performance && performance.mark) performance.mark("tracehub:trace-start");
 
   var ID = 0, NAME = 1, TYPE = 2, STATUS = 3, LEVEL = 4, START = 5, DUR = 6, TOKENS = 7, FLAGS = 8,
       END = 9, COUNT = 10, PARENT = 11;
