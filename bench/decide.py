@@ -14,6 +14,10 @@ writer's decision lane), then the same again (cache hits). Target: p50 under 5 m
     .venv/bin/python bench/decide.py                     # 5,000 in process, 300 over HTTP
     .venv/bin/python bench/decide.py --calls 20000 --requests 1000
     .venv/bin/python bench/decide.py --database-url postgresql+psycopg://postgres@127.0.0.1/bench
+    .venv/bin/python bench/decide.py --calls 0 --requests 0 --backtest 5000 --decided yes
+
+Backtest: that many traces stored (`--decided yes`: decided automatically as they come, so their
+signals are stored with the decisions), then two pairs of policies replayed over them.
 """
 
 from __future__ import annotations
