@@ -189,7 +189,7 @@ def stored_trace_ids(conn: sa.Connection, project_id: int, trace_ids: list[str])
     ).scalars())
 
 
-RECENT_VALUES_SCAN = 2000  # newest traces whose distinct values the UI's filters suggest
+RECENT_VALUES_SCAN = 500  # newest traces whose distinct values the UI's filters suggest
 
 
 def recent_values(conn: sa.Connection, project_id: int, columns: Sequence[str],
@@ -207,44 +207,72 @@ def recent_values(conn: sa.Connection, project_id: int, columns: Sequence[str],
     return {name: sorted(values) for name, values in found.items()}
 
 
+SESSIONS_WALK_MAX = 20_000  # traces read at a time while walking for sessions
+
+
 def list_sessions(conn: sa.Connection, project_id: int, start_after_ns: int | None, page: int,
-                  page_size: int, user_id: str | None = None) -> tuple[list[dict[str, Any]], int]:
-    """Sessions (traces sharing a session_id) newest activity first: the page's session ids, then
-    their totals, so only that page's traces are summed. Each row: session_id, trace_count,
-    first_ns, last_ns, input_tokens, output_tokens, cost_usd, error_count, user_count, user_id
-    (one of its users)."""
+                  page_size: int, user_id: str | None = None) -> tuple[list[dict[str, Any]], bool]:
+    """Sessions (traces sharing a session_id) latest activity first, and whether more follow.
+
+    The page's session ids come from walking the traces newest first (the start index, in
+    batches) until the page is full: grouping every trace by session to sort the groups took
+    0.5-2 s over 100,000 traces on SQLite. Then only those sessions' traces are summed. Each row:
+    session_id, trace_count, first_ns, last_ns, input_tokens, output_tokens, cost_usd,
+    error_count, user_count, user_id (one of its users); over the traces that pass the filters.
+    """
     t = traces.c
     conds: list[sa.ColumnElement[bool]] = [t.project_id == project_id, t.session_id.is_not(None)]
     if start_after_ns is not None:
         conds.append(t.start_ns >= start_after_ns)
     if user_id is not None:
         conds.append(t.user_id == user_id)
-    total = conn.execute(sa.select(sa.func.count(sa.distinct(t.session_id))).where(*conds)).scalar_one()
-    last = sa.func.max(t.start_ns)
-    ids = list(conn.execute(
-        sa.select(t.session_id).where(*conds).group_by(t.session_id)
-        .order_by(last.desc(), t.session_id).limit(page_size).offset((page - 1) * page_size)).scalars())
+    wanted = page * page_size + 1  # one more tells whether a next page exists
+    found: dict[str, None] = {}
+    after: tuple[int, str] | None = None
+    batch = min(max(4 * wanted, 200), SESSIONS_WALK_MAX)
+    while len(found) < wanted:
+        walk = sa.select(t.session_id, t.start_ns, t.trace_id).where(*conds)
+        if after is not None:
+            walk = walk.where(sa.or_(t.start_ns < after[0], sa.and_(t.start_ns == after[0], t.trace_id < after[1])))
+        newest = conn.execute(walk.order_by(t.start_ns.desc(), t.trace_id.desc()).limit(batch)).all()
+        for session_id, _, _ in newest:
+            found.setdefault(session_id, None)
+        if len(newest) < batch:
+            break
+        after = (newest[-1][1], newest[-1][2])
+        batch = min(batch * 2, SESSIONS_WALK_MAX)
+    ordered = list(found)
+    ids = ordered[(page - 1) * page_size:page * page_size]
+    more = len(ordered) > page * page_size
     if not ids:
-        return [], int(total)
+        return [], more
+    # The same filters, the time not as an index range: given one, SQLite read the window's
+    # traces by the start index instead of these sessions' by the session index.
+    totals = [t.project_id == project_id]
+    if start_after_ns is not None:
+        totals.append(t.start_ns + 0 >= start_after_ns)
+    if user_id is not None:
+        totals.append(t.user_id == user_id)
     rows = _dicts(conn.execute(
         sa.select(
             t.session_id,
             sa.func.count().label("trace_count"),
             sa.func.min(t.start_ns).label("first_ns"),
-            last.label("last_ns"),
+            sa.func.max(t.start_ns).label("last_ns"),
             sa.func.sum(t.input_tokens).label("input_tokens"),
             sa.func.sum(t.output_tokens).label("output_tokens"),
             sa.func.sum(t.cost_usd).label("cost_usd"),
             sa.func.sum(sa.case((t.status == "error", 1), else_=0)).label("error_count"),
             sa.func.count(sa.distinct(t.user_id)).label("user_count"),
             sa.func.min(t.user_id).label("user_id"),
-        ).where(*conds, t.session_id.in_(ids)).group_by(t.session_id)))
+        ).where(*totals, t.session_id.in_(ids)).group_by(t.session_id)))
     for row in rows:  # SUM over BIGINT is NUMERIC on PostgreSQL
         for key in ("trace_count", "input_tokens", "output_tokens", "error_count", "user_count"):
             row[key] = int(row[key] or 0)
         row["cost_usd"] = float(row["cost_usd"] or 0.0)
-    rows.sort(key=lambda r: (r["last_ns"], r["session_id"]), reverse=True)
-    return rows, int(total)
+    rank = {session_id: i for i, session_id in enumerate(ids)}
+    rows.sort(key=lambda r: rank[r["session_id"]])
+    return rows, more
 
 
 SESSION_TURNS_LIMIT = 500
@@ -259,5 +287,7 @@ def session_traces(conn: sa.Connection, project_id: int, session_id: str, cutoff
     total = conn.execute(sa.select(sa.func.count()).select_from(traces).where(where)).scalar_one()
     rows = _dicts(conn.execute(
         sa.select(*_trace_columns([t.input_text, t.output_text])).where(where)
-        .order_by(t.start_ns, t.trace_id).limit(limit), {CUTOFF.key: cutoff_ns}))
+        # `+ 0`: ordered by the start index, SQLite walked every trace of the project to find the
+        # session's few (0.4 s of 100,000); this way it reads them by the session index and sorts.
+        .order_by(t.start_ns + 0, t.trace_id).limit(limit), {CUTOFF.key: cutoff_ns}))
     return rows, int(total)

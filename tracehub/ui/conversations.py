@@ -2,7 +2,8 @@
 
 - `/sessions`: sessions (traces sharing a `session_id`), latest activity first, each with its trace
   count, first and last start, tokens, cost, errors and users (`queries.list_sessions`: the page's
-  ids, then their totals). `?session_id=X` opens that session.
+  ids walking the newest traces, then their totals), paged by Previous / Next: counting every
+  session would cost what the walk saves. `?session_id=X` opens that session.
 - `/sessions/{session_id}`: the conversation turn by turn: each trace's input as the user's turn
   and its output as the assistant's, in start order, each with its trace's link, status, latency
   and decision (`queries.session_traces`, one read).
@@ -60,11 +61,10 @@ class Pages:
 
         def run() -> Response:
             with self.ui.hub.reads.connect() as conn:
-                rows, total = queries.list_sessions(conn, viewer.project_id, since, page, page_size, user_id)
+                rows, more = queries.list_sessions(conn, viewer.project_id, since, page, page_size, user_id)
             return self.ui.page(request, viewer, "sessions.html", {
-                "sessions": rows, "total": total, "page": page, "page_size": page_size,
-                "pages": max(1, -(-total // page_size)), "hours": hours, "session_hours": SESSION_HOURS,
-                "user_id": user_id or "", "session": None})
+                "sessions": rows, "more": more, "page": page, "page_size": page_size, "hours": hours,
+                "session_hours": SESSION_HOURS, "user_id": user_id or "", "session": None})
 
         return await run_in_threadpool(run)
 
