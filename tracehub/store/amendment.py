@@ -9,6 +9,7 @@ client's free-form object: a value of the wrong kind is ignored, by both.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Callable
 
@@ -58,3 +59,19 @@ def apply_patch(values: dict[str, Any], patch: Any) -> None:
 def patch_of(payload: Any) -> Any:
     """The patch of an AMENDMENT's payload."""
     return payload.get("patch") if isinstance(payload, dict) else None
+
+
+def merge_events(span: dict[str, Any], own: list[dict[str, Any]]) -> None:
+    """A stored span as readers see it: its events (`span_events`, time order) and, of those, its
+    `amendments`, applied over it; an amendment of attributes merges key by key, and `attributes`
+    is then a dict, else the stored text."""
+    span["span_events"] = own
+    amendments = span["amendments"] = [e for e in own if e["event_type"] == EVENT_TYPE] if own else []
+    for event in amendments:
+        patch = patch_of(event["payload"])
+        apply_patch(span, patch)
+        if isinstance(patch, dict) and isinstance(patch.get("attributes"), dict):
+            stored = span["attributes"]
+            # Not orjson: it reads integers beyond 64 bits (JSON clients send them) as floats.
+            span["attributes"] = {**(json.loads(stored) if isinstance(stored, str) else stored),
+                                  **patch["attributes"]}

@@ -7,7 +7,6 @@ Nothing here writes.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,16 +49,7 @@ def trace_read_model(conn: sa.Connection, project_id: int, trace_id: str, cutoff
     for event in events:
         by_span.setdefault(event["span_id"], []).append(event)
     for span in rows:
-        own = span["span_events"] = by_span.get(span["span_id"], [])
-        amendments = span["amendments"] = [e for e in own if e["event_type"] == amendment.EVENT_TYPE] if own else []
-        for event in amendments:
-            patch = amendment.patch_of(event["payload"])
-            amendment.apply_patch(span, patch)
-            if isinstance(patch, dict) and isinstance(patch.get("attributes"), dict):
-                stored = span["attributes"]
-                # Not orjson: it reads integers beyond 64 bits (JSON clients send them) as floats.
-                span["attributes"] = {**(json.loads(stored) if isinstance(stored, str) else stored),
-                                      **patch["attributes"]}
+        amendment.merge_events(span, by_span.get(span["span_id"], []))
     return TraceModel(trace, rows, by_span.get(None, []), evals,
                       decisions.trace_decision_rows(conn, project_id, trace_id),
                       decisions.trace_judge_runs(conn, project_id, trace_id))

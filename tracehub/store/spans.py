@@ -93,15 +93,7 @@ def _merge(conn: sa.Connection, project_id: int, trace_id: str, rows: list[dict[
             event["payload"] = json.loads(event["payload"])
         by_span.setdefault(event["span_id"], []).append(event)
     for span in rows:
-        own = span["span_events"] = by_span.get(span["span_id"], [])
-        span["amendments"] = [e for e in own if e["event_type"] == amendment.EVENT_TYPE]
-        for event in span["amendments"]:
-            patch = amendment.patch_of(event["payload"])
-            amendment.apply_patch(span, patch)
-            if isinstance(patch, dict) and isinstance(patch.get("attributes"), dict):
-                stored = span["attributes"]
-                span["attributes"] = {**(json.loads(stored) if isinstance(stored, str) else stored),
-                                      **patch["attributes"]}
+        amendment.merge_events(span, by_span.get(span["span_id"], []))
 
 
 @functools.cache
