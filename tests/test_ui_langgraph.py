@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypedDict
 
-from conftest import ServerProcess, own_project
+from conftest import ServerProcess, browser_session, own_project
 from fixture_otlp import capture_to_trace_request
 from tracehub.collector import otlp
 from tracehub.store.readmodel import trace_read_model
@@ -141,7 +141,8 @@ def _graph() -> Any:
     return outer.compile(name="outer_graph")
 
 
-def test_instrumented_langgraph_run_through_a_server(server_factory: Callable[..., ServerProcess]) -> None:
+def test_instrumented_langgraph_run_through_a_server(server_factory: Callable[..., ServerProcess],
+                                                     chromium: Any) -> None:
     from llm_trace_hub.langgraph import LangGraphInstrumentor
     from llm_trace_hub.provider import build_tracer_provider
     from llm_trace_hub.settings import HubSettings
@@ -163,6 +164,13 @@ def test_instrumented_langgraph_run_through_a_server(server_factory: Callable[..
         server.wait_trace(trace_id, 12, client=project.client)
         with project.engine.connect() as conn:
             model = trace_read_model(conn, project.id, trace_id, time.time_ns())
+        # The trace page loads the panel when it scrolls into view.
+        with browser_session(chromium, server, project.key) as ui:
+            ui.goto(f"/traces/{trace_id}")
+            ui.page.locator("[data-langgraph]").scroll_into_view_if_needed()
+            ui.page.wait_for_selector("[data-langgraph] svg[role=img]")
+            assert ui.page.locator("[data-langgraph] .lg-subrun").count() == 2
+            ui.shot("trace-langgraph")
     assert model is not None
     [run] = graph.langgraph_runs(model.spans)
     assert run.graph_name == "outer_graph"

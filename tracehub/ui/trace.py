@@ -29,6 +29,7 @@ from tracehub.api.params import normalize_id
 from tracehub.api.traces import TREE_NESTING, decision_view, eval_view, judge_run_view, span_view, trace_view
 from tracehub.store import decisions, queries
 from tracehub.store import spans as span_store
+from tracehub.ui import graph, messages
 from tracehub.ui.render import N_
 
 if TYPE_CHECKING:
@@ -194,7 +195,8 @@ class Pages:
 
     def routes(self) -> list[Route]:
         return [Route("/traces/{trace_id}", self.index, methods=["GET"]),
-                Route("/traces/{trace_id}/spans/{span_id}", self.span, methods=["GET"])]
+                Route("/traces/{trace_id}/spans/{span_id}", self.span, methods=["GET"]),
+                Route("/traces/{trace_id}/langgraph", self.langgraph, methods=["GET"])]
 
     def _ids(self, request: Request, span: str | None) -> tuple[str, str | None]:
         try:
@@ -208,11 +210,7 @@ class Pages:
         row = span_store.one_span(conn, project_id, trace_id, span_id)
         if row is None:
             return None
-        try:
-            from tracehub.ui import messages
-            chat = messages.chat(row)
-        except ImportError:
-            chat = None
+        chat = messages.chat(row)
         view = span_view(row)
         plain = {name: _json(row[name]) for name in ("attributes", "resource", "scope", "links")}
         events = [e for e in view["events"] if e["event_type"] != "AMENDMENT"]
@@ -228,14 +226,6 @@ class Pages:
                 if trace is None:
                     raise HTTPException(404, self.ui.gettext(request, N_("No such trace in this project.")))
                 rows = span_store.light_spans(conn, viewer.project_id, trace_id)
-                runs: list[Any] = []
-                if any(r["node_name"] for r in rows):
-                    full = {r["span_id"]: r for r in span_store.graph_spans(conn, viewer.project_id, trace_id)}
-                    try:
-                        from tracehub.ui import graph
-                        runs = graph.langgraph_runs([full.get(r["span_id"], r) for r in rows])
-                    except ImportError:
-                        runs = []
                 evals = queries.trace_evals(conn, viewer.project_id, trace_id)
                 decision_rows = decisions.trace_decision_rows(conn, viewer.project_id, trace_id)
                 judge_runs = decisions.trace_judge_runs(conn, viewer.project_id, trace_id)
@@ -249,7 +239,7 @@ class Pages:
                 "counts": {"errors": sum(1 for f in rows_flags if f & ERROR and not f & GROUP),
                            "judges": sum(1 for f in rows_flags if f & JUDGE and not f & GROUP),
                            "open": sum(1 for f in rows_flags if f & OPEN and not f & GROUP)},
-                "runs": runs,
+                "has_graph": any(r["node_name"] for r in rows),
                 "evals": [eval_view(e) for e in evals],
                 "decisions": [decision_view(d) for d in decision_rows],
                 "judge_runs": [judge_run_view(j) for j in judge_runs],
@@ -273,5 +263,20 @@ class Pages:
             if context is None:
                 raise HTTPException(404, self.ui.gettext(request, N_("No such span in this trace.")))
             return self.ui.page(request, viewer, "_span_panel.html", context)
+
+        return await run_in_threadpool(run)
+
+    async def langgraph(self, request: Request) -> Response:
+        """The LangGraph panel, a fragment the page loads when it comes into view: a long agent run's
+        node states are the heaviest part of a trace and no part of its tree."""
+        viewer = await self.ui.viewer(request)
+        trace_id, _ = self._ids(request, None)
+
+        def run() -> Response:
+            with self.ui.hub.reads.connect() as conn:
+                rows = span_store.light_spans(conn, viewer.project_id, trace_id)
+                full = {r["span_id"]: r for r in span_store.graph_spans(conn, viewer.project_id, trace_id)}
+            return self.ui.page(request, viewer, "_langgraph.html",
+                                {"runs": graph.langgraph_runs([full.get(r["span_id"], r) for r in rows])})
 
         return await run_in_threadpool(run)
