@@ -61,6 +61,13 @@ def get_case(conn: sa.Connection, project_id: int, case_id: str) -> dict[str, An
     return dict(row) if row else None
 
 
+def decision_actions(conn: sa.Connection, project_id: int, decision_ids: list[str]) -> dict[str, str]:
+    """decision id -> action, for a page of cases (at most a page's worth of ids)."""
+    d = trace_decisions.c
+    return dict(conn.execute(sa.select(d.decision_id, d.action).where(
+        d.project_id == project_id, d.decision_id.in_(decision_ids))).tuples().all()) if decision_ids else {}
+
+
 def get_decision(conn: sa.Connection, project_id: int, decision_id: str) -> dict[str, Any] | None:
     row = conn.execute(sa.select(trace_decisions).where(
         trace_decisions.c.project_id == project_id,

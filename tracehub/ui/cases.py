@@ -83,10 +83,8 @@ class Pages:
         def run() -> Response:
             with self.ui.hub.reads.connect() as conn:
                 rows, total = store.list_cases(conn, viewer.project_id, f, page, PAGE_SIZE)
-                decisions = {r["decision_id"]: store.get_decision(conn, viewer.project_id, r["decision_id"])
-                             for r in rows}
-            items = [{**api.case_view(r), "action": (decisions[r["decision_id"]] or {}).get("action")}
-                     for r in rows]
+                actions = store.decision_actions(conn, viewer.project_id, [r["decision_id"] for r in rows])
+            items = [{**api.case_view(r), "action": actions.get(r["decision_id"])} for r in rows]
             return self.ui.page(request, viewer, "cases.html", {
                 "cases": items, "total": total, "page": page, "pages": max(1, -(-total // PAGE_SIZE)),
                 "filters": f, "statuses": store.CASE_STATUSES, "severities": api.SEVERITIES,
