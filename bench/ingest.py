@@ -1085,16 +1085,16 @@ def stored_spans(api_url: str, key: str, env: str, workers: int) -> tuple[int, i
 
 
 def get_times(api_url: str, paths: list[str], key: str, n: int,
-              timeout: float = 30) -> list[float] | None:
+              timeout: float = 30, headers: dict[str, str] | None = None) -> list[float] | None:
     """Seconds of n sequential GETs cycling over `paths` (each fetched once first, untimed) on
-    one keep-alive connection; None if one is not answered 200."""
+    one keep-alive connection, with `key` or else `headers`; None if one is not answered 200."""
     u = urllib.parse.urlsplit(api_url)
     conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port or 80, timeout=timeout)
     times = []
     try:
         for k in range(n + len(paths)):
             t = time.perf_counter()
-            conn.request("GET", paths[k % len(paths)], headers={"x-api-key": key})
+            conn.request("GET", paths[k % len(paths)], headers={"x-api-key": key} if key else headers or {})
             resp = conn.getresponse()
             resp.read()
             if resp.status != 200:
