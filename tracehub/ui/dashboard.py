@@ -171,7 +171,7 @@ class Pages:
             return numbers.format_decimal(round(v, 1), locale=lang)
 
         def ms(v: float) -> str:
-            return f"{v / 1000:.1f} s" if v >= 10_000 else f"{v:.0f} ms"
+            return f"{v / 1000:g} s" if v >= 1000 else f"{v:.0f} ms"  # fits the axis' margin
 
         def usd(v: float) -> str:
             return f"${v:.4f}" if 0 < v < 1 else f"${v:,.2f}"
