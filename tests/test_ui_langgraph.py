@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -171,6 +172,25 @@ def test_instrumented_langgraph_run_through_a_server(server_factory: Callable[..
             ui.page.wait_for_selector("[data-langgraph] svg[role=img]")
             assert ui.page.locator("[data-langgraph] .lg-subrun").count() == 2
             ui.shot("trace-langgraph")
+        # The JSON API's run (the spec's body): `parent_node_id` names the node a step came from.
+        body = {"trace_id": secrets.token_hex(16), "run_id": "lg-run-001", "graph_name": "agent_router",
+                "status": "success", "start_time": "2026-02-07T10:00:00Z", "end_time": "2026-02-07T10:00:04Z",
+                "nodes": [{"node_id": "plan", "node_name": "planner", "node_type": "router",
+                           "start_time": "2026-02-07T10:00:00Z", "end_time": "2026-02-07T10:00:01Z"},
+                          {"node_id": "retrieve", "node_name": "retrieval", "node_type": "tool",
+                           "parent_node_id": "plan", "start_time": "2026-02-07T10:00:01Z",
+                           "end_time": "2026-02-07T10:00:03Z"},
+                          {"node_id": "tool-call", "node_name": "search", "node_type": "tool",
+                           "parent_node_id": "retrieve", "start_time": "2026-02-07T10:00:01.5Z",
+                           "end_time": "2026-02-07T10:00:02Z"}]}
+        assert project.client.post("/api/v1/ingest/langgraph-runs", json=body).status_code == 200
+        with project.engine.connect() as conn:
+            posted = trace_read_model(conn, project.id, body["trace_id"], time.time_ns())
+    assert posted is not None
+    [steps] = graph.langgraph_runs(posted.spans)
+    assert steps.graph_name == "agent_router" and [n.name for n in steps.nodes] == ["planner", "retrieval"]
+    assert [r.graph_name for r in steps.nodes[1].subgraphs] == ["retrieval"]  # it ran inside retrieval
+    assert [n.name for n in steps.nodes[1].subgraphs[0].nodes] == ["search"] and not steps.nodes[0].subgraphs
     assert model is not None
     [run] = graph.langgraph_runs(model.spans)
     assert run.graph_name == "outer_graph"

@@ -12,7 +12,8 @@ collector/semconv.py for how graph_name / node_name / step are read):
   instrumentation's and the JSON API's run span, OpenInference's graph root, Traceloop's
   `<graph>.workflow`). When another node comes first on the way up (OpenInference names no graph
   on a subgraph's span; the JSON API nests nodes under nodes), the subgraph's run is the span just
-  below that node, named after it;
+  below that node, named after it; but a node that started after its parent node ended is the
+  next step of the parent's run (the JSON API's `parent_node_id` names where a node came from);
 - runs without nodes are left out (Traceloop puts the workflow name on every span).
 
 The SVG: each distinct node a box, in order of first execution, laid out in layers (nodes first run
@@ -70,6 +71,13 @@ def _is_node(span: dict[str, Any]) -> bool:
     return bool(node) and (span.get("span_type") == "node" or span.get("name") == node)
 
 
+def _follows(node: dict[str, Any], parent: dict[str, Any]) -> bool:
+    """A node started once its parent node had ended: the JSON API's `parent_node_id` names the
+    node a run came from (an edge of the graph), not one it ran inside."""
+    start, end = node.get("start_ns"), parent.get("end_ns")
+    return isinstance(start, int) and isinstance(end, int) and start >= end
+
+
 def _runs(spans: list[dict[str, Any]]) -> list[GraphRun]:
     by_id = {s["span_id"]: s for s in spans if isinstance(s, dict) and s.get("span_id")}
     runs: dict[str, GraphRun] = {}
@@ -84,6 +92,10 @@ def _runs(spans: list[dict[str, Any]]) -> list[GraphRun]:
             seen.add(current)
             span = by_id[current]
             if _is_node(span):
+                if below == span_id and _follows(by_id[below], span):  # a step after it, in its run
+                    below = span_id = current
+                    current = span.get("parent_span_id")
+                    continue
                 if below == span_id:  # nodes right under a node: that node's subgraph
                     return current + ":sub", current, current
                 return below, below, current  # a subgraph whose span names no graph
