@@ -12,11 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypedDict
 
-from conftest import ServerProcess, browser_session, own_project
+from conftest import ServerProcess, browser_session, own_project, ui_client
 from fixture_otlp import capture_to_trace_request
 from tracehub.collector import otlp
 from tracehub.store.readmodel import trace_read_model
 from tracehub.ui import graph
+from tracehub.ui.trace import GRAPH_AUTO_NODES
 from tracehub.ui.render import Templates
 
 FIXTURES = Path(__file__).parent / "fixtures" / "otel-captures"
@@ -186,6 +187,18 @@ def test_instrumented_langgraph_run_through_a_server(server_factory: Callable[..
         assert project.client.post("/api/v1/ingest/langgraph-runs", json=body).status_code == 200
         with project.engine.connect() as conn:
             posted = trace_read_model(conn, project.id, body["trace_id"], time.time_ns())
+        # A long run's panel waits to be asked for: its states would hold the tree back.
+        long_run = {**body, "trace_id": secrets.token_hex(16), "nodes": [
+            {"node_id": f"n{i}", "node_name": "agent", "start_time": f"2026-02-07T10:00:{i % 60:02d}.{i:03d}Z",
+             "end_time": f"2026-02-07T10:00:{i % 60:02d}.{i + 1:03d}Z"} for i in range(GRAPH_AUTO_NODES + 1)]}
+        assert project.client.post("/api/v1/ingest/langgraph-runs", json=long_run).status_code == 200
+        client = ui_client(server, project.key)
+        short_page = client.get(f"/traces/{body['trace_id']}").text
+        long_page = client.get(f"/traces/{long_run['trace_id']}").text
+        assert 'hx-trigger="revealed"' in short_page and 'hx-trigger="revealed"' not in long_page
+        assert f"({GRAPH_AUTO_NODES + 1} node executions)" in long_page
+        panel = client.get(f"/traces/{long_run['trace_id']}/langgraph").text
+        assert panel.count('<li class="lg-step') == GRAPH_AUTO_NODES + 1
     assert posted is not None
     [steps] = graph.langgraph_runs(posted.spans)
     assert steps.graph_name == "agent_router" and [n.name for n in steps.nodes] == ["planner", "retrieval"]

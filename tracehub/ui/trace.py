@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 GROUP_MIN = 5  # siblings of one name and type shown as a group row from this many on
 NAME_CHARS = 300  # of a span's name in the data island; the panel shows it whole
+# LangGraph runs of up to this many node spans load as the panel scrolls into view; longer ones on
+# request, as their states would take the server and the browser from the tree.
+GRAPH_AUTO_NODES = 300
 
 # Flags of a row in the data island (trace.js reads the same bits).
 ERROR, OPEN, JUDGE, CRITICAL, REMOTE, MISSING, CYCLE, CONTINUED, GROUP = (1 << i for i in range(9))
@@ -239,7 +242,8 @@ class Pages:
                 "counts": {"errors": sum(1 for f in rows_flags if f & ERROR and not f & GROUP),
                            "judges": sum(1 for f in rows_flags if f & JUDGE and not f & GROUP),
                            "open": sum(1 for f in rows_flags if f & OPEN and not f & GROUP)},
-                "has_graph": any(r["node_name"] for r in rows),
+                "graph_nodes": sum(1 for r in rows if r["node_name"]),
+                "graph_auto": GRAPH_AUTO_NODES,
                 "evals": [eval_view(e) for e in evals],
                 "decisions": [decision_view(d) for d in decision_rows],
                 "judge_runs": [judge_run_view(j) for j in judge_runs],
