@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -261,6 +262,30 @@ def own_project(server: ServerProcess, prefix: str, auto_decide: bool = True) ->
         client.close()
         engine.dispose()
 
+
+
+def ui_sign_in(server: ServerProcess, key: str, next_path: str = "/") -> tuple[httpx.Client, httpx.Response]:
+    """The sign-in form, filled and posted as a browser does: (the client with its cookies, the answer)."""
+    client = httpx.Client(base_url=server.url, timeout=30)
+    form = client.get("/login", params={"next": next_path})
+    token = re.search(r'name="signin_token" value="([^"]+)"', form.text)
+    assert token, form.text
+    answer = client.post("/login", data={"signin_token": token.group(1), "next": next_path, "api_key": key})
+    return client, answer
+
+
+def ui_client(server: ServerProcess, key: str) -> httpx.Client:
+    """A client signed in to the web UI with `key`."""
+    client, answer = ui_sign_in(server, key)
+    assert answer.status_code == 303, answer.text
+    return client
+
+
+def csrf_of(page: str) -> str:
+    """The session's CSRF token in a rendered page."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, page
+    return found.group(1)
 
 # The web UI in a real browser: Debian's Chromium driven by Playwright (no browser download).
 CHROMIUM = os.environ.get("TRACEHUB_TEST_CHROMIUM", "/usr/bin/chromium")

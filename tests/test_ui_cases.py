@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
 import pytest
 
-from conftest import BACKENDS, Project, ServerProcess, browser_session, own_project
+from conftest import BACKENDS, Project, ServerProcess, browser_session, csrf_of, own_project, ui_client
 from tracehub.seed import DEFAULT_POLICY
 
 EMAIL = "kim.minsu@example.com"
@@ -84,22 +83,6 @@ def escalated(p: Project, text: str = f"my email is {EMAIL}") -> dict[str, Any]:
     return answer
 
 
-def sign_in(server: ServerProcess, key: str) -> httpx.Client:
-    client = httpx.Client(base_url=server.url, timeout=30)
-    form = client.get("/login")
-    token = re.search(r'name="signin_token" value="([^"]+)"', form.text)
-    assert token, form.text
-    r = client.post("/login", data={"signin_token": token.group(1), "next": "/", "api_key": key})
-    assert r.status_code == 303, r.text
-    return client
-
-
-def csrf_of(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert found, page
-    return found.group(1)
-
-
 def test_list_detail_ack_and_resolve_over_http(cases_server: ServerProcess, project: Project) -> None:
     receiver = Receiver()
     try:
@@ -118,7 +101,7 @@ def test_list_detail_ack_and_resolve_over_http(cases_server: ServerProcess, proj
     finally:
         receiver.close()
     other = escalated(project)
-    client = sign_in(cases_server, project.key)
+    client = ui_client(cases_server, project.key)
 
     listed = client.get("/cases", params={"status": "open"})
     assert listed.status_code == 200
@@ -169,7 +152,7 @@ def test_list_detail_ack_and_resolve_over_http(cases_server: ServerProcess, proj
     assert client.get("/cases/" + "ab" * 16).status_code == 404
     assert client.get("/cases/not-an-id").status_code == 404
     with own_project(cases_server, "ui-cases-other") as stranger:
-        assert sign_in(cases_server, stranger.key).get(f"/cases/{case_id}").status_code == 404
+        assert ui_client(cases_server, stranger.key).get(f"/cases/{case_id}").status_code == 404
 
 
 def test_ack_and_resolve_in_a_browser(chromium: Any, cases_server: ServerProcess, project: Project) -> None:

@@ -14,9 +14,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from test_ui_shell import sign_in
 
-from conftest import Project, ServerProcess, browser_session, own_project
+from conftest import Project, ServerProcess, browser_session, own_project, ui_sign_in
 
 MS = 1_000_000
 MINUTE = 60_000 * MS
@@ -187,7 +186,7 @@ def test_pages_render_on_both_databases(server: ServerProcess) -> None:
         a = send(p, "render-a", minutes_ago=30, status="error", input_text="refund <b>now</b>")
         b = send(p, "render-b", minutes_ago=10, model="other-model")
         wait_stored(p, 2)
-        client, _ = sign_in(server, p.key)
+        client, _ = ui_sign_in(server, p.key)
         for path, wanted in (("/", [b, a]), ("/?status=error&search=refund&page_size=2", [a]),
                              ("/ui/traces/list?model=gpt-4o-mini", [a]), ("/?model=none", [])):
             r = client.get(path)

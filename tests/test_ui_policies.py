@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import BACKENDS, Project, ServerProcess, browser_session, own_project
-from test_ui_cases import csrf_of, sign_in
+from conftest import BACKENDS, Project, ServerProcess, browser_session, csrf_of, own_project, ui_client
 from tracehub.seed import DEFAULT_POLICY
 
 BUDGET = 100
@@ -82,7 +81,7 @@ def _markers(html: str, version: int) -> str:
 
 
 def test_policy_pages_over_http(policy_server: ServerProcess, project: Project) -> None:
-    client = sign_in(policy_server, project.key)
+    client = ui_client(policy_server, project.key)
     listed = client.get("/policies")
     assert listed.status_code == 200
     assert "default-safety" in listed.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in listed.text

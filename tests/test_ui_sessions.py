@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 from test_ui_dashboard import Sent, send, wait_stored
-from test_ui_shell import sign_in
 
-from conftest import Project, ServerProcess, browser_session, own_project
+from conftest import Project, ServerProcess, browser_session, own_project, ui_sign_in
 
 TURNS = [("What is your refund policy?", "Refunds within 14 days."),
          ("And for <b>digital</b> goods?", "Digital goods are refunded only if unused."),
@@ -71,7 +70,7 @@ def test_sessions_render_on_both_databases(server: ServerProcess) -> None:
     with own_project(server, "ui-sessions-http", auto_decide=False) as p:
         turns = conversation(p, "s-1")
         wait_stored(p, 3)
-        client, _ = sign_in(server, p.key)
+        client, _ = ui_sign_in(server, p.key)
         listing = client.get("/sessions")
         assert listing.status_code == 200
         assert re.findall(r'data-session-id="([^"]+)"', listing.text) == ["s-1"]

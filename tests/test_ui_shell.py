@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import BACKENDS, Project, ServerProcess, browser_session, own_project
+from conftest import BACKENDS, Project, ServerProcess, browser_session, csrf_of, own_project, ui_sign_in
 from tracehub.store.schema import api_keys
 
 PAGES = ["/", "/sessions", "/cases", "/policies"]
@@ -27,21 +27,6 @@ def project(shell_server: ServerProcess) -> Iterator[Project]:
         yield p
 
 
-def sign_in(server: ServerProcess, key: str, next_path: str = "/") -> tuple[httpx.Client, httpx.Response]:
-    client = httpx.Client(base_url=server.url, timeout=30)
-    form = client.get("/login", params={"next": next_path})
-    token = re.search(r'name="signin_token" value="([^"]+)"', form.text)
-    assert token, form.text
-    answer = client.post("/login", data={"signin_token": token.group(1), "next": next_path, "api_key": key})
-    return client, answer
-
-
-def csrf_of(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert found, page
-    return found.group(1)
-
-
 def test_pages_send_visitors_to_sign_in_and_back(shell_server: ServerProcess, project: Project) -> None:
     anonymous = httpx.Client(base_url=shell_server.url)
     for path in PAGES + ["/traces/" + "a" * 32, "/cases/1"]:
@@ -50,7 +35,7 @@ def test_pages_send_visitors_to_sign_in_and_back(shell_server: ServerProcess, pr
         assert r.headers["location"].startswith("/login?next=")
     htmx = anonymous.get("/", headers={"hx-request": "true"})
     assert htmx.status_code == 401 and htmx.headers["hx-redirect"] == "/login?next=%2F"
-    client, answer = sign_in(shell_server, project.key, "/cases?status=open")
+    client, answer = ui_sign_in(shell_server, project.key, "/cases?status=open")
     assert answer.status_code == 303 and answer.headers["location"] == "/cases?status=open"
     cookie = answer.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie and project.key not in cookie
@@ -62,7 +47,7 @@ def test_pages_send_visitors_to_sign_in_and_back(shell_server: ServerProcess, pr
 
 def test_sign_in_refuses_bad_keys_stale_forms_and_foreign_redirects(shell_server: ServerProcess,
                                                                    project: Project) -> None:
-    client, answer = sign_in(shell_server, "th_not-a-key")
+    client, answer = ui_sign_in(shell_server, "th_not-a-key")
     assert answer.status_code == 401 and "Unknown or revoked API key" in answer.text
     assert "set-cookie" not in answer.headers or "tracehub_session" not in answer.headers["set-cookie"]
     # Without the sign-in form's own token (a cross-site form post), nothing is checked.
@@ -70,22 +55,22 @@ def test_sign_in_refuses_bad_keys_stale_forms_and_foreign_redirects(shell_server
     assert forged.status_code == 403
     # `next` only ever leads within this site.
     for target in ("https://evil.example/", "//evil.example/", "/\\evil.example"):
-        _, answer = sign_in(shell_server, project.key, target)
+        _, answer = ui_sign_in(shell_server, project.key, target)
         assert answer.status_code == 303 and answer.headers["location"] == "/", target
 
 
 def test_failed_sign_ins_are_rate_limited(server_factory: Any) -> None:
     server = server_factory("sqlite")  # its own: the limit holds every client of the address back
-    answers = [sign_in(server, f"th_wrong-{i}")[1] for i in range(11)]
+    answers = [ui_sign_in(server, f"th_wrong-{i}")[1] for i in range(11)]
     assert [a.status_code for a in answers] == [401] * 10 + [429]
     assert int(answers[-1].headers["retry-after"]) > 0
-    _, right_key = sign_in(server, "dev-key")
+    _, right_key = ui_sign_in(server, "dev-key")
     assert right_key.status_code == 429  # even the right key waits
 
 
 def test_forms_need_the_sessions_csrf_token_and_sign_out_ends_the_session(shell_server: ServerProcess,
                                                                           project: Project) -> None:
-    client, _ = sign_in(shell_server, project.key)
+    client, _ = ui_sign_in(shell_server, project.key)
     token = csrf_of(client.get("/").text)
     assert client.post("/logout").status_code == 403
     assert client.post("/logout", data={"csrf_token": "x" * len(token)}).status_code == 403
@@ -99,7 +84,7 @@ def test_forms_need_the_sessions_csrf_token_and_sign_out_ends_the_session(shell_
 
 def test_revoking_the_key_ends_its_sessions(shell_server: ServerProcess) -> None:
     with own_project(shell_server, "ui-revoke") as p:
-        client, _ = sign_in(shell_server, p.key)
+        client, _ = ui_sign_in(shell_server, p.key)
         assert client.get("/").status_code == 200
         with p.engine.begin() as conn:
             conn.execute(api_keys.update().where(api_keys.c.project_id == p.id).values(revoked_ns=1))
@@ -108,7 +93,7 @@ def test_revoking_the_key_ends_its_sessions(shell_server: ServerProcess) -> None
 
 def test_every_page_is_locked_down_and_assets_are_content_addressed(shell_server: ServerProcess,
                                                                    project: Project) -> None:
-    client, _ = sign_in(shell_server, project.key)
+    client, _ = ui_sign_in(shell_server, project.key)
     for path in PAGES + ["/login", "/no-such-page"]:
         r = client.get(path)
         csp = r.headers["content-security-policy"]
@@ -131,7 +116,7 @@ def test_every_page_is_locked_down_and_assets_are_content_addressed(shell_server
 
 
 def test_language_follows_the_browser_and_the_switch(shell_server: ServerProcess, project: Project) -> None:
-    client, _ = sign_in(shell_server, project.key)
+    client, _ = ui_sign_in(shell_server, project.key)
     assert ">Traces<" in client.get("/").text
     korean = client.get("/", headers={"accept-language": "ko-KR,ko;q=0.9,en;q=0.5"}).text
     assert '<html lang="ko">' in korean and ">트레이스<" in korean

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
-from conftest import BACKENDS, Project, ServerProcess, browser_session, own_project
+from conftest import BACKENDS, Project, ServerProcess, browser_session, own_project, ui_client
 from otlp_helpers import make_span, request_of
 from tracehub.api.traces import tree_and_timeline
 from tracehub.seed import DEFAULT_POLICY
@@ -97,16 +97,6 @@ def agent(trace_server: ServerProcess, project: Project) -> dict[str, Any]:
     return {"trace_id": trace_id, "detail": detail, "spans": spans, "decision": decided.json()}
 
 
-def sign_in(server: ServerProcess, key: str) -> httpx.Client:
-    client = httpx.Client(base_url=server.url, timeout=30)
-    form = client.get("/login")
-    token = re.search(r'name="signin_token" value="([^"]+)"', form.text)
-    assert token, form.text
-    answer = client.post("/login", data={"signin_token": token.group(1), "next": "/", "api_key": key})
-    assert answer.status_code == 303, answer.text
-    return client
-
-
 def island(page: str) -> dict[str, Any]:
     found = re.search(r'<script type="application/json" id="spans">(.*?)</script>', page, re.S)
     assert found, page[:2000]
@@ -115,7 +105,7 @@ def island(page: str) -> dict[str, Any]:
 
 def test_page_panel_and_errors_over_http(trace_server: ServerProcess, project: Project,
                                          agent: dict[str, Any]) -> None:
-    client = sign_in(trace_server, project.key)
+    client = ui_client(trace_server, project.key)
     trace_id, spans = agent["trace_id"], agent["spans"]
     r = client.get(f"/traces/{trace_id}")
     assert r.status_code == 200, r.text
@@ -152,7 +142,7 @@ def test_page_panel_and_errors_over_http(trace_server: ServerProcess, project: P
     assert missing.status_code == 404
     # Another project's session does not see the trace.
     with own_project(trace_server, "ui-trace-other") as other:
-        assert sign_in(trace_server, other.key).get(f"/traces/{trace_id}").status_code == 404
+        assert ui_client(trace_server, other.key).get(f"/traces/{trace_id}").status_code == 404
 
 
 def _sqlite_only(server: ServerProcess) -> None:
