@@ -46,8 +46,9 @@ ENVIRONMENTS = 5
 BIG_TRACE_ENV = "reads-big"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench/reads.py", description=__doc__.split("\n\n")[0],
+def store_parser(prog: str, description: str, big_trace_spans: int) -> argparse.ArgumentParser:
+    """The options of a benchmark that reads a large store (this one and bench/ui.py)."""
+    p = argparse.ArgumentParser(prog=prog, description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     p.add_argument("--pg-admin", default="postgresql://postgres@127.0.0.1:5432/test",
@@ -55,17 +56,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--spans", type=int, default=1_000_000, help="spans to store before reading")
     p.add_argument("--chunk", type=int, default=100_000, help="spans built and sent at a time")
     p.add_argument("--concurrency", type=int, default=4, help="senders while loading")
-    p.add_argument("--big-trace-spans", type=int, default=1000)
+    p.add_argument("--big-trace-spans", type=int, default=big_trace_spans)
     p.add_argument("--reads", type=int, default=30, help="timed GETs per read kind")
-    p.add_argument("--settle", action="store_true",
-                   help="wait until the search index has caught up before reading")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--keep", action="store_true", help="keep the database afterwards")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = store_parser("bench/reads.py", __doc__.split("\n\n")[0], 1000)
+    p.add_argument("--settle", action="store_true",
+                   help="wait until the search index has caught up before reading")
     return p.parse_args(argv)
 
 
-def _server_args(args: argparse.Namespace) -> argparse.Namespace:
+def server_args(args: argparse.Namespace) -> argparse.Namespace:
     """The ingest benchmark's options for starting its server, with this run's database."""
     server = ingest.parse_args(["--db", args.db, "--pg-admin", args.pg_admin])
     server.keep = args.keep
@@ -142,6 +148,25 @@ def big_trace(n_spans: int, seed: int) -> tuple[str, list[bytes]]:
     return trace_id.hex(), bodies
 
 
+def fill(handle: ingest.ServerHandle, args: argparse.Namespace, seed: int, run_tag: str) -> tuple[int, str]:
+    """Store `args.spans` benchmark spans over five environments (`<run_tag>-<k>`) and the big
+    trace; (spans stored, the big trace's id)."""
+    ingest.log(f"server up ({handle.db_desc}); loading {args.spans:,} spans in chunks of {args.chunk:,}")
+    t0, stored = time.perf_counter(), 0
+    for k in range(0, args.spans, args.chunk):
+        size = min(args.chunk, args.spans - k)
+        env = f"{run_tag}-{(k // args.chunk) % ENVIRONMENTS}"
+        acked = load_chunk(handle, size, env, seed + k, args.concurrency)
+        if acked != size:
+            raise RuntimeError(f"only {acked:,} of {size:,} spans were acknowledged")
+        stored += acked
+        ingest.log(f"  {stored:,} spans stored ({time.perf_counter() - t0:.0f} s)")
+    big_id, bodies = big_trace(args.big_trace_spans, seed)
+    for body in bodies:
+        post(handle.otlp_http, body)
+    return stored, big_id
+
+
 def post(target: tuple[str, int], body: bytes) -> None:
     conn = http.client.HTTPConnection(*target, timeout=60)
     try:
@@ -177,24 +202,13 @@ def timed(api_url: str, paths: list[str], n: int) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     run_tag = f"reads-{seed:x}"
-    server = _server_args(args)
+    server = server_args(args)
     handle = ingest.start_server(server)
     result: dict[str, Any] = {"db": args.db, "seed": seed,
                               "server_code": ingest.server_code_version(str(server.python))}
     try:
-        ingest.log(f"server up ({handle.db_desc}); loading {args.spans:,} spans in chunks of {args.chunk:,}")
-        t0, stored = time.perf_counter(), 0
-        for k in range(0, args.spans, args.chunk):
-            size = min(args.chunk, args.spans - k)
-            env = f"{run_tag}-{(k // args.chunk) % ENVIRONMENTS}"
-            acked = load_chunk(handle, size, env, seed + k, args.concurrency)
-            if acked != size:
-                raise RuntimeError(f"only {acked:,} of {size:,} spans were acknowledged")
-            stored += acked
-            ingest.log(f"  {stored:,} spans stored ({time.perf_counter() - t0:.0f} s)")
-        big_id, bodies = big_trace(args.big_trace_spans, seed)
-        for body in bodies:
-            post(handle.otlp_http, body)
+        t0 = time.perf_counter()
+        stored, big_id = fill(handle, args, seed, run_tag)
         load_s = time.perf_counter() - t0
         api = handle.api_url
         big = get_json(api, f"/api/v1/traces/{big_id}")
