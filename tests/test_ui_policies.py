@@ -94,6 +94,8 @@ def test_policy_pages_over_http(policy_server: ServerProcess, project: Project) 
     yaml_text = re.search(r'<pre class="panel yaml" id="definition-yaml">(.*?)</pre>', page.text, re.S)
     assert yaml_text and "reason_code: PII_DETECTED" in yaml_text.group(1)
     assert yaml_text.group(1).index("priority") < yaml_text.group(1).index("when")  # reading order
+    draft = re.search(r'<textarea id="definition"[^>]*>(.*?)</textarea>', page.text, re.S)
+    assert draft and draft.group(1) == yaml_text.group(1)  # a new version starts as an edit of this one
     assert "signals.pii" in page.text and "ESCALATE" in page.text
     assert client.get("/policies/default-safety").status_code == 200  # by name too
     assert client.get(f"/policies/{policy_id}", params={"version": 9}).status_code == 404

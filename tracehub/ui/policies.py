@@ -191,11 +191,13 @@ class Pages:
         chosen = next((v for v in versions if v["version"] == shown), None)
         if chosen is None:
             raise HTTPException(404, "no such policy or version")
+        shown_yaml = definition_yaml(chosen["definition"])
         context = {
             "policy": api.policy_view(policy), "versions": versions, "shown": chosen,
-            "yaml": definition_yaml(chosen["definition"]), "rules": rules_view(chosen["definition"]),
+            "yaml": shown_yaml, "rules": rules_view(chosen["definition"]),
             "default": {**DEFAULT_OUTCOME, **(chosen["definition"].get("default") or {})},
-            "form": {"text": "", "description": "", "effective_from": "", "activate": False, "errors": None},
+            # A new version starts as an edit of the one shown.
+            "form": {"text": shown_yaml, "description": "", "effective_from": "", "activate": False, "errors": None},
             "backtest": None, "last_hours": backtest.DEFAULT_HOURS, "max_hours": backtest.MAX_HOURS,
             "refused": None, **extra}
         return self.ui.page(request, viewer, "policy.html", context, status)
