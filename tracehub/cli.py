@@ -1,4 +1,5 @@
-"""The `tracehub` command: serve, migrate, seed, keys create, policy apply / list / activate.
+"""The `tracehub` command: serve, migrate, seed, keys create, policy apply / list / activate,
+backup and restore.
 
 Every serve flag is also a TRACEHUB_* variable.
 """
@@ -7,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import shutil
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -51,6 +55,22 @@ def _parser() -> argparse.ArgumentParser:
                                  description="Create a project if needed and print a new key once.")
     create.add_argument("--project", required=True, help="project name")
     create.add_argument("--database-url", default=None, help="SQLAlchemy URL; env TRACEHUB_DATABASE_URL.")
+
+    backup = sub.add_parser(
+        "backup", help="copy the SQLite database to PATH (safe while the server runs)",
+        description="Copy the SQLite database to PATH with SQLite's online backup: one consistent"
+                    " snapshot, taken while the server keeps ingesting. On PostgreSQL it explains pg_dump.")
+    backup.add_argument("path", metavar="PATH", help="the backup file to write (replaced if it exists)")
+    restore = sub.add_parser(
+        "restore", help="put a backup in place of the SQLite database (server stopped)",
+        description="Copy the backup at PATH to the SQLite database of TRACEHUB_DATABASE_URL. Refused"
+                    " while a server (or anything else) has that database open. On PostgreSQL it explains"
+                    " pg_restore.")
+    restore.add_argument("path", metavar="PATH", help="a file written by `tracehub backup`")
+    restore.add_argument("--replace", action="store_true",
+                         help="replace the database if it exists (its data is lost)")
+    for command in (backup, restore):
+        command.add_argument("--database-url", default=None, help="SQLAlchemy URL; env TRACEHUB_DATABASE_URL.")
 
     policy = sub.add_parser("policy", help="manage decision policies",
                             description="Create, list and activate decision policies on the database.")
@@ -142,6 +162,118 @@ def _policy_command(engine: sa.Engine, args: argparse.Namespace) -> int:
         return 2
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _sqlite_path(settings: Settings) -> Path:
+    import sqlalchemy as sa
+
+    database = sa.make_url(settings.database_url).database
+    if not database or database == ":memory:":
+        raise SystemExit(f"{settings.database_url} names no database file")
+    return Path(database)
+
+
+def _postgres_url(settings: Settings) -> str:
+    import sqlalchemy as sa
+
+    url = sa.make_url(settings.database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=True)
+
+
+def _backup(settings: Settings, target: Path) -> int:
+    if not settings.is_sqlite:
+        url = _postgres_url(settings)
+        print("tracehub backs up SQLite only; back up PostgreSQL with its own tools (safe while the server"
+              " runs: pg_dump reads one consistent snapshot):\n"
+              f"  pg_dump --format=custom --file={target} '{url}'\n"
+              "and restore into a new, empty database, then point TRACEHUB_DATABASE_URL at it:\n"
+              f"  createdb NEWDB && pg_restore --no-owner --dbname='postgresql://.../NEWDB' {target}\n"
+              "(see docs/OPERATIONS.md)", file=sys.stderr)
+        return 2
+    source = _sqlite_path(settings)
+    if not source.is_file():
+        print(f"no database at {source}", file=sys.stderr)
+        return 1
+    partial = target.with_name(target.name + ".partial")  # never a half-written file under PATH
+    partial.unlink(missing_ok=True)
+    # A reader of a WAL database blocks no writer: the server keeps committing while the pages are
+    # copied in one step, from the snapshot the step started on.
+    src = sqlite3.connect(source, timeout=60)
+    try:
+        dest = sqlite3.connect(partial)
+        try:
+            src.backup(dest)
+        finally:
+            dest.close()
+    finally:
+        src.close()
+    os.replace(partial, target)
+    print(f"backed up {source} to {target} ({target.stat().st_size} bytes)")
+    return 0
+
+
+def _sqlite_in_use(path: Path) -> bool:
+    """Whether another connection has the database open: in WAL mode every open connection holds a
+    shared lock on the file for as long as it is open, so an exclusive lock is refused."""
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        conn.close()
+
+
+def _restore(settings: Settings, backup: Path, replace: bool) -> int:
+    if not settings.is_sqlite:
+        print("tracehub restores SQLite only; restore a pg_dump file into a new, empty PostgreSQL database:\n"
+              f"  createdb NEWDB && pg_restore --no-owner --dbname='postgresql://.../NEWDB' {backup}\n"
+              "then point TRACEHUB_DATABASE_URL at it (see docs/OPERATIONS.md)", file=sys.stderr)
+        return 2
+    target = _sqlite_path(settings)
+    try:
+        with backup.open("rb") as f:
+            if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+                print(f"{backup} is not an SQLite database", file=sys.stderr)
+                return 1
+    except OSError as exc:
+        print(f"{backup}: {exc}", file=sys.stderr)
+        return 1
+    if target.exists():
+        if target.samefile(backup):
+            print(f"{backup} is the database itself", file=sys.stderr)
+            return 1
+        if not replace:
+            print(f"{target} exists: pass --replace to replace it (its data is lost)", file=sys.stderr)
+            return 1
+        if _sqlite_in_use(target):
+            print(f"{target} is in use (a running server?): stop it first", file=sys.stderr)
+            return 1
+    restoring = target.with_name(target.name + ".restoring")
+    shutil.copyfile(backup, restoring)
+    try:
+        conn = sqlite3.connect(restoring)
+        try:
+            revision = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        restoring.unlink(missing_ok=True)
+        print(f"{backup} is not a tracehub database: {exc}", file=sys.stderr)
+        return 1
+    # A write-ahead log left beside the old file would be replayed into the restored one.
+    for suffix in ("-wal", "-shm"):
+        target.with_name(target.name + suffix).unlink(missing_ok=True)
+    os.replace(restoring, target)
+    print(f"restored {backup} to {target} (schema {revision[0] if revision else 'unknown'}); the server"
+          " migrates it to the newest schema at start")
+    return 0
+
+
 def _activated(activation: dict[str, Any], now_ns: int) -> str:
     from tracehub.api.params import iso
 
@@ -154,8 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items()
                  if k not in ("command", "keys_command", "project", "api_key", "policy_command", "file",
-                              "activate", "name", "version")}
+                              "activate", "name", "version", "path", "replace")}
     settings = Settings.from_env(**overrides)
+    if args.command == "backup":
+        return _backup(settings, Path(args.path))
+    if args.command == "restore":
+        return _restore(settings, Path(args.path), args.replace)
     if args.command == "serve":
         from tracehub.server import serve
 
