@@ -16,7 +16,6 @@ so a decision on it is found in the list.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 from dataclasses import dataclass, field
@@ -87,15 +86,21 @@ class Written:
 
 
 def write(tx: Transaction, w: DecisionWrite) -> Written:
-    cur, sql = tx.cur, tx.sql
+    """On PostgreSQL two round trips (`Transaction.pipeline`), with BEGIN and COMMIT in them: the
+    decision row and the trace's root; then everything else. An idempotency key or an ESCALATE
+    adds one, a shadow version one each."""
+    sql = tx.sql
     q = sql.p
     if w.idem is not None:
-        cur.execute(sql.insert_sql("idempotency_keys", ("project_id", "key", "request_hash", "response",
-                                                        "created_ns"), frozenset(("response",)),
-                                   "ON CONFLICT (project_id, key) DO NOTHING"),
-                    _row(sql, (w.project_id, w.idem.key, w.idem.request_hash, dumps(w.idem.response),
-                               w.active.decision["created_ns"])))
-        if cur.rowcount == 0:
+        with tx.pipeline():
+            taken = tx.cursor()
+            taken.execute(sql.insert_sql("idempotency_keys", ("project_id", "key", "request_hash", "response",
+                                                              "created_ns"), frozenset(("response",)),
+                                         "ON CONFLICT (project_id, key) DO NOTHING") + " RETURNING 1",
+                          _row(sql, (w.project_id, w.idem.key, w.idem.request_hash, dumps(w.idem.response),
+                                     w.active.decision["created_ns"])))
+        if taken.fetchone() is None:
+            cur = tx.cur
             cur.execute(f"SELECT request_hash, response FROM idempotency_keys WHERE project_id = {q}"
                         f" AND key = {q}", (w.project_id, w.idem.key))
             request_hash, response = cur.fetchone()
@@ -104,62 +109,54 @@ def write(tx: Transaction, w: DecisionWrite) -> Written:
             return Written("replayed", _json(response))
     decision_sql = sql.insert_sql("trace_decisions", DECISION_COLUMNS, _DECISION_JSON,
                                   "ON CONFLICT (project_id, auto_key) DO NOTHING")
-    # The decision row and the trace's root in one round trip on PostgreSQL (`_pipeline`), the row
-    # locked as ingest would lock it (the judge span's parent is read as ingest writes it).
+    # The decision row and the trace's root in one round trip, the row locked as ingest would lock
+    # it (the judge span's parent is read as ingest writes it).
     lock = " FOR UPDATE" if sql.pg else ""
-    with _pipeline(tx):
-        made = _cursor(tx)
+    with tx.pipeline():
+        made = tx.cursor()
         made.execute(decision_sql + " RETURNING 1",
                      _row(sql, _values(w.active.decision, DECISION_COLUMNS, _DECISION_JSON)))
-        root = _cursor(tx)
+        root = tx.cursor()
         root.execute(f"SELECT seq, root_span_id FROM traces WHERE project_id = {q} AND trace_id = {q}{lock}",
                      (w.project_id, w.trace_id))
         if made.fetchone() is None:  # an automatic decision made already (another process, an earlier run)
             return Written("decided_before")
         found = root.fetchone()
     annotations = _place_spans(tx, w, found)
+    cur = tx.cur
     runs = [w.active.judge_run]
     for shadow in w.shadows:
         cur.execute(decision_sql, _row(sql, _values(shadow.decision, DECISION_COLUMNS, _DECISION_JSON)))
         if cur.rowcount:
             runs.append(shadow.judge_run)
     decision = w.active.decision
-    # Nothing below waits for a result: on PostgreSQL, one round trip.
-    with _pipeline(tx):
+    # Nothing below waits for a result but an ESCALATE's webhook endpoints: one round trip, with
+    # COMMIT unless the case follows.
+    with tx.pipeline(commit=w.escalate is None):
         if annotations is not None:
             insert_annotation_spans(cur, sql, w.project_id, *annotations)
         sql.executemany(cur, sql.insert_sql("judge_runs", JUDGE_RUN_COLUMNS, _JUDGE_RUN_JSON),
                         [_values(r, JUDGE_RUN_COLUMNS, _JUDGE_RUN_JSON) for r in runs])
         for v in (w.active, *w.shadows):
-            _cache(tx, w.project_id, v)
+            _cache(cur, sql, w.project_id, v)
         cur.execute(f"UPDATE traces SET decision = {q} WHERE project_id = {q} AND trace_id = {q}",
                     (decision["action"], w.project_id, w.trace_id))
-    case_id = None
-    if w.escalate is not None:
-        cur.execute(f"SELECT id, url, enabled FROM webhook_endpoints WHERE project_id = {q} AND enabled",
-                    (w.project_id,))
-        endpoints = [{"id": i, "url": u, "enabled": bool(e)} for i, u, e in cur.fetchall()]
-        case, notifications = w.escalate(endpoints)
+        if w.escalate is not None:
+            enabled = tx.cursor()
+            enabled.execute(f"SELECT id, url, enabled FROM webhook_endpoints WHERE project_id = {q} AND enabled",
+                            (w.project_id,))
+    if w.escalate is None:
+        return Written("created")
+    endpoints = [{"id": i, "url": u, "enabled": bool(e)} for i, u, e in enabled.fetchall()]
+    case, notifications = w.escalate(endpoints)
+    with tx.pipeline(commit=True):
         cur.execute(sql.insert_sql("cases", CASE_COLUMNS, frozenset()),
                     _row(sql, tuple(case[c] for c in CASE_COLUMNS)))
         if notifications:
             payload = frozenset(("payload",))
             sql.executemany(cur, sql.insert_sql("notifications", NOTIFICATION_COLUMNS, payload),
                             [_values(n, NOTIFICATION_COLUMNS, payload) for n in notifications])
-        case_id = case["case_id"]
-    return Written("created", case_id=case_id)
-
-
-def _pipeline(tx: Transaction) -> contextlib.AbstractContextManager[Any]:
-    """PostgreSQL: the statements inside are sent together and their results read in one round trip
-    (psycopg's pipeline mode: `rowcount` is not known before a fetch, COPY is refused). SQLite:
-    as they come."""
-    return tx.cur.connection.pipeline() if tx.sql.pg else contextlib.nullcontext()
-
-
-def _cursor(tx: Transaction) -> Any:
-    """Another cursor of the transaction's connection, for a result read after more statements."""
-    return tx.cur.connection.cursor()
+    return Written("created", case_id=case["case_id"])
 
 
 def _place_spans(tx: Transaction, w: DecisionWrite,
@@ -178,8 +175,7 @@ def _place_spans(tx: Transaction, w: DecisionWrite,
     return seq, w.spans
 
 
-def _cache(tx: Transaction, project_id: int, v: Verdict) -> None:
-    cur, sql = tx.cur, tx.sql
+def _cache(cur: Any, sql: Sql, project_id: int, v: Verdict) -> None:
     q = sql.p
     if v.cache_hit:
         cur.execute(f"UPDATE judge_cache SET hit_count = hit_count + 1 WHERE project_id = {q}"

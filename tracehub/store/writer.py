@@ -37,12 +37,13 @@ decision that fails never fails ingest with it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import queue
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import sqlalchemy as sa
 
@@ -134,14 +135,65 @@ class _Job:
         return BatchWriter(cur, sql, resources).write(self.batch)
 
 
+class _LaneState:
+    """A decision-lane transaction on PostgreSQL: its BEGIN waits for the first statement (sent with
+    it), and its last job may send COMMIT with its last statements: two round trips fewer."""
+
+    __slots__ = ("begun", "committed", "last")
+
+    def __init__(self, begun: bool) -> None:
+        self.begun = begun
+        self.committed = False
+        self.last: object = None  # the group's last job: only it may commit
+
+
 class Transaction:
     """A decision-lane job's view of the writer's open transaction: its DB-API cursor, the
-    dialect's SQL helpers, and `write()` for records that go in as ingest's do. Never commits."""
+    dialect's SQL helpers, `write()` for records that go in as ingest's do, and `pipeline()` for
+    statements sent together. Commits only through `pipeline(commit=True)`."""
 
-    def __init__(self, cur: Any, sql: Sql, resources: StoredResources) -> None:
-        self.cur = cur
+    def __init__(self, cur: Any, sql: Sql, resources: StoredResources, state: _LaneState | None = None,
+                 job: object = None) -> None:
+        self._cur = cur
         self.sql = sql
         self._resources = resources
+        self._state = state if state is not None else _LaneState(begun=True)
+        self._job = job
+
+    @property
+    def cur(self) -> Any:
+        """The transaction's cursor (its BEGIN sent first, if it waits)."""
+        self._begin()
+        return self._cur
+
+    def cursor(self) -> Any:
+        """Another cursor of the transaction, for a result read after more statements."""
+        self._begin()
+        return self._cur.connection.cursor()
+
+    def _begin(self) -> None:
+        if not self._state.begun:
+            if self._state.committed:
+                raise RuntimeError("the decision lane's transaction is committed")
+            self._state.begun = True
+            self._cur.execute("BEGIN")  # in a pipeline: sent with what follows
+
+    @contextlib.contextmanager
+    def pipeline(self, commit: bool = False) -> Iterator[None]:
+        """PostgreSQL: the statements inside are sent together and their results read in one round
+        trip at the end (psycopg's pipeline mode: `rowcount` is unknown before a fetch, COPY is
+        refused), the transaction's BEGIN first if it waits. `commit`: nothing of the job follows,
+        so the group's last job sends COMMIT with them. SQLite: as they come (the writer commits)."""
+        if not self.sql.pg:
+            yield
+            return
+        with self._cur.connection.pipeline():
+            self._begin()
+            yield
+            if commit and self._state.last is self._job:
+                self._cur.execute("COMMIT")
+                self._state.committed = True
+                self._state.begun = False
 
     def write(self, batch: Batch) -> WriteResult:
         return BatchWriter(self.cur, self.sql, self._resources).write(batch)
@@ -154,8 +206,8 @@ class _LaneJob:
         self.work = work
         self.future: Future[Any] = Future()
 
-    def write(self, cur: Any, sql: Sql, resources: StoredResources) -> Any:
-        return self.work(Transaction(cur, sql, resources))
+    def write(self, cur: Any, sql: Sql, resources: StoredResources, state: _LaneState | None = None) -> Any:
+        return self.work(Transaction(cur, sql, resources, state, self))
 
 
 # Put in the queue after a decision-lane job, to wake a writer waiting for work.
@@ -460,10 +512,30 @@ class Writer:
 
     def _transaction(self, dbapi: Any, jobs: Sequence[_Job | _LaneJob]) -> list[Any]:
         cur = dbapi.cursor()
+        if self._sql.pg and isinstance(jobs[0], _LaneJob):
+            return self._lane_transaction(cur, jobs)
         self._sql.begin(cur)
         try:
             results = [job.write(cur, self._sql, self._resources) for job in jobs]
             cur.execute("COMMIT")
+        except BaseException:
+            self._resources.rollback()
+            raise
+        self._resources.commit()
+        return results
+
+    def _lane_transaction(self, cur: Any, jobs: Sequence[_Job | _LaneJob]) -> list[Any]:
+        """PostgreSQL's decision lane: BEGIN goes with the first statements and COMMIT with the last
+        job's last ones (`Transaction.pipeline`); COMMIT here if that job did not send it."""
+        state = _LaneState(begun=False)
+        state.last = jobs[-1]
+        try:
+            results = []
+            for job in jobs:
+                assert isinstance(job, _LaneJob)
+                results.append(job.write(cur, self._sql, self._resources, state))
+            if state.begun:  # else committed, or nothing was sent
+                cur.execute("COMMIT")
         except BaseException:
             self._resources.rollback()
             raise
