@@ -89,6 +89,19 @@ class Settings:
     ui_session_hours: float = _setting(
         12.0, "Hours a web UI sign-in lasts; revoking its API key or signing out ends it sooner."
     )
+    tls_cert_file: str | None = _setting(
+        None, "PEM certificate (chain, server's first) every listener serves TLS with: the API port,"
+        " OTLP/HTTP and OTLP/gRPC. Needs TLS_KEY_FILE; unset: plain HTTP and gRPC."
+    )
+    tls_key_file: str | None = _setting(None, "PEM private key of TLS_CERT_FILE (unencrypted).")
+    tls_client_ca_file: str | None = _setting(
+        None, "PEM CA certificates for mutual TLS: every listener then requires a client certificate"
+        " signed by one of them (needs TLS_CERT_FILE)."
+    )
+    cors_allowed_origins: str | None = _setting(
+        None, "Comma-separated origins (https://app.example.com) whose pages may send OTLP/HTTP to"
+        " /v1/traces and /v1/logs (browser exporters); * allows any. Unset: no CORS answers."
+    )
     log_level: str = _setting("info", "Log level: debug, info, warning, error.")
     prices_file: str | None = _setting(
         None, "JSON or YAML model price table (USD per 1M input / output tokens) merged over the"
@@ -148,6 +161,10 @@ class Settings:
         if not 0 < self.webhook_retry_initial_s <= self.webhook_retry_max_s:
             raise SystemExit(f"{env_name('webhook_retry_initial_s')} must be above 0 and at most"
                              f" {env_name('webhook_retry_max_s')}")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise SystemExit(f"{env_name('tls_cert_file')} and {env_name('tls_key_file')} go together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise SystemExit(f"{env_name('tls_client_ca_file')} needs {env_name('tls_cert_file')}")
         for entry in self.webhook_allow_list:
             if "/" in entry:
                 try:
@@ -167,6 +184,10 @@ class Settings:
     @property
     def webhook_allow_list(self) -> tuple[str, ...]:
         return tuple(e.strip().lower() for e in (self.webhook_allow or "").split(",") if e.strip())
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        return tuple(e.strip() for e in (self.cors_allowed_origins or "").split(",") if e.strip())
 
     @property
     def is_sqlite(self) -> bool:
