@@ -22,6 +22,15 @@ writer's decision lane.
 
 It runs in a thread with an event loop of its own: a decision's CPU (signals over a trace's text)
 does not hold the server's loop, and `tracehub seed` runs it without one.
+
+Ingest goes first. A decision costs ~0.5-1 ms of the server's CPU (its reads, the detectors, the
+policy, its rows), so deciding every trace of a full-speed ingest as it completes would take most
+of a core from it. While the writer is busy (`Writer.busy`, and for BUSY_HOLD_S after, so the gaps
+between one burst's batches do not count as quiet), decisions trickle: every BUSY_TICK_S at most
+BUSY_BATCH start, fewer while the last ones still run, and the sweep's finds join the settling
+traces instead of starting at once. So decisions progress under sustained ingest, at up to
+BUSY_BATCH / BUSY_TICK_S a second (less only if each takes longer than a tick), and the backlog
+goes at full speed once the writer is quiet.
 """
 
 from __future__ import annotations
@@ -55,8 +64,11 @@ CHECK_BATCH = 400  # traces whose readiness one query checks (twice, under SQLit
 DUE_MAX = 100_000  # traces settling; past it the hand-off is dropped (the sweep finds them)
 CONCURRENCY = 8  # decisions at once: an LLM judge's call waits on the network
 MAX_DECIDING = 64  # decisions started and not ended; no trace is taken past it
-BUSY_WAIT_S = 0.1
-MAX_YIELD_S = 5.0  # longest wait for a busy writer before due decisions go ahead anyway
+# While ingest keeps the writer busy: at most BUSY_BATCH decisions under way, topped up every
+# BUSY_TICK_S (50 a second; at ~0.5-1 ms each, a few % of one core).
+BUSY_BATCH = 10
+BUSY_TICK_S = 0.2
+BUSY_HOLD_S = 1.0  # the writer counts as busy this long after it last was
 SWEEP_EVERY_S = 5.0
 SWEEP_PAGE = 500  # trace rows a sweep step reads per project
 SWEEP_LOOKBACK_NS = 24 * 3600 * 10**9
@@ -151,7 +163,8 @@ class DecisionWorker:
 
     async def _main(self) -> None:
         next_sweep = 0.0  # at start
-        yielding_since: float | None = None
+        busy_at = -BUSY_HOLD_S  # when the writer was last seen busy (monotonic)
+        next_tick = 0.0  # while busy: when the next few decisions may start
         tasks: set[asyncio.Task[None]] = set()
         while not self._stopping:
             self._woken = False
@@ -161,19 +174,17 @@ class DecisionWorker:
             metrics.AUTO_DECISION_QUEUE.set(len(self._handoff) + len(self._due) + len(self._deciding))
             now, mono = time.time_ns(), time.monotonic()
             due_now = bool(self._heap) and self._heap[0][0] <= now
-            busy = self._busy()
-            if not busy:
-                yielding_since = None
-            elif yielding_since is None:
-                yielding_since = mono
-            # Ingest goes first: while the writer is busy, due decisions wait up to MAX_YIELD_S.
-            yielded = mono - yielding_since if yielding_since is not None else 0.0
-            if busy and (not due_now or yielded < MAX_YIELD_S):
-                await self._sleep(BUSY_WAIT_S)
+            if self._busy():
+                busy_at = mono
+            busy = mono - busy_at < BUSY_HOLD_S
+            room = BUSY_BATCH - len(self._deciding) if busy else MAX_DECIDING - len(self._deciding)
+            if busy and (mono < next_tick or room <= 0):
+                # Ingest goes first: the next few at the next tick, or once the writer is quiet.
+                await self._sleep(max(next_tick - mono, 0.0) if room > 0 else BUSY_TICK_S)
                 continue
-            if due_now and len(self._deciding) < MAX_DECIDING:
-                yielding_since = None
-                due = self._pop_due(now)
+            if due_now and room > 0:
+                due = self._pop_due(now, room if busy else CHECK_BATCH)
+                next_tick = mono + BUSY_TICK_S
                 try:
                     ready = await asyncio.to_thread(self._check, due, now)
                 except Exception:
@@ -192,13 +203,18 @@ class DecisionWorker:
                 self._failures = {k: n for k, n in self._failures.items() if k in self._hold or k in swept_set}
                 found = [k for k in swept if k not in self._due and k not in self._hold]
                 self._hold.update(dict.fromkeys(found, now + HOLD_NS))
+                if busy:  # they wait their turn with the settling traces
+                    for key in found:
+                        self._settle(key, now)
+                    next_sweep = mono + SWEEP_EVERY_S
+                    continue
                 tasks.update(self._start(found))
                 # More may wait behind a page that found some: the next step once these are decided.
                 next_sweep = mono + (0.0 if found else SWEEP_EVERY_S)
                 continue
             # Until woken (a hand-off, a decision that ended), the next due trace or the next sweep.
             timeout: float | None = None
-            if self._heap and len(self._deciding) < MAX_DECIDING:
+            if self._heap and room > 0:
                 timeout = max(0.0, (self._heap[0][0] - now) / 1e9)
             if not self._deciding:
                 timeout = min(timeout if timeout is not None else SWEEP_EVERY_S, max(0.0, next_sweep - mono))
@@ -230,9 +246,9 @@ class DecisionWorker:
         self._due[key] = due
         heapq.heappush(self._heap, (due, key))
 
-    def _pop_due(self, now: int) -> list[Key]:
+    def _pop_due(self, now: int, limit: int) -> list[Key]:
         out: list[Key] = []
-        while self._heap and self._heap[0][0] <= now and len(out) < CHECK_BATCH:
+        while self._heap and self._heap[0][0] <= now and len(out) < limit:
             due, key = heapq.heappop(self._heap)
             if self._due.get(key) == due:
                 del self._due[key]
