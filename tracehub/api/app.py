@@ -9,10 +9,11 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
-from starlette.types import ExceptionHandler
+from starlette.types import ASGIApp, ExceptionHandler, Receive, Scope, Send
 
 from tracehub import metrics
 from tracehub.api import openapi
@@ -27,7 +28,7 @@ from tracehub.api.errors import (
     unavailable,
 )
 from tracehub.api.ingest import IngestRoutes
-from tracehub.api.middleware import NOSNIFF, Guard
+from tracehub.api.middleware import NOSNIFF, OTLP_PATHS, Guard
 from tracehub.api.policies import PolicyRoutes
 from tracehub.api.project import ProjectRoutes
 from tracehub.api.responses import JSONResponse
@@ -73,6 +74,30 @@ def _health_routes(hub: Hub) -> list[Route]:
     return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", prometheus)]
 
 
+class OtlpCors:
+    """CORS for browser OTLP exporters on `/v1/traces` and `/v1/logs` only: preflights are answered
+    for the allowed origins, and every answer there (429 and 503 too) carries the CORS headers, so
+    an exporter can read Retry-After. Other paths never answer CORS."""
+
+    def __init__(self, app: ASGIApp, origins: tuple[str, ...]) -> None:
+        self.app = app
+        # No credentials: the key travels in a header, never in a cookie.
+        self.cors = CORSMiddleware(app, allow_origins=origins, allow_methods=["POST"],
+                                   allow_headers=["content-type", "content-encoding", "x-api-key", "authorization"],
+                                   expose_headers=["retry-after"], max_age=600)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in OTLP_PATHS:
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def _cors(hub: Hub) -> list[Middleware]:
+    origins = hub.settings.cors_origins
+    return [Middleware(OtlpCors, origins)] if origins else []
+
+
 _OPENAPI = openapi.document()
 
 
@@ -88,11 +113,11 @@ def create_app(hub: Hub) -> Starlette:
               + ProjectRoutes(hub).routes()
               + [Route("/api/v1/openapi.json", _openapi), Mount("", app=Ui(hub).app())])
     return Starlette(routes=routes, exception_handlers=HANDLERS,
-                     middleware=[Middleware(Guard, hub.settings.max_concurrent_requests)])
+                     middleware=[*_cors(hub), Middleware(Guard, hub.settings.max_concurrent_requests)])
 
 
 def create_otlp_app(hub: Hub) -> Starlette:
     """The dedicated OTLP/HTTP port: only `/v1/traces`, `/v1/logs` and health."""
     return Starlette(routes=_health_routes(hub) + OtlpHttp(hub).routes(),
                      exception_handlers=HANDLERS,
-                     middleware=[Middleware(Guard, hub.settings.max_concurrent_requests, NOSNIFF)])
+                     middleware=[*_cors(hub), Middleware(Guard, hub.settings.max_concurrent_requests, NOSNIFF)])
