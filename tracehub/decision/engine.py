@@ -1,9 +1,10 @@
 """The decision engine: one trace, its project's active policy, a judge, and the decision recorded.
 
-`Engine.decide` reads the trace through the store's read model (the row with its AMENDMENTs
-folded in, and its evals), builds the policy context, runs the built-in signal detectors and the
-active policy (and any shadow version), asks the judge unless the judge cache holds its answer for
-the same inputs, and writes everything through the writer's decision lane in one transaction
+`Engine.decide` reads the trace as the store's read model has it (the row with its AMENDMENTs
+folded in, and its evals) with the project's policy stamp in one statement (`decisions.inputs`),
+builds the policy context, runs the built-in signal detectors and the active policy (and any
+shadow version), asks the judge unless the judge cache holds its answer for the same inputs, and
+writes everything through the writer's decision lane in one transaction
 (`tracehub.store.decisions.write`): the decision log row, the judge run, the judge span in the
 trace's tree, the trace's latest decision and, on ESCALATE, the case and its notifications.
 
@@ -46,7 +47,7 @@ from tracehub.decision.policy import PolicyDefinition, Verdict, parse_policy
 from tracehub.records import STATUS_ERROR, STATUS_SUCCESS, Idem, Mapped, SpanRecord
 from tracehub.store import decisions, policies
 from tracehub.store.completion import cutoff
-from tracehub.store.readmodel import TraceModel, trace_read_model
+from tracehub.store.readmodel import TraceModel
 from tracehub.store.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -270,10 +271,11 @@ class Engine:
                     if seen[0] != idem_hash:
                         raise IdempotencyConflict(idempotency_key)
                     return self._replayed(conn, project_id, seen[1])
-            active, shadows = self._policies(conn, project_id, now_ns)
+            read = decisions.inputs(conn, project_id, trace_id, cutoff(now_ns, self._grace_ns), now_ns)
+            active, shadows = self._policies(conn, project_id, now_ns, read.policy_stamp)
             if source == "auto" and decisions.decided(conn, project_id, _auto_key(trace_id, active)):
                 return DecisionResult("decided_before", None, True)
-            model = trace_read_model(conn, project_id, trace_id, cutoff(now_ns, self._grace_ns), spans=False)
+            model = TraceModel(read.trace, [], [], read.evals) if read.trace is not None else None
             plans = []
             for policy in (active, *shadows):
                 a = assess(model, request_payload, response_payload, policy.definition)
@@ -281,10 +283,10 @@ class Engine:
                 plans.append(Plan(policy, a, key, decisions.cached_output(conn, project_id, key)))
         return _Prepared(model is not None, plans[0], plans[1:])
 
-    def _policies(self, conn: sa.Connection, project_id: int, now_ns: int) -> tuple[PolicyVersion, list[PolicyVersion]]:
+    def _policies(self, conn: sa.Connection, project_id: int, now_ns: int,
+                  stamp: tuple[Any, ...]) -> tuple[PolicyVersion, list[PolicyVersion]]:
         """The policy in force and the shadow versions (but it), read again only when the project's
-        policy stamp changed: reading them was a third of a decision's time before the judge."""
-        stamp = decisions.policy_stamp(conn, project_id, now_ns)
+        policy `stamp` changed: reading them was a third of a decision's time before the judge."""
         kept = self._policy_states.get(project_id)
         if kept is not None and kept[0] == stamp:
             return kept[1], kept[2]

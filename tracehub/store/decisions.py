@@ -25,7 +25,10 @@ import sqlalchemy as sa
 
 from tracehub.records import Batch, Idem, SpanRecord
 from tracehub.store.batchwrite import Sql, dumps, insert_annotation_spans
-from tracehub.store.schema import cases, idempotency_keys, judge_cache, judge_runs, trace_decisions
+from tracehub.store import queries
+from tracehub.store.completion import CUTOFF
+from tracehub.store.schema import (cases, evaluation_results, idempotency_keys, judge_cache, judge_runs, policies,
+                                   policy_activations, trace_decisions, traces)
 
 if TYPE_CHECKING:
     from tracehub.store.writer import Transaction
@@ -268,20 +271,56 @@ def case_of(conn: sa.Connection, project_id: int, decision_id: str) -> str | Non
     return found
 
 
+@dataclass
+class Inputs:
+    """What a decision reads before it applies a policy (`inputs`)."""
+
+    policy_stamp: tuple[Any, ...]
+    trace: dict[str, Any] | None  # `queries.get_trace`'s row, None if the trace is not stored
+    evals: list[dict[str, Any]]  # `queries.trace_evals`'s rows (none without the trace row)
+
+
+def inputs(conn: sa.Connection, project_id: int, trace_id: str, cutoff_ns: int, now_ns: int) -> Inputs:
+    """The trace's row and evals as the read model has them without spans
+    (`readmodel.trace_read_model(spans=False)`) and the project's policy stamp, in one statement:
+    one round trip, where they took three."""
+    stmt, trace_keys, eval_keys = _inputs_query(conn.dialect.name)
+    result = conn.execute(stmt, {"p": project_id, "t": trace_id, "now": now_ns, CUTOFF.key: cutoff_ns})
+    rows = list(result)
+    first = rows[0]  # one row at least: the trace's columns and the evals' are joined to a constant
+    trace = dict(zip(trace_keys, first[_STAMP_COLUMNS:_STAMP_COLUMNS + len(trace_keys)]))
+    if trace["trace_id"] is None:
+        return Inputs(tuple(first[:_STAMP_COLUMNS]), None, [])
+    start = _STAMP_COLUMNS + len(trace_keys)
+    evals = [dict(zip(eval_keys, row[start:])) for row in rows]
+    return Inputs(tuple(first[:_STAMP_COLUMNS]), trace, [e for e in evals if e["id"] is not None])
+
+
 # What the policy in force and the shadow versions of a project depend on (`policies.active_policy`,
 # `shadow_versions`): activations are only added, a shadow mark changes its policy's updated_ns, and
 # time brings the next activation in force. Equal stamps, equal answers.
-_POLICY_STAMP = sa.text(
-    "SELECT (SELECT count(*) FROM policy_activations WHERE project_id = :p),"
-    " (SELECT max(id) FROM policy_activations WHERE project_id = :p),"
-    " (SELECT min(effective_ns) FROM policy_activations WHERE project_id = :p AND effective_ns > :now),"
-    " (SELECT max(updated_ns) FROM policies WHERE project_id = :p)")
+_STAMP_COLUMNS = 4
 
 
-def policy_stamp(conn: sa.Connection, project_id: int, now_ns: int) -> tuple[Any, ...]:
-    """A value that changes whenever the project's policy in force at `now_ns` or its shadow
-    versions may have: the engine keeps both while it is the same (one query instead of three)."""
-    return tuple(conn.execute(_POLICY_STAMP, {"p": project_id, "now": now_ns}).one())
+@functools.cache
+def _inputs_query(dialect: str) -> tuple[sa.Select[Any], list[str], list[str]]:
+    a, p, e, t = policy_activations.c, policies.c, evaluation_results.c, traces.c
+    project, trace_id = _P, sa.bindparam("t", type_=sa.String)
+    now = sa.bindparam("now", type_=sa.BigInteger)
+    of_project = a.project_id == project
+    stamp = [sa.select(sa.func.count()).select_from(policy_activations).where(of_project).scalar_subquery(),
+             sa.select(sa.func.max(a.id)).where(of_project).scalar_subquery(),
+             sa.select(sa.func.min(a.effective_ns)).where(of_project, a.effective_ns > now).scalar_subquery(),
+             sa.select(sa.func.max(p.updated_ns)).where(p.project_id == project).scalar_subquery()]
+    assert len(stamp) == _STAMP_COLUMNS
+    trace_columns = queries.trace_read_columns()
+    one = sa.select(sa.literal_column("1").label("one")).subquery("one")
+    joined = (one.outerjoin(traces, sa.and_(t.project_id == project, t.trace_id == trace_id))
+              .outerjoin(evaluation_results, sa.and_(e.project_id == project, e.trace_id == trace_id)))
+    stmt = (sa.select(*(s.label(f"stamp_{i}") for i, s in enumerate(stamp)), *trace_columns,
+                      *(c.label(f"eval_{c.name}") for c in evaluation_results.c))
+            .select_from(joined).order_by(e.created_ns, e.id))
+    return stmt, [c.name for c in trace_columns], [c.name for c in evaluation_results.c]
 
 
 def decided(conn: sa.Connection, project_id: int, auto_key: str) -> bool:

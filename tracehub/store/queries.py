@@ -51,6 +51,11 @@ def _trace_columns(text: Sequence[sa.ColumnElement[Any]]) -> list[sa.ColumnEleme
         COMPLETION.status.label("status"), COMPLETION.awaited.label("awaited_parent_count"), *text]
 
 
+def trace_read_columns() -> list[sa.ColumnElement[Any]]:
+    """The columns `get_trace` reads, for a statement that reads more beside them (`CUTOFF` bound)."""
+    return _trace_columns([traces.c.input_text, traces.c.output_text])
+
+
 @functools.cache
 def _list_columns() -> list[sa.ColumnElement[Any]]:
     return _trace_columns([sa.func.substr(col, 1, LIST_TEXT_LIMIT).label(col.name)
