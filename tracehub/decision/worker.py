@@ -25,8 +25,9 @@ does not hold the server's loop, and `tracehub seed` runs it without one.
 
 Ingest goes first. A decision costs ~0.5-1 ms of the server's CPU (its reads, the detectors, the
 policy, its rows), so deciding every trace of a full-speed ingest as it completes would take most
-of a core from it. While the writer is busy (`Writer.busy`, and for BUSY_HOLD_S after, so the gaps
-between one burst's batches do not count as quiet), decisions trickle: every BUSY_TICK_S at most
+of a core from it. While ingest keeps the writer busy (`Writer.busy` while its commits hand traces
+over: its search indexing and the decisions' own writes are no ingest), and for BUSY_HOLD_S after,
+so the gaps between one burst's batches do not count as quiet, decisions trickle: every BUSY_TICK_S at most
 BUSY_BATCH start, fewer while the last ones still run, and the sweep's finds join the settling
 traces instead of starting at once. So decisions progress under sustained ingest, at up to
 BUSY_BATCH / BUSY_TICK_S a second (less only if each takes longer than a tick), and the backlog
@@ -105,6 +106,7 @@ class DecisionWorker:
         self._grace_ns = int(grace_s * 1e9)
         self._handoff: collections.deque[Key] = collections.deque()
         self._handoff_lock = threading.Lock()
+        self._handoff_at = float("-inf")  # time.monotonic() of the last hand-off
         self._loop: asyncio.AbstractEventLoop | None = None  # the thread's, while it runs
         self._wake = asyncio.Event()
         self._woken = False  # a wake-up is on its way to the loop
@@ -136,6 +138,7 @@ class DecisionWorker:
         with self._handoff_lock:
             room = HANDOFF_MAX - len(self._handoff)
             self._handoff.extend(keys[:room])
+            self._handoff_at = time.monotonic()
         if len(keys) > room:
             metrics.AUTO_DECISION_DROPPED.inc(len(keys) - max(room, 0))
         self._signal()
@@ -174,7 +177,7 @@ class DecisionWorker:
             metrics.AUTO_DECISION_QUEUE.set(len(self._handoff) + len(self._due) + len(self._deciding))
             now, mono = time.time_ns(), time.monotonic()
             due_now = bool(self._heap) and self._heap[0][0] <= now
-            if self._busy():
+            if mono - self._handoff_at < BUSY_HOLD_S and self._busy():
                 busy_at = mono
             busy = mono - busy_at < BUSY_HOLD_S
             room = BUSY_BATCH - len(self._deciding) if busy else MAX_DECIDING - len(self._deciding)
