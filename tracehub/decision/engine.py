@@ -45,7 +45,7 @@ from tracehub.decision import cases, signals
 from tracehub.decision.judges import JUDGE_ERRORS, STATUS_CACHED, STATUS_OK, Judge, JudgeInput, JudgeOutcome
 from tracehub.decision.policy import PolicyDefinition, Verdict, parse_policy
 from tracehub.records import STATUS_ERROR, STATUS_SUCCESS, Idem, Mapped, SpanRecord
-from tracehub.store import decisions, policies
+from tracehub.store import db, decisions, policies
 from tracehub.store.completion import cutoff
 from tracehub.store.readmodel import TraceModel
 from tracehub.store.writer import Writer
@@ -206,6 +206,9 @@ def cache_key(input_hash: str, policy_version_id: int | None, judge_model: str |
 class Engine:
     def __init__(self, reads: sa.Engine, writer: Writer, judge: Judge, missing_parent_grace_s: float) -> None:
         self._reads = reads
+        # PostgreSQL: the decision's reads on a pool without pre-ping, retried on a lost connection.
+        self._decision_reads = (db.unpinged(reads).execution_options(isolation_level="AUTOCOMMIT")
+                                if reads.dialect.name == "postgresql" else reads)
         self._writer = writer
         self.judge = judge
         self._grace_ns = int(missing_parent_grace_s * 1e9)
@@ -264,23 +267,28 @@ class Engine:
     def _prepare(self, project_id: int, trace_id: str, request_payload: dict[str, Any] | None,
                  response_payload: dict[str, Any] | None, source: str, idempotency_key: str | None,
                  idem_hash: str | None, now_ns: int) -> _Prepared | DecisionResult:
-        with self._reads.connect() as conn:
-            if idempotency_key:
-                seen = decisions.idempotency_record(conn, project_id, idempotency_key)
-                if seen is not None:
-                    if seen[0] != idem_hash:
-                        raise IdempotencyConflict(idempotency_key)
-                    return self._replayed(conn, project_id, seen[1])
-            read = decisions.inputs(conn, project_id, trace_id, cutoff(now_ns, self._grace_ns), now_ns)
-            active, shadows = self._policies(conn, project_id, now_ns, read.policy_stamp)
-            if source == "auto" and decisions.decided(conn, project_id, _auto_key(trace_id, active)):
-                return DecisionResult("decided_before", None, True)
-            model = TraceModel(read.trace, [], [], read.evals) if read.trace is not None else None
-            plans = []
-            for policy in (active, *shadows):
-                a = assess(model, request_payload, response_payload, policy.definition)
-                key = cache_key(a.input_hash, policy.version_id, self.judge.model)
-                plans.append(Plan(policy, a, key, decisions.cached_output(conn, project_id, key)))
+        return db.retry_lost(self._decision_reads, lambda conn: self._read(
+            conn, project_id, trace_id, request_payload, response_payload, source, idempotency_key, idem_hash, now_ns))
+
+    def _read(self, conn: sa.Connection, project_id: int, trace_id: str, request_payload: dict[str, Any] | None,
+              response_payload: dict[str, Any] | None, source: str, idempotency_key: str | None,
+              idem_hash: str | None, now_ns: int) -> _Prepared | DecisionResult:
+        if idempotency_key:
+            seen = decisions.idempotency_record(conn, project_id, idempotency_key)
+            if seen is not None:
+                if seen[0] != idem_hash:
+                    raise IdempotencyConflict(idempotency_key)
+                return self._replayed(conn, project_id, seen[1])
+        read = decisions.inputs(conn, project_id, trace_id, cutoff(now_ns, self._grace_ns), now_ns)
+        active, shadows = self._policies(conn, project_id, now_ns, read.policy_stamp)
+        if source == "auto" and decisions.decided(conn, project_id, _auto_key(trace_id, active)):
+            return DecisionResult("decided_before", None, True)
+        model = TraceModel(read.trace, [], [], read.evals) if read.trace is not None else None
+        plans = []
+        for policy in (active, *shadows):
+            a = assess(model, request_payload, response_payload, policy.definition)
+            key = cache_key(a.input_hash, policy.version_id, self.judge.model)
+            plans.append(Plan(policy, a, key, decisions.cached_output(conn, project_id, key)))
         return _Prepared(model is not None, plans[0], plans[1:])
 
     def _policies(self, conn: sa.Connection, project_id: int, now_ns: int,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any, Callable, TypeVar, cast
 
 import sqlalchemy as sa
 from alembic import command
@@ -35,6 +35,8 @@ SQLITE_PRAGMAS = (
 )
 
 PG_CONNECT_TIMEOUT_S = 5
+
+T = TypeVar("T")
 
 # Connections for the writer (and its search indexing), the WAL checkpointer and concurrent API
 # reads; more reads queue.
@@ -62,12 +64,37 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
             cur.close()
 
         return engine
+    return sa.create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True, connect_args=_pg_timeout(url),
+                            **kwargs)
+
+
+def unpinged(engine: sa.Engine, pool_size: int = 2, max_overflow: int = 6) -> sa.Engine:
+    """A PostgreSQL engine on `engine`'s database with a small pool of its own and no pre-ping, for
+    reads that retry once on a lost connection instead (`retry_lost`): the ping was one more round
+    trip on every checkout. Connects on first use (after the decode workers fork)."""
+    url = engine.url
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=max_overflow, connect_args=_pg_timeout(url))
+
+
+def retry_lost(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
+    """`work` on a connection of `engine`; once more if the connection turned out lost (the server
+    restarted, the backend was terminated: SQLAlchemy then drops every pooled connection as old as
+    it). For reads, which may run twice."""
+    try:
+        with engine.connect() as conn:
+            return work(conn)
+    except sa.exc.DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    with engine.connect() as conn:
+        return work(conn)
+
+
+def _pg_timeout(url: str | sa.URL) -> dict[str, Any]:
     # A server that does not answer (a network partition) fails a connection attempt after this,
     # instead of holding the writer's reconnection, or a request, for the kernel's TCP timeout.
     # A URL's own connect_timeout wins.
-    timeout = {} if "connect_timeout" in sa.make_url(url).query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
-    return sa.create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True, connect_args=timeout,
-                            **kwargs)
+    return {} if "connect_timeout" in sa.make_url(url).query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
 
 
 def migrate(engine: sa.Engine, revision: str = "head") -> None:
