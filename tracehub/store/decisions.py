@@ -90,8 +90,8 @@ class Written:
 
 def write(tx: Transaction, w: DecisionWrite) -> Written:
     """On PostgreSQL two round trips (`Transaction.pipeline`), with BEGIN and COMMIT in them: the
-    decision row and the trace's root; then everything else. An idempotency key or an ESCALATE
-    adds one, a shadow version one each."""
+    decision row, the trace's root and an ESCALATE's webhook endpoints; then everything else. An
+    idempotency key adds one, a shadow version one each."""
     sql = tx.sql
     q = sql.p
     if w.idem is not None:
@@ -113,7 +113,7 @@ def write(tx: Transaction, w: DecisionWrite) -> Written:
     decision_sql = sql.insert_sql("trace_decisions", DECISION_COLUMNS, _DECISION_JSON,
                                   "ON CONFLICT (project_id, auto_key) DO NOTHING")
     # The decision row and the trace's root in one round trip, the row locked as ingest would lock
-    # it (the judge span's parent is read as ingest writes it).
+    # it (the judge span's parent is read as ingest writes it); an ESCALATE's endpoints with them.
     lock = " FOR UPDATE" if sql.pg else ""
     with tx.pipeline():
         made = tx.cursor()
@@ -122,6 +122,10 @@ def write(tx: Transaction, w: DecisionWrite) -> Written:
         root = tx.cursor()
         root.execute(f"SELECT seq, root_span_id FROM traces WHERE project_id = {q} AND trace_id = {q}{lock}",
                      (w.project_id, w.trace_id))
+        if w.escalate is not None:
+            enabled = tx.cursor()
+            enabled.execute(f"SELECT id, url, enabled FROM webhook_endpoints WHERE project_id = {q} AND enabled",
+                            (w.project_id,))
         if made.fetchone() is None:  # an automatic decision made already (another process, an earlier run)
             return Written("decided_before")
         found = root.fetchone()
@@ -133,9 +137,13 @@ def write(tx: Transaction, w: DecisionWrite) -> Written:
         if cur.rowcount:
             runs.append(shadow.judge_run)
     decision = w.active.decision
-    # Nothing below waits for a result but an ESCALATE's webhook endpoints: one round trip, with
-    # COMMIT unless the case follows.
-    with tx.pipeline(commit=w.escalate is None):
+    case_id = None
+    if w.escalate is not None:
+        endpoints = [{"id": i, "url": u, "enabled": bool(e)} for i, u, e in enabled.fetchall()]
+        case, notifications = w.escalate(endpoints)
+        case_id = case["case_id"]
+    # Nothing below waits for a result: one round trip, with COMMIT.
+    with tx.pipeline(commit=True):
         if annotations is not None:
             insert_annotation_spans(cur, sql, w.project_id, *annotations)
         sql.executemany(cur, sql.insert_sql("judge_runs", JUDGE_RUN_COLUMNS, _JUDGE_RUN_JSON),
@@ -145,21 +153,13 @@ def write(tx: Transaction, w: DecisionWrite) -> Written:
         cur.execute(f"UPDATE traces SET decision = {q} WHERE project_id = {q} AND trace_id = {q}",
                     (decision["action"], w.project_id, w.trace_id))
         if w.escalate is not None:
-            enabled = tx.cursor()
-            enabled.execute(f"SELECT id, url, enabled FROM webhook_endpoints WHERE project_id = {q} AND enabled",
-                            (w.project_id,))
-    if w.escalate is None:
-        return Written("created")
-    endpoints = [{"id": i, "url": u, "enabled": bool(e)} for i, u, e in enabled.fetchall()]
-    case, notifications = w.escalate(endpoints)
-    with tx.pipeline(commit=True):
-        cur.execute(sql.insert_sql("cases", CASE_COLUMNS, frozenset()),
-                    _row(sql, tuple(case[c] for c in CASE_COLUMNS)))
-        if notifications:
-            payload = frozenset(("payload",))
-            sql.executemany(cur, sql.insert_sql("notifications", NOTIFICATION_COLUMNS, payload),
-                            [_values(n, NOTIFICATION_COLUMNS, payload) for n in notifications])
-    return Written("created", case_id=case["case_id"])
+            cur.execute(sql.insert_sql("cases", CASE_COLUMNS, frozenset()),
+                        _row(sql, tuple(case[c] for c in CASE_COLUMNS)))
+            if notifications:
+                payload = frozenset(("payload",))
+                sql.executemany(cur, sql.insert_sql("notifications", NOTIFICATION_COLUMNS, payload),
+                                [_values(n, NOTIFICATION_COLUMNS, payload) for n in notifications])
+    return Written("created", case_id=case_id)
 
 
 def _place_spans(tx: Transaction, w: DecisionWrite,
