@@ -28,12 +28,14 @@ detectors' kinds, counts, masked matches and offsets, never the matched text.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import logging
 import secrets
 import time
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +44,8 @@ import sqlalchemy as sa
 
 from tracehub import metrics
 from tracehub.decision import cases, signals
-from tracehub.decision.judges import JUDGE_ERRORS, STATUS_CACHED, STATUS_OK, Judge, JudgeInput, JudgeOutcome
+from tracehub.decision.judges import (JUDGE_ERRORS, STATUS_CACHED, STATUS_OK, HeuristicJudge, Judge, JudgeInput,
+                                      JudgeOutcome)
 from tracehub.decision.policy import PolicyDefinition, Verdict, parse_policy
 from tracehub.records import STATUS_ERROR, STATUS_SUCCESS, Idem, Mapped, SpanRecord
 from tracehub.store import db, decisions, policies
@@ -117,6 +120,12 @@ class _Prepared:
     trace_found: bool
     active: Plan
     shadows: list[Plan]
+
+
+# `Engine.decide`'s arguments as `_prepare` takes them (project, trace, request, response, source,
+# idempotency key, its request hash, the start); what a decision written answers with.
+_Args = tuple[int, str, "dict[str, Any] | None", "dict[str, Any] | None", str, "str | None", "str | None", int]
+_Step = tuple[_Prepared, JudgeOutcome, decisions.DecisionWrite, decisions.Written]
 
 
 def build_context(model: TraceModel | None, request_payload: dict[str, Any] | None,
@@ -211,6 +220,8 @@ class Engine:
                                 if reads.dialect.name == "postgresql" else reads)
         self._writer = writer
         self.judge = judge
+        # Its verdict needs no I/O: a decision wakes the event loop once (`_on_threads`).
+        self._judge_in_process = type(judge) is HeuristicJudge
         self._grace_ns = int(missing_parent_grace_s * 1e9)
         self._definitions: dict[int, PolicyDefinition] = {}
         # Per project: (stamp, policy in force, shadow versions), reused while the stamp is the same.
@@ -225,13 +236,73 @@ class Engine:
         started_ns = time.time_ns()
         idem_hash = (request_hash(trace_id, request_payload, response_payload, idempotency_key)
                      if idempotency_key else None)
-        prepared = await asyncio.to_thread(self._prepare, project_id, trace_id, request_payload,
-                                           response_payload, source, idempotency_key, idem_hash, started_ns)
-        if isinstance(prepared, DecisionResult):
-            return prepared
-        active = prepared.active
-        outcome = await self._judge(project_id, trace_id, active)
-        shadow_outcomes = [await self._judge(project_id, trace_id, plan) for plan in prepared.shadows]
+        args = (project_id, trace_id, request_payload, response_payload, source, idempotency_key, idem_hash,
+                started_ns)
+        if self._judge_in_process:
+            step = await self._on_threads(t0, args)
+        else:
+            prepared = await asyncio.to_thread(self._prepare, *args)
+            if isinstance(prepared, DecisionResult):
+                return prepared
+            outcomes = [await self._judge(project_id, trace_id, plan) for plan in (prepared.active, *prepared.shadows)]
+            write = self._write_of(t0, args, prepared, outcomes)
+            written = await asyncio.wrap_future(self._writer.submit_decision(lambda tx: decisions.write(tx, write)))
+            step = (prepared, outcomes[0], write, written)
+        if isinstance(step, DecisionResult):
+            return step
+        prepared, outcome, write, written = step
+        if written.status in ("replayed", "conflict"):  # another request with the key came first
+            return await asyncio.to_thread(self._replay, project_id, idempotency_key or "", written)
+        if written.status == "decided_before":
+            return DecisionResult("decided_before", None, prepared.trace_found)
+        row = write.active.decision
+        self._count(outcome, prepared.active.cached is not None, row["action"])
+        return DecisionResult("created", row, prepared.trace_found, written.case_id,
+                              [s.decision for s in write.shadows])
+
+    def _on_threads(self, t0: float, args: _Args) -> asyncio.Future[_Step | DecisionResult]:
+        """An in-process judge's decision: read, judge and hand the rows to the writer on an executor
+        thread, and wake the event loop once, when the writer committed (not also between)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[_Step | DecisionResult] = loop.create_future()
+
+        def settle(result: Any, exc: BaseException | None) -> None:  # on the event loop
+            if done.cancelled():
+                return
+            if exc is not None:
+                done.set_exception(exc)
+            else:
+                done.set_result(result)
+
+        def work() -> None:
+            try:
+                prepared = self._prepare(*args)
+                if isinstance(prepared, DecisionResult):
+                    loop.call_soon_threadsafe(settle, prepared, None)
+                    return
+                project_id, trace_id = args[0], args[1]
+                outcomes = [self._judge_now(project_id, trace_id, plan)
+                            for plan in (prepared.active, *prepared.shadows)]
+                write = self._write_of(t0, args, prepared, outcomes)
+                future = self._writer.submit_decision(lambda tx: decisions.write(tx, write))
+            except BaseException as exc:
+                loop.call_soon_threadsafe(settle, None, exc)
+                return
+
+            def written(f: Future[decisions.Written]) -> None:
+                exc = f.exception()
+                loop.call_soon_threadsafe(settle, None if exc else (prepared, outcomes[0], write, f.result()), exc)
+
+            future.add_done_callback(written)
+
+        loop.run_in_executor(None, contextvars.copy_context().run, work)
+        return done
+
+    def _write_of(self, t0: float, args: _Args, prepared: _Prepared,
+                  outcomes: list[JudgeOutcome]) -> decisions.DecisionWrite:
+        """The decision's rows for the writer, from the judges' `outcomes` (the active plan's first)."""
+        project_id, trace_id, _request, _response, source, idempotency_key, idem_hash, started_ns = args
+        active, outcome = prepared.active, outcomes[0]
         judged_ns = time.time_ns()
         latency_ms = round((time.perf_counter() - t0) * 1000, 3)
         decision_id = uuid.uuid4().hex
@@ -239,7 +310,7 @@ class Engine:
         verdict = decision_rows(project_id, trace_id, decision_id, active, outcome, source, latency_ms, started_ns,
                                 spans[0].span_id)
         shadows = [decision_rows(project_id, trace_id, uuid.uuid4().hex, plan, o, source, latency_ms, started_ns,
-                                 None, shadow=True) for plan, o in zip(prepared.shadows, shadow_outcomes)]
+                                 None, shadow=True) for plan, o in zip(prepared.shadows, outcomes[1:])]
         row = verdict.decision
 
         def escalate(endpoints: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -251,16 +322,8 @@ class Engine:
         if idempotency_key and idem_hash:
             # The answer to replay is read back from the decision row, so only its id is kept.
             idem = Idem(idempotency_key, idem_hash, {"decision_id": decision_id, "trace_found": prepared.trace_found})
-        write = decisions.DecisionWrite(project_id, trace_id, verdict, spans,
-                                        escalate if row["action"] == ESCALATE else None, idem, shadows)
-        written = await asyncio.wrap_future(self._writer.submit_decision(lambda tx: decisions.write(tx, write)))
-        if written.status in ("replayed", "conflict"):  # another request with the key came first
-            return await asyncio.to_thread(self._replay, project_id, idempotency_key or "", written)
-        if written.status == "decided_before":
-            return DecisionResult("decided_before", None, prepared.trace_found)
-        self._count(outcome, active.cached is not None, row["action"])
-        return DecisionResult("created", row, prepared.trace_found, written.case_id,
-                              [s.decision for s in shadows])
+        return decisions.DecisionWrite(project_id, trace_id, verdict, spans,
+                                       escalate if row["action"] == ESCALATE else None, idem, shadows)
 
     # -- before the judge (a thread of its own: database reads) ------------------------------------
 
@@ -334,23 +397,41 @@ class Engine:
     # -- the judge ---------------------------------------------------------------------------------
 
     async def _judge(self, project_id: int, trace_id: str, plan: Plan) -> JudgeOutcome:
-        a, policy = plan.assessment, plan.policy
         if plan.cached is not None:
-            c = plan.cached
-            now = time.time_ns()
-            return JudgeOutcome(
-                action=c["action"], reason_code=c["reason_code"], severity=c["severity"], judge=self.judge.name,
-                rationale=c.get("rationale"), confidence=c.get("confidence"), judge_model=self.judge.model,
-                status=STATUS_CACHED, output=c, started_ns=now, ended_ns=now)
-        item = JudgeInput(project_id, trace_id, a.context, a.verdict, a.input_hash, policy.name, policy.version)
+            return self._cached(plan.cached)
         try:
-            return await self.judge.judge(item)
+            return await self.judge.judge(self._judge_input(project_id, trace_id, plan))
         except Exception as exc:  # a judge must not fail a decision: the policy's verdict stands
-            log.exception("the %s judge failed; the policy's verdict decides", self.judge.name)
-            v = a.verdict
-            return JudgeOutcome(action=v.action, reason_code=v.reason_code, severity=v.severity,
-                                judge=self.judge.name, judge_model=self.judge.model, status="error",
-                                error=f"{type(exc).__name__}: {exc}"[:1000], ended_ns=time.time_ns())
+            return self._failed(plan, exc)
+
+    def _judge_now(self, project_id: int, trace_id: str, plan: Plan) -> JudgeOutcome:
+        """`_judge` for an in-process judge (`HeuristicJudge.outcome`, which its `judge` answers)."""
+        assert isinstance(self.judge, HeuristicJudge)
+        if plan.cached is not None:
+            return self._cached(plan.cached)
+        try:
+            return self.judge.outcome(self._judge_input(project_id, trace_id, plan))
+        except Exception as exc:
+            return self._failed(plan, exc)
+
+    def _cached(self, c: dict[str, Any]) -> JudgeOutcome:
+        now = time.time_ns()
+        return JudgeOutcome(
+            action=c["action"], reason_code=c["reason_code"], severity=c["severity"], judge=self.judge.name,
+            rationale=c.get("rationale"), confidence=c.get("confidence"), judge_model=self.judge.model,
+            status=STATUS_CACHED, output=c, started_ns=now, ended_ns=now)
+
+    @staticmethod
+    def _judge_input(project_id: int, trace_id: str, plan: Plan) -> JudgeInput:
+        a, policy = plan.assessment, plan.policy
+        return JudgeInput(project_id, trace_id, a.context, a.verdict, a.input_hash, policy.name, policy.version)
+
+    def _failed(self, plan: Plan, exc: Exception) -> JudgeOutcome:
+        log.exception("the %s judge failed; the policy's verdict decides", self.judge.name, exc_info=exc)
+        v = plan.assessment.verdict
+        return JudgeOutcome(action=v.action, reason_code=v.reason_code, severity=v.severity,
+                            judge=self.judge.name, judge_model=self.judge.model, status="error",
+                            error=f"{type(exc).__name__}: {exc}"[:1000], ended_ns=time.time_ns())
 
     def _count(self, outcome: JudgeOutcome, cached: bool, action: str) -> None:
         metrics.DECISIONS.labels(action).inc()
