@@ -294,10 +294,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 SCREENSHOTS = Path(__file__).parent / "build" / "screenshots"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     """Headless Chromium; without it the browser tests are skipped with the reason shown, unless
-    TRACEHUB_TEST_BROWSER=require (CI), where that is a failure."""
+    TRACEHUB_TEST_BROWSER=require (CI), where that is a failure. One a module: Playwright's sync API
+    marks its event loop running in this thread while it is open, and `asyncio.run` refuses to
+    start under it."""
     if not Path(CHROMIUM).exists():
         reason = f"no Chromium at {CHROMIUM} (install Debian's chromium package or set TRACEHUB_TEST_CHROMIUM)"
         if os.environ.get("TRACEHUB_TEST_BROWSER") == "require":

@@ -103,8 +103,11 @@ def test_every_page_is_locked_down_and_assets_are_content_addressed(shell_server
         assert not re.search(r"\son[a-z]+=", r.text), path  # no inline handlers
     missing = client.get("/no-such-page")
     assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
-    # The API keeps answering problem+json for paths it does not know.
+    # The API keeps its own answers under the UI: problem+json for paths it does not know, 405 for
+    # methods it does not serve.
     assert httpx.get(f"{shell_server.url}/api/v1/no-such-route").headers["content-type"] == "application/problem+json"
+    for method, path in (("TRACE", "/api/v1/traces"), ("DELETE", "/healthz"), ("PUT", "/v1/traces")):
+        assert httpx.request(method, f"{shell_server.url}{path}").status_code == 405, (method, path)
     page = client.get("/").text
     assets = re.findall(r'(?:href|src)="(/static/[^"]+)"', page)
     assert any(a.endswith(".css") for a in assets) and any(a.endswith(".js") for a in assets)

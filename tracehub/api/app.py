@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 from starlette.types import ASGIApp, ExceptionHandler, Receive, Scope, Send
 
 from tracehub import metrics
@@ -111,7 +111,7 @@ def create_app(hub: Hub) -> Starlette:
               + StatsRoutes(hub).routes() + TraceRoutes(hub).routes() + DecideRoutes(hub).routes()
               + CaseRoutes(hub).routes() + WebhookRoutes(hub).routes() + PolicyRoutes(hub).routes()
               + ProjectRoutes(hub).routes()
-              + [Route("/api/v1/openapi.json", _openapi), Mount("", app=Ui(hub).app())])
+              + [Route("/api/v1/openapi.json", _openapi), Ui(hub).mount()])
     return Starlette(routes=routes, exception_handlers=HANDLERS,
                      middleware=[*_cors(hub), Middleware(Guard, hub.settings.max_concurrent_requests)])
 

@@ -26,10 +26,9 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tracehub.api.errors import handle_database, handle_http
 from tracehub.hub import Hub
 from tracehub.store import faults
 from tracehub.store.completion import cutoff
@@ -54,11 +53,22 @@ SECURITY_HEADERS = (
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
 )
-API_PREFIXES = ("/api/", "/v1/")
+# Paths of the API's app: the UI leaves them alone, so a method the API does not serve there stays
+# its 405 and an unknown API path its problem+json 404.
+API_PATHS = ("/api/", "/v1/", "/healthz", "/readyz", "/metrics")
 
 
 class SignInRequired(Exception):
     pass
+
+
+class UiMount(Mount):
+    """The UI's app under every path but the API's."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and scope["path"].startswith(API_PATHS):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 class SecurityHeaders:
@@ -128,6 +138,9 @@ class Ui:
         return HTMLResponse(html, status, headers=headers)
 
     # Routes ------------------------------------------------------------------------------------
+
+    def mount(self) -> Mount:
+        return UiMount("", app=self.app())
 
     def app(self) -> Starlette:
         from tracehub.ui import cases, conversations, dashboard, policies, trace
@@ -220,8 +233,6 @@ class Ui:
 
     async def http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        if request.url.path.startswith(API_PREFIXES):
-            return await handle_http(request, exc)
         return self.page(request, None, "error.html", {"status": exc.status_code, "message": exc.detail},
                          exc.status_code, dict(exc.headers or {}))
 
@@ -231,8 +242,6 @@ class Ui:
         return self.page(request, None, "error.html", {"status": 500, "message": message}, 500)
 
     async def unavailable(self, request: Request, exc: Exception) -> Response:
-        if request.url.path.startswith(API_PREFIXES):
-            return await handle_database(request, exc)
         log.warning("%s %s: the database failed: %s", request.method, request.url.path, exc)
         unreachable = isinstance(faults.fault_of(exc), faults.Unavailable)
         message = self.gettext(request, N_("The database is unavailable; retry in a moment.") if unreachable
