@@ -347,11 +347,16 @@ class Engine:
         if source == "auto" and decisions.decided(conn, project_id, _auto_key(trace_id, active)):
             return DecisionResult("decided_before", None, True)
         model = TraceModel(read.trace, [], [], read.evals) if read.trace is not None else None
-        plans = []
-        for policy in (active, *shadows):
-            a = assess(model, request_payload, response_payload, policy.definition)
-            key = cache_key(a.input_hash, policy.version_id, self.judge.model)
-            plans.append(Plan(policy, a, key, decisions.cached_output(conn, project_id, key)))
+        # `assess` for each version, the inputs and signals shared; the judge cache is asked first,
+        # and answers while the detectors run.
+        inputs = context_inputs(model, request_payload, response_payload)
+        digest = input_hash(inputs)
+        versions = (active, *shadows)
+        keys = [cache_key(digest, policy.version_id, self.judge.model) for policy in versions]
+        with decisions.cached_outputs(conn, project_id, keys) as cached:
+            context, found = with_signals(inputs)
+            assessed = [Assessment(context, found, digest, policy.definition.evaluate(context)) for policy in versions]
+        plans = [Plan(*plan) for plan in zip(versions, assessed, keys, cached)]
         return _Prepared(model is not None, plans[0], plans[1:])
 
     def _policies(self, conn: sa.Connection, project_id: int, now_ns: int,

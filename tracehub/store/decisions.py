@@ -16,8 +16,10 @@ so a decision on it is found in the list.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -256,6 +258,33 @@ def cached_output(conn: sa.Connection, project_id: int, cache_key: str) -> dict[
     found = _read(conn, "cached_output", project_id, cache_key).scalar_one_or_none()
     out = _json(found)
     return out if isinstance(out, dict) else None
+
+
+@contextlib.contextmanager
+def cached_outputs(conn: sa.Connection, project_id: int,
+                   cache_keys: list[str]) -> Iterator[list[dict[str, Any] | None]]:
+    """`cached_output` of each key, in the list yielded once the block is left. On PostgreSQL the
+    query goes out as the block is entered (psycopg's pipeline mode) and is answered while the
+    block runs: a decision's detectors hide the round trip. `conn` must be in autocommit."""
+    found: list[dict[str, Any] | None] = []
+    if conn.dialect.name != "postgresql":
+        yield found
+        found.extend(cached_output(conn, project_id, key) for key in cache_keys)
+        return
+    dbapi = conn.connection.driver_connection
+    assert dbapi is not None
+    cursors = []
+    with dbapi.pipeline():
+        for key in cache_keys:
+            cursor = dbapi.cursor()
+            cursor.execute("SELECT output FROM judge_cache WHERE project_id = %s AND cache_key = %s",
+                           (project_id, key))
+            cursors.append(cursor)
+        yield found
+    for cursor in cursors:
+        row = cursor.fetchone()
+        out = _json(row[0]) if row is not None else None
+        found.append(out if isinstance(out, dict) else None)
 
 
 def decision_row(conn: sa.Connection, project_id: int, decision_id: str) -> dict[str, Any] | None:
