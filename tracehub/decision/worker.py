@@ -66,8 +66,9 @@ DUE_MAX = 100_000  # traces settling; past it the hand-off is dropped (the sweep
 CONCURRENCY = 8  # decisions at once: an LLM judge's call waits on the network
 MAX_DECIDING = 64  # decisions started and not ended; no trace is taken past it
 # While ingest keeps the writer busy: at most BUSY_BATCH decisions under way, topped up every
-# BUSY_TICK_S (50 a second; at ~0.5-1 ms each, a few % of one core).
-BUSY_BATCH = 10
+# BUSY_TICK_S: 20 a second, ~2-5% of one core at 1-2.5 ms each (a loaded machine's cost; 50 a second
+# took ~15% of the server's CPU from a PostgreSQL ingest benchmark).
+BUSY_BATCH = 4
 BUSY_TICK_S = 0.2
 BUSY_HOLD_S = 1.0  # the writer counts as busy this long after it last was
 SWEEP_EVERY_S = 5.0
