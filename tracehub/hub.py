@@ -50,8 +50,9 @@ class Hub:
         # Decides completed traces off the request path, on an event loop of its own: so with an
         # engine and judge of its own (an LLM judge's HTTP client belongs to one loop).
         self.auto_decisions: DecisionWorker | None = None
+        self.auto_engine: Engine | None = None
         if settings.decisions:
-            auto = Engine(self.reads, self.writer, LlmJudge.from_settings(settings, self.pricing)
+            auto = self.auto_engine = Engine(self.reads, self.writer, LlmJudge.from_settings(settings, self.pricing)
                           if settings.judge == "llm" else HeuristicJudge(), settings.missing_parent_grace_s)
             self.auto_decisions = DecisionWorker(self.reads, lambda p, t: auto.decide(p, t, source="auto"),
                                                  settings.decision_settle_s, settings.missing_parent_grace_s,
@@ -80,6 +81,9 @@ class Hub:
         self.webhooks.stop()
         if self.auto_decisions is not None:  # before the writer: decisions under way write through it
             self.auto_decisions.stop()
+        self.decisions.close()
+        if self.auto_engine is not None:
+            self.auto_engine.close()
         self.decoder.close()
         self.writer.stop()
         self.keys.close()

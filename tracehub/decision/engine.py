@@ -216,8 +216,9 @@ class Engine:
     def __init__(self, reads: sa.Engine, writer: Writer, judge: Judge, missing_parent_grace_s: float) -> None:
         self._reads = reads
         # PostgreSQL: the decision's reads on a pool without pre-ping, retried on a lost connection.
-        self._decision_reads = (db.unpinged(reads).execution_options(isolation_level="AUTOCOMMIT")
-                                if reads.dialect.name == "postgresql" else reads)
+        self._own_reads = db.unpinged(reads) if reads.dialect.name == "postgresql" else None
+        self._decision_reads = (self._own_reads.execution_options(isolation_level="AUTOCOMMIT")
+                                if self._own_reads is not None else reads)
         self._writer = writer
         self.judge = judge
         # Its verdict needs no I/O: a decision wakes the event loop once (`_on_threads`).
@@ -226,6 +227,11 @@ class Engine:
         self._definitions: dict[int, PolicyDefinition] = {}
         # Per project: (stamp, policy in force, shadow versions), reused while the stamp is the same.
         self._policy_states: dict[int, tuple[tuple[Any, ...], PolicyVersion, list[PolicyVersion]]] = {}
+
+    def close(self) -> None:
+        """Closes the connections of the decision reads' own pool (PostgreSQL)."""
+        if self._own_reads is not None:
+            self._own_reads.dispose()
 
     async def decide(self, project_id: int, trace_id: str, request_payload: dict[str, Any] | None = None,
                      response_payload: dict[str, Any] | None = None, source: str = "api",
