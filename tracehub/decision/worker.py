@@ -23,15 +23,15 @@ writer's decision lane.
 It runs in a thread with an event loop of its own: a decision's CPU (signals over a trace's text)
 does not hold the server's loop, and `tracehub seed` runs it without one.
 
-Ingest goes first. A decision costs ~0.5-1 ms of the server's CPU (its reads, the detectors, the
-policy, its rows), so deciding every trace of a full-speed ingest as it completes would take most
-of a core from it. While ingest keeps the writer busy (`Writer.busy` while its commits hand traces
-over: its search indexing and the decisions' own writes are no ingest), and for BUSY_HOLD_S after,
-so the gaps between one burst's batches do not count as quiet, decisions trickle: every BUSY_TICK_S at most
-BUSY_BATCH start, fewer while the last ones still run, and the sweep's finds join the settling
-traces instead of starting at once. So decisions progress under sustained ingest, at up to
-BUSY_BATCH / BUSY_TICK_S a second (less only if each takes longer than a tick), and the backlog
-goes at full speed once the writer is quiet.
+Ingest goes first. A decision costs ~1-2.5 ms of the server's CPU (its reads, the detectors, the
+policy, its rows), so deciding every trace of a full-speed ingest as it completes would take more
+than a core from it. While ingest keeps the writer busy (`Writer.busy` while its commits hand
+traces over: its search indexing and the decisions' own writes are no ingest), and for BUSY_HOLD_S
+after, so the gaps between one burst's batches do not count as quiet, decisions trickle: every
+BUSY_TICK_S at most BUSY_BATCH start, fewer while the last ones still run, and the sweep's finds
+join the settling traces instead of starting at once. So decisions progress under sustained
+ingest, at up to BUSY_BATCH / BUSY_TICK_S a second (fewer only while each takes longer than a
+tick), and the backlog goes at full speed once ingest pauses.
 """
 
 from __future__ import annotations
@@ -66,10 +66,11 @@ DUE_MAX = 100_000  # traces settling; past it the hand-off is dropped (the sweep
 CONCURRENCY = 8  # decisions at once: an LLM judge's call waits on the network
 MAX_DECIDING = 64  # decisions started and not ended; no trace is taken past it
 # While ingest keeps the writer busy: at most BUSY_BATCH decisions under way, topped up every
-# BUSY_TICK_S: 20 a second, ~2-5% of one core at 1-2.5 ms each (a loaded machine's cost; 50 a second
-# took ~15% of the server's CPU from a PostgreSQL ingest benchmark).
-BUSY_BATCH = 4
-BUSY_TICK_S = 0.2
+# BUSY_TICK_S: 20 a second, ~2-5% of one core at 1-2.5 ms each (50 a second took ~15% of the
+# server's CPU from a PostgreSQL ingest benchmark). One readiness check a tick, ~5 ms on a loaded
+# machine: ticks of 0.2 s cost more than the decisions they started.
+BUSY_BATCH = 20
+BUSY_TICK_S = 1.0
 BUSY_HOLD_S = 1.0  # the writer counts as busy this long after it last was
 SWEEP_EVERY_S = 5.0
 SWEEP_PAGE = 500  # trace rows a sweep step reads per project
