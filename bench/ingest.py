@@ -703,22 +703,28 @@ class ServerHandle:
     pg_db: str | None = None
 
 
-def writer_counters(api_url: str) -> tuple[float, float] | None:
-    """(seconds busy, transactions) of the server's writer, from its /metrics."""
+def server_metrics(api_url: str, names: tuple[str, ...]) -> dict[str, float]:
+    """The named samples of the server's /metrics that it exposes ({} if it does not answer)."""
     u = urllib.parse.urlsplit(api_url)
     conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port or 80, timeout=10)
     try:
         conn.request("GET", "/metrics")
         text = conn.getresponse().read().decode()
     except OSError:
-        return None
+        return {}
     finally:
         conn.close()
     found = {}
     for line in text.splitlines():
         name, _, value = line.partition(" ")
-        if name in ("tracehub_writer_busy_seconds_total", "tracehub_writer_transactions_total"):
+        if name in names:
             found[name] = float(value)
+    return found
+
+
+def writer_counters(api_url: str) -> tuple[float, float] | None:
+    """(seconds busy, transactions) of the server's writer, from its /metrics."""
+    found = server_metrics(api_url, ("tracehub_writer_busy_seconds_total", "tracehub_writer_transactions_total"))
     if len(found) < 2:
         return None  # a server from before these metrics
     return found["tracehub_writer_busy_seconds_total"], found["tracehub_writer_transactions_total"]
@@ -726,20 +732,8 @@ def writer_counters(api_url: str) -> tuple[float, float] | None:
 
 def auto_decisions(api_url: str) -> int | None:
     """Traces the server's decision worker has decided (its /metrics), None if it does not say."""
-    u = urllib.parse.urlsplit(api_url)
-    conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port or 80, timeout=10)
-    try:
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
-    except OSError:
-        return None
-    finally:
-        conn.close()
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name == "tracehub_auto_decisions_total":
-            return int(float(value))
-    return None
+    found = server_metrics(api_url, ("tracehub_auto_decisions_total",))
+    return int(found["tracehub_auto_decisions_total"]) if found else None
 
 
 def http_get_json(url: str, key: str, timeout: float = 30) -> tuple[int, Any]:
