@@ -113,6 +113,8 @@ def test_list_detail_ack_and_resolve_over_http(cases_server: ServerProcess, proj
     assert case_id in client.get("/cases", params={"severity": "high", "reason_code": "PII_DETECTED"}).text
     assert client.get("/cases", params={"status": "closed"}).status_code == 400
     assert client.get("/cases", params={"page": "0"}).status_code == 400
+    for bad in ({"reason_code": "a\x00b"}, {"reason_code": "x" * 201}, {"severity": "urgent"}):
+        assert client.get("/cases", params=bad).status_code == 400, bad  # a NUL was PostgreSQL's 500
 
     page = client.get(f"/cases/{case_id}")
     assert page.status_code == 200

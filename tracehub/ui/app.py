@@ -29,6 +29,7 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 from starlette.routing import Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tracehub.api.errors import ProblemError
 from tracehub.hub import Hub
 from tracehub.store import faults
 from tracehub.store.completion import cutoff
@@ -154,7 +155,8 @@ class Ui:
         ]
         for pages in (dashboard.Pages, trace.Pages, conversations.Pages, cases.Pages, policies.Pages):
             routes += pages(self).routes()
-        handlers: dict[Any, Any] = {HTTPException: self.http_error, SignInRequired: self.to_sign_in,
+        handlers: dict[Any, Any] = {HTTPException: self.http_error, ProblemError: self.bad_request,
+                                    SignInRequired: self.to_sign_in,
                                     **{error: self.unavailable for error in faults.DATABASE_ERRORS},
                                     Exception: self.failed}
         return Starlette(routes=routes, exception_handlers=handlers, middleware=[Middleware(SecurityHeaders)])
@@ -235,6 +237,13 @@ class Ui:
         assert isinstance(exc, HTTPException)
         return self.page(request, None, "error.html", {"status": exc.status_code, "message": exc.detail},
                          exc.status_code, dict(exc.headers or {}))
+
+    async def bad_request(self, request: Request, exc: Exception) -> Response:
+        """A page's query or path refused by the API's own parsers (`api.params`): the link is at
+        fault, so 400 whatever the API would answer, with the field named."""
+        assert isinstance(exc, ProblemError)
+        status = 400 if exc.status == 422 else exc.status
+        return self.page(request, None, "error.html", {"status": status, "message": exc.detail}, status, exc.headers)
 
     async def failed(self, request: Request, _exc: Exception) -> Response:
         """A defect of this server (Starlette logs it)."""

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from tracehub.api import cases as api
 from tracehub.api.errors import ProblemError
-from tracehub.api.params import normalize_id
+from tracehub.api.params import int_param, normalize_id, str_param
 from tracehub.store import cases as store
 from tracehub.ui.render import N_
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 PAGE_SIZE = 50
 MAX_PAGE = 100_000
+REASON_CODE_CHARS = 200  # the policy schema's longest reason_code: a longer filter matches nothing
 REFUSED = {
     "acknowledged": N_("This case is %(status)s: it cannot be acknowledged now."),
     "resolved": N_("This case is %(status)s: it cannot be resolved again."),
@@ -40,18 +41,14 @@ def pretty(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True)
 
 
-def _choice(request: Request, name: str, allowed: tuple[str, ...] | None = None) -> str | None:
-    value = request.query_params.get(name) or None
-    if value is not None and (len(value) > 200 or (allowed is not None and value not in allowed)):
-        raise HTTPException(400, f"{name}: expected one of {', '.join(allowed or ())}")
-    return value
-
-
-def _page(request: Request) -> int:
-    raw = request.query_params.get("page") or "1"
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
-        raise HTTPException(400, f"page: expected a number from 1 to {MAX_PAGE}")
-    return int(raw)
+def _filter(request: Request) -> store.CaseFilter:
+    """The list's filters, parsed as the API's list parses them (a bad one: `Ui.bad_request`)."""
+    q = request.query_params
+    reason_code = str_param(q, "reason_code")
+    if reason_code is not None and len(reason_code) > REASON_CODE_CHARS:
+        raise HTTPException(400, f"reason_code: at most {REASON_CODE_CHARS} characters")
+    return store.CaseFilter(status=str_param(q, "status", store.CASE_STATUSES),
+                            severity=str_param(q, "severity", api.SEVERITIES), reason_code=reason_code)
 
 
 def _case_id(request: Request) -> str:
@@ -75,10 +72,8 @@ class Pages:
 
     async def index(self, request: Request) -> Response:
         viewer = await self.ui.viewer(request)
-        f = store.CaseFilter(status=_choice(request, "status", store.CASE_STATUSES),
-                             severity=_choice(request, "severity", api.SEVERITIES),
-                             reason_code=_choice(request, "reason_code"))
-        page = _page(request)
+        f = _filter(request)
+        page = int_param(request.query_params, "page", 1, 1, MAX_PAGE)
 
         def run() -> Response:
             with self.ui.hub.reads.connect() as conn:

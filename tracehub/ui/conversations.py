@@ -20,7 +20,6 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from tracehub.api.errors import ProblemError
 from tracehub.api.params import int_param, str_param
 from tracehub.store import queries
 from tracehub.ui.dashboard import row_view
@@ -44,15 +43,12 @@ class Pages:
     async def index(self, request: Request) -> Response:
         viewer = await self.ui.viewer(request)
         q = request.query_params
-        try:
-            wanted = str_param(q, "session_id")
-            user_id = str_param(q, "user_id")
-            raw_hours = q.get("last_hours")
-            hours = DEFAULT_SESSION_HOURS if raw_hours is None else int_param(q, "last_hours", 0, 0, 24 * 366)
-            page = int_param(q, "page", 1, 1, 1_000_000)
-            page_size = int_param(q, "page_size", 50, 1, 200)
-        except ProblemError as exc:
-            raise HTTPException(400, exc.detail) from exc
+        wanted = str_param(q, "session_id")
+        user_id = str_param(q, "user_id")
+        raw_hours = q.get("last_hours")
+        hours = DEFAULT_SESSION_HOURS if raw_hours is None else int_param(q, "last_hours", 0, 0, 24 * 366)
+        page = int_param(q, "page", 1, 1, 1_000_000)
+        page_size = int_param(q, "page_size", 50, 1, 200)
         if wanted:
             from urllib.parse import quote
 

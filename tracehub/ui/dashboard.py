@@ -24,7 +24,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tracehub.api.errors import ProblemError
 from tracehub.api.params import bool_param, int_param, str_param, time_param
 from tracehub.api.schemas import STATUSES
 from tracehub.api.traces import trace_view
@@ -61,16 +60,13 @@ class ListView:
 
 
 def parse_list(q: QueryParams, now_ns: int) -> ListView:
-    """The list's query string; a bad value is a 400 page saying which."""
-    try:
-        strs = {name: str_param(q, name, STATUSES if name == "status" else ()) for name in STR_FILTERS}
-        bools = {name: bool_param(q, name) for name in BOOL_FILTERS}
-        after, before = time_param(q, "start_after"), time_param(q, "start_before")
-        last_hours = int_param(q, "last_hours", 0, 0, 24 * 366) or None
-        page = int_param(q, "page", 1, 1, 1_000_000)
-        page_size = int_param(q, "page_size", 50, 1, max(PAGE_SIZES))
-    except ProblemError as exc:
-        raise HTTPException(400, exc.detail) from exc
+    """The list's query string; a bad value is a 400 page saying which (`Ui.bad_request`)."""
+    strs = {name: str_param(q, name, STATUSES if name == "status" else ()) for name in STR_FILTERS}
+    bools = {name: bool_param(q, name) for name in BOOL_FILTERS}
+    after, before = time_param(q, "start_after"), time_param(q, "start_before")
+    last_hours = int_param(q, "last_hours", 0, 0, 24 * 366) or None
+    page = int_param(q, "page", 1, 1, 1_000_000)
+    page_size = int_param(q, "page_size", 50, 1, max(PAGE_SIZES))
     if last_hours is not None:
         since = now_ns - last_hours * HOUR_NS
         after = since if after is None else max(after, since)

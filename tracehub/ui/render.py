@@ -128,7 +128,7 @@ def _cost(usd: float | None) -> str:
 def url_with(params: QueryParams | dict[str, Any], path: str = "", **changes: Any) -> str:
     """`path` with the current query string changed: a value of None or "" drops the parameter.
     Changing any filter returns to the first page."""
-    items = dict(params) if not isinstance(params, QueryParams) else dict(params.items())
+    items = dict(params.items())
     if "page" not in changes:
         items.pop("page", None)
     for name, value in changes.items():

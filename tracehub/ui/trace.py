@@ -24,7 +24,6 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from tracehub.api.errors import ProblemError
 from tracehub.api.params import normalize_id
 from tracehub.api.traces import TREE_NESTING, decision_view, eval_view, judge_run_view, span_view, trace_view
 from tracehub.store import decisions, queries
@@ -202,12 +201,8 @@ class Pages:
                 Route("/traces/{trace_id}/langgraph", self.langgraph, methods=["GET"])]
 
     def _ids(self, request: Request, span: str | None) -> tuple[str, str | None]:
-        try:
-            trace_id = normalize_id(request.path_params["trace_id"], 32, "trace_id")
-            span_id = normalize_id(span, 16, "span_id") if span else None
-        except ProblemError as exc:
-            raise HTTPException(400, str(exc.detail)) from exc
-        return trace_id, span_id
+        trace_id = normalize_id(request.path_params["trace_id"], 32, "trace_id")
+        return trace_id, normalize_id(span, 16, "span_id") if span else None
 
     def _span_context(self, conn: Any, project_id: int, trace_id: str, span_id: str) -> dict[str, Any] | None:
         row = span_store.one_span(conn, project_id, trace_id, span_id)
