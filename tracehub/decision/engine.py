@@ -120,6 +120,7 @@ class _Prepared:
     trace_found: bool
     active: Plan
     shadows: list[Plan]
+    endpoints: list[dict[str, Any]]  # enabled webhook endpoints: whom an ESCALATE notifies
 
 
 # `Engine.decide`'s arguments as `_prepare` takes them (project, trace, request, response, source,
@@ -318,18 +319,17 @@ class Engine:
         shadows = [decision_rows(project_id, trace_id, uuid.uuid4().hex, plan, o, source, latency_ms, started_ns,
                                  None, shadow=True) for plan, o in zip(prepared.shadows, outcomes[1:])]
         row = verdict.decision
-
-        def escalate(endpoints: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-            return cases.escalation_rows(project_id, trace_id, decision_id, row["action"], row["reason_code"],
-                                         row["severity"], row["policy_name"], row["policy_version"], endpoints,
-                                         time.time_ns())
-
+        escalation = None
+        if row["action"] == ESCALATE:
+            escalation = cases.escalation_rows(project_id, trace_id, decision_id, row["action"], row["reason_code"],
+                                               row["severity"], row["policy_name"], row["policy_version"],
+                                               prepared.endpoints, time.time_ns())
         idem = None
         if idempotency_key and idem_hash:
             # The answer to replay is read back from the decision row, so only its id is kept.
             idem = Idem(idempotency_key, idem_hash, {"decision_id": decision_id, "trace_found": prepared.trace_found})
-        return decisions.DecisionWrite(project_id, trace_id, verdict, spans,
-                                       escalate if row["action"] == ESCALATE else None, idem, shadows)
+        return decisions.DecisionWrite(project_id, trace_id, verdict, spans, prepared.trace_found, escalation, idem,
+                                       shadows)
 
     # -- before the judge (a thread of its own: database reads) ------------------------------------
 
@@ -353,17 +353,17 @@ class Engine:
         if source == "auto" and decisions.decided(conn, project_id, _auto_key(trace_id, active)):
             return DecisionResult("decided_before", None, True)
         model = TraceModel(read.trace, [], [], read.evals) if read.trace is not None else None
-        # `assess` for each version, the inputs and signals shared; the judge cache is asked first,
-        # and answers while the detectors run.
+        # `assess` for each version, the inputs and signals shared; the judge cache (and who an
+        # ESCALATE notifies) is asked first, and answers while the detectors run.
         inputs = context_inputs(model, request_payload, response_payload)
         digest = input_hash(inputs)
         versions = (active, *shadows)
         keys = [cache_key(digest, policy.version_id, self.judge.model) for policy in versions]
-        with decisions.cached_outputs(conn, project_id, keys) as cached:
+        with decisions.lookups(conn, project_id, keys) as looked_up:
             context, found = with_signals(inputs)
             assessed = [Assessment(context, found, digest, policy.definition.evaluate(context)) for policy in versions]
-        plans = [Plan(*plan) for plan in zip(versions, assessed, keys, cached)]
-        return _Prepared(model is not None, plans[0], plans[1:])
+        plans = [Plan(*plan) for plan in zip(versions, assessed, keys, looked_up.cached)]
+        return _Prepared(model is not None, plans[0], plans[1:], looked_up.endpoints)
 
     def _policies(self, conn: sa.Connection, project_id: int, now_ns: int,
                   stamp: tuple[Any, ...]) -> tuple[PolicyVersion, list[PolicyVersion]]:

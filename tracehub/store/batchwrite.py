@@ -317,15 +317,24 @@ _span_text = operator.itemgetter(*(SPAN_COLUMNS.index(c) for c in (
     "environment", "graph_name", "node_name")))
 
 
-def insert_annotation_spans(cur: Any, sql: Sql, project_id: int, trace_seq: int,
-                            spans: list[SpanRecord]) -> None:
-    """Spans stored in the stored trace numbered `trace_seq` without folding them into its row:
-    the decision engine's judge spans, which the tree shows, but which must not stretch the
-    application's duration or add to its tokens, cost and span count. Without resources."""
+def insert_annotation_spans(cur: Any, sql: Sql, project_id: int, trace_id: str, spans: list[SpanRecord]) -> None:
+    """Spans stored in the stored trace `trace_id` without folding them into its row: the decision
+    engine's judge spans, which the tree shows, but which must not stretch the application's
+    duration or add to its tokens, cost and span count. Without resources. The trace's number and
+    root are found by the statement (nothing is inserted if the trace is not stored): a span without
+    a parent hangs from the root, so the caller need not read it first. Nothing waits for a result."""
     encoder = RowEncoder({}, sql.pg)
-    sql.executemany(cur, sql.insert_sql("spans", _SPAN_INSERT, _SPAN_JSON,
-                                        "ON CONFLICT (trace_seq, span_id) DO NOTHING"),
-                    [(*span_row(project_id, s, encoder), trace_seq) for s in spans])
+    q = sql.p
+    values = [f"COALESCE({q}, NULLIF(t.root_span_id, {q}))" if c == "parent_span_id" else
+              sql.pj if c in _SPAN_JSON else q for c in SPAN_COLUMNS]
+    statement = (f"INSERT INTO spans ({', '.join(_SPAN_INSERT)}) SELECT {', '.join(values)}, t.seq FROM traces t"
+                 f" WHERE t.project_id = {q} AND t.trace_id = {q} ON CONFLICT (trace_seq, span_id) DO NOTHING")
+    parent = SPAN_COLUMNS.index("parent_span_id")
+    rows = []
+    for s in spans:
+        row = span_row(project_id, s, encoder)
+        rows.append((*row[:parent], s.parent_span_id, s.span_id, *row[parent + 1:], project_id, trace_id))
+    sql.executemany(cur, statement, rows)
 
 
 def span_from_row(row: tuple[Any, ...]) -> SpanRecord:

@@ -4,8 +4,7 @@
 is one transaction: its idempotency key, the `trace_decisions` row(s), the judge span, the
 `judge_runs` row(s), the judge cache, the trace's latest decision (`traces.decision`) and, on
 ESCALATE, the case and its notifications (the outbox). It decides nothing: the decision engine
-(`tracehub.decision.engine`) hands it finished rows, and a callable for the case rows (the store
-must not import the decision package). The reads below take the caller's project_id.
+(`tracehub.decision.engine`) hands it finished rows. The reads below take the caller's project_id.
 
 The judge span goes into a stored trace without folding into its row (`insert_annotation_spans`):
 deciding must not stretch the trace's duration to the moment of the decision, add the judge's
@@ -21,7 +20,7 @@ import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -51,10 +50,6 @@ CASE_COLUMNS = ("case_id", "project_id", "trace_id", "decision_id", "status", "s
 NOTIFICATION_COLUMNS = ("project_id", "case_id", "endpoint_id", "event_type", "message_id", "payload",
                         "status", "attempts", "next_attempt_ns", "last_error", "created_ns", "delivered_ns")
 
-# The case and notification rows of an ESCALATE, from the project's enabled webhook endpoints.
-Escalation = Callable[[list[dict[str, Any]]], tuple[dict[str, Any], list[dict[str, Any]]]]
-
-
 @dataclass
 class Verdict:
     """One policy version's decision as rows: its `trace_decisions` row, its `judge_runs` row,
@@ -73,9 +68,10 @@ class DecisionWrite:
     trace_id: str
     active: Verdict  # the decision that acts (also without a policy: the default)
     # The judge span first, then the spans under it (an LLM judge's call); the judge span's parent
-    # is set here, to the trace's root as the transaction finds it.
+    # is the trace's root as the transaction finds it.
     spans: list[SpanRecord]
-    escalate: Escalation | None = None  # set on ESCALATE
+    trace_stored: bool  # when the decision read it
+    escalation: tuple[dict[str, Any], list[dict[str, Any]]] | None = None  # ESCALATE: case, notifications
     idem: Idem | None = None  # the API's idempotency key; its response is the answer to replay
     shadows: list[Verdict] = field(default_factory=list)  # recorded only: no span, snapshot or case
 
@@ -91,9 +87,12 @@ class Written:
 
 
 def write(tx: Transaction, w: DecisionWrite) -> Written:
-    """On PostgreSQL two round trips (`Transaction.pipeline`), with BEGIN and COMMIT in them: the
-    decision row, the trace's root and an ESCALATE's webhook endpoints; then everything else. An
-    idempotency key adds one, a shadow version one each."""
+    """On PostgreSQL (`Transaction.pipeline`, BEGIN and COMMIT sent with the statements) one round
+    trip when nothing needs an answer first: a decision of the API on a trace stored when it was
+    read. Two when something does: an automatic decision learns whether its key was still free
+    (another process, an earlier run may have decided) and a decision on a trace not stored when
+    read whether it is stored now (if not, the judge span starts its row). An idempotency key adds
+    one."""
     sql = tx.sql
     q = sql.p
     if w.idem is not None:
@@ -114,70 +113,54 @@ def write(tx: Transaction, w: DecisionWrite) -> Written:
             return Written("replayed", _json(response))
     decision_sql = sql.insert_sql("trace_decisions", DECISION_COLUMNS, _DECISION_JSON,
                                   "ON CONFLICT (project_id, auto_key) DO NOTHING")
-    # The decision row and the trace's root in one round trip, the row locked as ingest would lock
-    # it (the judge span's parent is read as ingest writes it); an ESCALATE's endpoints with them.
-    lock = " FOR UPDATE" if sql.pg else ""
-    with tx.pipeline():
-        made = tx.cursor()
-        made.execute(decision_sql + " RETURNING 1",
-                     _row(sql, _values(w.active.decision, DECISION_COLUMNS, _DECISION_JSON)))
-        root = tx.cursor()
-        root.execute(f"SELECT seq, root_span_id FROM traces WHERE project_id = {q} AND trace_id = {q}{lock}",
-                     (w.project_id, w.trace_id))
-        if w.escalate is not None:
-            enabled = tx.cursor()
-            enabled.execute(f"SELECT id, url, enabled FROM webhook_endpoints WHERE project_id = {q} AND enabled",
-                            (w.project_id,))
-        if made.fetchone() is None:  # an automatic decision made already (another process, an earlier run)
-            return Written("decided_before")
-        found = root.fetchone()
-    annotations = _place_spans(tx, w, found)
+    verdicts = [(v, _row(sql, _values(v.decision, DECISION_COLUMNS, _DECISION_JSON))) for v in (w.active, *w.shadows)]
+    settled = w.trace_stored and all(v.decision["auto_key"] is None for v, _ in verdicts)
+    runs = [v.judge_run for v, _ in verdicts]
+    annotate = bool(w.spans)
+    if not settled:
+        # The decision row and the trace's row, locked as ingest would lock it, in one round trip.
+        lock = " FOR UPDATE" if sql.pg else ""
+        with tx.pipeline():
+            made = tx.cursor()
+            made.execute(decision_sql + " RETURNING 1", verdicts[0][1])
+            root = tx.cursor()
+            root.execute(f"SELECT seq FROM traces WHERE project_id = {q} AND trace_id = {q}{lock}",
+                         (w.project_id, w.trace_id))
+            if made.fetchone() is None:  # an automatic decision made already
+                return Written("decided_before")
+            stored = root.fetchone() is not None
+        if len(verdicts) > 1:  # a shadow version may have decided it automatically while it was in force
+            with tx.pipeline():
+                shadows = [tx.cursor() for _ in verdicts[1:]]
+                for c, (_v, row) in zip(shadows, verdicts[1:]):
+                    c.execute(decision_sql + " RETURNING 1", row)
+                runs = runs[:1] + [run for run, c in zip(runs[1:], shadows) if c.fetchone() is not None]
+        if annotate and not stored:  # the judge span starts the trace's row
+            tx.write(Batch(w.project_id, spans=list(w.spans)))
+            annotate = False
     cur = tx.cur
-    runs = [w.active.judge_run]
-    for shadow in w.shadows:
-        cur.execute(decision_sql, _row(sql, _values(shadow.decision, DECISION_COLUMNS, _DECISION_JSON)))
-        if cur.rowcount:
-            runs.append(shadow.judge_run)
-    decision = w.active.decision
-    case_id = None
-    if w.escalate is not None:
-        endpoints = [{"id": i, "url": u, "enabled": bool(e)} for i, u, e in enabled.fetchall()]
-        case, notifications = w.escalate(endpoints)
-        case_id = case["case_id"]
     # Nothing below waits for a result: one round trip, with COMMIT.
     with tx.pipeline(commit=True):
-        if annotations is not None:
-            insert_annotation_spans(cur, sql, w.project_id, *annotations)
+        if settled:
+            for _v, row in verdicts:
+                cur.execute(decision_sql, row)
+        if annotate:
+            insert_annotation_spans(cur, sql, w.project_id, w.trace_id, w.spans)
         sql.executemany(cur, sql.insert_sql("judge_runs", JUDGE_RUN_COLUMNS, _JUDGE_RUN_JSON),
                         [_values(r, JUDGE_RUN_COLUMNS, _JUDGE_RUN_JSON) for r in runs])
         for v in (w.active, *w.shadows):
             _cache(cur, sql, w.project_id, v)
         cur.execute(f"UPDATE traces SET decision = {q} WHERE project_id = {q} AND trace_id = {q}",
-                    (decision["action"], w.project_id, w.trace_id))
-        if w.escalate is not None:
+                    (w.active.decision["action"], w.project_id, w.trace_id))
+        if w.escalation is not None:
+            case, notifications = w.escalation
             cur.execute(sql.insert_sql("cases", CASE_COLUMNS, frozenset()),
                         _row(sql, tuple(case[c] for c in CASE_COLUMNS)))
             if notifications:
                 payload = frozenset(("payload",))
                 sql.executemany(cur, sql.insert_sql("notifications", NOTIFICATION_COLUMNS, payload),
                                 [_values(n, NOTIFICATION_COLUMNS, payload) for n in notifications])
-    return Written("created", case_id=case_id)
-
-
-def _place_spans(tx: Transaction, w: DecisionWrite,
-                 found: tuple[int, str | None] | None) -> tuple[int, list[SpanRecord]] | None:
-    """The judge span's parent set from the trace row `found` (seq, root span id); with no trace
-    row the spans are written now, starting one (None returned), else (seq, spans) to insert."""
-    if not w.spans:
-        return None
-    judge = w.spans[0]
-    if found is None:  # the judge span starts a trace row of its own
-        judge.parent_span_id = None
-        tx.write(Batch(w.project_id, spans=list(w.spans)))
-        return None
-    seq, root = found
-    judge.parent_span_id = root if root != judge.span_id else None
-    return seq, w.spans
+    return Written("created", case_id=w.escalation[0]["case_id"] if w.escalation is not None else None)
 
 
 def _cache(cur: Any, sql: Sql, project_id: int, v: Verdict) -> None:
@@ -260,16 +243,28 @@ def cached_output(conn: sa.Connection, project_id: int, cache_key: str) -> dict[
     return out if isinstance(out, dict) else None
 
 
+@dataclass
+class Lookups:
+    """What a decision reads beside its detectors (`lookups`)."""
+
+    cached: list[dict[str, Any] | None] = field(default_factory=list)  # the judge cache's, by key
+    endpoints: list[dict[str, Any]] = field(default_factory=list)  # enabled webhook endpoints
+
+
+_ENDPOINTS = "SELECT id, url, enabled FROM webhook_endpoints WHERE project_id = {p} AND enabled ORDER BY id"
+
+
 @contextlib.contextmanager
-def cached_outputs(conn: sa.Connection, project_id: int,
-                   cache_keys: list[str]) -> Iterator[list[dict[str, Any] | None]]:
-    """`cached_output` of each key, in the list yielded once the block is left. On PostgreSQL the
-    query goes out as the block is entered (psycopg's pipeline mode) and is answered while the
-    block runs: a decision's detectors hide the round trip. `conn` must be in autocommit."""
-    found: list[dict[str, Any] | None] = []
+def lookups(conn: sa.Connection, project_id: int, cache_keys: list[str]) -> Iterator[Lookups]:
+    """`cached_output` of each key and the project's enabled webhook endpoints (whom an ESCALATE
+    notifies), filled in once the block is left. On PostgreSQL the queries go out as the block is
+    entered (psycopg's pipeline mode) and are answered while it runs: a decision's detectors hide
+    the round trip. `conn` must be in autocommit."""
+    found = Lookups()
     if conn.dialect.name != "postgresql":
         yield found
-        found.extend(cached_output(conn, project_id, key) for key in cache_keys)
+        found.cached.extend(cached_output(conn, project_id, key) for key in cache_keys)
+        found.endpoints.extend(_dicts(conn.execute(sa.text(_ENDPOINTS.format(p=":p")), {"p": project_id})))
         return
     dbapi = conn.connection.driver_connection
     assert dbapi is not None
@@ -280,11 +275,14 @@ def cached_outputs(conn: sa.Connection, project_id: int,
             cursor.execute("SELECT output FROM judge_cache WHERE project_id = %s AND cache_key = %s",
                            (project_id, key))
             cursors.append(cursor)
+        endpoints = dbapi.cursor()
+        endpoints.execute(_ENDPOINTS.format(p="%s"), (project_id,))
         yield found
     for cursor in cursors:
         row = cursor.fetchone()
         out = _json(row[0]) if row is not None else None
-        found.append(out if isinstance(out, dict) else None)
+        found.cached.append(out if isinstance(out, dict) else None)
+    found.endpoints.extend({"id": i, "url": u, "enabled": bool(e)} for i, u, e in endpoints.fetchall())
 
 
 def decision_row(conn: sa.Connection, project_id: int, decision_id: str) -> dict[str, Any] | None:
