@@ -21,6 +21,9 @@ WRITER_BUSY_SECONDS = Counter("tracehub_writer_busy_seconds",
                               " near 1 means ingest waits on the writer.")
 WRITER_TRANSACTIONS = Counter("tracehub_writer_transactions",
                               "Transactions of the writer, each holding one or more requests.")
+WRITER_CONFLICTS = Counter("tracehub_writer_conflicts",
+                           "Writer transactions run again after a conflict with another server process on the"
+                           " same PostgreSQL (a trace both stored first, a deadlock).")
 WEBHOOK_DELIVERIES = Counter("tracehub_webhook_deliveries", "Webhook notifications delivered (answered 2xx).")
 WEBHOOK_FAILURES = Counter("tracehub_webhook_failures",
                            "Failed webhook delivery attempts by reason: http (an answer other than 2xx and"

@@ -26,8 +26,9 @@ RETRY_AFTER_S = 2.0
 # data exception, integrity constraint, syntax or access rule, program limit exceeded.
 _PG_REJECTED_CLASSES = frozenset(("22", "23", "42", "54"))
 # ... except a unique violation: the writer looks for stored rows before it inserts, so one means
-# another process stored the row meanwhile, and the retry finds it stored.
-_PG_RETRYABLE = frozenset(("23505",))
+# another process stored the row meanwhile (`conflict`), and the retry finds it stored.
+_PG_UNIQUE_VIOLATION = "23505"
+_PG_RETRYABLE = frozenset((_PG_UNIQUE_VIOLATION,))
 # SQLite result codes where the statement or its values are at fault: SQL error (no such table,
 # too many SQL variables), too big, constraint, datatype mismatch, bind out of range. The others
 # (busy, locked, I/O error, full, can't open, read-only, no memory) pass.
@@ -76,11 +77,16 @@ def retryable(exc: BaseException) -> bool:
 
 
 def conflict(exc: BaseException) -> bool:
-    """Whether PostgreSQL rolled the transaction back for a conflict with another one (SQLSTATE
-    class 40: a deadlock, a serialization failure): run again at once, it goes through."""
+    """Whether PostgreSQL failed the transaction for a conflict with another one: a deadlock or a
+    serialization failure (SQLSTATE class 40), or a unique violation, which on the write path means
+    another server process stored the row (a trace's first row, a span) after this transaction
+    looked for it. Run again at once, it reads what the other committed and goes through."""
     if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
         exc = exc.orig
-    return isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("40")
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate or ""
+    return state.startswith("40") or state == _PG_UNIQUE_VIOLATION
 
 
 def fault_of(exc: BaseException) -> Fault:

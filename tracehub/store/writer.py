@@ -8,7 +8,9 @@ at once (the receivers answer 429 / RESOURCE_EXHAUSTED) instead of growing memor
 Trace-level derived fields are maintained incrementally: the writer reads the current rows of the
 traces a transaction touches, folds in only the spans that were not stored before (so a re-delivered
 span counts once), and upserts the rows. Being the single writer is what makes that read-modify-write
-safe; on PostgreSQL the rows are also locked FOR UPDATE.
+safe in one process. Server processes sharing a PostgreSQL database lock the rows FOR UPDATE; a row
+none of them had, which two store first at once, fails one's transaction (a unique violation), and
+that transaction is run again (`faults.conflict`): it then finds the row and locks it.
 
 What one batch writes, and how, is `tracehub.store.batchwrite`. On SQLite a second thread
 checkpoints the WAL (`tracehub.store.checkpoint`), so COMMIT does not wait for fsync. The SQLite
@@ -78,6 +80,11 @@ BUSY_SHARE = 0.5
 FIRST_SPANS_PER_S = 5_000.0
 # Decision-lane jobs written in one transaction at most.
 LANE_GROUP = 256
+# Times a transaction is run again after a conflict with another server process on the same
+# PostgreSQL (`faults.conflict`). Each run reads what the others committed before it, so only a
+# process that meets yet another one on a trace both store first needs the next; past these the
+# requests are answered 503 for their clients to retry.
+CONFLICT_RERUNS = 5
 # PostgreSQL's indexer is told of the lane's judge spans once the lane has been quiet this long (or
 # INDEX_EVERY_S after the first): woken after every decision, its steps, ANALYZE and VACUUM checks
 # and their commits ran beside the next decisions on the same two cores and delayed them.
@@ -462,9 +469,9 @@ class Writer:
         self._load.add(started, time.monotonic())
         return bool(done)
 
-    def _commit(self, jobs: Sequence[_Job | _LaneJob], again: bool = True) -> None:
+    def _commit(self, jobs: Sequence[_Job | _LaneJob], again: bool = True, reruns: int = CONFLICT_RERUNS) -> None:
         """Write `jobs` in one transaction and answer them; on a broken connection, once more on a
-        new one if `again`."""
+        new one if `again`; after a conflict with another process, again up to `reruns` times."""
         dbapi = self._db.dbapi
         if dbapi is None or not jobs:
             for job in jobs:
@@ -481,16 +488,18 @@ class Writer:
                 # Not committed, or committed as the connection broke: written again, spans are
                 # found stored. Requests already answered are not.
                 if again and self._connected() is None:
-                    self._commit([job for job in jobs if not job.future.done()], again=False)
+                    self._commit([job for job in jobs if not job.future.done()], False, reruns)
                 else:
                     for job in jobs:
                         _settle(job.future, exception=Unavailable())
                 return
-            if again and conflict(exc):
-                # Two server processes on one PostgreSQL: one of two transactions that locked trace
-                # rows or decision keys in another order was chosen to give way.
-                log.info("the writer's transaction gave way to another one (%s); writing it again", exc)
-                self._commit([job for job in jobs if not job.future.done()], again=False)
+            if reruns and conflict(exc):
+                # Server processes sharing one PostgreSQL: another committed a trace's first row or
+                # a span after this transaction looked for it, or locked trace rows or decision keys
+                # in another order. Run again, the transaction finds them stored.
+                log.info("the writer's transaction met another process's (%s); writing it again", exc)
+                metrics.WRITER_CONFLICTS.inc()
+                self._commit([job for job in jobs if not job.future.done()], again, reruns - 1)
                 return
             if len(jobs) > 1 and not retryable(exc):
                 log.warning("group commit of %d requests failed; writing them one by one", len(jobs),

@@ -1,0 +1,231 @@
+"""Three `tracehub serve` processes on one PostgreSQL database, fed by the real OpenTelemetry SDK
+exporters: the spans of each trace are spread over the processes and every span is sent again to
+all of them at the same time, so processes race to store a trace's first row, its spans and their
+duplicates. Nothing may be lost, refused or stored twice; each trace row must hold exactly what its
+spans say; each trace is decided once by the active policy, each escalation makes one case and
+each of its notifications is delivered once.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Status, StatusCode
+
+from conftest import ServerProcess
+from test_cases import SERVER_ENV, Receiver
+from tracehub.seed import DEFAULT_POLICY
+
+pytestmark = pytest.mark.postgres
+
+REPLICAS = 3
+TRACES = 600
+TRACES_PER_REQUEST = 8
+PII = "Please reset my password, my e-mail is jane.doe@example.com"
+
+
+def _make_traces(n: int) -> dict[str, list[ReadableSpan]]:
+    """`n` agent traces made by the SDK (root, retrieval, two model calls with tokens, a tool that
+    fails in every fifth, a grandchild), by trace id; every third asks with an e-mail address."""
+    finished = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "replica-test"}))
+    provider.add_span_processor(SimpleSpanProcessor(finished))
+    tracer = provider.get_tracer("test.replicas")
+    for i in range(n):
+        question = PII if i % 3 == 0 else f"question {i} about the refund policy"
+        with tracer.start_as_current_span("agent.request", attributes={"input.value": question}) as root:
+            with tracer.start_as_current_span("retrieve"):
+                with tracer.start_as_current_span("embed"):
+                    pass
+            for call in range(2):
+                with tracer.start_as_current_span("chat gpt-4o-mini", attributes={
+                        "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+                        "gen_ai.usage.input_tokens": 100 + i, "gen_ai.usage.output_tokens": 10 + call}):
+                    pass
+            with tracer.start_as_current_span("tool order_lookup") as tool:
+                if i % 5 == 0:
+                    tool.set_status(Status(StatusCode.ERROR, "tool timed out"))
+            root.set_attribute("output.value", "I sent you a reset link.")
+    provider.shutdown()
+    traces: dict[str, list[ReadableSpan]] = defaultdict(list)
+    for span in finished.get_finished_spans():
+        traces[format(span.context.trace_id, "032x")].append(span)
+    return dict(traces)
+
+
+def _expected(spans: list[ReadableSpan]) -> tuple[Any, ...]:
+    """What the trace row of `spans` must hold: span and error counts, tokens, start and end,
+    status, root span, no open span and no awaited parent."""
+    attributes = [dict(s.attributes or {}) for s in spans]
+    errors = sum(1 for s in spans if s.status.status_code is StatusCode.ERROR)
+    root = next(s for s in spans if s.parent is None)
+    return (len(spans), errors, sum(int(str(a.get("gen_ai.usage.input_tokens", 0))) for a in attributes),
+            sum(int(str(a.get("gen_ai.usage.output_tokens", 0))) for a in attributes),
+            min(s.start_time or 0 for s in spans), max(s.end_time or 0 for s in spans),
+            "error" if errors else "success", format(root.context.span_id, "016x"), 0, 0)
+
+
+def _requests(traces: dict[str, list[ReadableSpan]], pick: Callable[[ReadableSpan], bool]) -> list[list[ReadableSpan]]:
+    """The spans `pick` takes, TRACES_PER_REQUEST traces a request, in the traces' order: every
+    sender walks the traces alike, so the processes meet on the same traces at the same time."""
+    ids = list(traces)
+    out = []
+    for i in range(0, len(ids), TRACES_PER_REQUEST):
+        spans = [s for t in ids[i:i + TRACES_PER_REQUEST] for s in traces[t] if pick(s)]
+        if spans:
+            out.append(spans)
+    return out
+
+
+def _exporter(server: ServerProcess, grpc: bool) -> Any:
+    headers = {"x-api-key": server.api_key}
+    if grpc:
+        return GrpcExporter(endpoint=server.otlp_grpc, insecure=True, headers=headers)
+    return HttpExporter(endpoint=server.otlp_http + "/v1/traces", headers=headers)
+
+
+def _metric(server: ServerProcess, name: str) -> float:
+    found = re.search(rf"^{name} (\S+)$", server.client.get("/metrics").text, re.M)
+    assert found, name
+    return float(found.group(1))
+
+
+def _refusals(server: ServerProcess) -> dict[str, float]:
+    """The server's ingest answers other than success, from its /metrics."""
+    out = {}
+    for line in server.client.get("/metrics").text.splitlines():
+        found = re.match(r'tracehub_ingest_requests_total\{outcome="(\w+)",transport="(\w+)"\} (\S+)', line) or \
+            re.match(r'tracehub_ingest_requests_total\{transport="(\w+)",outcome="(\w+)"\} (\S+)', line)
+        if found and float(found.group(3)) and not {"200", "OK"} & {found.group(1), found.group(2)}:
+            out[f"{found.group(1)}/{found.group(2)}"] = float(found.group(3))
+    return out
+
+
+def _wait(what: str, done: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def replicas(server_factory: Callable[..., ServerProcess], database_url_factory: Callable[[str], str],
+             receiver: Receiver) -> Iterator[list[ServerProcess]]:
+    url = database_url_factory("postgres")
+    env = {**SERVER_ENV, "TRACEHUB_DECISION_SETTLE_S": "1"}
+    yield [server_factory("postgres", env=env, database_url=url) for _ in range(REPLICAS)]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    r.script[:] = [200]
+    yield r
+    r.close()
+
+
+def test_replicas_share_one_postgresql_without_loss_duplicates_or_second_decisions(
+        replicas: list[ServerProcess], receiver: Receiver) -> None:
+    first = replicas[0]
+    assert first.client.post("/api/v1/policies", json=DEFAULT_POLICY).status_code in (200, 201)
+    r = first.client.post("/api/v1/webhooks", json={"url": receiver.url + "/hook"})
+    assert r.status_code == 201, r.text
+
+    traces = _make_traces(TRACES)
+    rng = random.Random(21)
+    home = {(s.context.trace_id, s.context.span_id): rng.randrange(REPLICAS) for spans in traces.values()
+            for s in spans}
+
+    def at(k: int) -> Callable[[ReadableSpan], bool]:
+        return lambda s: home[(s.context.trace_id, s.context.span_id)] == k
+
+    # Per process: its share of every trace over HTTP, and beside it every span again over gRPC.
+    senders = [(server, False, _requests(traces, at(k))) for k, server in enumerate(replicas)]
+    senders += [(server, True, _requests(traces, lambda _s: True)) for server in replicas]
+    start = threading.Barrier(len(senders))
+
+    def send(server: ServerProcess, grpc: bool, requests: list[list[ReadableSpan]]) -> list[SpanExportResult]:
+        exporter = _exporter(server, grpc)
+        start.wait()
+        try:
+            return [exporter.export(spans) for spans in requests]
+        finally:
+            exporter.shutdown()
+
+    with ThreadPoolExecutor(len(senders)) as pool:
+        results = [r for done in [pool.submit(send, *s) for s in senders] for r in done.result()]
+    assert Counter(results) == {SpanExportResult.SUCCESS: len(results)}
+    # The race this test is for took place: a process stored a trace's first row after another
+    # had looked for it (each run here has met several).
+    assert sum(_metric(s, "tracehub_writer_conflicts_total") for s in replicas) > 0
+
+    engine = sa.create_engine(first.database_url)
+    try:
+        with engine.connect() as conn:
+            # Every span once, under its trace's row (a span stored under another number than its
+            # trace's would be lost to every read).
+            stored = conn.execute(sa.text(
+                "SELECT s.trace_id, s.span_id, s.trace_seq = t.seq, s.cost_usd FROM spans s"
+                " LEFT JOIN traces t ON t.project_id = s.project_id AND t.trace_id = s.trace_id"
+                " WHERE s.span_type IS DISTINCT FROM 'judge'")).all()
+            keys = Counter((t, s) for t, s, _, _ in stored)
+            assert len(keys) == sum(len(spans) for spans in traces.values())
+            assert {k: n for k, n in keys.items() if n > 1} == {}
+            assert all(same for _, _, same, _ in stored)
+            cost: dict[str, float] = defaultdict(float)
+            for trace_id, _, _, span_cost in stored:
+                cost[trace_id] += span_cost or 0.0
+            rows = {r.trace_id: r for r in conn.execute(sa.text(
+                "SELECT trace_id, span_count, error_count, input_tokens, output_tokens, cost_usd, start_ns,"
+                " end_ns, status, root_span_id, running_span_count, missing_parent_count FROM traces"))}
+            count = conn.execute(sa.text("SELECT trace_count FROM projects WHERE name = 'default'")).scalar_one()
+        assert set(rows) == set(traces) and count == len(traces)
+        for trace_id, spans in traces.items():
+            row = rows[trace_id]
+            assert (row.span_count, row.error_count, row.input_tokens, row.output_tokens, row.start_ns,
+                    row.end_ns, row.status, row.root_span_id, row.running_span_count,
+                    row.missing_parent_count) == _expected(spans), trace_id
+            assert row.cost_usd == pytest.approx(cost[trace_id]) and row.cost_usd > 0
+
+        escalated = {t for t, spans in traces.items()
+                     if any((s.attributes or {}).get("input.value") == PII for s in spans)}
+
+        def auto_decisions() -> dict[str, int]:
+            with engine.connect() as conn:
+                return {t: n for t, n in conn.execute(sa.text(
+                    "SELECT trace_id, count(*) FROM trace_decisions WHERE source = 'auto' AND NOT shadow"
+                    " GROUP BY trace_id"))}
+
+        def delivered() -> int:
+            with engine.connect() as conn:
+                return int(conn.execute(sa.text(
+                    "SELECT count(*) FROM notifications WHERE status = 'delivered'")).scalar_one())
+
+        _wait("every trace decided", lambda: len(auto_decisions()) >= len(traces), 120)
+        _wait("every notification delivered", lambda: delivered() >= len(escalated), 60)
+        time.sleep(2.0)  # a second decision, case or delivery would come within this
+        assert auto_decisions() == dict.fromkeys(traces, 1)
+        with engine.connect() as conn:
+            cases = Counter(t for (t,) in conn.execute(sa.text("SELECT trace_id FROM cases")))
+            notes = conn.execute(sa.text("SELECT message_id, status FROM notifications")).all()
+        assert cases == dict.fromkeys(escalated, 1)
+        assert len(notes) == len(escalated) and {status for _, status in notes} == {"delivered"}
+        sent = Counter(r["headers"]["webhook-id"] for r in receiver.received("/hook"))
+        assert sent == dict.fromkeys((m for m, _ in notes), 1)
+        assert {s.url: _refusals(s) for s in replicas} == {s.url: {} for s in replicas}
+    finally:
+        engine.dispose()
