@@ -12,10 +12,12 @@ import random
 import re
 import threading
 import time
+import uuid
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
@@ -26,7 +28,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
-from conftest import ServerProcess
+from conftest import Project, ServerProcess, own_project
 from test_cases import SERVER_ENV, Receiver
 from tracehub.seed import DEFAULT_POLICY
 
@@ -35,6 +37,7 @@ pytestmark = pytest.mark.postgres
 REPLICAS = 3
 TRACES = 600
 TRACES_PER_REQUEST = 8
+KEYED = 40  # keyed events and evals, each sent to every process at once
 PII = "Please reset my password, my e-mail is jane.doe@example.com"
 
 
@@ -91,8 +94,8 @@ def _requests(traces: dict[str, list[ReadableSpan]], pick: Callable[[ReadableSpa
     return out
 
 
-def _exporter(server: ServerProcess, grpc: bool) -> Any:
-    headers = {"x-api-key": server.api_key}
+def _exporter(server: ServerProcess, key: str, grpc: bool) -> Any:
+    headers = {"x-api-key": key}
     if grpc:
         return GrpcExporter(endpoint=server.otlp_grpc, insecure=True, headers=headers)
     return HttpExporter(endpoint=server.otlp_http + "/v1/traces", headers=headers)
@@ -115,6 +118,12 @@ def _refusals(server: ServerProcess) -> dict[str, float]:
     return out
 
 
+def _replayed(answer: httpx.Response) -> bool:
+    """Whether an ingest answer replays the first one stored under its idempotency keys."""
+    summary = answer.json().get("summary") or {}
+    return answer.headers.get("idempotent-replayed") == "true" or bool(summary.get("replayed"))
+
+
 def _wait(what: str, done: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not done():
@@ -122,12 +131,12 @@ def _wait(what: str, done: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.2)
 
 
-@pytest.fixture
-def replicas(server_factory: Callable[..., ServerProcess], database_url_factory: Callable[[str], str],
-             receiver: Receiver) -> Iterator[list[ServerProcess]]:
+@pytest.fixture(scope="module")
+def replicas(server_factory: Callable[..., ServerProcess], database_url_factory: Callable[[str], str]
+             ) -> list[ServerProcess]:
     url = database_url_factory("postgres")
     env = {**SERVER_ENV, "TRACEHUB_DECISION_SETTLE_S": "1"}
-    yield [server_factory("postgres", env=env, database_url=url) for _ in range(REPLICAS)]
+    return [server_factory("postgres", env=env, database_url=url) for _ in range(REPLICAS)]
 
 
 @pytest.fixture
@@ -140,26 +149,36 @@ def receiver() -> Iterator[Receiver]:
 
 def test_replicas_share_one_postgresql_without_loss_duplicates_or_second_decisions(
         replicas: list[ServerProcess], receiver: Receiver) -> None:
-    first = replicas[0]
-    assert first.client.post("/api/v1/policies", json=DEFAULT_POLICY).status_code in (200, 201)
-    r = first.client.post("/api/v1/webhooks", json={"url": receiver.url + "/hook"})
-    assert r.status_code == 201, r.text
+    with own_project(replicas[0], "replicas") as project:
+        assert project.client.post("/api/v1/policies", json=DEFAULT_POLICY).status_code in (200, 201)
+        r = project.client.post("/api/v1/webhooks", json={"url": receiver.url + "/hook"})
+        assert r.status_code == 201, r.text
+        traces = _make_traces(TRACES)
+        _send_spread_and_again(replicas, project.key, traces)
+        # The race this test is for took place: a process stored a trace's first row after another
+        # had looked for it (each run here has met several).
+        assert sum(_metric(s, "tracehub_writer_conflicts_total") for s in replicas) > 0
+        _check_rows(project, traces)
+        _check_decisions(project, traces, receiver)
+    assert {s.url: _refusals(s) for s in replicas} == {s.url: {} for s in replicas}
 
-    traces = _make_traces(TRACES)
+
+def _send_spread_and_again(replicas: list[ServerProcess], key: str, traces: dict[str, list[ReadableSpan]]) -> None:
+    """Each span to one process picked at random over HTTP and, beside that, every span again to
+    every process over gRPC, all senders at once."""
     rng = random.Random(21)
-    home = {(s.context.trace_id, s.context.span_id): rng.randrange(REPLICAS) for spans in traces.values()
-            for s in spans}
+    home = {(s.context.trace_id, s.context.span_id): rng.randrange(len(replicas))
+            for spans in traces.values() for s in spans}
 
     def at(k: int) -> Callable[[ReadableSpan], bool]:
         return lambda s: home[(s.context.trace_id, s.context.span_id)] == k
 
-    # Per process: its share of every trace over HTTP, and beside it every span again over gRPC.
     senders = [(server, False, _requests(traces, at(k))) for k, server in enumerate(replicas)]
     senders += [(server, True, _requests(traces, lambda _s: True)) for server in replicas]
     start = threading.Barrier(len(senders))
 
     def send(server: ServerProcess, grpc: bool, requests: list[list[ReadableSpan]]) -> list[SpanExportResult]:
-        exporter = _exporter(server, grpc)
+        exporter = _exporter(server, key, grpc)
         start.wait()
         try:
             return [exporter.export(spans) for spans in requests]
@@ -169,63 +188,98 @@ def test_replicas_share_one_postgresql_without_loss_duplicates_or_second_decisio
     with ThreadPoolExecutor(len(senders)) as pool:
         results = [r for done in [pool.submit(send, *s) for s in senders] for r in done.result()]
     assert Counter(results) == {SpanExportResult.SUCCESS: len(results)}
-    # The race this test is for took place: a process stored a trace's first row after another
-    # had looked for it (each run here has met several).
-    assert sum(_metric(s, "tracehub_writer_conflicts_total") for s in replicas) > 0
 
-    engine = sa.create_engine(first.database_url)
-    try:
-        with engine.connect() as conn:
-            # Every span once, under its trace's row (a span stored under another number than its
-            # trace's would be lost to every read).
-            stored = conn.execute(sa.text(
-                "SELECT s.trace_id, s.span_id, s.trace_seq = t.seq, s.cost_usd FROM spans s"
-                " LEFT JOIN traces t ON t.project_id = s.project_id AND t.trace_id = s.trace_id"
-                " WHERE s.span_type IS DISTINCT FROM 'judge'")).all()
-            keys = Counter((t, s) for t, s, _, _ in stored)
-            assert len(keys) == sum(len(spans) for spans in traces.values())
-            assert {k: n for k, n in keys.items() if n > 1} == {}
-            assert all(same for _, _, same, _ in stored)
-            cost: dict[str, float] = defaultdict(float)
-            for trace_id, _, _, span_cost in stored:
-                cost[trace_id] += span_cost or 0.0
-            rows = {r.trace_id: r for r in conn.execute(sa.text(
-                "SELECT trace_id, span_count, error_count, input_tokens, output_tokens, cost_usd, start_ns,"
-                " end_ns, status, root_span_id, running_span_count, missing_parent_count FROM traces"))}
-            count = conn.execute(sa.text("SELECT trace_count FROM projects WHERE name = 'default'")).scalar_one()
-        assert set(rows) == set(traces) and count == len(traces)
-        for trace_id, spans in traces.items():
-            row = rows[trace_id]
-            assert (row.span_count, row.error_count, row.input_tokens, row.output_tokens, row.start_ns,
-                    row.end_ns, row.status, row.root_span_id, row.running_span_count,
-                    row.missing_parent_count) == _expected(spans), trace_id
-            assert row.cost_usd == pytest.approx(cost[trace_id]) and row.cost_usd > 0
 
-        escalated = {t for t, spans in traces.items()
-                     if any((s.attributes or {}).get("input.value") == PII for s in spans)}
+def _check_rows(project: Project, traces: dict[str, list[ReadableSpan]]) -> None:
+    """Every span once, under its trace's row (a span stored under another number than its trace's
+    would be lost to every read), and each trace row as its spans say."""
+    p = {"p": project.id}
+    with project.engine.connect() as conn:
+        stored = conn.execute(sa.text(
+            "SELECT s.trace_id, s.span_id, s.trace_seq = t.seq, s.cost_usd FROM spans s"
+            " LEFT JOIN traces t ON t.project_id = s.project_id AND t.trace_id = s.trace_id"
+            " WHERE s.project_id = :p AND s.span_type IS DISTINCT FROM 'judge'"), p).all()
+        rows = {r.trace_id: r for r in conn.execute(sa.text(
+            "SELECT trace_id, span_count, error_count, input_tokens, output_tokens, cost_usd, start_ns, end_ns,"
+            " status, root_span_id, running_span_count, missing_parent_count FROM traces WHERE project_id = :p"), p)}
+        count = conn.execute(sa.text("SELECT trace_count FROM projects WHERE id = :p"), p).scalar_one()
+    keys = Counter((t, s) for t, s, _, _ in stored)
+    assert len(keys) == sum(len(spans) for spans in traces.values())
+    assert {k: n for k, n in keys.items() if n > 1} == {}
+    assert all(same for _, _, same, _ in stored)
+    cost: dict[str, float] = defaultdict(float)
+    for trace_id, _, _, span_cost in stored:
+        cost[trace_id] += span_cost or 0.0
+    assert set(rows) == set(traces) and count == len(traces)
+    for trace_id, spans in traces.items():
+        row = rows[trace_id]
+        assert (row.span_count, row.error_count, row.input_tokens, row.output_tokens, row.start_ns, row.end_ns,
+                row.status, row.root_span_id, row.running_span_count,
+                row.missing_parent_count) == _expected(spans), trace_id
+        assert row.cost_usd == pytest.approx(cost[trace_id]) and row.cost_usd > 0
 
-        def auto_decisions() -> dict[str, int]:
-            with engine.connect() as conn:
-                return {t: n for t, n in conn.execute(sa.text(
-                    "SELECT trace_id, count(*) FROM trace_decisions WHERE source = 'auto' AND NOT shadow"
-                    " GROUP BY trace_id"))}
 
-        def delivered() -> int:
-            with engine.connect() as conn:
-                return int(conn.execute(sa.text(
-                    "SELECT count(*) FROM notifications WHERE status = 'delivered'")).scalar_one())
+def _check_decisions(project: Project, traces: dict[str, list[ReadableSpan]], receiver: Receiver) -> None:
+    """One automatic decision a trace, one case an escalation, one delivery a notification."""
+    p = {"p": project.id}
+    escalated = {t for t, spans in traces.items()
+                 if any((s.attributes or {}).get("input.value") == PII for s in spans)}
 
-        _wait("every trace decided", lambda: len(auto_decisions()) >= len(traces), 120)
-        _wait("every notification delivered", lambda: delivered() >= len(escalated), 60)
-        time.sleep(2.0)  # a second decision, case or delivery would come within this
-        assert auto_decisions() == dict.fromkeys(traces, 1)
-        with engine.connect() as conn:
-            cases = Counter(t for (t,) in conn.execute(sa.text("SELECT trace_id FROM cases")))
-            notes = conn.execute(sa.text("SELECT message_id, status FROM notifications")).all()
-        assert cases == dict.fromkeys(escalated, 1)
-        assert len(notes) == len(escalated) and {status for _, status in notes} == {"delivered"}
-        sent = Counter(r["headers"]["webhook-id"] for r in receiver.received("/hook"))
-        assert sent == dict.fromkeys((m for m, _ in notes), 1)
-        assert {s.url: _refusals(s) for s in replicas} == {s.url: {} for s in replicas}
-    finally:
-        engine.dispose()
+    def auto_decisions() -> dict[str, int]:
+        with project.engine.connect() as conn:
+            return {t: n for t, n in conn.execute(sa.text(
+                "SELECT trace_id, count(*) FROM trace_decisions WHERE project_id = :p AND source = 'auto'"
+                " AND NOT shadow GROUP BY trace_id"), p)}
+
+    def delivered() -> int:
+        with project.engine.connect() as conn:
+            return int(conn.execute(sa.text(
+                "SELECT count(*) FROM notifications WHERE project_id = :p AND status = 'delivered'"), p).scalar_one())
+
+    _wait("every trace decided", lambda: len(auto_decisions()) >= len(traces), 120)
+    _wait("every notification delivered", lambda: delivered() >= len(escalated), 60)
+    time.sleep(2.0)  # a second decision, case or delivery would come within this
+    assert auto_decisions() == dict.fromkeys(traces, 1)
+    with project.engine.connect() as conn:
+        cases = Counter(t for (t,) in conn.execute(sa.text("SELECT trace_id FROM cases WHERE project_id = :p"), p))
+        notes = conn.execute(sa.text("SELECT message_id, status FROM notifications WHERE project_id = :p"), p).all()
+    assert cases == dict.fromkeys(escalated, 1)
+    assert len(notes) == len(escalated) and {status for _, status in notes} == {"delivered"}
+    sent = Counter(r["headers"]["webhook-id"] for r in receiver.received("/hook"))
+    assert sent == dict.fromkeys((m for m, _ in notes), 1)
+
+
+def test_keyed_items_sent_to_every_replica_at_once_are_stored_once(replicas: list[ServerProcess]) -> None:
+    """The JSON API's idempotency keys hold across processes: the same keyed events and evals,
+    posted to every process at the same moment, are stored once and answered alike."""
+    with own_project(replicas[0], "replica-keys") as project:
+        trace_id = uuid.uuid4().hex
+        r = project.client.post("/api/v1/ingest/traces", json={"trace": {"trace_id": trace_id}, "spans": [
+            {"span_id": "a" * 16, "trace_id": trace_id, "name": "root", "start_time": "2026-02-07T10:00:00Z"}]})
+        assert r.status_code in (200, 201), r.text
+        bodies: list[tuple[str, dict[str, Any]]] = []
+        for i in range(KEYED):
+            bodies.append(("/api/v1/ingest/spans", {"events": [{
+                "trace_id": trace_id, "span_id": "a" * 16, "event_type": "LOG",
+                "event_time": "2026-02-07T10:00:05Z", "payload": {"message": f"step {i}"},
+                "idempotency_key": f"log-{i}"}]}))
+            bodies.append(("/api/v1/evals", {"trace_id": trace_id, "eval_name": f"check-{i}", "score": 0.5,
+                                             "idempotency_key": f"eval-{i}"}))
+        clients = [httpx.Client(base_url=s.url, headers={"x-api-key": project.key}, timeout=30) for s in replicas]
+        try:
+            with ThreadPoolExecutor(2 * len(replicas)) as pool:
+                for path, body in bodies:  # one body to every process at once, then the next
+                    answers = [a.result() for a in [pool.submit(c.post, path, json=body) for c in clients]]
+                    assert sorted(a.status_code for a in answers)[-1] < 300, [a.text for a in answers]
+                    assert sum(not _replayed(a) for a in answers) == 1, [a.text for a in answers]
+        finally:
+            for c in clients:
+                c.close()
+        p = {"p": project.id}
+        with project.engine.connect() as conn:
+            events = Counter(k for (k,) in conn.execute(sa.text(
+                "SELECT idempotency_key FROM span_events WHERE project_id = :p"), p))
+            evals = Counter(n for (n,) in conn.execute(sa.text(
+                "SELECT eval_name FROM evaluation_results WHERE project_id = :p"), p))
+        assert events == {f"log-{i}": 1 for i in range(KEYED)}
+        assert evals == {f"check-{i}": 1 for i in range(KEYED)}

@@ -493,9 +493,12 @@ class BatchWriter:
             return
         now = time.time_ns()
         cols = ("project_id", "key", "request_hash", "response", "created_ns")
+        # PostgreSQL: a key another server process claimed since `_claim_keys` looked fails the
+        # transaction (a unique violation), which the writer runs again (`faults.conflict`): it then
+        # answers the item as the other's duplicate instead of storing it twice. SQLite has one writer.
         self.sql.executemany(
             self.cur, self.sql.insert_sql("idempotency_keys", cols, frozenset(("response",)),
-                                          "ON CONFLICT (project_id, key) DO NOTHING"),
+                                          "" if self.sql.pg else "ON CONFLICT (project_id, key) DO NOTHING"),
             [(pid, k, i.request_hash, dumps(i.response), now) for k, i in self._new_keys.items()])
         self._new_keys = {}
 
