@@ -410,3 +410,69 @@ notification_attempts = sa.Table(
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Index("ix_notification_attempts", "notification_id", "attempt"),
 )
+
+
+# Statistics roll-ups (migration 0017, tracehub/store/rollups.py): per project and UTC hour of
+# trace start, the sums the stats overview reads, kept by triggers on traces and
+# evaluation_results, so every write counts whichever connection makes it. `writer_pid` is the
+# PostgreSQL backend that wrote a difference (0 on SQLite): concurrent writers never wait on each
+# other's row; a read adds an hour's rows up.
+trace_hours = sa.Table(
+    "trace_hours",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("hour_ns", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("writer_pid", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("trace_count", sa.BigInteger, nullable=False),
+    sa.Column("error_count", sa.BigInteger, nullable=False),
+    sa.Column("open_traces", sa.BigInteger, nullable=False),  # running spans, awaited parents given up
+    sa.Column("langgraph_runs", sa.BigInteger, nullable=False),
+    sa.Column("completion_sum", sa.Float, nullable=False),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cost_usd", sa.Float, nullable=False),
+    sa.Column("eval_count", sa.BigInteger, nullable=False),  # evaluations of the hour's traces
+    sa.Column("eval_passed", sa.BigInteger, nullable=False),
+    sa.Column("eval_failed", sa.BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# Finished traces (nothing running; awaited parents given up) by duration bucket.
+trace_hour_latency = sa.Table(
+    "trace_hour_latency",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("hour_ns", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("writer_pid", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("bucket", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("n", sa.BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+trace_hour_decisions = sa.Table(
+    "trace_hour_decisions",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("hour_ns", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("writer_pid", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("action", sa.String(32), primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# A duration's bucket: its number of digits and its first two (1-10% wide), increasing with the
+# duration; a negative one (clocks) is 0. The same text in the index and in the reads, so that
+# both databases match them.
+LATENCY_BUCKET_SQL = (
+    "(CASE WHEN end_ns - start_ns < 0 THEN 0 ELSE length(CAST(end_ns - start_ns AS TEXT)) * 100"
+    " + CAST(substr(CAST(end_ns - start_ns AS TEXT), 1, 2) AS INTEGER) END)")
+FINISHED_SQL = "end_ns IS NOT NULL AND running_span_count = 0"  # given-up parents aside
+# Traces whose awaited parents a read may not have given up yet, by when their wait began.
+AWAITING_SQL = "missing_parent_count > 0 AND running_span_count = 0"
+LAST_WRITE_SQL = "(coalesce(last_span_ns, updated_ns))"
+
+# The finished traces' durations by bucket, for a percentile's exact value in its bucket.
+sa.Index("ix_traces_latency", traces.c.project_id, sa.text(LATENCY_BUCKET_SQL), traces.c.start_ns,
+         traces.c.end_ns, sqlite_where=sa.text(FINISHED_SQL), postgresql_where=sa.text(FINISHED_SQL))
+sa.Index("ix_traces_awaiting", traces.c.project_id, sa.text(LAST_WRITE_SQL),
+         sqlite_where=sa.text(AWAITING_SQL), postgresql_where=sa.text(AWAITING_SQL))
