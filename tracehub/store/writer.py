@@ -53,7 +53,14 @@ from tracehub import metrics
 from tracehub.records import Batch
 from tracehub.store import search
 from tracehub.store.background import Backoff, OwnConnection, name_os_thread, rollback
-from tracehub.store.batchwrite import BatchWriter, Sql, StoredResources, WriteResult, bind_json_bytes
+from tracehub.store.batchwrite import (
+    BatchWriter,
+    Sql,
+    StoredResources,
+    WriteResult,
+    bind_json_bytes,
+    count_new_traces,
+)
 from tracehub.store.checkpoint import WRITER_AUTOCHECKPOINT_BYTES, Checkpointer
 from tracehub.store.faults import Unavailable, conflict, fault_of, lost, retryable
 from tracehub.store.indexer import SearchIndexer
@@ -138,8 +145,8 @@ class _Job:
         self.future: Future[WriteResult] = Future()
         self.size = max(1, len(batch))
 
-    def write(self, cur: Any, sql: Sql, resources: StoredResources) -> WriteResult:
-        return BatchWriter(cur, sql, resources).write(self.batch)
+    def write(self, cur: Any, sql: Sql, resources: StoredResources, new_traces: dict[int, int]) -> WriteResult:
+        return BatchWriter(cur, sql, resources, new_traces).write(self.batch)
 
 
 class _LaneState:
@@ -524,8 +531,11 @@ class Writer:
         if self._sql.pg and isinstance(jobs[0], _LaneJob):
             return self._lane_transaction(cur, jobs)
         self._sql.begin(cur)
+        new_traces: dict[int, int] = {}  # per project: trace rows stored first, counted last
         try:
-            results = [job.write(cur, self._sql, self._resources) for job in jobs]
+            results = [job.write(cur, self._sql, self._resources, new_traces) if isinstance(job, _Job)
+                       else job.write(cur, self._sql, self._resources) for job in jobs]
+            count_new_traces(cur, self._sql, new_traces)
             cur.execute("COMMIT")
         except BaseException:
             self._resources.rollback()
