@@ -172,17 +172,22 @@ def test_trace_numbers_of_two_writers_never_collide(database_url_factory: Callab
 
 
 def test_the_sqlite_search_index_drives_the_span_lookup(tmp_path: Path) -> None:
-    """Joined to spans, SQLite walked the project's rows and ran the FTS match once per row."""
+    """Joined to spans the other way, SQLite walked the project's rows and ran the FTS match once
+    per row."""
     engine = db.create_engine(f"sqlite:///{tmp_path / 'plan.db'}")
     db.migrate(engine)
-    matched = search.condition("sqlite", 1, "보증 기간은").right  # traces.trace_id IN (<union>)
     with engine.connect() as conn:
-        compiled = matched.element.compile(conn, compile_kwargs={"literal_binds": True})
-        plan = [row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")]
+        statements = search.probe_queries(conn, "sqlite", "보증 기간은")
+        assert statements is not None
+        plans = []
+        for sql, extra in statements:
+            params = {"p": 1, "q": "%보증 기간은%", "n": 10, **extra}
+            plans.append([row[-1] for row in conn.execute(sa.text(f"EXPLAIN QUERY PLAN {sql}"), params)])
     engine.dispose()
-    fts = [i for i, step in enumerate(plan) if "spans_fts VIRTUAL TABLE" in step]
-    assert fts and all(plan[i - 1].startswith("LIST SUBQUERY") for i in fts), plan
-    assert "SEARCH r USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
+    indexed = [plan for plan in plans if any("VIRTUAL TABLE" in step for step in plan)]
+    assert len(indexed) == 2, plans  # spans and span events
+    for plan in indexed:
+        assert "VIRTUAL TABLE INDEX" in plan[0] and "USING INTEGER PRIMARY KEY (rowid=?)" in plan[1], plan
 
 
 def test_new_sqlite_databases_get_16k_pages_and_old_ones_keep_theirs(tmp_path: Path) -> None:

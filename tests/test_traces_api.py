@@ -98,6 +98,54 @@ def test_search_finds_substrings_in_any_case_and_korean(server: ServerProcess, q
     assert _list(server, environment=env, search=query)["total"] == hits
 
 
+def test_a_common_search_lists_the_newest_and_counts_up_to_the_cap(server: ServerProcess) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
+
+    from tracehub.store.search import SEARCH_CAP
+
+    env, phrase = "common-" + secrets.token_hex(4), "often " + secrets.token_hex(3)
+    resource = Resource(attributes=[KeyValue(key="deployment.environment.name", value=AnyValue(string_value=env))])
+    started = {}
+    for first in range(0, SEARCH_CAP + 100, 200):
+        spans = []
+        for i in range(first, first + 200):
+            tid = secrets.token_bytes(16)
+            started[tid.hex()] = NS + i * 1_000_000
+            spans.append(make_span(tid, secrets.token_bytes(8), name="ask", start=NS + i * 1_000_000,
+                                   end=NS + i * 1_000_000 + 5, **{"input__value": f"q{i}: {phrase}?"}))
+        body = ExportTraceServiceRequest(resource_spans=[ResourceSpans(
+            resource=resource, scope_spans=[ScopeSpans(spans=spans)])]).SerializeToString()
+        assert post(server, body).status_code == 200
+    newest = sorted(started, key=started.__getitem__, reverse=True)
+    for indexed in (False, True):  # the unindexed rows scanned, then the index read
+        if indexed:
+            _wait_until_indexed(server)
+        page = _list(server, search=phrase, page_size=50)
+        assert (page["total"], page["total_capped"]) == (SEARCH_CAP, True)
+        assert [t["trace_id"] for t in page["items"]] == newest[:50]
+        assert [t["trace_id"] for t in _list(server, search=phrase, page_size=50, page=3)["items"]] == newest[100:150]
+        # Narrowed by another filter, the count is exact again.
+        narrowed = _list(server, search=phrase, environment=env, start_after="2026-05-28T20:26:40Z",
+                         start_before="2026-05-28T20:26:40.005Z")
+        assert (narrowed["total"], narrowed["total_capped"]) == (5, False)
+        rare = _list(server, search=f"q{SEARCH_CAP + 7}: {phrase}")
+        assert ([t["trace_id"] for t in rare["items"]], rare["total_capped"]) == ([newest[-SEARCH_CAP - 8]], False)
+
+
+@pytest.mark.parametrize("query, hits", [("환불", 2), ("불", 2), ("액환", 1), ("환불요", 0), ("칸", 1), ("ab", 1),
+                                         ("요", 0)])
+def test_one_and_two_character_queries_find_words_inside_and_at_the_end(server: ServerProcess, query: str,
+                                                                       hits: int) -> None:
+    env = "short-" + secrets.token_hex(4)
+    _send_trace(server, env, text="전액환불")
+    _send_trace(server, env, text="환불 문의: 칸 ab")
+    _wait_until_indexed(server)
+    assert _list(server, environment=env, search=query)["total"] == hits
+
+
 def test_bad_query_parameters_are_problem_json(server: ServerProcess) -> None:
     for params, path in (({"page": "0"}, "query.page"), ({"page_size": "201"}, "query.page_size"),
                          ({"page": "x"}, "query.page"), ({"has_open_spans": "maybe"}, "query.has_open_spans"),
@@ -187,6 +235,10 @@ def test_search_index_keeps_up_with_a_steady_load(server: ServerProcess) -> None
         assert post(server, request_of(*spans)).status_code == 200
         time.sleep(max(0.0, start + (i + 1) * 0.05 - time.monotonic()))
     assert _unindexed(server) <= 300
+    assert httpx.get(server.url + "/readyz").json()["search_lag_s"] < 5
+    _wait_until_indexed(server)
+    scraped = httpx.get(server.url + "/metrics").text
+    assert "tracehub_search_unindexed_rows 0.0" in scraped and "tracehub_search_lag_seconds 0.0" in scraped
 
 
 def test_search_index_catches_up_and_serves_from_the_index(server: ServerProcess) -> None:

@@ -30,6 +30,10 @@ WEBHOOK_FAILURES = Counter("tracehub_webhook_failures",
                            " 410), gone (410: the endpoint is disabled), error (connection, timeout),"
                            " refused (the target's address is not allowed).", ["reason"])
 QUEUED_SPANS = Gauge("tracehub_writer_queued_spans", "Spans waiting for the writer.")
+SEARCH_UNINDEXED_ROWS = Gauge("tracehub_search_unindexed_rows",
+                              "Span and event rows committed but not yet in the search index (searches scan them).")
+SEARCH_LAG_SECONDS = Gauge("tracehub_search_lag_seconds",
+                           "How long the oldest row not yet in the search index has waited for it.")
 EXPORT_SECONDS = Histogram("tracehub_export_seconds", "Time from a request's submit to its commit.",
                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 AUTO_DECISION_QUEUE = Gauge("tracehub_auto_decision_queue",

@@ -46,10 +46,10 @@ HANDLERS: dict[Any, ExceptionHandler] = {
 }
 
 
-def _unindexed_rows(hub: Hub) -> int:
+def _index_state(hub: Hub) -> tuple[int, float]:
     raw = hub.engine.raw_connection()
     try:
-        return search.unindexed_rows(raw.cursor(), hub.dialect == "postgresql")
+        return search.index_state(raw.cursor())
     finally:
         raw.close()
 
@@ -63,12 +63,17 @@ def _health_routes(hub: Hub) -> list[Route]:
         if hub.writer.fault is not None:
             return unavailable(hub.writer.fault, {"queued_spans": queued})
         ready = queued < hub.writer.max_queued_spans
-        unindexed = await run_in_threadpool(_unindexed_rows, hub)
+        unindexed, lag = await run_in_threadpool(_index_state, hub)
         return JSONResponse({"status": "ready" if ready else "overloaded", "queued_spans": queued,
-                             "search_unindexed_rows": unindexed}, 200 if ready else 503)
+                             "search_unindexed_rows": unindexed, "search_lag_s": round(lag, 1)},
+                            200 if ready else 503)
 
     async def prometheus(_request: Request) -> Response:
         metrics.QUEUED_SPANS.set(hub.writer.queued_spans)
+        if hub.writer.fault is None:
+            unindexed, lag = await run_in_threadpool(_index_state, hub)
+            metrics.SEARCH_UNINDEXED_ROWS.set(unindexed)
+            metrics.SEARCH_LAG_SECONDS.set(lag)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", prometheus)]

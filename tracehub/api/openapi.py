@@ -273,7 +273,12 @@ def document() -> dict[str, Any]:
                                             "properties": {"items": {"type": "array", "items": _OBJ},
                                                            "page": {"type": "integer"},
                                                            "page_size": {"type": "integer"},
-                                                           "total": {"type": "integer"}}}, "A page."),
+                                                           "total": {"type": "integer"},
+                                                           "total_capped": {
+                                                               "type": "boolean",
+                                                               "description": "a common search counts "
+                                                               "1,000 matching traces at most: the total "
+                                                               "is that many or more"}}}, "A page."),
                               **READ_ERRORS}}},
             "/api/v1/traces/{trace_id}": {"get": {
                 "summary": "One trace: spans, tree, timeline, evals, decisions, judge runs",

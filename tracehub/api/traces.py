@@ -310,8 +310,9 @@ class TraceRoutes:
 
         def run() -> JSONResponse:  # rendering too: a 200-trace page must not hold the event loop
             with self.hub.reads.connect() as conn:
-                rows, total = queries.list_traces(conn, project_id, f, page, page_size, self._cutoff())
-            return JSONResponse(page_body([trace_view(r) for r in rows], page, page_size, total))
+                rows, total, capped = queries.list_traces(conn, project_id, f, page, page_size, self._cutoff())
+            return JSONResponse({**page_body([trace_view(r) for r in rows], page, page_size, total),
+                                 "total_capped": capped})
 
         return await run_in_threadpool(run)
 

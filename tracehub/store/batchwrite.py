@@ -724,6 +724,8 @@ class BatchWriter:
                 continue
             input_text, output_text = "\n".join(ins) or None, "\n".join(outs) or None
             updates.append((input_text, output_text, pid, row["seq"], span_id))
+            if (input_text and not row["input_text"]) or (output_text and not row["output_text"]):
+                row["own_text"] = True  # the span may keep text of its own: search the trace's
             row["input_text"] = row["input_text"] or input_text
             row["output_text"] = row["output_text"] or output_text
             self._touched.add(trace_id)

@@ -63,8 +63,10 @@ def _list_columns() -> list[sa.ColumnElement[Any]]:
 
 
 def list_traces(conn: sa.Connection, project_id: int, f: TraceFilter, page: int,
-                page_size: int, cutoff_ns: int) -> tuple[list[dict[str, Any]], int]:
-    """`cutoff_ns`: the moment of the read as `completion.cutoff` has it."""
+                page_size: int, cutoff_ns: int) -> tuple[list[dict[str, Any]], int, bool]:
+    """The page's rows, the total and whether the total is capped (a common search counts
+    `search.SEARCH_CAP` traces at most). `cutoff_ns`: the moment of the read as
+    `completion.cutoff` has it."""
     c = COMPLETION
     at = {CUTOFF.key: cutoff_ns}
     conds: list[sa.ColumnElement[bool]] = [traces.c.project_id == project_id]
@@ -83,8 +85,9 @@ def list_traces(conn: sa.Connection, project_id: int, f: TraceFilter, page: int,
         conds.append(traces.c.start_ns >= f.start_after_ns)
     if f.start_before_ns is not None:
         conds.append(traces.c.start_ns < f.start_before_ns)
-    if f.search:
-        conds.append(search.condition(conn.dialect.name, project_id, f.search))
+    found = search.find(conn, project_id, f.search) if f.search else None
+    if found is not None:
+        conds.append(found.condition)
     if f.user_review_passed is not None:
         conds.append(traces.c.user_review_passed == f.user_review_passed)
     if f.eval_name is not None or f.eval_passed is not None:
@@ -96,9 +99,18 @@ def list_traces(conn: sa.Connection, project_id: int, f: TraceFilter, page: int,
             matched = matched.where(ev.passed == f.eval_passed)
         conds.append(traces.c.trace_id.in_(matched))
     where = sa.and_(*conds)
+    capped = False
     if len(conds) == 1:  # the project's traces: the writer keeps their count
         total = conn.execute(sa.select(projects.c.trace_count).where(projects.c.id == project_id)
                              ).scalar_one_or_none() or 0
+    elif found is not None and found.capped:
+        if len(conds) == 2:  # the search alone: the index found more than the cap
+            total = search.SEARCH_CAP + 1
+        else:
+            counted = sa.select(traces.c.trace_id).where(where).limit(search.SEARCH_CAP + 1).subquery()
+            total = conn.execute(sa.select(sa.func.count()).select_from(counted), at).scalar_one()
+        capped = total > search.SEARCH_CAP
+        total = min(total, search.SEARCH_CAP)
     else:
         total = conn.execute(sa.select(sa.func.count()).select_from(traces).where(where), at).scalar_one()
     newest_first = (traces.c.start_ns.desc(), traces.c.trace_id.desc())  # one index walked backwards
@@ -112,7 +124,7 @@ def list_traces(conn: sa.Connection, project_id: int, f: TraceFilter, page: int,
     ))
     # Sorted here: asked to, SQLite walked the whole start index again to avoid sorting 50 rows.
     rows.sort(key=lambda r: (r["start_ns"], r["trace_id"]), reverse=True)
-    return rows, total
+    return rows, total, capped
 
 
 def get_trace(conn: sa.Connection, project_id: int, trace_id: str, cutoff_ns: int) -> dict[str, Any] | None:

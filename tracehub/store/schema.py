@@ -100,12 +100,17 @@ traces = sa.Table(
     # Numbers traces in the order they were first stored (PostgreSQL: sequence trace_seq; SQLite:
     # the largest so far + 1, under the write lock): spans are keyed by it (migration 0011).
     sa.Column("seq", sa.BigInteger),
+    # The name or text is the client's own (stated, or amended), not a span's: only such traces'
+    # text is searched besides their spans' (migration 0018).
+    sa.Column("own_text", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_traces_project_start", "project_id", "start_ns", "trace_id"),
     sa.Index("uq_traces_seq", "seq", unique=True),
     sa.Index("ix_traces_project_session", "project_id", "session_id"),
     sa.Index("ix_traces_project_user", "project_id", "user_id"),
     sa.Index("ix_traces_project_environment", "project_id", "environment", "start_ns", "trace_id"),
     sa.Index("ix_traces_project_status", "project_id", "status", "start_ns", "trace_id"),
+    sa.Index("ix_traces_own_text", "project_id", sqlite_where=sa.text("own_text"),
+             postgresql_where=sa.text("own_text")),
 )
 
 spans = sa.Table(

@@ -4,18 +4,30 @@ events (log messages, amendments) and trace text.
 Indexing is off the ingest path. The writer calls `index_step()` between commits when it is idle
 (and at least once a second under load); `search_state` says up to which row id each table is
 indexed. A query reads the index for rows up to that mark and scans the rows above it, so results
-are complete the moment data is committed, and only the unindexed tail costs a scan.
+are complete the moment data is committed, and only the unindexed tail costs a scan. `IndexLag`
+dates that tail (`/readyz`, `/metrics`).
 
 SQLite: FTS5 tables with the trigram tokenizer over the rows themselves (external content), without
 token positions (`detail=none`: half the indexing cost, a third of the size). A query of three or
 more characters finds the rows that hold all of its trigrams, then keeps those whose text contains
-it. PostgreSQL: side tables of lower-cased documents with pg_trgm GIN indexes. Queries shorter than three
-characters (many Korean words are two syllables) cannot use trigrams and scan the project's rows.
+it; one or two characters (many Korean words are two syllables) take the indexed trigrams that
+start with them (`fts5vocab`, by range). PostgreSQL: side tables of lower-cased documents with
+pg_trgm GIN indexes; there a query of one or two characters scans the documents.
+
+A trace's name and text are a span's, found with it, unless they are its own (`traces.own_text`).
+
+The trace list asks `find()`: a search the index answers with at most SEARCH_CAP traces is their
+ids (exact count); a more common one is checked trace by trace as the list walks newest first,
+which finds the newest 50 of 90,000 matches in a few dozen checks, and the count stops at the cap.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -47,6 +59,13 @@ INDEXED = (
 )
 
 
+def fts_values(t: Indexed) -> str:
+    """What SQLite's index holds of a row: each column padded with two spaces, so a character
+    at the end of a text (or a text of one or two) starts a trigram that a short query finds
+    (`probe_queries`). Deleting a row from the index must give these same values."""
+    return ", ".join(f"{c} || '  '" for c in t.columns)
+
+
 def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
@@ -55,8 +74,16 @@ def _likes(columns: tuple[str, ...], prefix: str = "") -> str:
     return "(" + " OR ".join(f"{prefix}{c} LIKE :q ESCAPE '\\'" for c in columns) + ")"
 
 
+# Matching traces a search counts at most: the list says "1,000+" beyond (`Found.capped`).
+SEARCH_CAP = 1000
+# PostgreSQL: rows the index may answer before a search counts as common (its DISTINCT reads them
+# all before it answers; SQLite's stops at SEARCH_CAP traces). Rows of one trace repeat.
+PROBE_ROWS = 4 * SEARCH_CAP
 # Enough trigrams to make the candidates few; the substring check afterwards decides.
 MAX_QUERY_TRIGRAMS = 24
+# SQLite, a query of one or two characters: the indexed trigrams that start with it, at most this
+# many (`_short_terms`); a character followed by more kinds than that is common.
+MAX_PREFIX_TERMS = 400
 
 
 def _trigrams(text: str) -> list[str]:
@@ -67,36 +94,118 @@ def _trigrams(text: str) -> list[str]:
     return grams
 
 
-def condition(dialect: str, project_id: int, text: str) -> sa.ColumnElement[bool]:
+def _fts_phrase(gram: str) -> str:
+    return '"' + gram.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class Found:
+    """How the trace list keeps a search's traces. A search the index answers with few rows is a
+    list of trace ids (`trace_ids`, exact). A common one is a condition the list checks trace by
+    trace as it walks its order (`condition`): the newest 50 of 20,000 matches cost a few dozen
+    checks, where collecting every match took seconds; the list then counts up to SEARCH_CAP."""
+
+    condition: sa.ColumnElement[bool]
+    trace_ids: list[str] | None
+
+    @property
+    def capped(self) -> bool:
+        return self.trace_ids is None
+
+
+def find(conn: sa.Connection, project_id: int, text: str) -> Found:
     """Traces whose text, spans or span events contain `text`, in any case."""
-    selects = []
+    dialect = conn.dialect.name
+    found = _probe(conn, dialect, project_id, text)
+    if found is None:
+        return Found(_each_trace(dialect, text), None)
+    ids = sorted(found)
+    return Found(traces.c.trace_id.in_(ids), ids)
+
+
+def _probe(conn: sa.Connection, dialect: str, project_id: int, text: str) -> set[str] | None:
+    """The matching traces' ids from the index (the unindexed rows scanned, and the traces' own
+    text), or None once more than SEARCH_CAP traces match (or, on PostgreSQL, PROBE_ROWS rows).
+    One statement, so one snapshot: the index and the rows above its mark as of one moment."""
+    queries = probe_queries(conn, dialect, text)
+    if queries is None:
+        return None
+    limit = SEARCH_CAP + 1 if dialect == "sqlite" else PROBE_ROWS + 1
+    params: dict[str, Any] = {"p": project_id, "q": _like(text.lower() if dialect != "sqlite" else text),
+                              "n": limit}
+    parts = []
+    for i, (sql, extra) in enumerate(queries):
+        for name, value in extra.items():
+            sql = sql.replace(f":{name}", f":{name}{i}")
+            params[f"{name}{i}"] = value
+        parts.append(f"SELECT {i} AS part, trace_id FROM ({sql}) AS part{i}")
+    counts = [0] * len(parts)
+    found: set[str] = set()
+    for part, trace_id in conn.execute(sa.text(" UNION ALL ".join(parts)), params):
+        counts[part] += 1
+        found.add(trace_id)
+    if max(counts, default=0) >= limit or len(found) > SEARCH_CAP:
+        return None
+    return found
+
+
+def probe_queries(conn: sa.Connection, dialect: str, text: str) -> list[tuple[str, dict[str, Any]]] | None:
+    """The probe's statements, each with its own parameters; None if the query is too common to
+    look up (the list then checks each trace)."""
+    out: list[tuple[str, dict[str, Any]]] = []
     for t in INDEXED:
         tail = f"id > (SELECT indexed_upto FROM search_state WHERE name = '{t.table}')"
         if dialect != "sqlite":
-            selects.append(f"SELECT trace_id FROM {t.pg_table} WHERE project_id = :p AND doc LIKE :q")
-            selects.append(f"SELECT trace_id FROM {t.table} WHERE project_id = :p AND {tail}"
-                           f" AND {t.pg_document} LIKE :q")
-        elif len(text) >= 3:
-            # One trigram is the whole query; a longer one needs its trigrams in this order.
-            check = "" if len(text) == 3 else " AND " + _likes(t.columns, "r.")
-            # The index must drive: joined, SQLite walked the project's rows and ran the match
-            # once per row (minutes on 200,000 spans).
-            selects.append(f"SELECT r.trace_id FROM {t.table} r WHERE r.id IN"
-                           f" (SELECT rowid FROM {t.fts} WHERE {t.fts} MATCH :m)"
-                           f" AND +r.project_id = :p{check}")
-            selects.append(f"SELECT trace_id FROM {t.table} WHERE project_id = :p AND {tail}"
-                           f" AND {_likes(t.columns)}")
+            out.append((f"SELECT trace_id FROM {t.pg_table} WHERE project_id = :p AND doc LIKE :q LIMIT :n", {}))
+            out.append((f"SELECT trace_id FROM {t.table} WHERE project_id = :p AND {tail}"
+                        f" AND {t.pg_document} LIKE :q LIMIT :n", {}))
+            continue
+        if len(text) >= 3:
+            match: str | None = " AND ".join(map(_fts_phrase, _trigrams(text)))
         else:
-            selects.append(f"SELECT trace_id FROM {t.table} WHERE project_id = :p AND {_likes(t.columns)}")
-    # Trace rows change with every batch, so their own text is scanned, not indexed.
-    trace_text = (f"{SEARCH_TRACES_PG} LIKE :q" if dialect != "sqlite"
-                  else _likes(("name", "input_text", "output_text")))
-    selects.append(f"SELECT trace_id FROM traces WHERE project_id = :p AND {trace_text}")
-    sql = " UNION ".join(selects)
-    params = {"p": project_id, "q": _like(text.lower() if dialect != "sqlite" else text),
-              "m": " AND ".join('"' + g.replace('"', '""') + '"' for g in _trigrams(text))}
-    matched = sa.text(sql).bindparams(**{k: v for k, v in params.items() if f":{k}" in sql})
-    return traces.c.trace_id.in_(matched.columns(sa.column("trace_id", sa.String)))
+            terms = conn.execute(sa.text(f"SELECT term FROM {t.fts}_vocab WHERE term >= :lo AND term < :hi"
+                                         " LIMIT :n"), {"lo": text.lower(), "hi": text.lower() + "\U0010ffff",
+                                                        "n": MAX_PREFIX_TERMS + 1}).scalars().all()
+            if len(terms) > MAX_PREFIX_TERMS:
+                return None
+            match = " OR ".join(map(_fts_phrase, terms)) or None
+        if match is not None:
+            # Up to three characters the trigrams found are the matches; a longer query needs all
+            # its trigrams in the text, in this order. The index drives, rows in its order: joined
+            # the other way, SQLite walked the project's rows and ran the match once per row
+            # (minutes on 200,000 spans).
+            check = "" if len(text) <= 3 else " AND " + _likes(t.columns, "r.")
+            out.append((f"SELECT DISTINCT r.trace_id FROM {t.fts} f CROSS JOIN {t.table} r"
+                        f" WHERE f.{t.fts} MATCH :m AND r.id = f.rowid AND r.project_id = :p{check} LIMIT :n",
+                        {"m": match}))
+        out.append((f"SELECT DISTINCT trace_id FROM {t.table} WHERE project_id = :p AND {tail}"
+                    f" AND {_likes(t.columns)} LIMIT :n", {}))
+    # A trace's name and text are a span's (searched above) unless they are its own: stated by a
+    # client or amended (`own_text`, which a partial index lists). Those change with any batch, so
+    # they are scanned, not indexed.
+    out.append((f"SELECT trace_id FROM traces WHERE project_id = :p AND own_text AND {_trace_text(dialect)}"
+                " LIMIT :n", {}))
+    return out
+
+
+def _trace_text(dialect: str) -> str:
+    if dialect != "sqlite":
+        return f"{SEARCH_TRACES_PG} LIKE :q"
+    return _likes(("name", "input_text", "output_text"))
+
+
+def _each_trace(dialect: str, text: str) -> sa.ColumnElement[bool]:
+    """The search as a condition on each trace row the list reads: its own text, then its spans
+    (by the trace's number), then its span events. Unqualified columns in a subquery are its own
+    table's."""
+    checks = [_trace_text(dialect)]
+    for t in INDEXED:
+        key = ("s.trace_seq = traces.seq" if t.table == "spans"
+               else "s.project_id = traces.project_id AND s.trace_id = traces.trace_id")
+        own = f"{t.pg_document} LIKE :q" if dialect != "sqlite" else _likes(t.columns)
+        checks.append(f"EXISTS (SELECT 1 FROM {t.table} s WHERE {key} AND {own})")
+    q = _like(text.lower() if dialect != "sqlite" else text)
+    return sa.text("(" + " OR ".join(checks) + ")").bindparams(q=q)  # type: ignore[return-value]
 
 
 def step_committed(dbapi: Any, sql: Sql, limit: int) -> int | None:
@@ -127,6 +236,8 @@ def index_step(cur: Any, pg: bool, limit: int) -> int:
         cur.execute(f"SELECT max(id) FROM (SELECT id FROM {t.table} WHERE id > {p} ORDER BY id LIMIT {p})"
                     " AS chunk", [mark, limit])
         upto = cur.fetchone()[0]
+        cur.execute(f"SELECT max(id) FROM {t.table}")
+        LAG.seen(t.table, cur.fetchone()[0])
         if upto is None:
             continue
         if pg:
@@ -134,19 +245,55 @@ def index_step(cur: Any, pg: bool, limit: int) -> int:
                         f" SELECT id, project_id, trace_id, {t.pg_document} FROM {t.table}"
                         " WHERE id > %s AND id <= %s ON CONFLICT (id) DO NOTHING", [mark, upto])
         else:
-            cols = ", ".join(t.columns)
-            cur.execute(f"INSERT INTO {t.fts} (rowid, {cols}) SELECT id, {cols} FROM {t.table}"
-                        " WHERE id > ? AND id <= ?", [mark, upto])
+            cur.execute(f"INSERT INTO {t.fts} (rowid, {', '.join(t.columns)}) SELECT id, {fts_values(t)}"
+                        f" FROM {t.table} WHERE id > ? AND id <= ?", [mark, upto])
         done += cur.rowcount if cur.rowcount and cur.rowcount > 0 else 0
         cur.execute(f"UPDATE search_state SET indexed_upto = {p} WHERE name = {p}", [upto, t.table])
     return done
 
 
-def unindexed_rows(cur: Any, pg: bool) -> int:
-    """Rows committed but not yet in the index (the tail queries scan)."""
-    total = 0
+def index_state(cur: Any) -> tuple[int, float]:
+    """(rows committed but not yet in the index, which the tail queries scan; seconds since the
+    oldest of them was first seen by this process's indexing, `IndexLag`)."""
+    rows, lag = 0, 0.0
     for t in INDEXED:
-        cur.execute(f"SELECT count(*) FROM {t.table} WHERE id > "
-                    f"(SELECT indexed_upto FROM search_state WHERE name = '{t.table}')")
-        total += cur.fetchone()[0]
-    return total
+        cur.execute(f"SELECT indexed_upto FROM search_state WHERE name = '{t.table}'")
+        mark = cur.fetchone()[0]
+        cur.execute(f"SELECT count(*) FROM {t.table} WHERE id > {int(mark)}")
+        rows += cur.fetchone()[0]
+        lag = max(lag, LAG.behind(t.table, mark))
+    return rows, lag
+
+
+class IndexLag:
+    """When each table's largest row id was first seen, sampled by every indexing step (at least
+    once a second while rows wait): how long the rows above the index's mark have waited. Per
+    process; with replicas each samples the shared tables, so each reports the same lag within a
+    step."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, collections.deque[tuple[float, int]]] = {}
+
+    def seen(self, table: str, max_id: int | None) -> None:
+        if max_id is None:
+            return
+        with self._lock:
+            marks = self._seen.setdefault(table, collections.deque(maxlen=3600))
+            if not marks or max_id > marks[-1][1]:
+                marks.append((time.monotonic(), max_id))
+
+    def behind(self, table: str, indexed_upto: int) -> float:
+        with self._lock:
+            marks = self._seen.get(table)
+            while marks and len(marks) > 1 and marks[1][1] <= indexed_upto:
+                marks.popleft()  # the entry before the first unindexed one stays: it dates it
+            if not marks:
+                return 0.0
+            for at, max_id in marks:
+                if max_id > indexed_upto:
+                    return time.monotonic() - at
+        return 0.0
+
+
+LAG = IndexLag()

@@ -24,7 +24,7 @@ TRACE_COLUMNS = (
     "span_count", "running_span_count", "missing_parent_count", "error_count", "input_tokens",
     "output_tokens", "cost_usd", "decision", "user_review_passed", "input_rank_ns",
     "output_rank_ns", "updated_ns", "status_explicit", "graph_name", "awaited_parents", "seq",
-    "last_span_ns",
+    "last_span_ns", "own_text",
 )
 
 # Explicit fields a JSON client may state; they win over what the spans derive.
@@ -36,7 +36,8 @@ def new_row(project_id: int, trace_id: str, seq: int, now: int) -> dict[str, Any
     row: dict[str, Any] = dict.fromkeys(TRACE_COLUMNS)
     row.update(project_id=project_id, trace_id=trace_id, status=STATUS_RUNNING, start_ns=None,
                span_count=0, running_span_count=0, missing_parent_count=0, error_count=0,
-               input_tokens=0, output_tokens=0, cost_usd=0.0, updated_ns=now, seq=seq, last_span_ns=now)
+               input_tokens=0, output_tokens=0, cost_usd=0.0, updated_ns=now, seq=seq, last_span_ns=now,
+               own_text=False)
     return row
 
 
@@ -123,6 +124,7 @@ def amend_span(row: dict[str, Any], before: dict[str, Any], after: dict[str, Any
     row["cost_usd"] += (after["cost_usd"] or 0) - (before["cost_usd"] or 0)
     row["error_count"] += (after["status"] == STATUS_ERROR) - (before["status"] == STATUS_ERROR)
     is_root = row["root_span_id"] == after["span_id"]
+    text = (row["name"], row["input_text"], row["output_text"])
     if is_root or (row["root_span_id"] is None and row["name"] == before["name"]):
         row["name"] = after["name"]
     if after["model"] != before["model"] and row["model"] in (None, before["model"]):
@@ -138,6 +140,8 @@ def amend_span(row: dict[str, Any], before: dict[str, Any], after: dict[str, Any
         current = row["output_rank_ns"]
         if current is None or current == rank or (current != -1 and (rank == -1 or rank > current)):
             row["output_text"], row["output_rank_ns"] = after["output_text"], rank
+    if (row["name"], row["input_text"], row["output_text"]) != text:
+        row["own_text"] = True  # amended: the span's row keeps the text as it came
 
 
 def apply_explicit(row: dict[str, Any], t: TraceRecord) -> None:
@@ -145,6 +149,8 @@ def apply_explicit(row: dict[str, Any], t: TraceRecord) -> None:
         value = getattr(t, field)
         if value is not None:
             row[field] = value
+    if t.name is not None or t.input_text is not None or t.output_text is not None:
+        row["own_text"] = True
     if t.input_text is not None:
         row["input_rank_ns"] = -1  # stated by the client: no span text replaces it
     if t.output_text is not None:

@@ -100,12 +100,12 @@ class Pages:
     def _list(self, request: Request, project_id: int) -> tuple[ListView, dict[str, Any]]:
         view = parse_list(request.query_params, time.time_ns())
         with self.ui.hub.reads.connect() as conn:
-            rows, total = queries.list_traces(conn, project_id, view.filter, view.page, view.page_size,
-                                              self.ui.cutoff())
+            rows, total, capped = queries.list_traces(conn, project_id, view.filter, view.page, view.page_size,
+                                                      self.ui.cutoff())
         pages = max(1, -(-total // view.page_size))
         q = request.query_params
         return view, {
-            "traces": [row_view(r) for r in rows], "total": total, "page": view.page,
+            "traces": [row_view(r) for r in rows], "total": total, "total_capped": capped, "page": view.page,
             "page_size": view.page_size, "pages": pages, "filtered": view.filtered,
             "live": view.page == 1,
             "list_query": urlencode([(k, v) for k, v in q.multi_items() if k in LIST_PARAMS and v]),
