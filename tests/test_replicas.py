@@ -1,5 +1,5 @@
-"""Three `tracehub serve` processes on one PostgreSQL database, fed by the real OpenTelemetry SDK
-exporters: the spans of each trace are spread over the processes and every span is sent again to
+"""Three `tracehub serve` processes started at once on one new PostgreSQL database, fed by the real
+OpenTelemetry SDK exporters: the spans of each trace are spread over the processes and every span is sent again to
 all of them at the same time, so processes race to store a trace's first row, its spans and their
 duplicates. Nothing may be lost, refused or stored twice; each trace row must hold exactly what its
 spans say; each trace is decided once by the active policy, each escalation makes one case and
@@ -28,7 +28,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
-from conftest import Project, ServerProcess, own_project
+from conftest import Project, ServerProcess, Servers, own_project
+from test_auto_decisions import _start_all
 from test_cases import SERVER_ENV, Receiver
 from tracehub.seed import DEFAULT_POLICY
 
@@ -132,11 +133,15 @@ def _wait(what: str, done: Callable[[], bool], timeout: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def replicas(server_factory: Callable[..., ServerProcess], database_url_factory: Callable[[str], str]
-             ) -> list[ServerProcess]:
+def replicas(database_url_factory: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory,
+             started_servers: Servers) -> list[ServerProcess]:
+    """REPLICAS servers started at once on a new database: their migrations at start take turns."""
     url = database_url_factory("postgres")
     env = {**SERVER_ENV, "TRACEHUB_DECISION_SETTLE_S": "1"}
-    return [server_factory("postgres", env=env, database_url=url) for _ in range(REPLICAS)]
+    servers = [ServerProcess(url, tmp_path_factory.mktemp("replica"), env) for _ in range(REPLICAS)]
+    started_servers.extend(servers)  # stopped with the module
+    _start_all(servers)
+    return servers
 
 
 @pytest.fixture

@@ -97,6 +97,9 @@ def _pg_timeout(url: str | sa.URL) -> dict[str, Any]:
     return {} if "connect_timeout" in sa.make_url(url).query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
 
 
+MIGRATION_LOCK = 0x7472_6163_6568_7562  # PostgreSQL advisory lock held while migrating ("tracehub")
+
+
 def migrate(engine: sa.Engine, revision: str = "head") -> None:
     """Bring the schema to the newest packaged migration, or to `revision` (idempotent)."""
     _alembic(engine, command.upgrade, revision)
@@ -111,6 +114,10 @@ def _alembic(engine: sa.Engine, run: Callable[[Config, str], None], revision: st
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Server processes started at once on one database take turns: the later ones then find
+            # the schema at the newest revision instead of failing on tables the first created.
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         run(cfg, revision)
 
