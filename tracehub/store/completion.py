@@ -14,7 +14,7 @@ Given up depends on the time of the question, so the writer stores what it knows
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 
@@ -31,6 +31,7 @@ class Completion:
     open_count: sa.ColumnElement[int]  # running spans + awaited parents
     status: sa.ColumnElement[str]  # running / success / error, given-up parents applied
     completed: sa.ColumnElement[bool]  # nothing open, and not running
+    cutoff_ns: int | None = None  # the moment bound in (`completion`), for an index range
 
     def status_is(self, value: str) -> sa.ColumnElement[bool]:
         """`status == value`, written so that the status index still serves it."""
@@ -72,4 +73,5 @@ COMPLETION = _completion(CUTOFF)
 
 def completion(now_ns: int, grace_ns: int) -> Completion:
     """At `now_ns`, the moment bound in: for a statement built for one read."""
-    return _completion(sa.literal(cutoff(now_ns, grace_ns), sa.BigInteger))
+    at = cutoff(now_ns, grace_ns)
+    return replace(_completion(sa.literal(at, sa.BigInteger)), cutoff_ns=at)

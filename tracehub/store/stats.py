@@ -1,30 +1,41 @@
 """Dashboard statistics: one project's traces over the last N hours, in totals and per hour.
 
-`overview()` answers `GET /api/v1/traces/stats/overview`. The window is the last `last_hours` hours
-before `now_ns`; a trace belongs to it by its start time, and so do its evaluations (one clock for
-both; an evaluation of a trace that is not stored is not counted until the trace is). The hourly
-series is aligned to UTC hour starts, so its first bucket is the partial hour the window starts in
-and its last the current hour; traces that start later in the current hour (client clocks running
-ahead) count too, so the series always adds up to the totals.
+`overview()` answers `GET /api/v1/traces/stats/overview` and the web UI's KPI cards and charts.
+The window is the last `last_hours` hours before `now_ns`; a trace belongs to it by its start
+time, and so do its evaluations (one clock for both; an evaluation of a trace that is not stored
+is not counted until the trace is). The hourly series is aligned to UTC hour starts, so its
+first bucket is the partial hour the window starts in and its last the current hour; traces that
+start later in the current hour (client clocks running ahead) count too, so the series always
+adds up to the totals.
+
+How (tracehub/store/rollups.py): the hourly roll-ups that triggers keep give the whole hours;
+the part of the first hour outside the window (or inside it, whichever is shorter) is read from
+the trace rows; the few traces whose awaited parents are not given up at `now_ns` are corrected.
+Latency percentiles are exact: the roll-ups' counts by duration bucket locate each wanted rank,
+and only that bucket's durations are read. Everything is read in one snapshot. The answer is the
+one a scan of every trace row in the window gives, except that sums of floating-point columns
+(cost, completion rates) are added in another order, which the rounding of the answer hides.
 
 What this module must never do:
-- read a trace row into Python to count it: totals are SQL aggregates and percentiles are picked
-  by window functions, so the answer costs a few small rows whatever the number of traces.
+- read the window's trace rows: the answer must cost the same at a thousand traces or a million.
 - leave a key or an hour out: an empty project answers zeros, and every hour bucket is present.
 - use SQL that only one of SQLite and PostgreSQL understands.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections import Counter
+from typing import Any, Iterator
 
 import sqlalchemy as sa
 
-from tracehub.records import STATUS_ERROR
+from tracehub.store import rollups
 from tracehub.store.completion import Completion
-from tracehub.store.schema import evaluation_results, traces
+from tracehub.store.rollups import HOUR_NS, Hours, Pending, completion_rate_sql
 
-HOUR_NS = 3_600_000_000_000
+__all__ = ["DECISION_ACTIONS", "HOUR_NS", "LATENCY_PERCENTILES", "completion_rate_sql", "overview", "window"]
+
 DECISION_ACTIONS = ("ALLOW_ANSWER", "BLOCK", "ESCALATE", "ALLOW_WITH_WARNING", "NEED_CLARIFICATION")
 LATENCY_PERCENTILES = (50, 95, 99)
 
@@ -35,14 +46,6 @@ def window(last_hours: int, now_ns: int) -> tuple[int, int, int]:
     return start, start - start % HOUR_NS, now_ns - now_ns % HOUR_NS + HOUR_NS
 
 
-def completion_rate_sql(c: Completion) -> sa.ColumnElement[float]:
-    """The API's per-trace completion_rate (api/traces.py trace_view) as SQL, unrounded:
-    known = span_count + awaited parents, open = running spans + awaited parents,
-    (known - open) / known, and 0 for a trace that knows of no span."""
-    known = traces.c.span_count + c.awaited
-    return sa.case((known > 0, sa.cast(known - c.open_count, sa.Float) / known), else_=0.0)
-
-
 def overview(conn: sa.Connection, project_id: int, last_hours: int, now_ns: int,
              c: Completion, bucket_percentiles: tuple[int, ...] = (50,),
              hourly_decisions: bool = False) -> dict[str, Any]:
@@ -51,87 +54,101 @@ def overview(conn: sa.Connection, project_id: int, last_hours: int, now_ns: int,
     The web UI's charts ask for more per hour: latency percentiles besides the p50
     (`latency_p95_ms` ...) and, with `hourly_decisions`, each hour's `decisions` by action."""
     start, first, end = window(last_hours, now_ns)
-    t = traces.c
-    in_window = sa.and_(t.project_id == project_id, t.start_ns >= start, t.start_ns < end)
-    bucket = (t.start_ns - sa.literal(first, sa.BigInteger)) // HOUR_NS
     n_buckets = (end - first) // HOUR_NS
+    with _snapshot(conn):
+        hours, waiting = _hours(conn, project_id, start, first, end, c)
+        overall_latency, hour_latency = _latencies(conn, project_id, hours, waiting, start, end,
+                                                   bucket_percentiles)
 
-    def count_if(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
-        return sa.func.sum(sa.case((condition, 1), else_=0))
+    sums = dict.fromkeys(rollups.SUMS, 0)
+    for hour in hours.sums.values():
+        for k in sums:
+            sums[k] += hour[k]
+    decisions: Counter[str] = Counter()
+    for found in hours.decisions.values():
+        decisions.update(found)
+    count = sums["trace_count"]
 
-    per_bucket = conn.execute(
-        sa.select(
-            bucket.label("bucket"),
-            sa.func.count().label("trace_count"),
-            count_if(t.status == STATUS_ERROR).label("error_count"),
-            count_if(c.open_count > 0).label("open_traces"),
-            count_if(t.graph_name.is_not(None)).label("langgraph_runs"),
-            sa.func.sum(completion_rate_sql(c)).label("completion_sum"),
-            sa.func.sum(t.input_tokens).label("input_tokens"),
-            sa.func.sum(t.output_tokens).label("output_tokens"),
-            sa.func.sum(t.cost_usd).label("cost_usd"),
-        ).where(in_window).group_by(sa.literal_column("bucket"))
-    ).mappings().all()
-    # SUM over BIGINT is NUMERIC on PostgreSQL (Decimal in Python): normalize every value.
-    buckets: dict[int, dict[str, Any]] = {
-        int(r["bucket"]): {k: (float(v) if k in ("completion_sum", "cost_usd") else int(v))
-                           for k, v in r.items() if k != "bucket"}
-        for r in per_bucket}
-
-    totals = dict.fromkeys(("trace_count", "error_count", "open_traces", "langgraph_runs",
-                            "input_tokens", "output_tokens"), 0)
-    completion_sum = cost = 0.0
-    for b in buckets.values():
-        for k in totals:
-            totals[k] += b[k]
-        completion_sum += b["completion_sum"]
-        cost += b["cost_usd"]
-    count = totals["trace_count"]
-    overall_latency, bucket_latency = _latencies(conn, in_window, bucket, c, bucket_percentiles)
-    by_hour = _hourly_decisions(conn, in_window, bucket) if hourly_decisions else {}
-
-    empty = {"trace_count": 0, "error_count": 0, "input_tokens": 0, "output_tokens": 0,
-             "cost_usd": 0.0}
     series = []
     for i in range(n_buckets):
-        hour = buckets.get(i, empty)
+        hour_ns = first + i * HOUR_NS
+        hour = hours.sums.get(hour_ns) or dict.fromkeys(rollups.SUMS, 0)
         point = {
-            "start_ns": first + i * HOUR_NS,
+            "start_ns": hour_ns,
             "trace_count": hour["trace_count"],
             "error_count": hour["error_count"],
             "total_tokens": hour["input_tokens"] + hour["output_tokens"],
-            "cost_usd": round(hour["cost_usd"], 8),
+            "cost_usd": round(float(hour["cost_usd"]), 8),
         }
-        latency = bucket_latency.get(i, {})
+        latency = hour_latency.get(hour_ns, {})
         for pct in bucket_percentiles:  # 0 when the hour has no finished trace
             point[f"latency_p{pct}_ms"] = latency.get(pct, 0.0)
         if hourly_decisions:
-            point["decisions"] = {**dict.fromkeys(DECISION_ACTIONS, 0), **by_hour.get(i, {})}
+            point["decisions"] = _actions(hours.decisions.get(hour_ns, Counter()))
         series.append(point)
+    judged = sums["eval_passed"] + sums["eval_failed"]  # results with only a score have no pass / fail
     return {
         "last_hours": last_hours,
         "window_start_ns": start,
         "window_end_ns": end,
         "trace_count": count,
-        "error_count": totals["error_count"],
-        "error_rate": round(totals["error_count"] / count, 4) if count else 0.0,
-        "open_traces": totals["open_traces"],
-        "completion_rate": round(completion_sum / count, 4) if count else 0.0,
+        "error_count": sums["error_count"],
+        "error_rate": round(sums["error_count"] / count, 4) if count else 0.0,
+        "open_traces": sums["open_traces"],
+        "completion_rate": round(sums["completion_sum"] / count, 4) if count else 0.0,
         "latency_ms": overall_latency,
-        "tokens": {"input": totals["input_tokens"], "output": totals["output_tokens"],
-                   "total": totals["input_tokens"] + totals["output_tokens"]},
-        "cost_usd": round(cost, 8),
-        "decisions_by_action": _decisions(conn, in_window),
-        "eval": _evals(conn, in_window),
-        "langgraph_runs": totals["langgraph_runs"],
+        "tokens": {"input": sums["input_tokens"], "output": sums["output_tokens"],
+                   "total": sums["input_tokens"] + sums["output_tokens"]},
+        "cost_usd": round(float(sums["cost_usd"]), 8),
+        "decisions_by_action": _actions(decisions),
+        "eval": {"count": sums["eval_count"], "passed": sums["eval_passed"], "failed": sums["eval_failed"],
+                 "pass_rate": round(sums["eval_passed"] / judged, 4) if judged else 0.0},
+        "langgraph_runs": sums["langgraph_runs"],
         "series": series,
     }
 
 
-def _rank_rows(rn: Any, n: Any, pct: int) -> sa.ColumnElement[bool]:
-    """True for the two rows (1-based rn of n) that the pct-th percentile interpolates between."""
-    lo = (n - 1) * pct // 100  # integer division on both databases: floor of (n - 1) * pct / 100
-    return sa.or_(rn == lo + 1, rn == lo + 2)
+@contextlib.contextmanager
+def _snapshot(conn: sa.Connection) -> Iterator[None]:
+    """The roll-ups and the trace rows they count read in one snapshot, on a connection that
+    would otherwise give each statement its own (the API's reads)."""
+    if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        yield
+        return
+    pg = conn.dialect.name == "postgresql"
+    conn.exec_driver_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if pg else "BEGIN")
+    try:
+        yield
+    except BaseException:
+        conn.exec_driver_sql("ROLLBACK")
+        raise
+    conn.exec_driver_sql("COMMIT")
+
+
+def _hours(conn: sa.Connection, project_id: int, start: int, first: int, end: int,
+           c: Completion) -> tuple[Hours, list[Pending]]:
+    """The window's hours as a read at `c` counts them, and the traces it corrected."""
+    if start == first:
+        hours = rollups.rolled_up(conn, project_id, first, end)
+    elif start - first <= HOUR_NS // 2:  # the first hour's part before the window is the shorter
+        hours = rollups.rolled_up(conn, project_id, first, end)
+        hours.add(rollups.live(conn, project_id, first, start), -1)
+    else:
+        hours = rollups.rolled_up(conn, project_id, first + HOUR_NS, end)
+        hours.add(rollups.live(conn, project_id, start, first + HOUR_NS))
+    waiting = rollups.pending(conn, project_id, start, end, c)
+    rollups.correct(hours, waiting)
+    return hours, waiting
+
+
+def _actions(found: Counter[str]) -> dict[str, int]:
+    return {**dict.fromkeys(DECISION_ACTIONS, 0), **{a: n for a, n in found.items() if n}}
+
+
+def _ranks(n: int, pct: int) -> tuple[int, int]:
+    """The 1-based ranks (of n) that the pct-th percentile interpolates between."""
+    lo = (n - 1) * pct // 100
+    return lo + 1, min(lo + 2, n)
 
 
 def _interpolate(values: dict[int, int], n: int, pct: int) -> float:
@@ -144,78 +161,67 @@ def _interpolate(values: dict[int, int], n: int, pct: int) -> float:
     return round((low + (high - low) * rest / 100) / 1e6, 3)
 
 
-def _latencies(conn: sa.Connection, in_window: sa.ColumnElement[bool], bucket: Any, c: Completion,
-               bucket_percentiles: tuple[int, ...] = (50,)
+def _locate(histogram: Counter[int], ranks: set[int]) -> dict[int, tuple[int, int]]:
+    """Each rank's (bucket, 0-based place in the bucket)."""
+    out: dict[int, tuple[int, int]] = {}
+    wanted = sorted(ranks)
+    seen = 0
+    for bucket in sorted(b for b, n in histogram.items() if n > 0):
+        n = histogram[bucket]
+        while wanted and wanted[0] <= seen + n:
+            rank = wanted.pop(0)
+            out[rank] = (bucket, rank - seen - 1)
+        seen += n
+    return out
+
+
+def _latencies(conn: sa.Connection, project_id: int, hours: Hours, waiting: list[Pending], start: int,
+               end: int, bucket_percentiles: tuple[int, ...]
                ) -> tuple[dict[str, float], dict[int, dict[int, float]]]:
-    """p50/p95/p99 of finished traces' durations overall, and `bucket_percentiles` per hour bucket.
+    """p50/p95/p99 of finished traces' durations in the window, and `bucket_percentiles` per hour.
 
-    Finished: nothing open (`Completion.open_count`), with an end. Window functions rank the
-    durations in the database, so only the few rows at the wanted ranks come back.
-    """
-    t = traces.c
-    duration = t.end_ns - t.start_ns
-    ranked = sa.select(
-        bucket.label("bucket"),
-        duration.label("duration"),
-        sa.func.row_number().over(order_by=duration).label("rn_all"),
-        sa.func.count().over().label("n_all"),
-        sa.func.row_number().over(partition_by=bucket, order_by=duration).label("rn_bucket"),
-        sa.func.count().over(partition_by=bucket).label("n_bucket"),
-    ).where(in_window, t.end_ns.is_not(None), c.open_count == 0).subquery()
-    r = ranked.c
-    wanted = [_rank_rows(r.rn_all, r.n_all, pct) for pct in LATENCY_PERCENTILES]
-    wanted += [_rank_rows(r.rn_bucket, r.n_bucket, pct) for pct in bucket_percentiles]
-    rows = conn.execute(sa.select(ranked).where(sa.or_(*wanted))).mappings().all()
+    Finished: nothing open (`Completion.open_count`), with an end. Exact: the counts by bucket
+    tell which buckets hold the wanted ranks; those buckets' durations are read, less the ones of
+    traces that `waiting` says a read does not count as finished yet, sorted and picked."""
+    overall: Counter[int] = Counter()
+    for counts in hours.latency.values():
+        overall.update(counts)
+    # (percentiles, histogram, start from, start before, hour or None for the whole window)
+    asked: list[tuple[tuple[int, ...], Counter[int], int, int, int | None]] = [
+        (LATENCY_PERCENTILES, overall, start, end, None)]
+    asked += [(bucket_percentiles, counts, max(start, hour), hour + HOUR_NS, hour)
+              for hour, counts in sorted(hours.latency.items()) if bucket_percentiles]
+    places: list[tuple[int, dict[int, tuple[int, int]]]] = []
+    spots: dict[tuple[int, int, int], set[int]] = {}  # (bucket, start from, before): places in it
+    for pcts, histogram, lo, hi, _hour in asked:
+        n = sum(v for v in histogram.values() if v > 0)
+        located = _locate(histogram, {r for pct in pcts for r in _ranks(n, pct)} if n else set())
+        places.append((n, located))
+        for bucket, place in located.values():
+            spots.setdefault((bucket, lo, hi), set()).add(place)
+    not_yet = [p for p in waiting if p.finished < 0]  # finished once given up, not at `now`
+    wanted: list[tuple[int, int, int, int, int | None]] = []
+    for (bucket, lo, hi), at in spots.items():
+        if any(p.bucket == bucket and lo <= p.start < hi for p in not_yet):
+            wanted.append((bucket, lo, hi, 0, None))  # all of them, those to leave out found below
+        else:
+            wanted.append((bucket, lo, hi, min(at), max(at) - min(at) + 1))
+    values: dict[tuple[int, int, int], tuple[int, list[int]]] = {}
+    for (bucket, lo, hi, offset, limit), durations in zip(wanted, rollups.bucket_values(conn, project_id, wanted)):
+        if limit is None:
+            for p in not_yet:
+                if p.bucket == bucket and lo <= p.start < hi and p.duration in durations:
+                    durations.remove(p.duration)
+        values[(bucket, lo, hi)] = (offset, durations)
 
-    overall: dict[int, int] = {}
-    n_all = 0
-    per_bucket: dict[int, tuple[int, dict[int, int]]] = {}
-    for row in rows:
-        n_all = int(row["n_all"])
-        overall[int(row["rn_all"])] = int(row["duration"])
-        _, values = per_bucket.setdefault(int(row["bucket"]), (int(row["n_bucket"]), {}))
-        values[int(row["rn_bucket"])] = int(row["duration"])
-    latency = {f"p{pct}": _interpolate(overall, n_all, pct) for pct in LATENCY_PERCENTILES}
-    return latency, {b: {pct: _interpolate(values, n_b, pct) for pct in bucket_percentiles}
-                     for b, (n_b, values) in per_bucket.items()}
-
-
-def _decisions(conn: sa.Connection, in_window: sa.ColumnElement[bool]) -> dict[str, int]:
-    found = conn.execute(
-        sa.select(traces.c.decision, sa.func.count())
-        .where(in_window, traces.c.decision.is_not(None)).group_by(traces.c.decision)
-    ).all()
-    counts = dict.fromkeys(DECISION_ACTIONS, 0)
-    counts.update({action: int(n) for action, n in found})
-    return counts
-
-
-def _hourly_decisions(conn: sa.Connection, in_window: sa.ColumnElement[bool], bucket: Any
-                      ) -> dict[int, dict[str, int]]:
-    found = conn.execute(
-        sa.select(bucket.label("bucket"), traces.c.decision, sa.func.count())
-        .where(in_window, traces.c.decision.is_not(None))
-        .group_by(sa.literal_column("bucket"), traces.c.decision)
-    ).all()
-    hours: dict[int, dict[str, int]] = {}
-    for hour, action, n in found:
-        hours.setdefault(int(hour), {})[action] = int(n)
-    return hours
-
-
-def _evals(conn: sa.Connection, in_window: sa.ColumnElement[bool]) -> dict[str, Any]:
-    """The evaluations of the traces in the window (the evals' index on trace id serves the join)."""
-    e, t = evaluation_results.c, traces.c
-    row = conn.execute(
-        sa.select(
-            sa.func.count(),
-            sa.func.sum(sa.case((e.passed.is_(True), 1), else_=0)),
-            sa.func.sum(sa.case((e.passed.is_(False), 1), else_=0)),
-        ).select_from(evaluation_results.join(
-            traces, sa.and_(t.project_id == e.project_id, t.trace_id == e.trace_id)))
-        .where(in_window)
-    ).one()
-    count, passed, failed = int(row[0]), int(row[1] or 0), int(row[2] or 0)
-    judged = passed + failed  # results with only a score have no pass / fail to count
-    return {"count": count, "passed": passed, "failed": failed,
-            "pass_rate": round(passed / judged, 4) if judged else 0.0}
+    answers = []
+    for (pcts, _histogram, lo, hi, _hour), (n, located) in zip(asked, places):
+        ranked = {}
+        for rank, (bucket, place) in located.items():
+            offset, durations = values[(bucket, lo, hi)]
+            # The counts and the index agree (one snapshot); never fail an answer if they did not.
+            ranked[rank] = durations[min(place - offset, len(durations) - 1)] if durations else 0
+        answers.append({pct: _interpolate(ranked, n, pct) for pct in pcts})
+    overall_ms = {f"p{pct}": answers[0][pct] for pct in LATENCY_PERCENTILES}
+    return overall_ms, {hour: answer for (_p, _h, _lo, _hi, hour), answer in zip(asked[1:], answers[1:])
+                        if hour is not None}
