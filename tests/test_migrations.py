@@ -177,7 +177,7 @@ def test_the_sqlite_search_index_drives_the_span_lookup(tmp_path: Path) -> None:
     engine = db.create_engine(f"sqlite:///{tmp_path / 'plan.db'}")
     db.migrate(engine)
     with engine.connect() as conn:
-        statements = search.probe_queries(conn, "sqlite", "보증 기간은")
+        statements = search.probe_queries(conn, "sqlite", "보증 기간은", {"spans": 0, "span_events": 0})
         assert statements is not None
         plans = []
         for sql, extra in statements:

@@ -39,11 +39,12 @@ from tracehub.store.faults import lost
 
 log = logging.getLogger(__name__)
 
-# The columns the writer's lookups and the trace list's filters select on.
+# The columns the writer's lookups and the trace list's filters select on; `id` for search's scan
+# of the rows above the index's mark, which without it PostgreSQL estimated at a third of the table.
 ANALYZED = {
-    "spans": "project_id, trace_seq, span_id",
+    "spans": "id, project_id, trace_seq, span_id",
     "traces": "project_id, trace_id, status, start_ns, environment, session_id, user_id",
-    "span_events": "project_id, trace_id, span_id, event_type",
+    "span_events": "id, project_id, trace_id, span_id, event_type",
 }
 ANALYZE_MIN_ROWS = 200
 VACUUM_MIN_ROWS = 200

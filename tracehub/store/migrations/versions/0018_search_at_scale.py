@@ -5,6 +5,8 @@ it is the trace's own.
   or a log record gave it): only those traces' text is scanned, through a partial index; every
   other trace's text is a span's, which the index covers. Existing traces are marked where a name
   or text is found in none of their spans.
+- PostgreSQL: the search side tables are indexed by trace, for the list's walk over the newest
+  traces (`search._each_trace`).
 - SQLite: an fts5vocab table over each trigram index lists its trigrams in order, so a query of
   one or two characters finds the trigrams that start with it by range (`search.probe_queries`);
   each column is indexed padded with two spaces, so a query at the end of a text, or a text of one
@@ -26,6 +28,7 @@ branch_labels = None
 depends_on = None
 
 _INDEXES = (("spans_fts", "spans"), ("span_events_fts", "span_events"))
+_PG_SEARCH = ("span_search", "span_event_search")
 
 
 def upgrade() -> None:
@@ -38,6 +41,9 @@ def upgrade() -> None:
     op.create_index("ix_traces_own_text", "traces", ["project_id"], sqlite_where=sa.text("own_text"),
                     postgresql_where=sa.text("own_text"))
     if not sqlite:
+        # The list's walk checks each trace's indexed documents (`search._each_trace`).
+        for table in _PG_SEARCH:
+            op.create_index(f"ix_{table}_trace", table, ["project_id", "trace_id"])
         return
     for fts, table in _INDEXES:
         op.execute(f"CREATE VIRTUAL TABLE {fts}_vocab USING fts5vocab({fts}, 'row')")
@@ -49,6 +55,8 @@ def downgrade() -> None:
     op.drop_index("ix_traces_own_text", "traces")
     op.execute("ALTER TABLE traces DROP COLUMN own_text")  # SQLite 3.35+: no table copy
     if op.get_bind().dialect.name != "sqlite":
+        for table in _PG_SEARCH:
+            op.drop_index(f"ix_{table}_trace", table)
         return
     for fts, table in _INDEXES:
         op.execute(f"DROP TABLE {fts}_vocab")
