@@ -207,3 +207,26 @@ def test_a_definition_nested_too_deep_is_refused_without_recursing() -> None:
     errors = errors_of({"rules": [rule(when)]})
     assert errors[0]["message"].startswith("nested deeper than")
 
+
+
+def test_a_regex_that_backtracks_without_end_stops_and_does_not_match() -> None:
+    import time
+
+    from prometheus_client import REGISTRY
+
+    from tracehub.decision.policy import REGEX_TIMEOUT_S
+
+    def timeouts() -> float:
+        return REGISTRY.get_sample_value("tracehub_policy_regex_timeouts_total") or 0.0
+
+    definition = parse_policy({"rules": [
+        rule({"field": "response.text", "op": "regex", "value": "(x+x+)+y"}, reason="BACKTRACKS"),
+        rule({"field": "response.text", "op": "contains", "value": "xxx"}, reason="SEEN", priority=20)]})
+    before = timeouts()
+    started = time.perf_counter()
+    verdict = definition.evaluate({"response": {"text": "x" * 5000}})
+    # Python's re takes ~0.3 s for 22 characters here, doubling with each one more.
+    assert time.perf_counter() - started < 20 * REGEX_TIMEOUT_S
+    assert verdict.reason_code == "SEEN"  # the next rule decides
+    assert timeouts() == before + 1
+    assert definition.evaluate({"response": {"text": "xxy"}}).reason_code == "BACKTRACKS"

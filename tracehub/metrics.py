@@ -29,6 +29,8 @@ WEBHOOK_FAILURES = Counter("tracehub_webhook_failures",
                            "Failed webhook delivery attempts by reason: http (an answer other than 2xx and"
                            " 410), gone (410: the endpoint is disabled), error (connection, timeout),"
                            " refused (the target's address is not allowed).", ["reason"])
+POLICY_REGEX_TIMEOUTS = Counter("tracehub_policy_regex_timeouts",
+                                "Policy regex searches stopped after REGEX_TIMEOUT_S (counted as no match).")
 QUEUED_SPANS = Gauge("tracehub_writer_queued_spans", "Spans waiting for the writer.")
 SEARCH_UNINDEXED_ROWS = Gauge("tracehub_search_unindexed_rows",
                               "Span and event rows committed but not yet in the search index (searches scan them).")

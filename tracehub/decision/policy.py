@@ -14,7 +14,9 @@ Semantics, fixed here and nowhere else:
   the operator (so `ne` and `not_in` need the field present), except `exists: false`.
 - eq / ne / in / not_in compare JSON values: a boolean never equals a number (true is not 1).
 - gt / gte / lt / lte match numbers only; contains is a substring of a string or a member of a
-  list; regex searches a string (Python syntax, not anchored).
+  list; regex searches a string (Python's syntax, not anchored; the `regex` module runs it, and a
+  search that takes longer than REGEX_TIMEOUT_S does not match: a pattern that backtracks without
+  end, on text an LLM wrote, must not hold a decision).
 - Rules are tried by ascending priority (10 before 20), ties in document order; the first match
   decides. No match: the definition's `default`, else ALLOW_ANSWER / NO_RULE_MATCHED / low.
 
@@ -26,20 +28,26 @@ from __future__ import annotations
 
 import datetime
 import json
-import re
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import regex
 import yaml
 from jsonschema import Draft202012Validator, ValidationError
+
+from tracehub import metrics
 
 ACTIONS = ("ALLOW_ANSWER", "BLOCK", "ESCALATE", "ALLOW_WITH_WARNING", "NEED_CLARIFICATION")
 SEVERITIES = ("low", "medium", "high", "critical")
 FIELD_ROOTS = ("signals", "request", "response", "trace", "evals")
 DEFAULT_OUTCOME = {"action": "ALLOW_ANSWER", "reason_code": "NO_RULE_MATCHED", "severity": "low"}
 MAX_DEPTH = 64  # levels of objects and arrays in a definition: conditions are compiled recursively
+REGEX_TIMEOUT_S = 0.05
+
+log = logging.getLogger(__name__)
 
 SCHEMA: dict[str, Any] = json.loads(
     resources.files("tracehub.decision").joinpath("policy.schema.json").read_text("utf-8"))
@@ -281,8 +289,8 @@ def _semantic_errors(document: dict[str, Any]) -> list[dict[str, str]]:
                 stack.append((cond["not"], [*parts, "not"]))
             if cond.get("op") == "regex":
                 try:
-                    re.compile(cond["value"])
-                except re.error as exc:
+                    regex.compile(cond["value"])
+                except regex.error as exc:
                     errors.append({"path": error_path([*parts, "value"]),
                                    "message": f"not a valid regular expression: {exc}"})
     return sorted(errors, key=lambda e: e["path"])
@@ -425,8 +433,19 @@ def _test(op: str, value: Any) -> Callable[[Any], bool]:
             return False
         return contains
     if op == "regex":
-        search = re.compile(value).search
-        return lambda actual: isinstance(actual, str) and search(actual) is not None
+        search = regex.compile(value).search
+
+        def matches(actual: Any) -> bool:
+            if not isinstance(actual, str):
+                return False
+            try:
+                return search(actual, timeout=REGEX_TIMEOUT_S) is not None
+            except TimeoutError:
+                metrics.POLICY_REGEX_TIMEOUTS.inc()
+                log.warning("the policy regex %r took over %s s on %d characters: no match", value,
+                            REGEX_TIMEOUT_S, len(actual))
+                return False
+        return matches
     raise AssertionError(f"operator {op!r} passed the schema but has no test")
 
 

@@ -119,7 +119,7 @@ def find(conn: sa.Connection, project_id: int, text: str) -> Found:
     # The marks are read first and bound as values: from a subquery PostgreSQL planned a scan of
     # every row (70 ms at 300,000 spans with none unindexed). The index may pass a mark before the
     # search runs; its rows are then read twice, never missed.
-    marks = dict(conn.execute(sa.text("SELECT name, indexed_upto FROM search_state")).all())
+    marks: dict[str, int] = dict(conn.execute(sa.text("SELECT name, indexed_upto FROM search_state")).all())
     found = _probe(conn, dialect, project_id, text, marks)
     if found is None:
         return Found(_each_trace(dialect, text, marks), None)
