@@ -30,6 +30,8 @@ projects = sa.Table(
     sa.Column("trace_count", sa.BigInteger, nullable=False, server_default="0"),
     # Automatic decisions on the project's completed traces (the decision engine).
     sa.Column("auto_decide", sa.Boolean, nullable=False, server_default=sa.true()),
+    # Days a trace is kept after its last activity (tracehub/store/retention.py); NULL: for ever.
+    sa.Column("retention_days", sa.Integer),
 )
 
 api_keys = sa.Table(
@@ -152,6 +154,9 @@ spans = sa.Table(
     # A span's key, with its trace's number in place of its trace id: new spans belong to new
     # traces, so their keys go at the end of the index instead of at random pages of it.
     sa.Index("uq_spans_key", "trace_seq", "span_id", unique=True),
+    # Whether a span still names a resource, once retention pruned some (migration 0019).
+    sa.Index("ix_spans_resource", "project_id", "resource_id", sqlite_where=sa.text("resource_id IS NOT NULL"),
+             postgresql_where=sa.text("resource_id IS NOT NULL")),
 )
 
 # A resource (service, host, SDK) is the same for every span a process sends: stored once, named by
@@ -367,6 +372,7 @@ cases = sa.Table(
     sa.Column("acked_ns", sa.BigInteger),
     sa.Column("resolved_ns", sa.BigInteger),
     sa.Index("ix_cases_status", "project_id", "status", "created_ns"),
+    sa.Index("ix_cases_trace", "project_id", "trace_id"),  # retention (migration 0019)
 )
 
 webhook_endpoints = sa.Table(
