@@ -199,3 +199,26 @@ def test_pages_render_on_both_databases(server: ServerProcess) -> None:
         assert overview.text.count('<svg class="chart"') == 4
         for bad in ("/?status=bogus", "/?page=0", "/?start_after=yesterday", "/ui/dashboard/overview?hours=5"):
             assert client.get(bad).status_code == 400, bad
+
+
+def test_a_common_search_shows_its_capped_total_and_pages_on(server: ServerProcess) -> None:
+    from otlp_helpers import make_span, post, request_of
+
+    from tracehub.store.search import SEARCH_CAP
+
+    with own_project(server, "ui-dash-cap", auto_decide=False) as p:
+        now = time.time_ns()
+        for first in range(0, SEARCH_CAP + 50, 350):
+            spans = [make_span(secrets.token_bytes(16), secrets.token_bytes(8), name=f"ask {i}",
+                               start=now - (i + 1) * MS, end=now - i * MS, input__value="where is my parcel?")
+                     for i in range(first, min(first + 350, SEARCH_CAP + 50))]
+            assert post(server, request_of(*spans), x_api_key=p.key).status_code == 200
+        wait_stored(p, SEARCH_CAP + 50)
+        client, _ = ui_sign_in(server, p.key)
+        last = SEARCH_CAP // 50
+        page = client.get("/", params={"search": "my parcel", "page": last})
+        assert page.status_code == 200, page.text
+        assert re.search(r"<strong data-total>1,000\+</strong>", page.text), page.text
+        assert f"of {last}+" in page.text and 'rel="next"' in page.text  # the cap is no last page
+        beyond = client.get("/", params={"search": "my parcel", "page": last + 1})
+        assert len(re.findall(r'data-trace-id="([0-9a-f]{32})"', beyond.text)) == 50
