@@ -138,7 +138,15 @@ def replicas(database_url_factory: Callable[[str], str], tmp_path_factory: pytes
     """REPLICAS servers started at once on a new database: their migrations at start take turns."""
     url = database_url_factory("postgres")
     env = {**SERVER_ENV, "TRACEHUB_DECISION_SETTLE_S": "1"}
-    servers = [ServerProcess(url, tmp_path_factory.mktemp("replica"), env) for _ in range(REPLICAS)]
+    servers: list[ServerProcess] = []
+    while len(servers) < REPLICAS:
+        # Each picks free ports and lets them go: none may get another's, as none is bound yet.
+        server = ServerProcess(url, tmp_path_factory.mktemp("replica"), env)
+        ports = {server.port, server.otlp_http_port, server.grpc_port}
+        if ports.isdisjoint(p for s in servers for p in (s.port, s.otlp_http_port, s.grpc_port)):
+            servers.append(server)
+        else:
+            server.client.close()
     started_servers.extend(servers)  # stopped with the module
     _start_all(servers)
     return servers

@@ -97,7 +97,15 @@ def _pg_timeout(url: str | sa.URL) -> dict[str, Any]:
     return {} if "connect_timeout" in sa.make_url(url).query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
 
 
-MIGRATION_LOCK = 0x7472_6163_6568_7562  # PostgreSQL advisory lock held while migrating ("tracehub")
+SETUP_LOCK = 0x7472_6163_6568_7562  # PostgreSQL advisory lock ("tracehub") of `take_turns`
+
+
+def take_turns(conn: sa.Connection) -> None:
+    """PostgreSQL: hold until the transaction ends the lock under which server processes started at
+    once set a database up (migrations, the default project), so the later ones find it done
+    instead of failing on what the first created."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SETUP_LOCK})
 
 
 def migrate(engine: sa.Engine, revision: str = "head") -> None:
@@ -114,10 +122,7 @@ def _alembic(engine: sa.Engine, run: Callable[[Config, str], None], revision: st
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Server processes started at once on one database take turns: the later ones then find
-            # the schema at the newest revision instead of failing on tables the first created.
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        take_turns(conn)
         cfg.attributes["connection"] = conn
         run(cfg, revision)
 

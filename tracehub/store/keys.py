@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
 
+from tracehub.store import db
 from tracehub.store.faults import database_error, fault_of
 from tracehub.store.schema import api_keys, projects
 
@@ -52,6 +53,7 @@ def _add_key(conn: sa.Connection, project_id: int, key: str) -> None:
 def ensure_default_project(engine: sa.Engine) -> None:
     """On an empty database, create the `default` project with the well-known local key."""
     with engine.begin() as conn:
+        db.take_turns(conn)
         if conn.execute(sa.select(sa.func.count()).select_from(projects)).scalar():
             return
         _add_key(conn, _project_id(conn, DEFAULT_PROJECT, create=True) or 0, DEFAULT_KEY)
