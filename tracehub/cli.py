@@ -1,5 +1,5 @@
 """The `tracehub` command: serve, migrate, seed, keys create, policy apply / list / activate,
-backup and restore.
+projects set-retention, prune, backup and restore.
 
 Every serve flag is also a TRACEHUB_* variable.
 """
@@ -70,6 +70,26 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--replace", action="store_true",
                          help="replace the database if it exists (its data is lost)")
     for command in (backup, restore):
+        command.add_argument("--database-url", default=None, help="SQLAlchemy URL; env TRACEHUB_DATABASE_URL.")
+
+    projects = sub.add_parser("projects", help="manage project settings", description="Manage project settings.")
+    projects_sub = projects.add_subparsers(dest="projects_command", required=True, metavar="ACTION")
+    retention = projects_sub.add_parser(
+        "set-retention", help="delete a project's traces DAYS after their last activity",
+        description="Keep project NAME's traces DAYS days after their last activity (the latest of their"
+                    " start, their end and the server's last write to them); then the server's retention"
+                    " passes, or `tracehub prune`, delete them with their spans, events, evaluations,"
+                    " decisions, judge runs and cases. 0 or off: keep them for ever (the default).")
+    retention.add_argument("name", metavar="NAME", help="project name")
+    retention.add_argument("days", metavar="DAYS", help="days (1-36500), or 0 / off")
+    prune = sub.add_parser(
+        "prune", help="delete the traces past their project's retention now",
+        description="Delete, now, the traces whose last activity is older than their project's retention"
+                    " (what the server's retention passes do), a chunk of traces a transaction; safe while"
+                    " the server runs. Prints what it deleted.")
+    prune.add_argument("--project", default=None, help="only this project (default: every project with a retention)")
+    prune.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
+    for command in (retention, prune):
         command.add_argument("--database-url", default=None, help="SQLAlchemy URL; env TRACEHUB_DATABASE_URL.")
 
     policy = sub.add_parser("policy", help="manage decision policies",
@@ -160,6 +180,90 @@ def _policy_command(engine: sa.Engine, args: argparse.Namespace) -> int:
         for error in exc.errors or [{"path": "", "message": str(exc)}]:
             print(f"{error['path']}: {error['message']}", file=sys.stderr)
         return 2
+
+
+def _set_retention(engine: sa.Engine, name: str, text: str) -> int:
+    """`tracehub projects set-retention`: 0 done, 1 no such project, 2 DAYS not understood."""
+    from tracehub.store.retention import MAX_RETENTION_DAYS, retention_days_of
+    from tracehub.store.schema import projects
+
+    try:
+        days = retention_days_of(text)
+    except ValueError:
+        print(f"DAYS must be a number of days (0-{MAX_RETENTION_DAYS}) or off, not {text!r}", file=sys.stderr)
+        return 2
+    with engine.begin() as conn:
+        changed = conn.execute(projects.update().where(projects.c.name == name).values(retention_days=days))
+    if not changed.rowcount:
+        print(f"no project {name!r}: create it with `tracehub keys create --project NAME`", file=sys.stderr)
+        return 1
+    print(f"project {name!r}: traces are " + ("kept for ever" if days is None else
+                                             f"deleted {days} days after their last activity"))
+    return 0
+
+
+def _prune(engine: sa.Engine, project: str | None, dry_run: bool) -> int:
+    """`tracehub prune`: each chunk in a transaction of its own (run again after a conflict with
+    another PostgreSQL transaction, as the writer does). 0 done, 1 no such project."""
+    from tracehub.api.params import iso
+    from tracehub.store import retention
+    from tracehub.store.background import rollback
+    from tracehub.store.batchwrite import Sql
+    from tracehub.store.faults import conflict
+    from tracehub.store.writer import CONFLICT_RERUNS
+
+    sql = Sql(engine.dialect.name)
+    pooled = engine.raw_connection()
+    dbapi: Any = pooled.driver_connection
+    try:
+        retention.autocommit(dbapi, sql.pg)
+        if not sql.pg:
+            sql.use_variable_limit(dbapi)
+
+        def run(work: Any) -> Any:
+            for rerun in range(CONFLICT_RERUNS, -1, -1):
+                cur = dbapi.cursor()
+                try:
+                    sql.begin(cur)
+                    result = work(cur, sql)
+                    cur.execute("COMMIT")
+                    return result
+                except Exception as exc:
+                    rollback(dbapi)
+                    if not rerun or not conflict(exc):
+                        raise
+            raise AssertionError("unreachable")
+
+        cur = dbapi.cursor()
+        passes = list(retention.prune(cur, sql, run, time.time_ns(), project, dry_run))
+        if not passes:
+            print(f"no project {project!r}" if project is not None else
+                  "no project has a retention (tracehub projects set-retention NAME DAYS); nothing to delete",
+                  file=sys.stderr if project is not None else sys.stdout)
+            return 1 if project is not None else 0
+        deleted = 0
+        for done in passes:
+            if not done.retention_days:
+                print(f"{done.name}: keeps its traces for ever (tracehub projects set-retention NAME DAYS)")
+                continue
+            deleted += done.pruned.traces
+            verb = "would delete" if dry_run else "deleted"
+            print(f"{done.name}: {verb} {done.pruned.describe()}; retention {done.retention_days} days,"
+                  f" last activity before {iso(done.cutoff_ns)}")
+        if not sql.pg and deleted and not dry_run:
+            given = retention.free_pages(cur, sql, run)
+            cur.execute("PRAGMA freelist_count")
+            free = cur.fetchone()[0]
+            cur.execute("PRAGMA page_size")
+            size = cur.fetchone()[0]
+            if given:
+                print(f"SQLite: {given * size / 2**20:.1f} MiB given back to the file (auto_vacuum=INCREMENTAL)")
+            if free:
+                print(f"SQLite: {free * size / 2**20:.1f} MiB of free pages, reused by new rows (a VACUUM with"
+                      " the server stopped gives them back to the file; see docs/OPERATIONS.md)")
+        return 0
+    finally:
+        pooled.close()
 
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -286,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items()
                  if k not in ("command", "keys_command", "project", "api_key", "policy_command", "file",
-                              "activate", "name", "version", "path", "replace")}
+                              "activate", "name", "version", "path", "replace", "projects_command", "days",
+                              "dry_run")}
     settings = Settings.from_env(**overrides)
     if args.command == "backup":
         return _backup(settings, Path(args.path))
@@ -322,6 +427,13 @@ def main(argv: list[str] | None = None) -> int:
         keys.ensure_default_project(engine)
         try:
             return _policy_command(engine, args)
+        finally:
+            engine.dispose()
+    if args.command in ("projects", "prune"):
+        try:
+            if args.command == "prune":
+                return _prune(engine, args.project, args.dry_run)
+            return _set_retention(engine, args.name, args.days)
         finally:
             engine.dispose()
     if args.command == "migrate":

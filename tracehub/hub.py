@@ -20,6 +20,7 @@ from tracehub.decision.webhooks import Deliveries
 from tracehub.decision.worker import DecisionWorker
 from tracehub.settings import Settings
 from tracehub.store import db, keys
+from tracehub.store.retention import Retention
 from tracehub.store.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -56,9 +57,12 @@ class Hub:
                           if settings.judge == "llm" else HeuristicJudge(), settings.missing_parent_grace_s)
             self.auto_decisions = DecisionWorker(self.reads, lambda p, t: auto.decide(p, t, source="auto"),
                                                  settings.decision_settle_s, settings.missing_parent_grace_s,
-                                                 self.writer.busy)
+                                                 self.writer.busy, auto.aclose)
             self.writer.on_completed = self.auto_decisions.completed
         self.webhooks = Deliveries(self.engine, settings)  # sends the cases' notification outbox
+        # Deletes traces past their project's retention, a chunk at a time through the writer.
+        self.retention = (Retention(self.engine, self.writer, settings.retention_interval_s)
+                          if settings.retention_interval_s > 0 else None)
 
     @property
     def dialect(self) -> str:
@@ -76,8 +80,12 @@ class Hub:
         self.webhooks.start()
         if self.auto_decisions is not None:
             self.auto_decisions.start()
+        if self.retention is not None:
+            self.retention.start()
 
     def close(self) -> None:
+        if self.retention is not None:  # before the writer: a chunk under way writes through it
+            self.retention.stop()
         self.webhooks.stop()
         if self.auto_decisions is not None:  # before the writer: decisions under way write through it
             self.auto_decisions.stop()

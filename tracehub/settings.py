@@ -86,6 +86,11 @@ class Settings:
         2.0, "Seconds a completed trace must be quiet (no span or event written to it) before it is"
         " decided automatically: exporters send a trace's spans in several batches."
     )
+    retention_interval_s: float = _setting(
+        600.0, "Seconds between the server's retention passes, which delete the traces of projects with a"
+        " retention (tracehub projects set-retention, PATCH /api/v1/project) once their last activity is"
+        " older; the first pass runs a minute after start. 0: the server never prunes (tracehub prune still does)."
+    )
     ui_session_hours: float = _setting(
         12.0, "Hours a web UI sign-in lasts; revoking its API key or signing out ends it sooner."
     )
@@ -151,6 +156,8 @@ class Settings:
         if self.judge == "llm" and not (self.llm_judge_base_url and self.llm_judge_model):
             raise SystemExit(f"{env_name('judge')}=llm needs {env_name('llm_judge_base_url')} and"
                              f" {env_name('llm_judge_model')}")
+        if not self.retention_interval_s >= 0:  # also refuses nan
+            raise SystemExit(f"{env_name('retention_interval_s')}={self.retention_interval_s} is below 0")
         if not 0 < self.llm_judge_timeout_s <= 600:  # also refuses nan
             raise SystemExit(f"{env_name('llm_judge_timeout_s')}={self.llm_judge_timeout_s} is not within"
                              " (0, 600] seconds")

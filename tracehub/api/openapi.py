@@ -24,7 +24,7 @@ from tracehub.api.policies import (
     VERSION_VIEW,
 )
 from tracehub.api.policies import MAX_BODY_BYTES as POLICY_BODY_BYTES
-from tracehub.api.project import PROJECT_PATCH
+from tracehub.api.project import PROJECT_PATCH, RETENTION_DAYS
 from tracehub.api.traces import MAX_SPANS_PAGE_SIZE, SPANS_PAGE_SIZE
 from tracehub.api.schemas import _SPAN_ID as SPAN_ID
 from tracehub.api.schemas import BODIES, MAX_DEPTH, STATUSES, TIME, TRACE_ID
@@ -72,6 +72,10 @@ TRACE_FILTERS = [
 ]
 
 _OBJ = {"type": "object"}
+_PROJECT = {"type": "object", "required": ["name", "auto_decide", "trace_count", "retention_days"],
+            "properties": {"name": _STR, "auto_decide": _BOOL, "trace_count": {"type": "integer"},
+                           "retention_days": {**RETENTION_DAYS, "minimum": 1, "description":
+                                              "Days a trace is kept after its last activity; null: for ever."}}}
 _EVAL_ANSWER = {
     "type": "object", "required": ["trace_id", "eval_name", "status"],
     "properties": {
@@ -371,12 +375,15 @@ def document() -> dict[str, Any]:
             **_policy_paths(),
             "/api/v1/project": {
                 "get": {"summary": "The key's project and its settings", "tags": ["project"],
-                        "responses": {"200": _json(_OBJ, "name, auto_decide, trace_count."), **READ_ERRORS}},
-                "patch": {"summary": "Turn automatic decisions on or off for the key's project",
+                        "responses": {"200": _json(_PROJECT, "The project."), **READ_ERRORS}},
+                "patch": {"summary": "Change the key's project's settings: automatic decisions, retention",
+                          "description": "Only the fields sent change. A retention deletes the project's"
+                                         " traces once their last activity is older, in the server's"
+                                         " passes (TRACEHUB_RETENTION_INTERVAL_S) or `tracehub prune`.",
                           "tags": ["project"],
                           "requestBody": {"required": True,
                                           "content": {"application/json": {"schema": PROJECT_PATCH}}},
-                          "responses": {"200": _json(_OBJ, "The project."), "400": PROBLEM, "413": PROBLEM,
+                          "responses": {"200": _json(_PROJECT, "The project."), "400": PROBLEM, "413": PROBLEM,
                                         "415": PROBLEM, **READ_ERRORS}}},
             "/v1/traces": _otlp("OTLP/HTTP trace export (protobuf or JSON, gzip or not)"),
             "/v1/logs": _otlp("OTLP/HTTP log export (GenAI content events)"),

@@ -1,4 +1,5 @@
-"""`/api/v1/project`: the caller's project and its settings (automatic decisions on or off).
+"""`/api/v1/project`: the caller's project and its settings (automatic decisions on or off, how
+long its traces are kept: tracehub/store/retention.py).
 
 A key belongs to one project, so the route needs no id: it reads and changes the key's own project.
 """
@@ -18,23 +19,33 @@ from tracehub.api.cases import json_body
 from tracehub.api.params import only_params
 from tracehub.api.responses import JSONResponse
 from tracehub.hub import Hub
+from tracehub.store.retention import MAX_RETENTION_DAYS
 from tracehub.store.schema import projects
 
+RETENTION_DAYS = {
+    "type": ["integer", "null"], "minimum": 0, "maximum": MAX_RETENTION_DAYS,
+    "description": "Days a trace is kept after its last activity (the latest of its start, its end and"
+                   " the server's last write to it); then it is deleted with its spans, events,"
+                   " evaluations, decisions, judge runs and cases. 0 or null: kept for ever (default)."}
 PROJECT_PATCH = {
     "type": "object",
-    "properties": {"auto_decide": {
-        "type": "boolean",
-        "description": "Decide each completed trace by the project's active policy (default true)."}},
-    "required": ["auto_decide"],
+    "properties": {
+        "auto_decide": {
+            "type": "boolean",
+            "description": "Decide each completed trace by the project's active policy (default true)."},
+        "retention_days": RETENTION_DAYS,
+    },
+    "minProperties": 1,
     "additionalProperties": False,
 }
 PATCH_VALIDATOR = Draft202012Validator(PROJECT_PATCH)
 
 
 def _view(conn: sa.Connection, project_id: int) -> dict[str, Any]:
-    row = conn.execute(sa.select(projects.c.name, projects.c.auto_decide, projects.c.trace_count)
-                       .where(projects.c.id == project_id)).one()
-    return {"name": row.name, "auto_decide": bool(row.auto_decide), "trace_count": int(row.trace_count)}
+    row = conn.execute(sa.select(projects.c.name, projects.c.auto_decide, projects.c.trace_count,
+                                 projects.c.retention_days).where(projects.c.id == project_id)).one()
+    return {"name": row.name, "auto_decide": bool(row.auto_decide), "trace_count": int(row.trace_count),
+            "retention_days": row.retention_days or None}
 
 
 class ProjectRoutes:
@@ -54,11 +65,13 @@ class ProjectRoutes:
 
             return await run_in_threadpool(read)
         body = await json_body(request, PATCH_VALIDATOR)
+        changes = dict(body)
+        if "retention_days" in changes:  # 1.0 is a JSON integer too; 0 keeps for ever, as null does
+            changes["retention_days"] = int(changes["retention_days"] or 0) or None
 
         def write() -> JSONResponse:
             with self.hub.engine.begin() as conn:
-                conn.execute(projects.update().where(projects.c.id == project_id)
-                             .values(auto_decide=body["auto_decide"]))
+                conn.execute(projects.update().where(projects.c.id == project_id).values(**changes))
                 return JSONResponse(_view(conn, project_id))
 
         return await run_in_threadpool(write)
