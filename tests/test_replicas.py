@@ -1,9 +1,10 @@
 """Three `tracehub serve` processes started at once on one new PostgreSQL database, fed by the real
-OpenTelemetry SDK exporters: the spans of each trace are spread over the processes and every span is sent again to
-all of them at the same time, so processes race to store a trace's first row, its spans and their
-duplicates. Nothing may be lost, refused or stored twice; each trace row must hold exactly what its
-spans say; each trace is decided once by the active policy, each escalation makes one case and
-each of its notifications is delivered once.
+OpenTelemetry SDK exporters: the spans of each trace are spread over the processes and every span
+is sent again to all of them at the same time, so processes race to store a trace's first row, its
+spans and their duplicates. Nothing may be lost, refused or stored twice; each trace row must hold
+exactly what its spans say; each trace is decided once by the active policy, each escalation makes
+one case and each of its notifications is delivered once. Keyed JSON API items sent to every
+process at once are stored once.
 """
 
 from __future__ import annotations
@@ -110,13 +111,10 @@ def _metric(server: ServerProcess, name: str) -> float:
 
 def _refusals(server: ServerProcess) -> dict[str, float]:
     """The server's ingest answers other than success, from its /metrics."""
-    out = {}
-    for line in server.client.get("/metrics").text.splitlines():
-        found = re.match(r'tracehub_ingest_requests_total\{outcome="(\w+)",transport="(\w+)"\} (\S+)', line) or \
-            re.match(r'tracehub_ingest_requests_total\{transport="(\w+)",outcome="(\w+)"\} (\S+)', line)
-        if found and float(found.group(3)) and not {"200", "OK"} & {found.group(1), found.group(2)}:
-            out[f"{found.group(1)}/{found.group(2)}"] = float(found.group(3))
-    return out
+    found = re.findall(r'^tracehub_ingest_requests_total\{(.*)\} (\S+)$', server.client.get("/metrics").text, re.M)
+    answers = {labels: float(n) for labels, n in found}
+    return {labels: n for labels, n in answers.items()
+            if n and not re.search(r'outcome="(200|OK)"', labels)}
 
 
 def _replayed(answer: httpx.Response) -> bool:
