@@ -23,6 +23,7 @@ import argparse
 import itertools
 import os
 import random
+import shutil
 import string
 import subprocess
 import sys
@@ -211,6 +212,7 @@ def run_once(args: argparse.Namespace, n: int, work: Any, env_name: str) -> dict
             r.stop()
         with _pg_admin_connect(args.pg_admin) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def ok(r: dict[str, Any]) -> bool:
