@@ -173,6 +173,7 @@ async def run(settings: Settings) -> None:
         if any(t in done and not s.started for t, s in zip(tasks, http_servers)):
             raise SystemExit("could not start the HTTP listener (is the port in use?)")
     finally:
+        await hub.decisions.aclose()  # the API's judge ran on this loop
         hub.close()
 
 

@@ -234,6 +234,10 @@ class Engine:
         if self._own_reads is not None:
             self._own_reads.dispose()
 
+    async def aclose(self) -> None:
+        """Closes the judge's HTTP client: on the loop the engine decided on, before `close`."""
+        await self.judge.aclose()
+
     async def decide(self, project_id: int, trace_id: str, request_payload: dict[str, Any] | None = None,
                      response_payload: dict[str, Any] | None = None, source: str = "api",
                      idempotency_key: str | None = None) -> DecisionResult:

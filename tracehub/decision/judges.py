@@ -72,6 +72,9 @@ class Judge(Protocol):
 
     async def judge(self, item: JudgeInput) -> JudgeOutcome: ...
 
+    async def aclose(self) -> None:
+        """Release what the judge holds (an HTTP client), on the loop it judged on."""
+
 
 class HeuristicJudge:
     """The policy's verdict as the decision: deterministic, in process, microseconds."""
@@ -81,6 +84,9 @@ class HeuristicJudge:
 
     async def judge(self, item: JudgeInput) -> JudgeOutcome:
         return self.outcome(item)
+
+    async def aclose(self) -> None:
+        pass
 
     def outcome(self, item: JudgeInput) -> JudgeOutcome:
         v = item.verdict

@@ -100,9 +100,11 @@ def active_policies(conn: sa.Connection, now_ns: int) -> dict[int, Active]:
 
 class DecisionWorker:
     def __init__(self, engine: sa.Engine, decide: Decide, settle_s: float, grace_s: float,
-                 busy: Callable[[], bool] = lambda: False) -> None:
+                 busy: Callable[[], bool] = lambda: False,
+                 close: Callable[[], Awaitable[None]] | None = None) -> None:
         self._reads = engine
         self._decide = decide
+        self._close = close  # run on the worker's loop as it stops (the judge's HTTP client)
         self._busy = busy  # whether ingest keeps the writer busy (`Writer.busy`)
         self._settle_ns = int(settle_s * 1e9)
         self._grace_ns = int(grace_s * 1e9)
@@ -163,6 +165,11 @@ class DecisionWorker:
         except Exception:
             log.exception("the decision worker stopped")
         finally:
+            if self._close is not None:
+                try:
+                    loop.run_until_complete(self._close())
+                except Exception:
+                    log.exception("closing the decision worker's judge failed")
             self._loop = None
             loop.close()
 
