@@ -11,7 +11,8 @@ and the judge cache (verdicts by a hash of their input, no trace text).
 
 ```
 prune(): per project with a retention, oldest first (ix_traces_project_start), on a connection of
-  │      its own: CHUNK_TRACES candidates whose last activity is before the cutoff
+  │      its own: the candidates whose last activity is before the cutoff, a chunk of them at a time
+  │      (sized from the chunks before to take about CHUNK_S of the writer)
   ▼
 run(prune_chunk): one transaction per chunk. In the server, the writer's decision lane (SQLite's
                   write lock stays the writer thread's; ingest waits one chunk at most); in
@@ -33,10 +34,11 @@ What a chunk keeps right:
   give that id again, to a row below the index's mark, which search would then never see.
   PostgreSQL: the side tables' rows go by trace; the chunk locks them against the indexer first
   (SHARE ROW EXCLUSIVE), so an indexing step cannot add rows of spans it read before they went.
-- Resources: those the deleted spans named and no span names now (`ix_spans_resource`). The
-  writers' cache of stored resources (`batchwrite.StoredResources`) forgets everything every
-  RESOURCE_CACHE_S, far below the shortest retention: a resource no span names was last written
-  longer ago than that, so no writer still takes it as stored.
+- Resources: those the deleted spans named and no span names now (`ix_spans_resource`). A writer
+  takes a resource it stored as stored for `StoredResources.MAX_AGE_S` (10 minutes) at most, far
+  below the shortest retention (a day): a resource no span names came with no span written since
+  the cutoff (every span written moves its trace's last activity), so no writer, in this process or
+  another, still takes it as stored. A span that names it later stores it again.
 
 Space: SQLite reuses the freed pages for new rows; a database made with `auto_vacuum=INCREMENTAL`
 also gets them back after each pass (`PRAGMA incremental_vacuum`, in steps through `run`).
@@ -48,6 +50,7 @@ writer's, or delete a trace written to after the cutoff.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import logging
@@ -71,8 +74,14 @@ Run = Callable[[Callable[[Any, Sql], T]], T]
 
 DAY_NS = 86_400 * 10**9
 MAX_RETENTION_DAYS = 36_500
-# Traces deleted in one transaction: ~5,000 spans of the benchmark's traces, a moment of the writer's.
+# A chunk: at most CHUNK_TRACES traces, and as many spans as the chunks before deleted in about
+# CHUNK_S of the writer's time (FIRST_CHUNK_SPANS to begin with, MIN_CHUNK_SPANS at least, one trace
+# at least). Taking a span out of SQLite's search index costs half as much again as indexing it
+# (~0.5 ms of CPU for the benchmark's spans): 500 traces of 10 spans each held the writer for 2.5 s.
 CHUNK_TRACES = 500
+CHUNK_S = 0.1
+FIRST_CHUNK_SPANS = 200
+MIN_CHUNK_SPANS = 20
 # The server's first pass after start: soon, but not among the start's own work.
 FIRST_PASS_S = 60.0
 # SQLite with auto_vacuum=INCREMENTAL: free pages given back to the file per transaction.
@@ -135,17 +144,17 @@ def _fetch(cur: Any, statement: str, params: list[Any]) -> list[Any]:
 
 
 def candidates(cur: Any, sql: Sql, project_id: int, cutoff_ns: int, after: tuple[int, str] | None,
-               limit: int = CHUNK_TRACES) -> list[tuple[int, str]]:
-    """(start_ns, trace_id) of the project's oldest traces whose last activity is before the cutoff,
-    after `after` in that order: the index on (project_id, start_ns, trace_id) drives."""
+               limit: int = CHUNK_TRACES) -> list[tuple[int, str, int]]:
+    """(start_ns, trace_id, span_count) of the project's oldest traces whose last activity is before
+    the cutoff, after `after` in that order: the index on (project_id, start_ns, trace_id) drives."""
     p = sql.p
     resume = ""
     params: list[Any] = [project_id, cutoff_ns, cutoff_ns, cutoff_ns]
     if after is not None:
         resume = f" AND (start_ns > {p} OR (start_ns = {p} AND trace_id > {p}))"
         params = [*params, after[0], after[0], after[1]]
-    return [(r[0], r[1]) for r in _fetch(
-        cur, f"SELECT start_ns, trace_id FROM traces WHERE project_id = {p} AND {_OLD.format(p=p)}{resume}"
+    return [(r[0], r[1], r[2]) for r in _fetch(
+        cur, f"SELECT start_ns, trace_id, span_count FROM traces WHERE project_id = {p} AND {_OLD.format(p=p)}{resume}"
              f" ORDER BY start_ns, trace_id LIMIT {int(limit)}", params)]
 
 
@@ -181,9 +190,9 @@ def prune_chunk(cur: Any, sql: Sql, project_id: int, trace_ids: list[str], cutof
                 cur.execute(f"DELETE FROM {t.pg_table} WHERE {where}", params)
     else:
         for cond, params in sql.any_of("s.trace_seq", seqs):
-            _unindex(cur, spans, cond, params)
+            _unindex(cur, sql, spans, cond, params)
         for where, params in _of_traces(sql, project_id, ids, "s."):
-            _unindex(cur, events, where, params)
+            _unindex(cur, sql, events, where, params)
 
     # The trace rows before their evaluations: the roll-ups' trigger takes both out of the hour.
     done.traces = _delete(cur, "traces", by_trace)
@@ -212,8 +221,11 @@ def prune_chunk(cur: Any, sql: Sql, project_id: int, trace_ids: list[str], cutof
     return done
 
 
-def _chunk(project_id: int, ids: list[str], cutoff_ns: int, cur: Any, sql: Sql) -> Pruned:
-    return prune_chunk(cur, sql, project_id, ids, cutoff_ns)
+def _chunk(project_id: int, ids: list[str], cutoff_ns: int, cur: Any, sql: Sql) -> tuple[Pruned, float]:
+    """`prune_chunk` and the seconds it took (the writer's time, not the wait for it)."""
+    started = time.monotonic()
+    done = prune_chunk(cur, sql, project_id, ids, cutoff_ns)
+    return done, time.monotonic() - started
 
 
 def _of_traces(sql: Sql, project_id: int, ids: list[str], prefix: str = "") -> list[tuple[str, list[Any]]]:
@@ -248,17 +260,21 @@ def _padded(t: Indexed, column: str) -> str:
     return fts_values(Indexed(t.table, (column,), t.fts, t.pg_table, t.pg_document))
 
 
-def _unindex(cur: Any, t: Indexed, where: str, params: list[Any]) -> None:
+def _unindex(cur: Any, sql: Sql, t: Indexed, where: str, params: list[Any]) -> None:
     """Take the rows of `t` matching `where` (over `s`) out of its FTS5 index, each column as it was
-    indexed: empty columns (0 tokens in `<fts>_docsize`) as NULL."""
+    indexed: empty columns (0 tokens in `<fts>_docsize`) as NULL. One statement for all the rows
+    alike: FTS5 writes its pending changes out at the end of every statement, and a statement a row
+    cost three times as much."""
     found = _fetch(cur, f"SELECT s.id, d.sz FROM {t.table} s JOIN {t.fts}_docsize d ON d.id = s.id WHERE {where}",
                    params)
-    if not found:
-        return
-    values = ", ".join(f"CASE WHEN ? THEN {_padded(t, c)} END" for c in t.columns)
-    statement = (f"INSERT INTO {t.fts} ({t.fts}, rowid, {', '.join(t.columns)})"
-                 f" SELECT 'delete', id, {values} FROM {t.table} WHERE id = ?")
-    cur.executemany(statement, [(*(n > 0 for n in _varints(sz, len(t.columns))), row_id) for row_id, sz in found])
+    alike: dict[tuple[bool, ...], list[int]] = collections.defaultdict(list)
+    for row_id, sz in found:
+        alike[tuple(n > 0 for n in _varints(sz, len(t.columns)))].append(row_id)
+    for indexed, ids in alike.items():
+        values = ", ".join(_padded(t, c) if was else "NULL" for c, was in zip(t.columns, indexed))
+        for cond, id_params in sql.any_of("id", ids):
+            cur.execute(f"INSERT INTO {t.fts} ({t.fts}, rowid, {', '.join(t.columns)})"
+                        f" SELECT 'delete', id, {values} FROM {t.table} WHERE {cond}", id_params)
 
 
 def _varints(blob: bytes, n: int) -> list[int]:
@@ -314,18 +330,28 @@ def prune(cur: Any, sql: Sql, run: Run[Any], now_ns: int, project: str | None = 
         if dry_run:
             yield ProjectPass(name, days, cutoff, plan(cur, sql, project_id, cutoff))
             continue
-        total, after = Pruned(), None
-        while True:
-            found = candidates(cur, sql, project_id, cutoff, after)
-            if not found:
-                break
-            after = found[-1]
-            ids = [trace_id for _, trace_id in found]
-            started = time.monotonic()
-            total.add(run(functools.partial(_chunk, project_id, ids, cutoff)))
-            if len(found) < CHUNK_TRACES or not pause(time.monotonic() - started):
+        total, after, budget = Pruned(), None, FIRST_CHUNK_SPANS
+        rows, spent = 0, 0.0  # the pace so far: FTS5's merges make single chunks vary fivefold
+        while found := candidates(cur, sql, project_id, cutoff, after):
+            taken = _within(found, budget)
+            after = taken[-1][:2]
+            done, seconds = run(functools.partial(_chunk, project_id, [t[1] for t in taken], cutoff))
+            total.add(done)
+            rows, spent = rows + sum(t[2] for t in taken), spent + seconds
+            budget = max(MIN_CHUNK_SPANS, int(rows / max(spent, 1e-3) * CHUNK_S))
+            if not pause(seconds):
                 break
         yield ProjectPass(name, days, cutoff, total)
+
+
+def _within(found: list[tuple[int, str, int]], spans: int) -> list[tuple[int, str, int]]:
+    """The first of `found` whose spans add up to at most `spans` (one trace at least)."""
+    total = 0
+    for i, (_, _, count) in enumerate(found):
+        total += count
+        if total > spans and i:
+            return found[:i]
+    return found
 
 
 def free_pages(cur: Any, sql: Sql, run: Run[Any], pause: Callable[[float], bool] = lambda _s: True) -> int:
