@@ -294,3 +294,35 @@ def test_keyed_items_sent_to_every_replica_at_once_are_stored_once(replicas: lis
                 "SELECT eval_name FROM evaluation_results WHERE project_id = :p"), p))
         assert events == {f"log-{i}": 1 for i in range(KEYED)}
         assert evals == {f"check-{i}": 1 for i in range(KEYED)}
+
+
+@pytest.mark.postgres
+def test_the_search_index_waits_for_a_row_another_writer_commits_later(
+        database_url_factory: Callable[[str], str]) -> None:
+    """Two writers: one holds an earlier span id open while the other commits a later one. The
+    index's mark must not pass the open row, or search would never find it once committed."""
+    import psycopg
+
+    from tracehub.store import db, search
+    from tracehub.store.batchwrite import Sql
+
+    url = database_url_factory("postgres")
+    db.migrate(db.create_engine(url))
+    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    insert = ("INSERT INTO spans (project_id, trace_id, trace_seq, span_id, name, kind, span_type, status, start_ns,"
+              " attributes, scope, events, links) VALUES (1, 'a', 1, %s, %s, 'INTERNAL', 'llm', 'success', 1,"
+              " '{}', '{}', '[]', '[]') RETURNING id")
+    with psycopg.connect(plain) as a, psycopg.connect(plain) as b, psycopg.connect(plain, autocommit=True) as ix:
+        held = a.execute(insert, ["a" * 16, "held open"]).fetchone()[0]
+        later = b.execute(insert, ["b" * 16, "committed first"]).fetchone()[0]
+        b.commit()
+        assert later > held
+        for _ in range(3):  # steps while the earlier row is not committed
+            search.step_committed(ix, Sql("postgresql"), 200)
+        mark = ix.execute("SELECT indexed_upto FROM search_state WHERE name = 'spans'").fetchone()[0]
+        assert mark < held
+        a.commit()
+        for _ in range(3):
+            search.step_committed(ix, Sql("postgresql"), 200)
+        indexed = {r[0] for r in ix.execute("SELECT id FROM span_search")}
+        assert {held, later} <= indexed

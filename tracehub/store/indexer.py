@@ -47,6 +47,8 @@ ANALYZED = {
     "span_events": "id, project_id, trace_id, span_id, event_type",
 }
 ANALYZE_MIN_ROWS = 200
+# Rows the search index may not take yet (`search.Horizon`) are looked at again this much later.
+HORIZON_WAIT_S = 0.05
 VACUUM_MIN_ROWS = 200
 ANALYZE_STATISTICS_TARGET = 10  # sample rows = 300 x target
 # A backend that goes idle reports its row counts within 10 s (PGSTAT_IDLE_INTERVAL).
@@ -100,6 +102,9 @@ class SearchIndexer(Background):
         if done is None:
             self._stop.wait(self._busy_every_s)  # no busy retry loop
             return False
+        if not done and search.HORIZON.waiting:  # rows committed out of order: final in a moment
+            self._stop.wait(HORIZON_WAIT_S)
+            return True
         return done > 0
 
     def _vacuum(self, dbapi: Any) -> None:

@@ -247,14 +247,22 @@ def index_step(cur: Any, pg: bool, limit: int) -> int:
     """Index up to `limit` new rows of each indexed table; the caller commits. Returns how many."""
     p = "%s" if pg else "?"
     done = 0
+    HORIZON.waiting = False
     for t in INDEXED:
         cur.execute(f"SELECT indexed_upto FROM search_state WHERE name = {p}", [t.table])
         mark = cur.fetchone()[0]
-        cur.execute(f"SELECT max(id) FROM (SELECT id FROM {t.table} WHERE id > {p} ORDER BY id LIMIT {p})"
-                    " AS chunk", [mark, limit])
-        upto = cur.fetchone()[0]
         cur.execute(f"SELECT max(id) FROM {t.table}")
-        LAG.seen(t.table, cur.fetchone()[0])
+        newest = cur.fetchone()[0]
+        LAG.seen(t.table, newest)
+        final = HORIZON.final_upto(cur, t.table) if pg else None
+        if pg and newest is not None and newest > (final or 0):
+            HORIZON.waiting = True
+        if pg and final is None:
+            continue
+        cur.execute(f"SELECT max(id) FROM (SELECT id FROM {t.table} WHERE id > {p}"
+                    f"{f' AND id <= {int(final)}' if final is not None else ''} ORDER BY id LIMIT {p}) AS chunk",
+                    [mark, limit])
+        upto = cur.fetchone()[0]
         if upto is None:
             continue
         if pg:
@@ -267,6 +275,45 @@ def index_step(cur: Any, pg: bool, limit: int) -> int:
         done += cur.rowcount if cur.rowcount and cur.rowcount > 0 else 0
         cur.execute(f"UPDATE search_state SET indexed_upto = {p} WHERE name = {p}", [upto, t.table])
     return done
+
+
+class Horizon:
+    """PostgreSQL: up to which id every row of a table is final. With several server processes rows
+    commit out of id order (one writer's COPY takes its ids, another's commits first), and a mark
+    moved past a row not committed yet would never come back to it: search would miss the row.
+    An id is final once every transaction of this database that was open when the table's sequence
+    had handed it out has ended. `final_upto` records (the sequence's last value, the transactions
+    open) and answers the value recorded before once those have ended, else None: indexing lags by
+    a step, and waits for a transaction left open in this database."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, tuple[int, list[int], list[Any]]] = {}
+        self.waiting = False  # the last step left rows it may not index yet
+
+    def final_upto(self, cur: Any, table: str) -> int | None:
+        with self._lock:
+            pending = self._pending.get(table)
+            if pending is not None:
+                cur.execute("SELECT count(*) FROM pg_stat_activity a JOIN unnest(%s::int[], %s::timestamptz[])"
+                            " AS o(pid, xact_start) ON a.pid = o.pid AND a.xact_start = o.xact_start",
+                            [pending[1], pending[2]])
+                if cur.fetchone()[0]:
+                    return None
+            # The sequence first, then who is open: a transaction holding an id at or below the
+            # value read is open when the list is read, or has ended.
+            cur.execute("SELECT coalesce(last_value, 0) FROM pg_sequences s"
+                        " WHERE s.schemaname || '.' || s.sequencename = pg_get_serial_sequence(%s, 'id')", [table])
+            last = cur.fetchone()[0]
+            cur.execute("SELECT coalesce(array_agg(pid), '{}'), coalesce(array_agg(xact_start), '{}')"
+                        " FROM pg_stat_activity WHERE datname = current_database() AND xact_start IS NOT NULL"
+                        " AND pid <> pg_backend_pid()")
+            pids, starts = cur.fetchone()
+            self._pending[table] = (last, list(pids), list(starts))
+            return pending[0] if pending is not None else None
+
+
+HORIZON = Horizon()
 
 
 def index_state(cur: Any) -> tuple[int, float]:
