@@ -10,15 +10,19 @@ completion of tracehub/store/completion.py at the end of time); reads correct th
 read at their time has not given up yet (`ix_traces_awaiting`). `ix_traces_latency` finds a
 percentile's exact value in its bucket.
 
-SQLite: row triggers. PostgreSQL: statement triggers over transition tables (a COPY of a batch's
-new traces is one aggregate per table, not one upsert per row), each backend writing rows of its
-own (`writer_pid`). The tables are filled from the rows already stored.
+SQLite: row triggers. PostgreSQL: statement triggers over transition tables on INSERT and DELETE
+(a COPY of a batch's new traces is one aggregate per table, not one upsert per row), a row
+trigger on UPDATE (the writer updates a stored trace one row a statement), each backend writing
+rows of its own (`writer_pid`). An UPDATE that changes no column the roll-ups read does nothing.
+The tables are filled from the rows already stored.
 
 Revision ID: 0017
 Revises: 0016
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -80,63 +84,91 @@ def upsert(table: str, columns: tuple[str, ...], pg: bool) -> str:
             f" ON CONFLICT ({key}) DO UPDATE SET {adds}")
 
 
-# -- SQLite: row triggers ----------------------------------------------------------------------
+# -- row triggers: SQLite's, and PostgreSQL's on UPDATE (one row a statement from the writer) ---
 
 
 def signed(sign: str, part: str) -> str:
     return part if sign == "1" else f"-{part}"
 
 
-def sqlite_trace_sums(r: str, sign: str, where: str) -> str:
+def writer(pg: bool) -> str:
+    return "pg_backend_pid()" if pg else "0"
+
+
+def row_sums(r: str, sign: str, where: str, pg: bool) -> str:
     """Row `r`'s whole share (`sign` 1 or -1), its evaluations included."""
     parts = [signed(sign, p) for p in trace_parts(r)]
-    ev = ("(SELECT count(*) AS n, coalesce(sum(CASE WHEN passed = 1 THEN 1 ELSE 0 END), 0) AS passed,"
-          " coalesce(sum(CASE WHEN passed = 0 THEN 1 ELSE 0 END), 0) AS failed FROM evaluation_results"
-          f" WHERE project_id = {r}.project_id AND trace_id = {r}.trace_id) AS ev")
+    passed, failed = eval_parts("e", pg)[1:]
+    ev = (f"(SELECT count(*) AS n, coalesce(sum({passed}), 0) AS passed, coalesce(sum({failed}), 0) AS failed"
+          f" FROM evaluation_results e WHERE e.project_id = {r}.project_id AND e.trace_id = {r}.trace_id) AS ev")
     evals = ", ".join(signed(sign, f"ev.{c}") for c in ("n", "passed", "failed"))
-    select = f"SELECT {r}.project_id, {hour(r)}, 0, {', '.join(parts)}, {evals} FROM {ev} WHERE {where}"
-    return upsert("trace_hours", SUMS, False).format(select=select)
+    select = f"SELECT {r}.project_id, {hour(r)}, {writer(pg)}, {', '.join(parts)}, {evals} FROM {ev} WHERE {where}"
+    return upsert("trace_hours", SUMS, pg).format(select=select)
 
 
-def sqlite_count(table: str, r: str, sign: str, key: str, where: str) -> str:
-    select = f"SELECT {r}.project_id, {hour(r)}, 0, {key}, {sign} WHERE {where}"
-    return upsert(table, ("n",), False).format(select=select)
+def row_count(table: str, r: str, sign: str, key: str, where: str, pg: bool) -> str:
+    select = f"SELECT {r}.project_id, {hour(r)}, {writer(pg)}, {key}, {sign} WHERE {where}"
+    return upsert(table, ("n",), pg).format(select=select)
 
 
-def sqlite_triggers() -> list[str]:
-    moved = f"(OLD.project_id != NEW.project_id OR OLD.trace_id != NEW.trace_id OR {hour('OLD')} != {hour('NEW')})"
-    # The columns the sums read; a write that changes none (a decision, a review) leaves them.
-    read = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in (
+def differs(a: str, b: str, pg: bool) -> str:
+    return f"{a} IS DISTINCT FROM {b}" if pg else f"{a} IS NOT {b}"
+
+
+# The columns the roll-ups read: an update that changes none (a review, updated_ns) changes nothing.
+READ_COLUMNS = ("project_id", "trace_id", "start_ns", "end_ns", "status", "running_span_count",
+                "missing_parent_count", "span_count", "graph_name", "input_tokens", "output_tokens", "cost_usd",
+                "decision")
+
+
+def update_steps(pg: bool) -> list[tuple[str, Any]]:
+    """An updated row's difference: (condition, statement given its WHERE) in order."""
+    moved = f"(OLD.project_id <> NEW.project_id OR OLD.trace_id <> NEW.trace_id OR {hour('OLD')} <> {hour('NEW')})"
+    read = " OR ".join(differs(f"OLD.{c}", f"NEW.{c}", pg) for c in (
         "status", "running_span_count", "missing_parent_count", "span_count", "graph_name", "input_tokens",
         "output_tokens", "cost_usd"))
     new_parts, old_parts = trace_parts("NEW"), trace_parts("OLD")
-    difference = (f"SELECT NEW.project_id, {hour('NEW')}, 0, "
-                  + ", ".join(f"{n} - {o}" for n, o in zip(new_parts, old_parts)) + ", 0, 0, 0"
-                  + f" WHERE NOT {moved} AND ({read})")
+    difference = (f"SELECT NEW.project_id, {hour('NEW')}, {writer(pg)}, "
+                  + ", ".join(f"{n} - {o}" for n, o in zip(new_parts, old_parts)) + ", 0, 0, 0 WHERE {where}")
     finished = {r: qualified(FINISHED_SQL, r) for r in ("OLD", "NEW")}
     bucket = {r: qualified(LATENCY_BUCKET_SQL, r) for r in ("OLD", "NEW")}
     latency_moved = (f"({moved} OR NOT ({finished['OLD']}) OR NOT ({finished['NEW']})"
-                     f" OR {bucket['OLD']} != {bucket['NEW']})")
-    decision_moved = f"({moved} OR OLD.decision IS NOT NEW.decision)"
-    on_traces = {
-        "INSERT": [sqlite_trace_sums("NEW", "1", "true"),
-                   sqlite_count("trace_hour_latency", "NEW", "1", bucket["NEW"], finished["NEW"]),
-                   sqlite_count("trace_hour_decisions", "NEW", "1", "NEW.decision", "NEW.decision IS NOT NULL")],
-        "UPDATE": [upsert("trace_hours", SUMS, False).format(select=difference),
-                   sqlite_trace_sums("OLD", "-1", moved),
-                   sqlite_trace_sums("NEW", "1", moved),
-                   sqlite_count("trace_hour_latency", "OLD", "-1", bucket["OLD"],
-                                f"{finished['OLD']} AND {latency_moved}"),
-                   sqlite_count("trace_hour_latency", "NEW", "1", bucket["NEW"],
-                                f"{finished['NEW']} AND {latency_moved}"),
-                   sqlite_count("trace_hour_decisions", "OLD", "-1", "OLD.decision",
-                                f"OLD.decision IS NOT NULL AND {decision_moved}"),
-                   sqlite_count("trace_hour_decisions", "NEW", "1", "NEW.decision",
-                                f"NEW.decision IS NOT NULL AND {decision_moved}")],
-        "DELETE": [sqlite_trace_sums("OLD", "-1", "true"),
-                   sqlite_count("trace_hour_latency", "OLD", "-1", bucket["OLD"], finished["OLD"]),
-                   sqlite_count("trace_hour_decisions", "OLD", "-1", "OLD.decision", "OLD.decision IS NOT NULL")],
-    }
+                     f" OR {bucket['OLD']} <> {bucket['NEW']})")
+    decision_moved = f"({moved} OR {differs('OLD.decision', 'NEW.decision', pg)})"
+    return [
+        (f"NOT {moved} AND ({read})",
+         lambda w: upsert("trace_hours", SUMS, pg).format(select=difference.format(where=w))),
+        (moved, lambda w: row_sums("OLD", "-1", w, pg)),
+        (moved, lambda w: row_sums("NEW", "1", w, pg)),
+        (f"({finished['OLD']} OR {finished['NEW']}) AND {latency_moved}",
+         lambda w: row_pair("trace_hour_latency", bucket, finished, w, pg)),
+        (f"(OLD.decision IS NOT NULL OR NEW.decision IS NOT NULL) AND {decision_moved}",
+         lambda w: row_pair("trace_hour_decisions", {r: f"{r}.decision" for r in ("OLD", "NEW")},
+                            {r: f"{r}.decision IS NOT NULL" for r in ("OLD", "NEW")}, w, pg)),
+    ]
+
+
+def row_pair(table: str, key: dict[str, str], counted: dict[str, str], where: str, pg: bool) -> str:
+    """One statement for an updated row's count out of its old key and into its new one."""
+    sides = " UNION ALL ".join(
+        f"SELECT {r}.project_id AS p, {hour(r)} AS h, {key[r]} AS k, {sign} AS n WHERE {counted[r]}"
+        for r, sign in (("OLD", -1), ("NEW", 1)))
+    select = (f"SELECT v.p, v.h, {writer(pg)}, v.k, sum(v.n) FROM ({sides}) AS v WHERE {where}"
+              " GROUP BY v.p, v.h, v.k HAVING sum(v.n) <> 0")
+    return upsert(table, ("n",), pg).format(select=select)
+
+
+def changed(pg: bool) -> str:
+    return " OR ".join(differs(f"OLD.{c}", f"NEW.{c}", pg) for c in READ_COLUMNS)
+
+
+def sqlite_triggers() -> list[str]:
+    finished, bucket = qualified(FINISHED_SQL, "{r}"), qualified(LATENCY_BUCKET_SQL, "{r}")
+
+    def whole(r: str, sign: str) -> list[str]:
+        return [row_sums(r, sign, "true", False),
+                row_count("trace_hour_latency", r, sign, bucket.format(r=r), finished.format(r=r), False),
+                row_count("trace_hour_decisions", r, sign, f"{r}.decision", f"{r}.decision IS NOT NULL", False)]
 
     def eval_sums(e: str, sign: str) -> str:
         parts = ", ".join(signed(sign, p) for p in eval_parts(e, False))
@@ -144,16 +176,23 @@ def sqlite_triggers() -> list[str]:
                   f" WHERE t.project_id = {e}.project_id AND t.trace_id = {e}.trace_id")
         return upsert("trace_hours", SUMS, False).format(select=select)
 
-    on_evals = {"INSERT": [eval_sums("NEW", "1")], "UPDATE": [eval_sums("OLD", "-1"), eval_sums("NEW", "1")],
-                "DELETE": [eval_sums("OLD", "-1")]}
-    return [f"CREATE TRIGGER {name}_{event.lower()} AFTER {event} ON {table} FOR EACH ROW BEGIN "
-            + "; ".join(statements) + "; END"
-            for name, table, by_event in (("trace_hours", "traces", on_traces),
-                                          ("trace_hours_eval", "evaluation_results", on_evals))
-            for event, statements in by_event.items()]
+    def trigger(name: str, event: str, table: str, statements: list[str], when: str = "") -> str:
+        return (f"CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW{when} BEGIN "
+                + "; ".join(statements) + "; END")
+
+    return [
+        trigger("trace_hours_insert", "INSERT", "traces", whole("NEW", "1")),
+        trigger("trace_hours_update", "UPDATE", "traces", [make(guard) for guard, make in update_steps(False)],
+                f" WHEN {changed(False)}"),
+        trigger("trace_hours_delete", "DELETE", "traces", whole("OLD", "-1")),
+        trigger("trace_hours_eval_insert", "INSERT", "evaluation_results", [eval_sums("NEW", "1")]),
+        trigger("trace_hours_eval_update", "UPDATE", "evaluation_results", [eval_sums("OLD", "-1"),
+                                                                             eval_sums("NEW", "1")]),
+        trigger("trace_hours_eval_delete", "DELETE", "evaluation_results", [eval_sums("OLD", "-1")]),
+    ]
 
 
-# -- PostgreSQL: statement triggers over transition tables ---------------------------------------
+# -- PostgreSQL: statement triggers over transition tables on INSERT (COPY) and DELETE ------------
 
 
 def pg_changes(event: str, columns: str = "r.*") -> str:
@@ -170,30 +209,34 @@ def pg_grouped(table: str, columns: tuple[str, ...], select: str, group: str) ->
         select=f"SELECT * FROM ({select} GROUP BY {group}) AS g WHERE {nonzero}")
 
 
-def pg_trace_function(event: str) -> str:
+def pg_statement(changes: str) -> str:
+    """One statement (data-modifying CTEs) that adds the signed rows `changes` to the three
+    tables, with their evaluations."""
     parts = trace_parts("c")
     sums = ", ".join(f"sum(c.sign * {p}) AS {name}" for p, name in zip(parts, SUMS))
     evals = ", ".join(f"sum(c.sign * ev.{name}) AS {name}" for name in ("eval_count", "eval_passed", "eval_failed"))
     ev = ("LEFT JOIN LATERAL (SELECT count(*) AS eval_count,"
           " count(*) FILTER (WHERE e.passed) AS eval_passed, count(*) FILTER (WHERE NOT e.passed) AS eval_failed"
-          " FROM evaluation_results e WHERE e.project_id = c.project_id AND e.trace_id = c.trace_id) AS ev ON true")
-    changes = pg_changes(event)
+          " FROM evaluation_results e WHERE e.project_id = c.project_id AND e.trace_id = c.trace_id)"
+          " AS ev ON true")
     writer = "pg_backend_pid()"
-    statements = [
-        pg_grouped("trace_hours", SUMS,
-                   f"SELECT c.project_id, {hour('c')} AS hour_ns, {writer} AS writer_pid, {sums}, {evals}"
-                   f" FROM ({changes}) AS c {ev}", f"c.project_id, {hour('c')}"),
-        pg_grouped("trace_hour_latency", ("n",),
-                   f"SELECT c.project_id, {hour('c')} AS hour_ns, {writer} AS writer_pid,"
-                   f" {qualified(LATENCY_BUCKET_SQL, 'c')} AS bucket, sum(c.sign) AS n FROM ({changes}) AS c"
-                   f" WHERE {qualified(FINISHED_SQL, 'c')}",
-                   f"c.project_id, {hour('c')}, {qualified(LATENCY_BUCKET_SQL, 'c')}"),
-        pg_grouped("trace_hour_decisions", ("n",),
-                   f"SELECT c.project_id, {hour('c')} AS hour_ns, {writer} AS writer_pid, c.decision AS action,"
-                   f" sum(c.sign) AS n FROM ({changes}) AS c WHERE c.decision IS NOT NULL",
-                   f"c.project_id, {hour('c')}, c.decision"),
-    ]
-    return _pg_function(f"trace_hours_{event.lower()}", statements)
+    bucket = qualified(LATENCY_BUCKET_SQL, "c")
+    sums_sql = pg_grouped("trace_hours", SUMS,
+                          f"SELECT c.project_id, {hour('c')} AS hour_ns, {writer} AS writer_pid, {sums}, {evals}"
+                          f" FROM ({changes}) AS c {ev}", f"c.project_id, {hour('c')}")
+    latency_sql = pg_grouped("trace_hour_latency", ("n",),
+                             f"SELECT c.project_id, {hour('c')} AS hour_ns, {writer} AS writer_pid, {bucket} AS bucket,"
+                             f" sum(c.sign) AS n FROM ({changes}) AS c WHERE {qualified(FINISHED_SQL, 'c')}",
+                             f"c.project_id, {hour('c')}, {bucket}")
+    decisions_sql = pg_grouped("trace_hour_decisions", ("n",),
+                               f"SELECT c.project_id, {hour('c')} AS hour_ns, {writer} AS writer_pid,"
+                               f" c.decision AS action, sum(c.sign) AS n FROM ({changes}) AS c"
+                               " WHERE c.decision IS NOT NULL", f"c.project_id, {hour('c')}, c.decision")
+    return f"WITH s AS ({sums_sql}), l AS ({latency_sql}) {decisions_sql}"
+
+
+def pg_trace_function(event: str) -> str:
+    return _pg_function(f"trace_hours_{event.lower()}", [pg_statement(pg_changes(event))], event)
 
 
 def pg_eval_function(event: str) -> str:
@@ -204,12 +247,15 @@ def pg_eval_function(event: str) -> str:
               f" FROM ({pg_changes(event)}) AS c JOIN traces t ON t.project_id = c.project_id"
               " AND t.trace_id = c.trace_id")
     return _pg_function(f"trace_hours_eval_{event.lower()}",
-                        [pg_grouped("trace_hours", SUMS, select, f"t.project_id, {hour('t')}")])
+                        [pg_grouped("trace_hours", SUMS, select, f"t.project_id, {hour('t')}")], event)
 
 
-def _pg_function(name: str, statements: list[str]) -> str:
+def _pg_function(name: str, statements: list[str], event: str = "") -> str:
     body = "; ".join(statements)
-    return (f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body}; RETURN NULL; END $$")
+    # An upsert's INSERT trigger fires for rows that went to DO UPDATE too, with no new rows.
+    skip = {"INSERT": "new_rows", "DELETE": "old_rows", "UPDATE": "new_rows"}.get(event)
+    early = f"IF NOT EXISTS (SELECT 1 FROM {skip}) THEN RETURN NULL; END IF; " if skip else ""
+    return f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {early}{body}; RETURN NULL; END $$"
 
 
 def pg_trigger(name: str, table: str, event: str) -> str:
@@ -219,11 +265,22 @@ def pg_trigger(name: str, table: str, event: str) -> str:
             f" FOR EACH STATEMENT EXECUTE FUNCTION {name}()")
 
 
+def pg_update_function() -> str:
+    """A row trigger, as SQLite's: the writer updates a stored trace one row a statement, where a
+    statement trigger (transition tables, a grouped upsert per table) cost twice as much."""
+    body = " ".join(f"IF {guard} THEN {make('true')}; END IF;" for guard, make in update_steps(True))
+    return (f"CREATE FUNCTION trace_hours_update() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body}"
+            " RETURN NULL; END $$")
+
+
 def pg_ddl() -> list[str]:
-    out = []
+    out = [pg_update_function(),
+           f"CREATE TRIGGER trace_hours_update AFTER UPDATE ON traces FOR EACH ROW WHEN ({changed(True)})"
+           " EXECUTE FUNCTION trace_hours_update()"]
+    for event in ("INSERT", "DELETE"):
+        out += [pg_trace_function(event), pg_trigger(f"trace_hours_{event.lower()}", "traces", event)]
     for event in TRACE_EVENTS:
-        out += [pg_trace_function(event), pg_trigger(f"trace_hours_{event.lower()}", "traces", event),
-                pg_eval_function(event), pg_trigger(f"trace_hours_eval_{event.lower()}", "evaluation_results", event)]
+        out += [pg_eval_function(event), pg_trigger(f"trace_hours_eval_{event.lower()}", "evaluation_results", event)]
     return out
 
 
