@@ -17,7 +17,8 @@ one a scan of every trace row in the window gives, except that sums of floating-
 (cost, completion rates) are added in another order, which the rounding of the answer hides.
 
 What this module must never do:
-- read the window's trace rows: the answer must cost the same at a thousand traces or a million.
+- read the window's trace rows (but the cut first hour's shorter part, and one duration bucket's
+  from an index): the answer must cost about the same at a thousand traces or a million.
 - leave a key or an hour out: an empty project answers zeros, and every hour bucket is present.
 - use SQL that only one of SQLite and PostgreSQL understands.
 """
@@ -32,9 +33,7 @@ import sqlalchemy as sa
 
 from tracehub.store import rollups
 from tracehub.store.completion import Completion
-from tracehub.store.rollups import HOUR_NS, Hours, Pending, completion_rate_sql
-
-__all__ = ["DECISION_ACTIONS", "HOUR_NS", "LATENCY_PERCENTILES", "completion_rate_sql", "overview", "window"]
+from tracehub.store.rollups import HOUR_NS, Hours, Pending
 
 DECISION_ACTIONS = ("ALLOW_ANSWER", "BLOCK", "ESCALATE", "ALLOW_WITH_WARNING", "NEED_CLARIFICATION")
 LATENCY_PERCENTILES = (50, 95, 99)
