@@ -283,17 +283,20 @@ class Horizon:
     moved past a row not committed yet would never come back to it: search would miss the row.
     An id is final once every transaction of this database that was open when the table's sequence
     had handed it out has ended. `final_upto` records (the sequence's last value, the transactions
-    open) and answers the value recorded before once those have ended, else None: indexing lags by
-    a step, and waits for a transaction left open in this database."""
+    open) and answers the value recorded before once those have ended (the value read at once if
+    none is open), else None: indexing lags by a step while writers are at work, and waits for a
+    transaction left open in this database."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: dict[str, tuple[int, list[int], list[Any]]] = {}
+        self._pending: dict[tuple[Any, ...], tuple[int, list[int], list[Any]]] = {}
         self.waiting = False  # the last step left rows it may not index yet
 
     def final_upto(self, cur: Any, table: str) -> int | None:
+        info = cur.connection.info
+        key = (info.host, info.port, info.dbname, table)  # tests run several databases in one process
         with self._lock:
-            pending = self._pending.get(table)
+            pending = self._pending.get(key)
             if pending is not None:
                 cur.execute("SELECT count(*) FROM pg_stat_activity a JOIN unnest(%s::int[], %s::timestamptz[])"
                             " AS o(pid, xact_start) ON a.pid = o.pid AND a.xact_start = o.xact_start",
@@ -309,7 +312,10 @@ class Horizon:
                         " FROM pg_stat_activity WHERE datname = current_database() AND xact_start IS NOT NULL"
                         " AND pid <> pg_backend_pid()")
             pids, starts = cur.fetchone()
-            self._pending[table] = (last, list(pids), list(starts))
+            if not pids:  # nothing open: every id handed out is final now
+                self._pending.pop(key, None)
+                return int(last)
+            self._pending[key] = (last, list(pids), list(starts))
             return pending[0] if pending is not None else None
 
 
