@@ -205,18 +205,26 @@ def _set_retention(engine: sa.Engine, name: str, text: str) -> int:
 def _prune(engine: sa.Engine, project: str | None, dry_run: bool) -> int:
     """`tracehub prune`: each chunk in a transaction of its own (run again after a conflict with
     another PostgreSQL transaction, as the writer does). 0 done, 1 no such project."""
-    from tracehub.api.params import iso
-    from tracehub.store import retention
-    from tracehub.store.background import rollback
     from tracehub.store.batchwrite import Sql
-    from tracehub.store.faults import conflict
-    from tracehub.store.writer import CONFLICT_RERUNS
 
     sql = Sql(engine.dialect.name)
     pooled = engine.raw_connection()
     dbapi: Any = pooled.driver_connection
     try:
-        retention.autocommit(dbapi, sql.pg)
+        return _prune_on(dbapi, sql, project, dry_run)
+    finally:
+        pooled.close()
+
+
+def _prune_on(dbapi: Any, sql: Any, project: str | None, dry_run: bool) -> int:
+    """`_prune` on a DB-API connection of its own."""
+    from tracehub.api.params import iso
+    from tracehub.store import retention
+    from tracehub.store.background import rollback
+    from tracehub.store.faults import conflict
+    from tracehub.store.writer import CONFLICT_RERUNS
+
+    with retention.autocommit(dbapi, sql.pg):
         if not sql.pg:
             sql.use_variable_limit(dbapi)
 
@@ -262,8 +270,6 @@ def _prune(engine: sa.Engine, project: str | None, dry_run: bool) -> int:
                 print(f"SQLite: {free * size / 2**20:.1f} MiB of free pages, reused by new rows (a VACUUM with"
                       " the server stopped gives them back to the file; see docs/OPERATIONS.md)")
         return 0
-    finally:
-        pooled.close()
 
 
 SQLITE_MAGIC = b"SQLite format 3\x00"

@@ -51,6 +51,7 @@ writer's, or delete a trace written to after the cutoff.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -117,10 +118,14 @@ class Pruned:
 
 @dataclass
 class ProjectPass:
+    """One project's part of a pass: its retention, the cutoff it ran with and what went."""
+
     name: str
     retention_days: int
     cutoff_ns: int
     pruned: Pruned
+    chunks: int = 0
+    longest_s: float = 0.0  # the longest chunk's time in its transaction
 
 
 def cutoff_of(now_ns: int, retention_days: int) -> int:
@@ -330,18 +335,22 @@ def prune(cur: Any, sql: Sql, run: Run[Any], now_ns: int, project: str | None = 
         if dry_run:
             yield ProjectPass(name, days, cutoff, plan(cur, sql, project_id, cutoff))
             continue
-        total, after, budget = Pruned(), None, FIRST_CHUNK_SPANS
+        result = ProjectPass(name, days, cutoff, Pruned())
+        after, budget = None, FIRST_CHUNK_SPANS
         rows, spent = 0, 0.0  # the pace so far: FTS5's merges make single chunks vary fivefold
         while found := candidates(cur, sql, project_id, cutoff, after):
             taken = _within(found, budget)
             after = taken[-1][:2]
             done, seconds = run(functools.partial(_chunk, project_id, [t[1] for t in taken], cutoff))
-            total.add(done)
+            result.pruned.add(done)
+            result.chunks += 1
+            result.longest_s = max(result.longest_s, seconds)
+            log.debug("retention: project %r chunk of %s in %.3f s", name, done.describe(), seconds)
             rows, spent = rows + sum(t[2] for t in taken), spent + seconds
             budget = max(MIN_CHUNK_SPANS, int(rows / max(spent, 1e-3) * CHUNK_S))
             if not pause(seconds):
                 break
-        yield ProjectPass(name, days, cutoff, total)
+        yield result
 
 
 def _within(found: list[tuple[int, str, int]], spans: int) -> list[tuple[int, str, int]]:
@@ -377,12 +386,18 @@ def _incremental_vacuum(cur: Any, _sql: Sql) -> None:
     cur.fetchall()  # each step of the statement frees one page
 
 
-def autocommit(dbapi: Any, pg: bool) -> None:
-    """Reads outside transactions; chunks BEGIN and COMMIT themselves."""
-    if pg:
-        dbapi.autocommit = True
-    else:
-        dbapi.isolation_level = None
+@contextlib.contextmanager
+def autocommit(dbapi: Any, pg: bool) -> Iterator[None]:
+    """Reads outside transactions (chunks BEGIN and COMMIT themselves); the connection goes back to
+    the pool as it came."""
+    attribute = "autocommit" if pg else "isolation_level"
+    before = getattr(dbapi, attribute)
+    setattr(dbapi, attribute, True if pg else None)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # a broken connection is dropped by the pool anyway
+            setattr(dbapi, attribute, before)
 
 
 class Retention(Background):
@@ -403,7 +418,10 @@ class Retention(Background):
         return not self._stop.wait(seconds)
 
     def _run(self, dbapi: Any) -> None:
-        autocommit(dbapi, self._sql.pg)
+        with autocommit(dbapi, self._sql.pg):
+            self._passes(dbapi)
+
+    def _passes(self, dbapi: Any) -> None:
         wait = min(self._interval_s, FIRST_PASS_S)
         while not self._stop.wait(wait):
             wait = self._interval_s
@@ -413,8 +431,9 @@ class Retention(Background):
                 for done in prune(cur, self._sql, self._lane, time.time_ns(), pause=self._pause):
                     if done.pruned.traces:
                         deleted = True
-                        log.info("retention: project %r lost %s whose last activity was over %d days ago",
-                                 done.name, done.pruned.describe(), done.retention_days)
+                        log.info("retention: project %r lost %s whose last activity was over %d days ago,"
+                                 " in %d chunks (the longest %.2f s)", done.name, done.pruned.describe(),
+                                 done.retention_days, done.chunks, done.longest_s)
                 if deleted and not self._stop.is_set():
                     free_pages(cur, self._sql, self._lane, self._pause)
             except WriterStopped:

@@ -1,0 +1,232 @@
+#!/usr/bin/env python
+"""Retention on a loaded database: how long the server's own pass takes to prune `--traces` traces,
+and what it does to ingest going on meanwhile.
+
+    .venv/bin/python bench/retention.py                       # SQLite, 100,000 traces (1M spans)
+    .venv/bin/python bench/retention.py --traces 20000 --db postgres
+
+1. A real `tracehub serve` on a fresh database (TRACEHUB_RETENTION_INTERVAL_S=1) is loaded with
+   `ingest.py`'s traces (10 spans each, ~1 KB inputs and outputs), until queryable and indexed for
+   search.
+2. Every loaded trace is moved 40 days back with SQL (start, end and the server's last write).
+3. Baseline: steady ingest of new traces of the same kind (`--rate` spans/s, one request of
+   `--batch-size` spans at a time) for `--baseline-s` seconds, no retention.
+4. Prune: `PATCH /api/v1/project {"retention_days": 30}`; the server's next pass deletes the old
+   traces while the same steady ingest goes on, until none is left.
+Printed: the prune's time from the PATCH and from the first trace gone to the last (traces and spans
+a second), the writer's busy share, and for each phase the requests' latency (p50 / p99 / max) and
+acknowledged spans a second; the database's size and free pages after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import ingest  # noqa: E402  (the workload, the server process, /metrics)
+import orjson  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+
+DAY_NS = 86_400 * 10**9
+LOAD_ENV, STEADY_ENV = "retention-load", "retention-steady"
+
+
+class Steady(threading.Thread):
+    """Sends `work`'s requests one at a time at `rate` spans/s, each after the one before was
+    answered (late ones go at once), recording each answer's latency and when it came."""
+
+    def __init__(self, target: tuple[str, int], key: str, work: ingest.Workload, rate: float) -> None:
+        super().__init__(daemon=True)
+        self.target, self.key, self.work, self.rate = target, key, work, rate
+        self.done: list[tuple[float, float, int]] = []  # (answered at, latency s, spans)
+        self.refused = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection(*self.target, timeout=120)
+        headers = {"Content-Type": "application/x-protobuf", "x-api-key": self.key}
+        due = time.perf_counter()
+        for body, spans in zip(self.work.bodies, self.work.span_counts):
+            if self.stop.is_set():
+                break
+            self.stop.wait(max(0.0, due - time.perf_counter()))
+            due += spans / self.rate
+            while True:
+                t = time.perf_counter()
+                conn.request("POST", "/v1/traces", body, headers)
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status == 200:
+                    self.done.append((time.perf_counter(), time.perf_counter() - t, spans))
+                    break
+                self.refused += 1
+                time.sleep(float(resp.getheader("retry-after") or 1))
+        conn.close()
+
+    def between(self, start: float, end: float) -> dict[str, Any]:
+        got = [(lat, n) for at, lat, n in self.done if start <= at < end]
+        lats = [lat for lat, _ in got]
+        return {"requests": len(got), "spans_per_s": sum(n for _, n in got) / max(end - start, 1e-9),
+                "p50_ms": _ms(ingest.pct(lats, 50)), "p90_ms": _ms(ingest.pct(lats, 90)),
+                "p99_ms": _ms(ingest.pct(lats, 99)), "max_ms": _ms(max(lats) if lats else None),
+                "over_250ms": sum(lat > 0.25 for lat in lats), "over_1s": sum(lat > 1 for lat in lats)}
+
+
+def _ms(v: float | None) -> float | None:
+    return None if v is None else round(v * 1000, 1)
+
+
+def api(handle: ingest.ServerHandle, method: str, path: str, key: str, body: Any = None) -> Any:
+    u = handle.api_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(u[0], int(u[1]), timeout=60)
+    try:
+        conn.request(method, path, orjson.dumps(body) if body is not None else None,
+                     {"x-api-key": key, "content-type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"{method} {path}: {resp.status} {data[:300]!r}")
+        return orjson.loads(data)
+    finally:
+        conn.close()
+
+
+def load(handle: ingest.ServerHandle, key: str, work: ingest.Workload, senders: int) -> float:
+    stats = ingest.SendStats()
+    lock, nxt = threading.Lock(), [0]
+
+    def counter() -> int:
+        with lock:
+            nxt[0] += 1
+            return nxt[0] - 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=ingest.http_sender, args=(
+        handle.otlp_http, key, False, work, counter, stats, 120.0, 600.0)) for _ in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if stats.failed_requests:
+        raise RuntimeError(f"loading failed: {stats.errors[:3]}")
+    return time.perf_counter() - started
+
+
+def wait_indexed(handle: ingest.ServerHandle, key: str) -> float:
+    started = time.perf_counter()
+    while True:
+        status, ready = ingest.http_get_json(handle.api_url + "/readyz", key)
+        if status == 200 and ready["search_unindexed_rows"] == 0:
+            return time.perf_counter() - started
+        time.sleep(1)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    p.add_argument("--pg-admin", default="postgresql://postgres@127.0.0.1:5432/test")
+    p.add_argument("--traces", type=int, default=100_000, help="traces loaded and then pruned (10 spans each)")
+    p.add_argument("--rate", type=float, default=500.0, help="steady ingest, spans/s")
+    p.add_argument("--batch-size", type=int, default=256, help="spans per steady request")
+    p.add_argument("--baseline-s", type=float, default=60.0, help="steady ingest before the prune")
+    p.add_argument("--steady-spans", type=int, default=1_200_000, help="steady spans built (the most sent)")
+    p.add_argument("--keep", action="store_true", help="keep the database")
+    args = p.parse_args()
+    args.python, args.server_log_level, args.start_timeout, args.api_key = (
+        str(ingest.VENV_PYTHON), "info", 60.0, "dev-key")
+    args.profile = args.cprofile = False
+    args.profile_window = "send"
+
+    loaded = ingest.build_workload(args.traces * 10, 512, LOAD_ENV, 1, False)
+    steady = ingest.build_workload(args.steady_spans, args.batch_size, STEADY_ENV, 2, False)
+    print(f"machine: sum(range(1000)) {ingest.machine_speed_us():.1f} µs; {args.db};"
+          f" {loaded.traces:,} traces ({loaded.spans:,} spans) to prune, steady {args.rate:,.0f} spans/s"
+          f" in requests of {args.batch_size}", flush=True)
+    os.environ["TRACEHUB_RETENTION_INTERVAL_S"] = "1"
+    os.environ["TRACEHUB_DECISIONS"] = "false"
+    handle = ingest.start_server(args)
+    url = (f"sqlite:///{handle.db_desc.split(' ', 1)[1]}" if args.db == "sqlite" else
+           f"postgresql+psycopg://postgres@127.0.0.1:5432/{handle.pg_db}")
+    engine = sa.create_engine(url)
+    try:
+        seconds = load(handle, args.api_key, loaded, 4)
+        print(f"loaded in {seconds:.0f} s; search index caught up {wait_indexed(handle, args.api_key):.0f} s later",
+              flush=True)
+        aged = time.perf_counter()
+        with engine.connect() as conn:
+            seqs = conn.execute(sa.text("SELECT seq FROM traces ORDER BY seq")).scalars().all()
+        for i in range(0, len(seqs), 10_000):  # the writer's lock for a moment at a time
+            with engine.begin() as conn:
+                conn.execute(sa.text("UPDATE traces SET start_ns = start_ns - :d, end_ns = end_ns - :d,"
+                                     " updated_ns = updated_ns - :d WHERE seq >= :lo AND seq <= :hi"),
+                             {"d": 40 * DAY_NS, "lo": seqs[i], "hi": seqs[min(i + 10_000, len(seqs)) - 1]})
+        print(f"aged in {time.perf_counter() - aged:.0f} s", flush=True)
+
+        sender = Steady(handle.otlp_http, args.api_key, steady, args.rate)
+        busy0 = ingest.writer_counters(handle.api_url)
+        base_start = time.perf_counter()
+        sender.start()
+        time.sleep(args.baseline_s)
+        busy1 = ingest.writer_counters(handle.api_url)
+        patched = time.perf_counter()
+        api(handle, "PATCH", "/api/v1/project", args.api_key, {"retention_days": 30})
+        first_gone = ran_out = None
+        total = loaded.traces
+        while True:
+            left = int(api(handle, "GET", f"/api/v1/traces?page_size=1&environment={LOAD_ENV}", args.api_key)["total"])
+            if left < total and first_gone is None:
+                first_gone = time.perf_counter()
+            if left == 0:
+                break
+            if not sender.is_alive() and ran_out is None:
+                ran_out = time.perf_counter()
+                print("the steady workload ran out (raise --steady-spans); pruning goes on alone", flush=True)
+            time.sleep(0.2)
+        ended = time.perf_counter()
+        busy2 = ingest.writer_counters(handle.api_url)
+        sender.stop.set()
+        sender.join()
+        assert first_gone is not None
+        base = sender.between(base_start + 2, patched)
+        during = sender.between(first_gone, ran_out or ended)
+        prune_s = ended - first_gone
+        print(f"pruned {total:,} traces ({loaded.spans:,} spans) in {prune_s:.0f} s"
+              f" ({total / prune_s:,.0f} traces/s, {loaded.spans / prune_s:,.0f} spans/s);"
+              f" first trace gone {first_gone - patched:.1f} s after the PATCH")
+        if busy0 and busy1 and busy2:
+            print(f"writer busy: baseline {(busy1[0] - busy0[0]) / (patched - base_start):.0%},"
+                  f" while pruning {(busy2[0] - busy1[0]) / (ended - patched):.0%}")
+        for name, phase in (("baseline", base), ("pruning", during)):
+            print(f"steady ingest, {name:8}: {phase['spans_per_s']:7,.0f} spans/s acked, {phase['requests']} requests,"
+                  f" latency p50 {phase['p50_ms']} ms, p90 {phase['p90_ms']} ms, p99 {phase['p99_ms']} ms,"
+                  f" max {phase['max_ms']} ms; over 250 ms: {phase['over_250ms']}, over 1 s: {phase['over_1s']}")
+        passes = [line for line in Path(handle.log_path or "").read_text(errors="replace").splitlines()
+                  if "retention: project" in line]
+        for line in passes:
+            print("server:", line.split("retention: ", 1)[1])
+        print(f"refused (429/503) requests: {sender.refused}")
+        if args.db == "sqlite":
+            path = handle.db_desc.split(" ", 1)[1]
+            with sqlite3.connect(path) as conn:
+                pages, free, size = (conn.execute(f"PRAGMA {x}").fetchone()[0]
+                                     for x in ("page_count", "freelist_count", "page_size"))
+            print(f"database: {pages * size / 2**30:.2f} GiB, of which {free * size / 2**30:.2f} GiB free pages"
+                  " (reused by new rows)")
+    finally:
+        engine.dispose()
+        ingest.stop_server(handle)
+        ingest.cleanup(handle, args.keep)
+
+
+if __name__ == "__main__":
+    main()
