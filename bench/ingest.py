@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """OTLP ingest benchmark for LLM Trace Hub: spans/s from the first request until every span is
-queryable through the REST API, with zero loss, plus server memory, start time and (optionally) a
-profile of where the server spends its time.
+queryable through the REST API, with zero loss, plus server memory, start time, the bytes the
+database stores a span once the search index caught up, and (optionally) a profile of where the
+server spends its time.
 
 Typical runs (from the repository root, with the project's virtualenv):
 
@@ -28,6 +29,7 @@ import random
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import string
 import subprocess
@@ -701,6 +703,7 @@ class ServerHandle:
     spy: str | None = None             # py-spy binary, when it attaches for the send window only
     pg_admin: str | None = None
     pg_db: str | None = None
+    store_db: str | None = None        # what measure_stored() reads: SQLite path or libpq URL
 
 
 def server_metrics(api_url: str, names: tuple[str, ...]) -> dict[str, float]:
@@ -769,6 +772,7 @@ def start_server(args: argparse.Namespace) -> ServerHandle:
         path = os.path.join(workdir, "tracehub.db")
         env["TRACEHUB_DATABASE_URL"] = f"sqlite:///{path}"
         handle.db_desc = f"sqlite {path}"
+        handle.store_db = path
     else:
         name = "tracehub_bench_" + "".join(random.choices(string.ascii_lowercase + string.digits, k=10))
         with _pg_admin_connect(args.pg_admin) as conn:
@@ -778,6 +782,7 @@ def start_server(args: argparse.Namespace) -> ServerHandle:
         env["TRACEHUB_DATABASE_URL"] = (f"postgresql+psycopg://{u.username or 'postgres'}"
                                         f"@{u.hostname or '127.0.0.1'}:{u.port or 5432}/{name}")
         handle.db_desc = f"postgresql {u.hostname}:{u.port or 5432}/{name}"
+        handle.store_db = urllib.parse.urlunsplit(u._replace(path="/" + name))
     serve = [str(args.python), "-m", "tracehub", "serve", "--host", "127.0.0.1", "--port", str(port),
              "--otlp-grpc-port", str(gport), "--otlp-http-port", str(hport)]
     cmd = serve
@@ -1149,6 +1154,121 @@ def trace_count(api_url: str, key: str, env: str) -> int:
     return int(doc["total"])
 
 
+# ============================================================================ stored bytes
+
+
+def wait_for_index(api_url: str, key: str, timeout: float) -> dict[str, Any]:
+    """Poll GET /readyz until the search index covers every committed row (`search_unindexed_rows`
+    0) or `timeout` s pass: the stored bytes are then measured with the index complete."""
+    t = time.perf_counter()
+    first: dict[str, Any] | None = None
+    last: dict[str, Any] = {}
+    polls = 0
+    while True:
+        polls += 1
+        try:
+            status, doc = http_get_json(f"{api_url}/readyz", key, timeout=30)
+        except OSError as exc:
+            status, doc = 0, {"error": str(exc)}
+        if isinstance(doc, dict) and "search_unindexed_rows" in doc:
+            last = doc
+            first = first or doc
+            if doc["search_unindexed_rows"] == 0:
+                break
+        elif status in (200, 503):
+            return {"caught_up": None, "error": "GET /readyz does not report search_unindexed_rows"}
+        if time.perf_counter() - t > timeout:
+            break
+        time.sleep(0.5)
+    left = last.get("search_unindexed_rows")
+    return {"caught_up": left == 0, "rows_left": left, "wait_s": round(time.perf_counter() - t, 2),
+            "polls": polls, "rows_at_start": (first or {}).get("search_unindexed_rows"),
+            "lag_s_at_start": (first or {}).get("search_lag_s")}
+
+
+def store_group(table: str) -> str:
+    """The part of the storage a table counts in, with its indexes (and TOAST on PostgreSQL):
+    FTS5 tables and their shadow / vocab tables on SQLite and the *_search document tables on
+    PostgreSQL are the search index; the trace rows and their hourly roll-ups are traces."""
+    if table == "spans":
+        return "spans"
+    if "_fts" in table or table.endswith(("_vocab", "_search")):
+        return "search"
+    if table == "traces" or table.startswith("trace_hour"):
+        return "traces"
+    return "other"
+
+
+def sqlite_stored(path: str) -> dict[str, Any]:
+    """Bytes of the pages each table uses with its indexes (dbstat), read from a read-only
+    connection beside the running server (the WAL's newer pages included), and the file sizes."""
+    conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=60)
+    try:
+        owner = dict(conn.execute("SELECT name, tbl_name FROM sqlite_master WHERE type IN ('table', 'index')"))
+        tables: dict[str, int] = {}
+        btrees: dict[str, int] = {}
+        for name, size in conn.execute("SELECT name, pgsize FROM dbstat WHERE aggregate = TRUE"):
+            table = owner.get(name, name)
+            tables[table] = tables.get(table, 0) + int(size)
+            btrees[name] = int(size)
+        span_rows = conn.execute("SELECT count(*) FROM spans").fetchone()[0]
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0] * page
+    finally:
+        conn.close()
+    wal = path + "-wal"
+    # the largest tables and indexes each on its own
+    return {"tables": tables, "span_rows": span_rows,
+            "btrees": dict(sorted(btrees.items(), key=lambda kv: -kv[1])[:12]),
+            "files": {"main": os.path.getsize(path), "wal": os.path.getsize(wal) if os.path.exists(wal) else 0,
+                      "free_pages": free}}
+
+
+def pg_stored(dsn: str) -> dict[str, Any]:
+    """pg_total_relation_size (heap, TOAST, indexes) of each table, partitions counted under
+    their root, and pg_database_size (the catalogs included)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT r.relname, pg_total_relation_size(c.oid), pg_table_size(c.oid),"
+            " pg_indexes_size(c.oid) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " JOIN pg_class r ON r.oid = coalesce(pg_partition_root(c.oid), c.oid)"
+            " WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+            " AND n.nspname NOT LIKE 'pg_toast%'").fetchall()
+        span_rows = conn.execute("SELECT count(*) FROM spans").fetchone()[0]
+        db_size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    tables: dict[str, int] = {}
+    split: dict[str, list[int]] = {}  # table (heap, TOAST) and its indexes
+    for name, size, table_size, index_size in rows:
+        tables[name] = tables.get(name, 0) + int(size)
+        both = split.setdefault(name, [0, 0])
+        both[0] += int(table_size)
+        both[1] += int(index_size)
+    largest = sorted(split.items(), key=lambda kv: -sum(kv[1]))[:6]
+    return {"tables": tables, "span_rows": span_rows, "database_bytes": int(db_size),
+            "table_and_indexes": {k: {"table": v[0], "indexes": v[1]} for k, v in largest}}
+
+
+def measure_stored(store_db: str, otlp_bytes_per_span: float) -> dict[str, Any]:
+    """What the database holds a stored span, by part, against the span's OTLP protobuf size."""
+    pg = store_db.startswith(("postgresql:", "postgres:"))
+    t = time.perf_counter()
+    found = pg_stored(store_db) if pg else sqlite_stored(store_db)
+    groups = dict.fromkeys(("spans", "search", "traces", "other"), 0)
+    for table, size in found["tables"].items():
+        groups[store_group(table)] += size
+    total = sum(groups.values())
+    n = found["span_rows"]
+    found["tables"] = dict(sorted(found["tables"].items(), key=lambda kv: -kv[1]))
+    return {"database": "postgresql" if pg else "sqlite", **found, "bytes": {**groups, "total": total},
+            "bytes_per_span": {k: round(v / n) for k, v in {**groups, "total": total}.items()} if n else None,
+            "otlp_bytes_per_span": round(otlp_bytes_per_span),
+            "ratio": round(total / n / otlp_bytes_per_span, 3) if n else None,
+            "measure_s": round(time.perf_counter() - t, 2)}
+
+
 # ============================================================================ profile report
 
 
@@ -1259,6 +1379,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--otlp-url", default=None,
                    help="with --url: OTLP/HTTP base URL (default: --url, which also serves /v1/traces)")
     g.add_argument("--grpc", default=None, help="with --url: OTLP/gRPC target host:port")
+    g.add_argument("--store-db", default=None, metavar="PATH_OR_URL",
+                   help="with --url: that server's database, a SQLite file or a postgresql:// URL, to "
+                        "measure stored bytes a span in (over every span it holds); else not measured")
     g.add_argument("--python", default=str(VENV_PYTHON if VENV_PYTHON.exists() else sys.executable),
                    help="interpreter that runs `-m tracehub serve`")
     g.add_argument("--api-key", default="dev-key", help="sent as x-api-key")
@@ -1291,6 +1414,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         " ingest is measured while the decision engine decides each trace)")
     w.add_argument("--query-timeout", type=float, default=300.0,
                    help="seconds to wait after the last ack for every span to be queryable")
+    w.add_argument("--index-timeout", type=float, default=300.0,
+                   help="seconds to wait, once every span is queryable, for the search index to cover"
+                        " every row (GET /readyz) before measuring stored bytes")
     o = p.add_argument_group("output")
     o.add_argument("--progress", type=float, default=15.0,
                    help="seconds between progress lines on stderr while sending (0: none)")
@@ -1313,6 +1439,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--grpc / --otlp-url need --url (the REST API is how stored spans are counted)")
     if args.url and args.transport == "grpc" and not args.grpc:
         p.error("--transport grpc with --url needs --grpc HOST:PORT")
+    if args.store_db and not args.url:
+        p.error("--store-db is for --url (a spawned server's database is measured anyway)")
     if args.url and args.profile:
         p.error("--profile needs a spawned server (no --url)")
     if args.spans < 1 or args.batch_size < 1 or args.concurrency < 1:
@@ -1551,6 +1679,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     break
                 time.sleep(0.2)
 
+        # Stored bytes a span: measured once the search index covers every row, since it is part
+        # of what a span costs on disk.
+        log("waiting for the search index to catch up (GET /readyz) ...")
+        index = wait_for_index(api_url, args.api_key, args.index_timeout)
+        if t_query is not None:
+            index["after_queryable_s"] = round(time.perf_counter() - t0 - t_query, 2)
+        result["search_index"] = index
+        store_db = handle.store_db if handle else args.store_db
+        if store_db:
+            log(f"{_index_note(index)}; measuring stored bytes ...")
+            try:
+                result["stored"] = measure_stored(store_db, work.raw_bytes / work.spans)
+            except Exception as exc:  # noqa: BLE001 - report, never lose the run's other figures
+                result["stored"] = {"error": f"{type(exc).__name__}: {exc}"}
+        else:
+            result["stored"] = {"error": "not measured: --url without --store-db, the database is not known"}
+
         lat = stats.latencies
         result["results"] = {
             "sent_spans": work.spans,
@@ -1648,6 +1793,40 @@ def _mark(ok: bool | None) -> str:
 _READERS = {True: ", C reader of OTLP", False: ", protobuf reads OTLP (C reader not built or off)", None: ""}
 
 
+def _index_note(ix: dict[str, Any]) -> str:
+    if ix.get("caught_up") is None:
+        return f"search index: {ix.get('error', 'not checked')}"
+    if not ix["caught_up"]:
+        return (f"search index NOT caught up after {ix['wait_s']:.1f} s: {ix['rows_left']:,} rows left"
+                f" (of {ix['rows_at_start']:,})")
+    since = ix.get("after_queryable_s")
+    when = f"{since:.1f} s after queryable" if since is not None else f"after {ix['wait_s']:.1f} s of waiting"
+    if ix["polls"] == 1:
+        return f"index had caught up by the first check, {when}"
+    return f"index caught up {when} ({ix['rows_at_start']:,} rows behind at the first check)"
+
+
+def _stored_lines(r: dict[str, Any]) -> list[str]:
+    st, ix = r.get("stored") or {}, r.get("search_index") or {}
+    if not st and not ix:
+        return []
+    if not st.get("bytes_per_span"):
+        return [f"stored      : {st.get('error', 'not measured')}; {_index_note(ix)}"]
+    b = st["bytes_per_span"]
+    out = [f"stored      : {b['total']:,} B/span (spans {b['spans']:,}, search index {b['search']:,}, traces "
+           f"{b['traces']:,}, other {b['other']:,}) vs {st['otlp_bytes_per_span']:,} B/span OTLP protobuf"
+           f" -> {st['ratio']:.2f}x; {_index_note(ix)}"]
+    if st["database"] == "sqlite":
+        f = st["files"]
+        out.append(f"              pages in use {st['bytes']['total'] / MIB:.1f} MiB over {st['span_rows']:,} spans;"
+                   f" file {f['main'] / MIB:.1f} MiB + WAL {f['wal'] / MIB:.1f} MiB"
+                   f" ({f['free_pages'] / MIB:.1f} MiB free pages)")
+    else:
+        out.append(f"              tables {st['bytes']['total'] / MIB:.1f} MiB over {st['span_rows']:,} spans;"
+                   f" pg_database_size {st['database_bytes'] / MIB:.1f} MiB (catalogs included)")
+    return out
+
+
 def render(r: dict[str, Any]) -> str:
     c, w, s, res = r["config"], r["workload"], r.get("server", {}), r.get("results", {})
     prof = r.get("profile")
@@ -1735,6 +1914,7 @@ def render(r: dict[str, Any]) -> str:
         if "list50_ms_p50" in spot:
             lines.append(f"reads after: GET /api/v1/traces?page_size=50 p50 {spot['list50_ms_p50']} ms, "
                          f"one trace's detail p50 {spot['detail_ms_p50']} ms")
+    lines += _stored_lines(r)
     if res.get("stalled"):
         lines.append("STALLED     : the server stopped acknowledging requests; the send phase was "
                      "abandoned (see the server log with --keep)")
@@ -1745,6 +1925,13 @@ def render(r: dict[str, Any]) -> str:
     lines.append(f"target {TARGET_SPANS_PER_S:,} spans/s until queryable, zero loss : "
                  f"{_mark(rate >= TARGET_SPANS_PER_S and res['lost_spans'] == 0)}"
                  f"{'  (profiled: not comparable)' if c['profile'] else ''}")
+    st = r.get("stored") or {}
+    if st.get("bytes_per_span"):
+        total, otlp = st["bytes_per_span"]["total"], st["otlp_bytes_per_span"]
+        left = (r.get("search_index") or {}).get("rows_left")
+        lines.append(f"target stored bytes <= OTLP bytes a span  : {_mark(total <= otlp)}  ({total:,} vs "
+                     f"{otlp:,} B/span, search index included"
+                     + (f"; the index had {left:,} rows left" if left else "") + ")")
     if s.get("spawned"):
         # The server's memory: its own RSS, or with workers their PSS together if that is more.
         peak = max(s.get("peak_rss_mib") or 0, s.get("peak_pss_sum_mib") or 0)
