@@ -16,6 +16,7 @@ from conftest import ServerProcess
 from otlp_helpers import make_span, new_trace_id, post, request_of
 from tracehub.store import db, keys, search
 from tracehub.store.batchwrite import Sql
+from tracehub.store.schema import SEARCH_DOCUMENT_PG
 
 BACKENDS = pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 
@@ -107,6 +108,18 @@ def test_resources_move_out_of_span_rows_and_back(
     assert got == {s: json.loads(r) for s, r in spans.items()}
 
 
+def _index_as_of_0010(conn: sa.Connection, backend: str) -> None:
+    """What the search indexer of revision 0010 did with every span: one document each."""
+    if backend == "postgres":
+        conn.execute(sa.text(f"INSERT INTO span_search (id, project_id, trace_id, doc)"
+                             f" SELECT id, project_id, trace_id, {SEARCH_DOCUMENT_PG} FROM spans"))
+    else:
+        conn.execute(sa.text("INSERT INTO spans_fts (rowid, name, input_text, output_text, attributes)"
+                             " SELECT id, name, input_text, output_text, attributes FROM spans"))
+    assert conn.execute(sa.text("UPDATE search_state SET indexed_upto = (SELECT max(id) FROM spans)"
+                                " WHERE name = 'spans'")).rowcount == 1
+
+
 @BACKENDS
 def test_stored_spans_are_keyed_by_their_trace_number(
         backend: str, database_url_factory: Callable[[str], str],
@@ -120,7 +133,7 @@ def test_stored_spans_are_keyed_by_their_trace_number(
             for span_id in span_ids:
                 insert(conn, "spans", **SPAN, trace_id=tid, span_id=span_id, input_text=f"질문 {span_id}")
     with engine.begin() as conn:  # in the search index before the table is rebuilt (SQLite)
-        assert search.index_step(conn.connection.cursor(), backend == "postgres", 100) == 6
+        _index_as_of_0010(conn, backend)
     db.migrate(engine)
     with engine.connect() as conn:
         seqs = dict(conn.execute(sa.text("SELECT trace_id, seq FROM traces")).all())
@@ -387,3 +400,50 @@ def test_the_schema_module_describes_what_the_migrations_make(backend: str,
         made = {c["name"]: c["nullable"] for c in inspector.get_columns(table.name)}
         assert made == {c.name: c.nullable for c in table.columns}, table.name
     engine.dispose()
+
+
+@BACKENDS
+def test_stored_spans_are_packed_into_bodies_and_stay_as_sent(
+        backend: str, database_url_factory: Callable[[str], str],
+        server_factory: Callable[..., ServerProcess]) -> None:
+    """Migration 0020 packs the rows stored before into bodies: the detail shows them as they were,
+    search finds them once the index is filled again, and a downgrade gives the columns back."""
+    url = database_url_factory(backend)
+    engine = store_at(url, "0019")
+    tid, word = secrets.token_hex(16), f"보관 {secrets.token_hex(3)}"
+    attributes = json.dumps({"input.value": f"질문 {word}", "n": 7, "deep": {"list": [1, "둘"]}}, ensure_ascii=False)
+    rows = {secrets.token_hex(8): (f"질문 {word}", "answer " * 40, attributes),
+            secrets.token_hex(8): (None, None, "{}")}
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE projects SET trace_count = 1"))
+        insert(conn, "traces", **{**TRACE, "span_count": 2, "seq": 1}, trace_id=tid)
+        for span_id, (i, o, a) in rows.items():
+            insert(conn, "spans", **{**SPAN, "attributes": a, "scope": '{"name": "s"}'}, trace_id=tid, trace_seq=1,
+                   span_id=span_id, input_text=i, output_text=o)
+    db.migrate(engine)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT input_text, output_text, attributes, body FROM spans")).all()
+    engine.dispose()
+    assert all(i is None and o is None and a == "" and body for i, o, a, body in stored)
+
+    server = server_factory(database_url=url)
+    spans = {s["span_id"]: s for s in server.client.get(f"/api/v1/traces/{tid}").json()["spans"]}
+    for span_id, (i, o, a) in rows.items():
+        assert (spans[span_id]["input_text"], spans[span_id]["output_text"]) == (i, o)
+        assert spans[span_id]["attributes"] == json.loads(a) and spans[span_id]["scope"] == {"name": "s"}
+    deadline = time.monotonic() + 30
+    while server.client.get("/readyz").json().get("search_unindexed_rows"):
+        assert time.monotonic() < deadline, "the search index was not filled again"
+        time.sleep(0.2)
+    found = server.client.get("/api/v1/traces", params={"search": word}).json()["items"]
+    assert [t["trace_id"] for t in found] == [tid]
+    server.stop()
+
+    engine = db.create_engine(url)
+    db.downgrade(engine, "0019")
+    with engine.connect() as conn:
+        back = {s: (i, o, a) for s, i, o, a in conn.execute(
+            sa.text("SELECT span_id, input_text, output_text, attributes FROM spans"))}
+    engine.dispose()
+    assert {s: (i, o, json.loads(a)) for s, (i, o, a) in back.items()} == \
+        {s: (i, o, json.loads(a)) for s, (i, o, a) in rows.items()}

@@ -33,7 +33,7 @@ from tracehub.records import (
     Mapped,
     SpanRecord,
 )
-from tracehub.store import amendment, tracerow
+from tracehub.store import amendment, spanbody, tracerow
 
 LIFECYCLE_END = frozenset(("END", "ERROR"))
 
@@ -238,7 +238,7 @@ SPAN_COLUMNS = (
     "project_id", "trace_id", "span_id", "parent_span_id", "parent_remote", "name", "kind", "span_type",
     "status", "status_message", "start_ns", "end_ns", "model", "input_text", "output_text", "input_tokens",
     "output_tokens", "total_tokens", "cost_usd", "user_id", "session_id", "environment",
-    "graph_name", "node_name", "step", "resource_id", "attributes", "scope", "events", "links",
+    "graph_name", "node_name", "step", "resource_id", "attributes", "scope", "events", "links", "body",
 )
 _SPAN_JSON = frozenset(("attributes", "scope", "events", "links"))
 _TRACE_JSON = frozenset(("attributes",))
@@ -290,17 +290,27 @@ def content_id(doc: bytes | bytearray) -> int:
 
 
 def span_row(project_id: int, s: SpanRecord, encoder: RowEncoder) -> tuple[Any, ...]:
-    """The spans-table row of `s`, all but its trace's number, which the writer adds."""
+    """The spans-table row of `s`, all but its trace's number, which the writer adds, followed by
+    the span's input and output texts (`_STORED`), which the row has only in its body."""
     m = s.mapped
-    # Resource and JSON never change after decode; a record rebuilt from its row has them only there.
-    encoded = s.row[_ENCODED_AT:] if s.row is not None else (
-        encoder.resource_id(s.resource), dumps(s.attributes), encoder.scope(s.scope),
-        dumps(s.events) if s.events else _NO_ITEMS, dumps(s.links) if s.links else _NO_ITEMS)
+    if s.row is not None:  # a record rebuilt from its row has its JSON only there
+        resource_id, attributes, scope, events, links, body = s.row[_ENCODED_AT:_STORED]
+        # Packed again below: the texts may have changed.
+        attributes, scope, events, links = (v.encode() for v in spanbody.unpack(body)[2:])
+    else:
+        resource_id, attributes, scope = encoder.resource_id(s.resource), dumps(s.attributes), encoder.scope(s.scope)
+        events = dumps(s.events) if s.events else _NO_ITEMS
+        links = dumps(s.links) if s.links else _NO_ITEMS
+    texts = m.input_text, m.output_text
+    if encoder.nul_free and any(v and "\x00" in v for v in texts):
+        texts = tuple(_no_nul(v) for v in texts)
+    body = spanbody.pack(*texts, attributes, scope, events, links)
     row = (
         project_id, s.trace_id, s.span_id, s.parent_span_id, s.parent_remote or None, s.name, s.kind,
-        m.span_type, s.status, s.status_message, s.start_ns, s.end_ns, m.model, m.input_text, m.output_text,
+        m.span_type, s.status, s.status_message, s.start_ns, s.end_ns, m.model, None, None,
         m.input_tokens, m.output_tokens, m.total_tokens, s.cost_usd, m.user_id, m.session_id,
-        m.environment, m.graph_name, m.node_name, m.step, *encoded,
+        m.environment, m.graph_name, m.node_name, m.step, resource_id, _IN_BODY, _IN_BODY, _IN_BODY, _IN_BODY,
+        body, *texts,
     )
     if encoder.nul_free and any(v and "\x00" in v for v in _span_text(row)):
         row = tuple(_no_nul(v) for v in row)
@@ -308,9 +318,11 @@ def span_row(project_id: int, s: SpanRecord, encoder: RowEncoder) -> tuple[Any, 
 
 
 _ENCODED_AT = SPAN_COLUMNS.index("resource_id")
+_STORED = len(SPAN_COLUMNS)
 # What the writer stores: a span's row and its trace's number, which only the writer knows.
 _SPAN_INSERT = (*SPAN_COLUMNS, "trace_seq")
 _NO_ITEMS = bytearray(b"[]")  # most spans' events and links; shared, never changed
+_IN_BODY = bytearray(b"")  # the JSON columns of a row with a body (`spanbody`)
 # A span row's text from the client: where `RowEncoder.nul_free` looks for NUL.
 _span_text = operator.itemgetter(*(SPAN_COLUMNS.index(c) for c in (
     "name", "span_type", "status_message", "model", "input_text", "output_text", "user_id", "session_id",
@@ -325,14 +337,15 @@ def insert_annotation_spans(cur: Any, sql: Sql, project_id: int, trace_id: str, 
     a parent hangs from the root, so the caller need not read it first. Nothing waits for a result."""
     encoder = RowEncoder({}, sql.pg)
     q = sql.p
+    # The JSON columns are '' (the body has the documents): bound, PostgreSQL would take '' as json.
     values = [f"COALESCE({q}, NULLIF(t.root_span_id, {q}))" if c == "parent_span_id" else
-              sql.pj if c in _SPAN_JSON else q for c in SPAN_COLUMNS]
+              "''" if c in _SPAN_JSON else q for c in SPAN_COLUMNS]
     statement = (f"INSERT INTO spans ({', '.join(_SPAN_INSERT)}) SELECT {', '.join(values)}, t.seq FROM traces t"
                  f" WHERE t.project_id = {q} AND t.trace_id = {q} ON CONFLICT (trace_seq, span_id) DO NOTHING")
     parent = SPAN_COLUMNS.index("parent_span_id")
     rows = []
     for s in spans:
-        row = span_row(project_id, s, encoder)
+        row = [v for c, v in zip(SPAN_COLUMNS, span_row(project_id, s, encoder)) if c not in _SPAN_JSON]
         rows.append((*row[:parent], s.parent_span_id, s.span_id, *row[parent + 1:], project_id, trace_id))
     sql.executemany(cur, statement, rows)
 
@@ -342,8 +355,9 @@ def span_from_row(row: tuple[Any, ...]) -> SpanRecord:
     stay encoded in `row` (as bytes, not bytearrays, once they crossed from the worker: both bind
     the same way)."""
     (_pid, trace_id, span_id, parent_span_id, parent_remote, name, kind, span_type, status, status_message,
-     start_ns, end_ns, model, input_text, output_text, input_tokens, output_tokens, total_tokens, cost_usd,
+     start_ns, end_ns, model, _input, _output, input_tokens, output_tokens, total_tokens, cost_usd,
      user_id, session_id, environment, graph_name, node_name, step) = row[:_ENCODED_AT]
+    input_text, output_text = row[_STORED:]
     # Positional: keywords cost a third more, on the server's event loop, for every span.
     return SpanRecord(
         trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status, status_message,
@@ -592,7 +606,7 @@ class BatchWriter:
                     waiting.add(parent)
                     row["missing_parent_count"] += 1
                 encoded = s.row if s.row is not None and s.row[0] == pid else span_row(pid, s, self._encoder)
-                yield (*encoded, row["seq"])
+                yield (*encoded[:_STORED], row["seq"])
 
         self.sql.insert(self.cur, "spans", _SPAN_INSERT, _SPAN_JSON, folded(),
                         "ON CONFLICT (trace_seq, span_id) DO NOTHING")

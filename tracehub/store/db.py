@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
+from tracehub.store import spanbody
+
 SQLITE_PRAGMAS = (
     # New databases only (WAL fixes the page size once the file exists). Span rows take 2-7 KB:
     # with 4 KiB pages most overflowed onto a second page, and every page costs the writer two
@@ -62,6 +64,7 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
             for pragma in SQLITE_PRAGMAS:
                 cur.execute(pragma)
             cur.close()
+            spanbody.register(dbapi_conn)
 
         return engine
     return sa.create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True, connect_args=_pg_timeout(url),

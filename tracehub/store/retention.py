@@ -64,7 +64,7 @@ import sqlalchemy as sa
 from tracehub.store.background import Background
 from tracehub.store.batchwrite import Sql
 from tracehub.store.faults import lost
-from tracehub.store.search import INDEXED, Indexed, fts_values
+from tracehub.store.search import DOCUMENT_COLUMNS, INDEXED, Indexed, document, padded
 from tracehub.store.writer import Writer, WriterStopped
 
 log = logging.getLogger(__name__)
@@ -194,8 +194,7 @@ def prune_chunk(cur: Any, sql: Sql, project_id: int, trace_ids: list[str], cutof
             for t in INDEXED:
                 cur.execute(f"DELETE FROM {t.pg_table} WHERE {where}", params)
     else:
-        for cond, params in sql.any_of("s.trace_seq", seqs):
-            _unindex(cur, sql, spans, cond, params)
+        _unindex_spans(cur, sql, spans, seqs)
         for where, params in _of_traces(sql, project_id, ids, "s."):
             _unindex(cur, sql, events, where, params)
 
@@ -260,9 +259,22 @@ def _without_newest_rows(cur: Any, project_id: int,
             and not (newest_event is not None and (project_id, trace_id) == tuple(newest_event))]
 
 
-def _padded(t: Indexed, column: str) -> str:
-    """One column's value as the index took it (`search.fts_values`)."""
-    return fts_values(Indexed(t.table, (column,), t.fts, t.pg_table, t.pg_document))
+def _unindex_spans(cur: Any, sql: Sql, t: Indexed, seqs: list[int]) -> None:
+    """Take the traces `seqs` out of the spans' FTS5 index: each document (some of a trace's
+    spans, `spans_fts_docs`) with the values it was indexed with (`search.document`)."""
+    docs: list[tuple[int, int, int]] = []
+    spans: dict[int, list[tuple[Any, ...]]] = collections.defaultdict(list)
+    for cond, params in sql.any_of("s.trace_seq", seqs):
+        docs += _fetch(cur, f"SELECT d.id, d.last_id, s.trace_seq FROM spans s JOIN spans_fts_docs d ON d.id = s.id"
+                            f" WHERE {cond}", params)
+        for row in _fetch(cur, f"SELECT id, trace_seq, {DOCUMENT_COLUMNS} FROM spans s WHERE {cond} ORDER BY id",
+                          params):
+            spans[row[1]].append(row)
+    removed = [(first, *document([r for r in spans[seq] if first <= r[0] <= last])) for first, last, seq in docs]
+    cur.executemany(f"INSERT INTO {t.fts} ({t.fts}, rowid, {', '.join(t.columns)}) VALUES ('delete', ?, ?, ?, ?, ?)",
+                    removed)
+    for cond, params in sql.any_of("id", [first for first, _, _ in docs]):
+        cur.execute(f"DELETE FROM spans_fts_docs WHERE {cond}", params)
 
 
 def _unindex(cur: Any, sql: Sql, t: Indexed, where: str, params: list[Any]) -> None:
@@ -276,7 +288,7 @@ def _unindex(cur: Any, sql: Sql, t: Indexed, where: str, params: list[Any]) -> N
     for row_id, sz in found:
         alike[tuple(n > 0 for n in _varints(sz, len(t.columns)))].append(row_id)
     for indexed, ids in alike.items():
-        values = ", ".join(_padded(t, c) if was else "NULL" for c, was in zip(t.columns, indexed))
+        values = ", ".join(padded(t, c) if was else "NULL" for c, was in zip(t.columns, indexed))
         for cond, id_params in sql.any_of("id", ids):
             cur.execute(f"INSERT INTO {t.fts} ({t.fts}, rowid, {', '.join(t.columns)})"
                         f" SELECT 'delete', id, {values} FROM {t.table} WHERE {cond}", id_params)

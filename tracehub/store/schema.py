@@ -151,6 +151,9 @@ spans = sa.Table(
     sa.Column("scope", SpanJson, nullable=False),
     sa.Column("events", SpanJson, nullable=False),
     sa.Column("links", SpanJson, nullable=False),
+    # The input, output and JSON columns compressed together (tracehub/store/spanbody.py, migration
+    # 0020): those columns are NULL or ''.
+    sa.Column("body", sa.LargeBinary),
     # A span's key, with its trace's number in place of its trace id: new spans belong to new
     # traces, so their keys go at the end of the index instead of at random pages of it.
     sa.Index("uq_spans_key", "trace_seq", "span_id", unique=True),
@@ -228,7 +231,8 @@ SEARCH_EVENTS_PG = "lower(name || ' ' || payload::text)"
 
 # How far each indexed table is covered by the search index (tracehub.store.search). The indexes
 # themselves are dialect-specific: FTS5 tables on SQLite, span_search / span_event_search with
-# pg_trgm GIN indexes on PostgreSQL (migration 0003).
+# pg_trgm GIN indexes on PostgreSQL (migration 0003); a spans document is a trace's spans of one
+# indexing step, which SQLite lists in spans_fts_docs (migration 0020).
 search_state = sa.Table(
     "search_state",
     metadata,

@@ -7,12 +7,14 @@ indexed. A query reads the index for rows up to that mark and scans the rows abo
 are complete the moment data is committed, and only the unindexed tail costs a scan. `IndexLag`
 dates that tail (`/readyz`, `/metrics`).
 
-SQLite: FTS5 tables with the trigram tokenizer over the rows themselves (external content), without
-token positions (`detail=none`: half the indexing cost, a third of the size). A query of three or
-more characters finds the rows that hold all of its trigrams, then keeps those whose text contains
-it; one or two characters (many Korean words are two syllables) take the indexed trigrams that
-start with them (`fts5vocab`, by range). PostgreSQL: side tables of lower-cased documents with
-pg_trgm GIN indexes; there a query of one or two characters scans the documents.
+The spans' index holds a document per trace and indexing step (`_index_spans`): what the spans'
+bodies say (tracehub/store/spanbody.py), which never changes. SQLite: FTS5 tables with the trigram
+tokenizer, without token positions (`detail=none`: half the indexing cost, a third of the size). A
+query of three or more characters finds the documents that hold all of its trigrams, then keeps the
+traces whose rows contain it; one or two characters (many Korean words are two syllables) take the
+indexed trigrams that start with them (`fts5vocab`, by range). PostgreSQL: side tables of
+lower-cased documents with pg_trgm GIN indexes; there a query of one or two characters scans the
+documents, and the spans above the mark are read in Python (`_pg_spans_tail`).
 
 A trace's name and text are a span's, found with it, unless they are its own (`traces.own_text`).
 
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from tracehub.store import spanbody
 from tracehub.store.background import rollback
 from tracehub.store.faults import lost
 from tracehub.store.schema import SEARCH_DOCUMENT_PG, SEARCH_EVENTS_PG, SEARCH_TRACES_PG, traces
@@ -43,35 +46,56 @@ log = logging.getLogger(__name__)
 
 
 class Indexed:
-    """One indexed table: where its rows live and how the two dialects index them."""
+    """One indexed table: where its rows live and how the two dialects index them. On SQLite a
+    column's value is an expression over the row (`value`): a span's texts may be in its body
+    (tracehub/store/spanbody.py)."""
 
     def __init__(self, table: str, columns: tuple[str, ...], fts: str, pg_table: str,
-                 pg_document: str) -> None:
+                 pg_document: str, sqlite_values: tuple[str, ...] | None = None) -> None:
         self.table, self.columns, self.fts = table, columns, fts
         self.pg_table, self.pg_document = pg_table, pg_document
+        self._values = sqlite_values or tuple("{s}" + c for c in columns)  # {s}: "alias." or ""
+
+    def value(self, column: str, alias: str = "") -> str:
+        return self._values[self.columns.index(column)].format(s=f"{alias}." if alias else "")
+
+    def values(self, alias: str = "") -> list[str]:
+        return [self.value(c, alias) for c in self.columns]
 
 
 INDEXED = (
     Indexed("spans", ("name", "input_text", "output_text", "attributes"), "spans_fts", "span_search",
-            SEARCH_DOCUMENT_PG),
+            SEARCH_DOCUMENT_PG, ("{s}name", "coalesce(th_body({s}body, 0), {s}input_text)",
+                                 "coalesce(th_body({s}body, 1), {s}output_text)",
+                                 "coalesce(th_body({s}body, 2), {s}attributes)")),
     Indexed("span_events", ("name", "payload"), "span_events_fts", "span_event_search",
             SEARCH_EVENTS_PG),
 )
 
 
+def padded(t: Indexed, column: str) -> str:
+    """What SQLite's index holds of a row's column: its value padded with two spaces, so a
+    character at the end of a text (or a text of one or two) starts a trigram that a short query
+    finds (`probe_queries`). Deleting a row from the index must give these same values."""
+    return f"{t.value(column)} || '  '"
+
+
+# Between the spans' texts in a trace's document: a query holds no such character, so none is found
+# across two spans.
+SEPARATOR = "\x1f"
+SEPARATOR_PG = "E'\\x1f'"
+
+
 def fts_values(t: Indexed) -> str:
-    """What SQLite's index holds of a row: each column padded with two spaces, so a character
-    at the end of a text (or a text of one or two) starts a trigram that a short query finds
-    (`probe_queries`). Deleting a row from the index must give these same values."""
-    return ", ".join(f"{c} || '  '" for c in t.columns)
+    return ", ".join(padded(t, c) for c in t.columns)
 
 
 def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _likes(columns: tuple[str, ...], prefix: str = "") -> str:
-    return "(" + " OR ".join(f"{prefix}{c} LIKE :q ESCAPE '\\'" for c in columns) + ")"
+def _likes(values: list[str] | tuple[str, ...]) -> str:
+    return "(" + " OR ".join(f"{v} LIKE :q ESCAPE '\\'" for v in values) + ")"
 
 
 # Matching traces a search counts at most: the list says "1,000+" beyond (`Found.capped`).
@@ -120,11 +144,27 @@ def find(conn: sa.Connection, project_id: int, text: str) -> Found:
     # every row (70 ms at 300,000 spans with none unindexed). The index may pass a mark before the
     # search runs; its rows are then read twice, never missed.
     marks: dict[str, int] = dict(conn.execute(sa.text("SELECT name, indexed_upto FROM search_state")).all())
-    found = _probe(conn, dialect, project_id, text, marks)
-    if found is None:
-        return Found(_each_trace(dialect, text, marks), None)
+    tail = _pg_spans_tail(conn, project_id, text, marks["spans"]) if dialect != "sqlite" else set()
+    found = _probe(conn, dialect, project_id, text, marks) if len(tail) <= SEARCH_CAP else None
+    if found is None or len(found | tail) > SEARCH_CAP:
+        return Found(_each_trace(dialect, text, marks, tail), None)
+    found |= tail
     ids = sorted(found)
     return Found(traces.c.trace_id.in_(ids), ids)
+
+
+def _pg_spans_tail(conn: sa.Connection, project_id: int, text: str, mark: int) -> set[str]:
+    """PostgreSQL: the traces of the project's spans above the index's mark that hold `text`. Their
+    text is in their bodies, which only Python reads; a text an event filled later is in their
+    columns."""
+    needle, found = text.lower(), set()
+    rows = conn.execute(sa.text(f"SELECT trace_id, {DOCUMENT_COLUMNS} FROM spans WHERE project_id = :p AND id > :m"),
+                        {"p": project_id, "m": mark})
+    for trace_id, name, body, input_text, output_text, attributes in rows:
+        if trace_id not in found and needle in " ".join(v for v in (
+                _pg_text(name, body, input_text, output_text, attributes), input_text, output_text) if v).lower():
+            found.add(trace_id)
+    return found
 
 
 def _probe(conn: sa.Connection, dialect: str, project_id: int, text: str,
@@ -168,8 +208,9 @@ def probe_queries(conn: sa.Connection, dialect: str, text: str,
             has = "doc LIKE :q" if len(text) >= 3 else "strpos(doc, :lower) > 0"
             out.append((f"SELECT trace_id FROM {t.pg_table} WHERE project_id = :p AND {has} LIMIT :n",
                         {"lower": text.lower()}))
-            out.append((f"SELECT trace_id FROM {t.table} WHERE project_id = :p AND {tail}"
-                        f" AND {t.pg_document} LIKE :q LIMIT :n", {}))
+            if t.table != "spans":  # the spans' text is in their bodies: `_pg_spans_tail`
+                out.append((f"SELECT trace_id FROM {t.table} WHERE project_id = :p AND {tail}"
+                            f" AND {t.pg_document} LIKE :q LIMIT :n", {}))
             continue
         if len(text) >= 3:
             match: str | None = " AND ".join(map(_fts_phrase, _trigrams(text)))
@@ -185,12 +226,15 @@ def probe_queries(conn: sa.Connection, dialect: str, text: str,
             # its trigrams in the text, in this order. The index drives, rows in its order: joined
             # the other way, SQLite walked the project's rows and ran the match once per row
             # (minutes on 200,000 spans).
-            check = "" if len(text) <= 3 else " AND " + _likes(t.columns, "r.")
+            # A document is a trace's spans (`_index_spans`): any of them may hold the text.
+            check = "" if len(text) <= 3 else " AND " + (
+                f"EXISTS (SELECT 1 FROM spans s WHERE s.trace_seq = r.trace_seq AND {_likes(t.values('s'))})"
+                if t.table == "spans" else _likes(t.values("r")))
             out.append((f"SELECT DISTINCT r.trace_id FROM {t.fts} f CROSS JOIN {t.table} r"
                         f" WHERE f.{t.fts} MATCH :m AND r.id = f.rowid AND r.project_id = :p{check} LIMIT :n",
                         {"m": match}))
         out.append((f"SELECT DISTINCT trace_id FROM {t.table} WHERE project_id = :p AND {tail}"
-                    f" AND {_likes(t.columns)} LIMIT :n", {}))
+                    f" AND {_likes(t.values())} LIMIT :n", {}))
     # A trace's name and text are a span's (searched above) unless they are its own: stated by a
     # client or amended (`own_text`, which a partial index lists). Those change with any batch, so
     # they are scanned, not indexed.
@@ -205,7 +249,7 @@ def _trace_text(dialect: str) -> str:
     return _likes(("name", "input_text", "output_text"))
 
 
-def _each_trace(dialect: str, text: str, marks: dict[str, int]) -> sa.ColumnElement[bool]:
+def _each_trace(dialect: str, text: str, marks: dict[str, int], tail: set[str]) -> sa.ColumnElement[bool]:
     """The search as a condition on each trace row the list reads: its own text, its spans and its
     span events (on PostgreSQL their indexed documents, and the rows above the marks). Unqualified
     columns in a subquery are its own table's. OFFSET 0 keeps PostgreSQL from turning a check into
@@ -216,13 +260,17 @@ def _each_trace(dialect: str, text: str, marks: dict[str, int]) -> sa.ColumnElem
     for t in INDEXED:
         key = "s.trace_seq = traces.seq" if t.table == "spans" else of_trace
         if dialect == "sqlite":
-            checks.append(f"EXISTS (SELECT 1 FROM {t.table} s WHERE {key} AND {_likes(t.columns)})")
+            checks.append(f"EXISTS (SELECT 1 FROM {t.table} s WHERE {key} AND {_likes(t.values())})")
             continue
         checks.append(f"EXISTS (SELECT 1 FROM {t.pg_table} s WHERE {of_trace} AND doc LIKE :q OFFSET 0)")
-        checks.append(f"EXISTS (SELECT 1 FROM {t.table} s WHERE {key} AND s.id > {int(marks[t.table])}"
-                      f" AND {t.pg_document} LIKE :q OFFSET 0)")
+        if t.table != "spans":  # the spans above the mark: `tail`
+            checks.append(f"EXISTS (SELECT 1 FROM {t.table} s WHERE {key} AND s.id > {int(marks[t.table])}"
+                          f" AND {t.pg_document} LIKE :q OFFSET 0)")
     q = _like(text.lower() if dialect != "sqlite" else text)
-    return sa.text("(" + " OR ".join(checks) + ")").bindparams(q=q)  # type: ignore[return-value]
+    condition = sa.text("(" + " OR ".join(checks) + ")").bindparams(q=q)
+    if not tail:
+        return condition  # type: ignore[return-value]
+    return sa.or_(condition, traces.c.trace_id.in_(sorted(tail)))
 
 
 def step_committed(dbapi: Any, sql: Sql, limit: int) -> int | None:
@@ -265,16 +313,79 @@ def index_step(cur: Any, pg: bool, limit: int) -> int:
         upto = cur.fetchone()[0]
         if upto is None:
             continue
-        if pg:
+        if t.table == "spans":
+            done += _index_spans(cur, pg, t, mark, upto)
+        elif pg:
             cur.execute(f"INSERT INTO {t.pg_table} (id, project_id, trace_id, doc)"
                         f" SELECT id, project_id, trace_id, {t.pg_document} FROM {t.table}"
                         " WHERE id > %s AND id <= %s ON CONFLICT (id) DO NOTHING", [mark, upto])
+            done += max(cur.rowcount, 0)
         else:
             cur.execute(f"INSERT INTO {t.fts} (rowid, {', '.join(t.columns)}) SELECT id, {fts_values(t)}"
                         f" FROM {t.table} WHERE id > ? AND id <= ?", [mark, upto])
-        done += cur.rowcount if cur.rowcount and cur.rowcount > 0 else 0
+            done += max(cur.rowcount, 0)
         cur.execute(f"UPDATE search_state SET indexed_upto = {p} WHERE name = {p}", [upto, t.table])
     return done
+
+
+def _index_spans(cur: Any, pg: bool, t: Indexed, mark: int, upto: int) -> int:
+    """Index the spans with ids in (mark, upto] as one document per trace: a trace's spans share
+    most of their text (a system prompt, the messages each call passes on), so a trigram is listed
+    once for the trace rather than once a span (a third of the entries on bench/ingest.py's
+    traces, and of the indexing work). A document is named by its first span's id. Returns how
+    many spans."""
+    if pg:
+        cur.execute(f"SELECT id, project_id, trace_id, {DOCUMENT_COLUMNS} FROM spans WHERE id > %s AND id <= %s"
+                    " ORDER BY id", [mark, upto])
+        rows = cur.fetchall()
+        by_trace: dict[Any, list[tuple[Any, ...]]] = {}
+        for row in rows:
+            by_trace.setdefault((row[1], row[2]), []).append(row)
+        cur.executemany(f"INSERT INTO {t.pg_table} (id, project_id, trace_id, doc) VALUES (%s, %s, %s, %s)"
+                        " ON CONFLICT (id) DO NOTHING",
+                        [(group[0][0], pid, trace_id, SEPARATOR.join(_pg_text(*r[3:]) for r in group))
+                         for (pid, trace_id), group in by_trace.items()])
+        return len(rows)
+    cur.execute(f"SELECT id, trace_seq, {DOCUMENT_COLUMNS} FROM spans WHERE id > ? AND id <= ? ORDER BY id",
+                [mark, upto])
+    rows = cur.fetchall()
+    groups: dict[Any, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        groups.setdefault(row[1], []).append(row)
+    docs = [(group[0][0], *document(group)) for group in groups.values()]
+    cur.executemany(f"INSERT INTO {t.fts} (rowid, {', '.join(t.columns)}) VALUES (?, ?, ?, ?, ?)", docs)
+    cur.executemany("INSERT INTO spans_fts_docs (id, last_id) VALUES (?, ?)",
+                    [(group[0][0], group[-1][0]) for group in groups.values()])
+    return len(rows)
+
+
+# A span's columns its part of a document is made of (`_values`).
+DOCUMENT_COLUMNS = "name, body, input_text, output_text, attributes"
+
+
+def _values(name: str, body: bytes | None, *columns: str | None) -> tuple[str | None, ...]:
+    """A span's name, input, output and attributes as its body says (a row stored without one, by
+    SQL of its own, as its columns say)."""
+    return (name, *(spanbody.unpack(body)[:3] if body is not None else columns))
+
+
+def _pg_text(name: str, body: bytes | None, *columns: str | None) -> str:
+    """PostgreSQL: a span's part of its trace's document, lower-cased (queries are), without NUL
+    (which PostgreSQL's text refuses)."""
+    return " ".join(v for v in _values(name, body, *columns) if v is not None).lower().replace("\x00", "\ufffd")
+
+
+def document(spans: list[tuple[Any, ...]]) -> tuple[str | None, ...]:
+    """SQLite: the index's document of some of a trace's spans, (id, trace_seq, *DOCUMENT_COLUMNS)
+    in id order: each column the spans' values, padded (`padded`), apart. What the span rows'
+    bodies say, which never changes: deleting the document (`tracehub.store.retention`) gives it
+    again."""
+    columns: list[list[str]] = [[], [], [], []]
+    for row in spans:
+        for column, value in zip(columns, _values(*row[2:])):
+            if value is not None:
+                column.append(value + "  ")
+    return tuple(SEPARATOR.join(c) if c else None for c in columns)
 
 
 class Horizon:
