@@ -170,6 +170,10 @@ def main() -> None:
                 conn.execute(sa.text("UPDATE traces SET start_ns = start_ns - :d, end_ns = end_ns - :d,"
                                      " updated_ns = updated_ns - :d WHERE seq >= :lo AND seq <= :hi"),
                              {"d": 40 * DAY_NS, "lo": seqs[i], "hi": seqs[min(i + 10_000, len(seqs)) - 1]})
+        # Real traces age with their statistics: without them PostgreSQL planned the prune's
+        # re-check of a chunk on the start index and read every old trace (18 ms a chunk, not 0.3).
+        with engine.begin() as conn:
+            conn.execute(sa.text("ANALYZE traces"))
         print(f"aged in {time.perf_counter() - aged:.0f} s", flush=True)
 
         sender = Steady(handle.otlp_http, args.api_key, steady, args.rate)
