@@ -83,7 +83,6 @@ def padded(t: Indexed, column: str) -> str:
 # Between the spans' texts in a trace's document: a query holds no such character, so none is found
 # across two spans.
 SEPARATOR = "\x1f"
-SEPARATOR_PG = "E'\\x1f'"
 
 
 def fts_values(t: Indexed) -> str:
@@ -158,12 +157,16 @@ def _pg_spans_tail(conn: sa.Connection, project_id: int, text: str, mark: int) -
     text is in their bodies, which only Python reads; a text an event filled later is in their
     columns."""
     needle, found = text.lower(), set()
-    rows = conn.execute(sa.text(f"SELECT trace_id, {DOCUMENT_COLUMNS} FROM spans WHERE project_id = :p AND id > :m"),
-                        {"p": project_id, "m": mark})
-    for trace_id, name, body, input_text, output_text, attributes in rows:
-        if trace_id not in found and needle in " ".join(v for v in (
-                _pg_text(name, body, input_text, output_text, attributes), input_text, output_text) if v).lower():
-            found.add(trace_id)
+    # A page at a time: the rows above the mark are many while ingest outruns the index.
+    query = sa.text(f"SELECT id, trace_id, {DOCUMENT_COLUMNS} FROM spans WHERE project_id = :p AND id > :after"
+                    " ORDER BY id LIMIT 2000")
+    rows = conn.execute(query, {"p": project_id, "after": mark}).all()
+    while rows:
+        for _id, trace_id, name, body, input_text, output_text, attributes in rows:
+            if trace_id not in found and needle in " ".join(v for v in (
+                    _pg_text(name, body, input_text, output_text, attributes), input_text, output_text) if v).lower():
+                found.add(trace_id)
+        rows = conn.execute(query, {"p": project_id, "after": rows[-1][0]}).all()
     return found
 
 
@@ -270,7 +273,8 @@ def _each_trace(dialect: str, text: str, marks: dict[str, int], tail: set[str]) 
     condition = sa.text("(" + " OR ".join(checks) + ")").bindparams(q=q)
     if not tail:
         return condition  # type: ignore[return-value]
-    return sa.or_(condition, traces.c.trace_id.in_(sorted(tail)))
+    # One array parameter: an IN list binds a parameter a trace, and psycopg takes 65,535.
+    return sa.or_(condition, sa.text("traces.trace_id = ANY(:tail)").bindparams(tail=sorted(tail)))
 
 
 def step_committed(dbapi: Any, sql: Sql, limit: int) -> int | None:
