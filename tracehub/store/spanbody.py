@@ -29,7 +29,7 @@ import zstandard
 
 MIN_BYTES = 128
 _RAW = b"\x00"  # a zstd frame starts with its magic number, 0x28
-LEVEL = 2  # level 1 kept 1% more; level 3 2% less, in half as much time again
+LEVEL = 2  # on the benchmark's spans level 1 kept 1% more bytes, level 3 0.4% fewer in 1.5x the time
 _HEADER = struct.Struct("<5i")
 Json = bytes | bytearray
 
