@@ -323,10 +323,11 @@ _STORED = len(SPAN_COLUMNS)
 _SPAN_INSERT = (*SPAN_COLUMNS, "trace_seq")
 _NO_ITEMS = bytearray(b"[]")  # most spans' events and links; shared, never changed
 _IN_BODY = bytearray(b"")  # the JSON columns of a row with a body (`spanbody`)
-# A span row's text from the client: where `RowEncoder.nul_free` looks for NUL.
+# A span row's text from the client: where `RowEncoder.nul_free` looks for NUL (its input and output
+# are looked at before they go into the body).
 _span_text = operator.itemgetter(*(SPAN_COLUMNS.index(c) for c in (
-    "name", "span_type", "status_message", "model", "input_text", "output_text", "user_id", "session_id",
-    "environment", "graph_name", "node_name")))
+    "name", "span_type", "status_message", "model", "user_id", "session_id", "environment", "graph_name",
+    "node_name")))
 
 
 def insert_annotation_spans(cur: Any, sql: Sql, project_id: int, trace_id: str, spans: list[SpanRecord]) -> None:

@@ -163,8 +163,8 @@ def _pg_spans_tail(conn: sa.Connection, project_id: int, text: str, mark: int) -
     rows = conn.execute(query, {"p": project_id, "after": mark}).all()
     while rows:
         for _id, trace_id, name, body, input_text, output_text, attributes in rows:
-            if trace_id not in found and needle in " ".join(v for v in (
-                    _pg_text(name, body, input_text, output_text, attributes), input_text, output_text) if v).lower():
+            if trace_id not in found and (needle in _pg_text(name, body, input_text, output_text, attributes)
+                                          or any(needle in v.lower() for v in (input_text, output_text) if v)):
                 found.add(trace_id)
         rows = conn.execute(query, {"p": project_id, "after": rows[-1][0]}).all()
     return found

@@ -16,8 +16,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tracehub.store import amendment, spanbody
-from tracehub.store.queries import _dicts, _trace_spans_query
+from tracehub.store import amendment
+from tracehub.store.queries import _dicts, _trace_spans_query, span_rows
 from tracehub.store.schema import span_events, spans, traces
 
 LIGHT_COLUMNS = ("span_id", "parent_span_id", "parent_remote", "name", "span_type", "status", "start_ns",
@@ -103,8 +103,7 @@ def _one_span_query(dialect: str) -> sa.Select[Any]:
 
 def one_span(conn: sa.Connection, project_id: int, trace_id: str, span_id: str) -> dict[str, Any] | None:
     """One span as the read model has it, or None if the trace holds no such span."""
-    rows = spanbody.open_rows(_dicts(conn.execute(_one_span_query(conn.dialect.name),
-                                                  {"p": project_id, "t": trace_id, "s": span_id})))
+    rows = span_rows(conn, _one_span_query(conn.dialect.name), {"p": project_id, "t": trace_id, "s": span_id})
     _merge(conn, project_id, trace_id, rows)
     return rows[0] if rows else None
 
@@ -116,7 +115,6 @@ def _graph_spans_query(dialect: str) -> sa.Select[Any]:
 
 def graph_spans(conn: sa.Connection, project_id: int, trace_id: str) -> list[dict[str, Any]]:
     """The read-model rows of the trace's LangGraph spans (a graph or node name), start order."""
-    rows = spanbody.open_rows(_dicts(conn.execute(_graph_spans_query(conn.dialect.name),
-                                                  {"p": project_id, "t": trace_id})))
+    rows = span_rows(conn, _graph_spans_query(conn.dialect.name), {"p": project_id, "t": trace_id})
     _merge(conn, project_id, trace_id, rows)
     return rows
