@@ -12,7 +12,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,22 +23,12 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent / "tests"))  # otlp_helpers, which bench/ shares
+from otlp_helpers import free_ports  # noqa: E402
+
 API_KEY = "dev-key"
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 PG_ADMIN_URL = os.environ.get("TRACEHUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free ports: each socket stays bound until all are chosen (one at a time, the
-    kernel may hand out a port just released, and a server would then fail to bind)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def free_port() -> int:

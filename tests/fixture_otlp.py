@@ -17,18 +17,13 @@ from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import (
-    AnyValue,
-    ArrayValue,
-    InstrumentationScope,
-    KeyValue,
-    KeyValueList,
-)
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+from otlp_helpers import any_value, key_values
 
-__all__ = ["any_value", "capture_to_logs_request", "capture_to_trace_request", "key_values"]
+__all__ = ["capture_to_logs_request", "capture_to_trace_request"]
 
 _KINDS = {
     "UNSPECIFIED": Span.SPAN_KIND_UNSPECIFIED,
@@ -94,31 +89,6 @@ def capture_to_logs_request(capture: dict[str, Any]) -> ExportLogsServiceRequest
             scopes[skey] = sl
         sl.log_records.append(_log_record(record))
     return request
-
-
-def any_value(value: Any) -> AnyValue:
-    """A decoded attribute value (as the captures show it) as an OTLP AnyValue."""
-    if value is None:
-        return AnyValue()  # the empty AnyValue is how OTLP says "no value"
-    if isinstance(value, bool):  # before int: bool is an int subclass
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, str):
-        return AnyValue(string_value=value)
-    if isinstance(value, (bytes, bytearray)):
-        return AnyValue(bytes_value=bytes(value))
-    if isinstance(value, (list, tuple)):
-        return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
-    if isinstance(value, dict):
-        return AnyValue(kvlist_value=KeyValueList(values=key_values(value)))
-    raise TypeError(f"cannot express {type(value).__name__} as an OTLP AnyValue")
-
-
-def key_values(attributes: dict[str, Any]) -> list[KeyValue]:
-    return [KeyValue(key=str(k), value=any_value(v)) for k, v in attributes.items()]
 
 
 def _span(span: dict[str, Any]) -> Span:
