@@ -41,8 +41,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT / "tests"))
 
-from ingest import free_ports  # noqa: E402
+from otlp_helpers import free_ports  # noqa: E402
 from signals import REQUEST_PARTS, RESPONSE_PARTS, text_of  # noqa: E402
 
 from tracehub.decision.engine import Plan, PolicyVersion, assess, cache_key, decision_rows, judge_spans  # noqa: E402

@@ -35,26 +35,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
 
-from ingest import (  # noqa: E402 - bench/ is not a package
-    ABORT,
-    MIB,
-    VENV_PYTHON,
-    SendStats,
-    _pg_admin_connect,
-    build_workload,
-    db_backend_cpu,
-    free_ports,
-    http_get_json,
-    http_sender,
-    log,
-    machine_speed_us,
-    server_metrics,
-    stored_spans,
-    tail,
-    trace_count,
-    tree_cpu_seconds,
-)
+from otlp_helpers import free_ports  # noqa: E402 - bench/ and tests/ are not packages
+from procfs import db_backend_cpu, machine_speed_us, tree_cpu_seconds  # noqa: E402
+from senders import ABORT, SendStats, http_sender  # noqa: E402
+from server import MIB, VENV_PYTHON, http_get_json, log, server_metrics, stored_spans, tail, trace_count  # noqa: E402
+from server import pg_admin_connect as _pg_admin_connect  # noqa: E402
+from workload import build_workload  # noqa: E402
 
 CONFLICTS = "tracehub_writer_conflicts_total"
 
