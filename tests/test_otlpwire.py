@@ -8,9 +8,11 @@ gives None, so protobuf's error stands.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import math
 import shutil
 import struct
+import subprocess
 import sysconfig
 from pathlib import Path
 from typing import Any
@@ -325,3 +327,42 @@ def test_unknown_fields_are_skipped() -> None:
     assert_same(body)
     (record,) = otlp.decode_traces(body).spans
     assert record.name == "s"
+
+
+# ------------------------------------------------------------------ its tables
+
+def _reader_with_fields(tmp_path: Path, added: dict[str, str]) -> Any:
+    """The reader built from its source with a field spec added at the head of some tables."""
+    source = Path(otlp.__file__).with_name("_otlpwire.c").read_text()
+    for table, spec in added.items():
+        head = f"static const Spec {table}[] = {{\n"
+        assert head in source, table
+        source = source.replace(head, head + f"    {spec},\n")
+    c_file = tmp_path / "_otlpwire.c"
+    c_file.write_text(source)
+    built = tmp_path / ("_otlpwire" + sysconfig.get_config_var("EXT_SUFFIX"))
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()
+    made = subprocess.run([*compiler, "-shared", "-fPIC", "-O0", "-I", sysconfig.get_paths()["include"],
+                           str(c_file), "-o", str(built)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    spec = importlib.util.spec_from_file_location("_otlpwire", built)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)  # not in sys.modules: the tests' reader stays the built one
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_number_field_added_to_any_table_is_read_in_bounds(tmp_path: Path) -> None:
+    """Every message has room for numbers, and a table naming a slot past the room refuses the
+    body instead of writing past it."""
+    reader = _reader_with_fields(tmp_path, {
+        "LINK_FIELDS": "{1000, VARINT, NUMBER, 0}", "SCOPE_FIELDS": "{1000, VARINT, NUMBER, 0}",
+        "RESOURCE_FIELDS": "{1000, VARINT, NUMBER, 0}", "EVENT_FIELDS": "{1000, VARINT, NUMBER, 99}",
+    })
+    extra = _varint(1000 << 3) + _varint(2**64 - 1)  # unknown to protobuf: skipped
+    link = _field(13, _field(1, b"\x03" * 16) + _field(2, b"\x04" * 8) + extra)
+    body = _field(1, _field(1, extra) + _field(2, _field(1, extra) + _field(2, _SPAN + link)))
+    assert repr(reader.trace_parts(body)) == repr(reference(body)) != repr(reference(_one_span(_SPAN)))
+    with_event = _span_body(_field(11, _field(2, b"e")))
+    assert reader.trace_parts(with_event) is None
+    assert_same(with_event)  # the installed reader, for the same body

@@ -338,17 +338,37 @@ static const Spec SCOPE_FIELDS[] = {
 };
 
 /* entity_refs hold text this reader does not check. */
+enum { RS_ATTRS, RS_OBJ };
 static const Spec RESOURCE_FIELDS[] = {
-    {1, LEN, ATTRIBUTE, 0}, {2, VARINT, SKIPPED, 0}, {3, LEN, REFUSED, 0}, END_OF_FIELDS,
+    {1, LEN, ATTRIBUTE, RS_ATTRS}, {2, VARINT, SKIPPED, 0}, {3, LEN, REFUSED, 0}, END_OF_FIELDS,
 };
+
+/* What a message is read into: its Python values in obj and its numbers in num, at the slots its
+ * table names. Every message has both, as large as a Span's (the largest), and a slot past them
+ * refuses the body (`fits`): a new field in any table cannot write out of bounds. */
+enum { MAX_OBJ = SP_OBJ, MAX_NUM = SP_NUM };
+_Static_assert(EV_OBJ <= MAX_OBJ && LK_OBJ <= MAX_OBJ && SC_OBJ <= MAX_OBJ && RS_OBJ <= MAX_OBJ && EV_NUM <= MAX_NUM,
+               "a message has more slots than a Span");
+typedef struct {
+    PyObject *obj[MAX_OBJ];
+    uint64_t num[MAX_NUM];
+} Slots;
 
 static PyObject *span_event(Reader r);
 static PyObject *span_link(Reader r);
 
+/* Whether a table's field fits the slots: init_slots checks every field of a table (and of
+ * STATUS_FIELDS within it) before read_fields writes any. */
+static int fits(const Spec *s) {
+    return s->slot >= 0 && s->slot < (s->kind == NUMBER ? MAX_NUM : MAX_OBJ);
+}
+
 /* The empty values of a table's slots: what protobuf gives for a field not sent. */
-static int init_slots(const Spec *fields, PyObject **obj) {
+static int init_slots(const Spec *fields, Slots *slots) {
     for (const Spec *s = fields; s->number; s++) {
-        PyObject **slot = &obj[s->slot];
+        if (!fits(s))
+            return 0;
+        PyObject **slot = &slots->obj[s->slot];
         switch (s->kind) {
         case BYTES:
         case TEXT:
@@ -365,7 +385,7 @@ static int init_slots(const Spec *fields, PyObject **obj) {
                 return 0;
             break;
         case STATUS:
-            if (!init_slots(STATUS_FIELDS, obj))
+            if (!init_slots(STATUS_FIELDS, slots))
                 return 0;
             break;
         default:
@@ -375,7 +395,8 @@ static int init_slots(const Spec *fields, PyObject **obj) {
     return 1;
 }
 
-static int read_fields(Reader r, const Spec *fields, PyObject **obj, uint64_t *num) {
+static int read_fields(Reader r, const Spec *fields, Slots *slots) {
+    PyObject **obj = slots->obj;
     int status_read = 0, rc;
     Field f;
     while ((rc = next_field(&r, &f)) > 0) {
@@ -398,7 +419,7 @@ static int read_fields(Reader r, const Spec *fields, PyObject **obj, uint64_t *n
             ok = valid_text(&f);
             break;
         case NUMBER:
-            num[s->slot] = f.num;
+            slots->num[s->slot] = f.num;
             break;
         case SKIPPED:
             break;
@@ -412,7 +433,7 @@ static int read_fields(Reader r, const Spec *fields, PyObject **obj, uint64_t *n
             ok = append_new(obj[s->slot], span_link(sub(&f)));
             break;
         case STATUS:
-            ok = !status_read && read_fields(sub(&f), STATUS_FIELDS, obj, num);
+            ok = !status_read && read_fields(sub(&f), STATUS_FIELDS, slots);
             status_read = 1;
             break;
         case REFUSED:
@@ -425,40 +446,39 @@ static int read_fields(Reader r, const Spec *fields, PyObject **obj, uint64_t *n
     return rc == 0;
 }
 
-/* A message's fields into `obj` (n slots, empty at the call) and `num`; on failure the slots are
- * emptied again. */
-static int read_message(Reader r, const Spec *fields, PyObject **obj, int n, uint64_t *num) {
-    if (init_slots(fields, obj) && read_fields(r, fields, obj, num))
+/* A message's fields into `slots` (empty at the call); on failure they are emptied again. */
+static int read_message(Reader r, const Spec *fields, Slots *slots) {
+    if (init_slots(fields, slots) && read_fields(r, fields, slots))
         return 1;
-    for (int i = 0; i < n; i++)
-        Py_CLEAR(obj[i]);
+    for (int i = 0; i < MAX_OBJ; i++)
+        Py_CLEAR(slots->obj[i]);
     return 0;
 }
 
 /* (name, time, attributes) */
 static PyObject *span_event(Reader r) {
-    PyObject *obj[EV_OBJ] = {NULL};
-    uint64_t num[EV_NUM] = {0};
-    if (!read_message(r, EVENT_FIELDS, obj, EV_OBJ, num))
+    Slots m = {{NULL}, {0}};
+    if (!read_message(r, EVENT_FIELDS, &m))
         return NULL;
-    return Py_BuildValue("(NKN)", obj[EV_NAME], (unsigned long long)num[EV_TIME], obj[EV_ATTRS]);
+    return Py_BuildValue("(NKN)", m.obj[EV_NAME], (unsigned long long)m.num[EV_TIME], m.obj[EV_ATTRS]);
 }
 
 /* (trace id, span id, attributes) */
 static PyObject *span_link(Reader r) {
-    PyObject *obj[LK_OBJ] = {NULL};
-    if (!read_message(r, LINK_FIELDS, obj, LK_OBJ, NULL))
+    Slots m = {{NULL}, {0}};
+    if (!read_message(r, LINK_FIELDS, &m))
         return NULL;
-    return Py_BuildValue("(NNN)", obj[LK_TID], obj[LK_SID], obj[LK_ATTRS]);
+    return Py_BuildValue("(NNN)", m.obj[LK_TID], m.obj[LK_SID], m.obj[LK_ATTRS]);
 }
 
 /* A Span's parts, in `otlp._trace_parts`'s order, after its resource's and scope's indexes. Kind
  * and status code are int32, as protobuf reads them; flags a fixed32. */
 static PyObject *span(Reader r, PyObject *ri, PyObject *si) {
-    PyObject *obj[SP_OBJ] = {NULL};
-    uint64_t num[SP_NUM] = {0};
-    if (!read_message(r, SPAN_FIELDS, obj, SP_OBJ, num))
+    Slots m = {{NULL}, {0}};
+    if (!read_message(r, SPAN_FIELDS, &m))
         return NULL;
+    PyObject **obj = m.obj;
+    uint64_t *num = m.num;
     return Py_BuildValue("(OONNNNiKKiNNNNk)", ri, si, obj[SP_TID], obj[SP_SID], obj[SP_PID], obj[SP_NAME],
                          (int)(int32_t)num[SP_KIND], (unsigned long long)num[SP_START],
                          (unsigned long long)num[SP_END], (int)(int32_t)num[SP_CODE], obj[SP_MESSAGE],
@@ -467,8 +487,9 @@ static PyObject *span(Reader r, PyObject *ri, PyObject *si) {
 
 /* The scope's dict as `otlp._scope` makes it: attributes only when it has some. */
 static PyObject *scope(Reader r) {
-    PyObject *obj[SC_OBJ] = {NULL};
-    if (!read_message(r, SCOPE_FIELDS, obj, SC_OBJ, NULL))
+    Slots m = {{NULL}, {0}};
+    PyObject **obj = m.obj;
+    if (!read_message(r, SCOPE_FIELDS, &m))
         return NULL;
     if (PyDict_GET_SIZE(obj[SC_ATTRS]))
         return Py_BuildValue("{sNsNsN}", "name", obj[SC_NAME], "version", obj[SC_VERSION], "attributes",
@@ -479,8 +500,8 @@ static PyObject *scope(Reader r) {
 
 /* A Resource's attributes. */
 static PyObject *resource(Reader r) {
-    PyObject *obj[1] = {NULL};
-    return read_message(r, RESOURCE_FIELDS, obj, 1, NULL) ? obj[0] : NULL;
+    Slots m = {{NULL}, {0}};
+    return read_message(r, RESOURCE_FIELDS, &m) ? m.obj[RS_ATTRS] : NULL;
 }
 
 typedef struct {
