@@ -109,8 +109,8 @@ class Settings:
     )
     log_level: str = _setting("info", "Log level: debug, info, warning, error.")
     prices_file: str | None = _setting(
-        None, "JSON or YAML model price table (USD per 1M input / output tokens) merged over the"
-        " shipped one; see tracehub/data/model_prices.json for the shape."
+        None, "JSON or YAML model price table (USD per 1M input / output tokens) whose models win over"
+        ' genai-prices\' catalogue: {"models": {"my-model": {"input": 1.0, "output": 2.0}}}.'
     )
     judge: str = _setting(
         "heuristic", "Judge of decisions: heuristic (the policy's verdict, in process) or llm (an"
