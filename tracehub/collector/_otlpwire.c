@@ -347,8 +347,6 @@ static const Spec RESOURCE_FIELDS[] = {
  * table names. Every message has both, as large as a Span's (the largest), and a slot past them
  * refuses the body (`fits`): a new field in any table cannot write out of bounds. */
 enum { MAX_OBJ = SP_OBJ, MAX_NUM = SP_NUM };
-_Static_assert(EV_OBJ <= MAX_OBJ && LK_OBJ <= MAX_OBJ && SC_OBJ <= MAX_OBJ && RS_OBJ <= MAX_OBJ && EV_NUM <= MAX_NUM,
-               "a message has more slots than a Span");
 typedef struct {
     PyObject *obj[MAX_OBJ];
     uint64_t num[MAX_NUM];
