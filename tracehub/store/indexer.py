@@ -9,8 +9,9 @@ they run beside the writer. SQLite has one write lock, so there the writer still
 its own commits (`Writer._index`).
 
 The pacing is the writer's: while it is at work half the time or more (`Writer.busy`), one small
-step a second (ingest keeps the CPU and the index catches up afterwards); otherwise step after step
-until the index is complete. (Pausing whenever the writer had committed in the last 50 ms left a
+step a second (ingest keeps the CPU and the index catches up afterwards) unless the index is more
+than INDEX_LAG_S behind, then steps without a pause; otherwise step after step until the index is
+complete. (Pausing whenever the writer had committed in the last 50 ms left a
 steady 2,000 spans/s ~39,000 rows behind after 20 s; now ~11,000, this machine's trigram indexing
 being slower than that, and a steady 1,000 spans/s keeps up.)
 
@@ -57,13 +58,15 @@ STATS_LAG_S = 12.0
 
 class SearchIndexer(Background):
     def __init__(self, engine: sa.Engine, sql: Sql, busy: Callable[[], bool], step_rows: int,
-                 busy_step_rows: int, busy_every_s: float) -> None:
+                 busy_step_rows: int, busy_every_s: float, lag_s: float, lag_step_rows: int) -> None:
         super().__init__(engine, "tracehub-indexer", "th-indexer")
         self._sql = sql
         self._busy = busy
         self._step_rows = step_rows
         self._busy_step_rows = busy_step_rows
         self._busy_every_s = busy_every_s
+        self._lag_s = lag_s
+        self._lag_step_rows = lag_step_rows
         self._new_rows = threading.Event()
 
     def rows_committed(self) -> None:
@@ -90,7 +93,7 @@ class SearchIndexer(Background):
             started = time.monotonic()
             pending = self._step(dbapi)
             self._analyze(dbapi)
-            if self._busy():
+            if self._yields():
                 self._stop.wait(max(0.0, self._busy_every_s - (time.monotonic() - started)))
                 pending = True  # the writer committed meanwhile
             else:
@@ -98,7 +101,9 @@ class SearchIndexer(Background):
 
     def _step(self, dbapi: Any) -> bool:
         """One bounded step in its own transaction; True if more rows may be waiting."""
-        done = search.step_committed(dbapi, self._sql, self._busy_step_rows if self._busy() else self._step_rows)
+        rows = (self._lag_step_rows if search.LAG.lag() > self._lag_s
+                else self._busy_step_rows if self._busy() else self._step_rows)
+        done = search.step_committed(dbapi, self._sql, rows)
         if done is None:
             self._stop.wait(self._busy_every_s)  # no busy retry loop
             return False
@@ -106,6 +111,10 @@ class SearchIndexer(Background):
             self._stop.wait(HORIZON_WAIT_S)
             return True
         return done > 0
+
+    def _yields(self) -> bool:
+        """Whether ingest keeps the CPU: the writer is busy and the index is less than lag_s behind."""
+        return self._busy() and search.LAG.lag() <= self._lag_s
 
     def _vacuum(self, dbapi: Any) -> None:
         """VACUUM the trace table once ingest pauses, if half its rows are new or dead since the last

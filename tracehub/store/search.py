@@ -9,9 +9,10 @@ dates that tail (`/readyz`, `/metrics`).
 
 The spans' index holds a document per trace and indexing step (`_index_spans`): what the spans'
 bodies say (tracehub/store/spanbody.py), which never changes. SQLite: FTS5 tables with the trigram
-tokenizer, without token positions (`detail=none`: half the indexing cost, a third of the size). A
-query of three or more characters finds the documents that hold all of its trigrams, then keeps the
-traces whose rows contain it; one or two characters (many Korean words are two syllables) take the
+tokenizer, without token positions (`detail=none`: half the indexing cost, a third of the size);
+a spans document lists the trace's distinct words (`document`). A query with words of three or more
+characters finds the documents that hold all of their trigrams, then keeps the traces whose rows
+contain it; one or two characters (many Korean words are two syllables) take the
 indexed trigrams that start with them (`fts5vocab`, by range). PostgreSQL: side tables of
 lower-cased documents with pg_trgm GIN indexes; there a query of one or two characters scans the
 documents, and the spans above the mark are read in Python (`_pg_spans_tail`).
@@ -80,8 +81,8 @@ def padded(t: Indexed, column: str) -> str:
     return f"{t.value(column)} || '  '"
 
 
-# Between the spans' texts in a trace's document: a query holds no such character, so none is found
-# across two spans.
+# PostgreSQL: between the spans' texts in a trace's document. A query holds no such character, so
+# none is found across two spans.
 SEPARATOR = "\x1f"
 
 
@@ -109,8 +110,9 @@ MAX_QUERY_TRIGRAMS = 24
 MAX_PREFIX_TERMS = 400
 
 
-def _trigrams(text: str) -> list[str]:
-    grams = list(dict.fromkeys(text[i:i + 3] for i in range(len(text) - 2)))
+def _trigrams(text: str | list[str]) -> list[str]:
+    """A text's trigrams (or those given), at most MAX_QUERY_TRIGRAMS spread over them."""
+    grams = list(dict.fromkeys(text[i:i + 3] for i in range(len(text) - 2))) if isinstance(text, str) else text
     if len(grams) > MAX_QUERY_TRIGRAMS:
         step = (len(grams) - 1) / (MAX_QUERY_TRIGRAMS - 1)
         grams = [grams[round(i * step)] for i in range(MAX_QUERY_TRIGRAMS)]
@@ -215,22 +217,16 @@ def probe_queries(conn: sa.Connection, dialect: str, text: str,
                 out.append((f"SELECT trace_id FROM {t.table} WHERE project_id = :p AND {tail}"
                             f" AND {t.pg_document} LIKE :q LIMIT :n", {}))
             continue
-        if len(text) >= 3:
-            match: str | None = " AND ".join(map(_fts_phrase, _trigrams(text)))
-        else:
-            terms = conn.execute(sa.text(f"SELECT term FROM {t.fts}_vocab WHERE term >= :lo AND term < :hi"
-                                         " LIMIT :n"), {"lo": text.lower(), "hi": text.lower() + "\U0010ffff",
-                                                        "n": MAX_PREFIX_TERMS + 1}).scalars().all()
-            if len(terms) > MAX_PREFIX_TERMS:
-                return None
-            match = " OR ".join(map(_fts_phrase, terms)) or None
+        query = _query_match(conn, t, text)
+        if query is None:
+            return None
+        match, exact = query
         if match is not None:
-            # Up to three characters the trigrams found are the matches; a longer query needs all
-            # its trigrams in the text, in this order. The index drives, rows in its order: joined
-            # the other way, SQLite walked the project's rows and ran the match once per row
-            # (minutes on 200,000 spans).
-            # A document is a trace's spans (`_index_spans`): any of them may hold the text.
-            check = "" if len(text) <= 3 else " AND " + (
+            # The index drives, rows in its order: joined the other way, SQLite walked the
+            # project's rows and ran the match once per row (minutes on 200,000 spans). Unless
+            # the trigrams found are the match itself, the rows are checked; a document is a
+            # trace's spans (`_index_spans`): any of them may hold the text.
+            check = "" if exact else " AND " + (
                 f"EXISTS (SELECT 1 FROM spans s WHERE s.trace_seq = r.trace_seq AND {_likes(t.values('s'))})"
                 if t.table == "spans" else _likes(t.values("r")))
             out.append((f"SELECT DISTINCT r.trace_id FROM {t.fts} f CROSS JOIN {t.table} r"
@@ -244,6 +240,28 @@ def probe_queries(conn: sa.Connection, dialect: str, text: str,
     out.append((f"SELECT trace_id FROM traces WHERE project_id = :p AND own_text AND {_trace_text(dialect)}"
                 " LIMIT :n", {}))
     return out
+
+
+def _query_match(conn: sa.Connection, t: Indexed, text: str) -> tuple[str | None, bool] | None:
+    """SQLite: the FTS5 query that finds the documents which may hold `text` (None in it: none
+    can), and whether the documents it finds are the matches; None if too common to look up. A spans
+    document lists words (`document`), so its trigrams are asked for within the query's words:
+    every word of a match lies inside a word of the text. One or two characters (many Korean
+    words are two syllables) take the indexed trigrams that start with them, at most
+    MAX_PREFIX_TERMS."""
+    words = text.split() if t.table == "spans" else [text]
+    long = [w for w in words if len(w) >= 3]
+    if long:
+        grams = _trigrams(list(dict.fromkeys(g for w in long for g in _trigrams(w))))
+        return " AND ".join(map(_fts_phrase, grams)), words == [text] and len(text) == 3
+    if not words:
+        return None
+    prefix = max(words, key=len).lower()
+    terms = conn.execute(sa.text(f"SELECT term FROM {t.fts}_vocab WHERE term >= :lo AND term < :hi LIMIT :n"),
+                         {"lo": prefix, "hi": prefix + "\U0010ffff", "n": MAX_PREFIX_TERMS + 1}).scalars().all()
+    if len(terms) > MAX_PREFIX_TERMS:
+        return None
+    return " OR ".join(map(_fts_phrase, terms)) or None, words == [text]
 
 
 def _trace_text(dialect: str) -> str:
@@ -315,6 +333,7 @@ def index_step(cur: Any, pg: bool, limit: int) -> int:
                     f"{f' AND id <= {int(final)}' if final is not None else ''} ORDER BY id LIMIT {p}) AS chunk",
                     [mark, limit])
         upto = cur.fetchone()[0]
+        LAG.indexed(t.table, upto if upto is not None else mark)
         if upto is None:
             continue
         if t.table == "spans":
@@ -381,15 +400,25 @@ def _pg_text(name: str, body: bytes | None, *columns: str | None) -> str:
 
 def document(spans: list[tuple[Any, ...]]) -> tuple[str | None, ...]:
     """SQLite: the index's document of some of a trace's spans, (id, trace_seq, *DOCUMENT_COLUMNS)
-    in id order: each column the spans' values, padded (`padded`), apart. What the span rows'
-    bodies say, which never changes: deleting the document (`tracehub.store.retention`) gives it
-    again."""
-    columns: list[list[str]] = [[], [], [], []]
+    in id order: the distinct words (runs of non-space) of the spans' names, inputs, outputs and
+    attributes, each column the words the ones before it did not have, sorted, padded with two
+    spaces (`padded` says why). A trace's spans repeat their messages, attributes repeat input and output:
+    the words are about a third of the text, and indexing costs with the text's length. What the
+    span rows' bodies say, which never changes: deleting the document
+    (`tracehub.store.retention`) gives it again. A query's trigrams are taken within its words
+    (`_query_match`), so trigrams across two words of a document are never asked for."""
+    texts: list[list[str]] = [[], [], [], []]
     for row in spans:
-        for column, value in zip(columns, _values(*row[2:])):
-            if value is not None:
-                column.append(value + "  ")
-    return tuple(SEPARATOR.join(c) if c else None for c in columns)
+        for column, value in zip(texts, _values(*row[2:])):
+            if value:
+                column.append(value)
+    seen: set[str] = set()
+    columns: list[list[str]] = []
+    for column in texts:
+        words = set(" ".join(column).split()) - seen
+        seen |= words
+        columns.append(sorted(words))  # sorted: the same document again, whatever the hash seed
+    return tuple(" ".join(c) + "  " if c else None for c in columns)
 
 
 class Horizon:
@@ -459,6 +488,7 @@ class IndexLag:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seen: dict[str, collections.deque[tuple[float, int]]] = {}
+        self._upto: dict[str, int] = {}  # each table's mark as this process's last step left it
 
     def seen(self, table: str, max_id: int | None) -> None:
         if max_id is None:
@@ -467,6 +497,16 @@ class IndexLag:
             marks = self._seen.setdefault(table, collections.deque(maxlen=3600))
             if not marks or max_id > marks[-1][1]:
                 marks.append((time.monotonic(), max_id))
+
+    def indexed(self, table: str, upto: int) -> None:
+        with self._lock:
+            self._upto[table] = upto
+
+    def lag(self) -> float:
+        """How long the oldest row the last steps left unindexed has waited, over the tables."""
+        with self._lock:
+            marks = list(self._upto.items())
+        return max((self.behind(table, upto) for table, upto in marks), default=0.0)
 
     def behind(self, table: str, indexed_upto: int) -> float:
         with self._lock:

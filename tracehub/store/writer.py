@@ -16,7 +16,8 @@ What one batch writes, and how, is `tracehub.store.batchwrite`. On SQLite a seco
 checkpoints the WAL (`tracehub.store.checkpoint`), so COMMIT does not wait for fsync. The SQLite
 writer indexes new rows for search in steps (`tracehub.store.search`) when idle and after commits
 while it has time to spare; when ingest keeps it busy, only a small step a second, so ingest keeps
-priority and the search index catches up afterwards. On PostgreSQL a thread of its own does the
+priority and the search index catches up afterwards, unless the index falls INDEX_LAG_S behind:
+then it indexes what it commits, and ingest slows instead of the lag growing. On PostgreSQL a thread of its own does the
 same steps beside the writer (`tracehub.store.indexer`).
 
 A failed transaction is never acknowledged. Its requests are answered by what the failure means
@@ -81,6 +82,12 @@ INDEX_IDLE_S = 0.05
 INDEX_EVERY_S = 1.0
 INDEX_STEP_ROWS = 200
 INDEX_BUSY_STEP_ROWS = 50
+# Past this lag the index no longer yields to ingest: after each commit the writer indexes as many
+# rows as it committed and a step more (PostgreSQL's indexer steps of INDEX_LAG_STEP_ROWS without a
+# pause), so under a load the machine cannot both ingest and index, ingest slows instead of the
+# lag, and the scan of unindexed rows every search pays, growing without bound.
+INDEX_LAG_S = 5.0
+INDEX_LAG_STEP_ROWS = 1_000
 LOAD_WINDOW_S = 0.25
 BUSY_SHARE = 0.5
 # Spans a second the writer is assumed to commit until it has measured itself (`drain_s`).
@@ -243,7 +250,7 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="tracehub-writer", daemon=True)
         self._checkpointer = None if self._sql.pg else Checkpointer(engine)
         self._indexer = SearchIndexer(engine, self._sql, self.busy, INDEX_STEP_ROWS, INDEX_BUSY_STEP_ROWS,
-                                      INDEX_EVERY_S) if self._sql.pg else None
+                                      INDEX_EVERY_S, INDEX_LAG_S, INDEX_LAG_STEP_ROWS) if self._sql.pg else None
         self._load = Load()  # transactions, and on SQLite the search indexing between them
         self._spans_per_s = FIRST_SPANS_PER_S  # while at work: a moving average over transactions
         self._resources = StoredResources()
@@ -439,6 +446,9 @@ class Writer:
             index_pending = True
             if not self._queued and not self.busy():
                 index_pending = self._index(INDEX_STEP_ROWS)
+                last_index = time.monotonic()
+            elif search.LAG.lag() > INDEX_LAG_S:
+                index_pending = self._index(size + INDEX_STEP_ROWS)
                 last_index = time.monotonic()
             elif time.monotonic() - last_index > INDEX_EVERY_S:
                 index_pending = self._index(INDEX_BUSY_STEP_ROWS)
