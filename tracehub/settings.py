@@ -220,6 +220,21 @@ def env_name(name: str) -> str:
     return "TRACEHUB_" + name.upper()
 
 
+_TRUE = frozenset(("true", "1", "yes", "on"))
+_FALSE = frozenset(("false", "0", "no", "off"))
+
+
+def parse_bool(raw: str, variable: str) -> bool:
+    """A boolean setting's value; anything else stops the start (a typo must not read as false)."""
+    word = raw.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise SystemExit(f"{variable}={raw!r} is not a boolean: use true/false, 1/0, yes/no or on/off"
+                     " (any case)")
+
+
 def _coerce(type_name: Any, raw: str, name: str) -> Any:
     kind = type_name if isinstance(type_name, str) else type_name.__name__
     if kind == "int":
@@ -233,7 +248,7 @@ def _coerce(type_name: Any, raw: str, name: str) -> Any:
         except ValueError:
             raise SystemExit(f"{env_name(name)}={raw!r} is not a number") from None
     if kind == "bool":
-        return raw.strip().lower() in ("1", "true", "yes", "on")
+        return parse_bool(raw, env_name(name))
     if kind.endswith("| None") and not raw.strip():
         return None  # an empty optional setting means "not set"
     return raw
