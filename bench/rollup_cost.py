@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""What the stats roll-ups' triggers (migration 0017) cost the writer: trace rows written as the
-writer writes them, into a store at migration 0016 (no roll-ups) and one at 0017, alternated.
+"""What the stats roll-ups' triggers cost the writer: trace rows written as the writer writes them,
+into a store without the roll-ups' triggers (dropped after migrating) and one with them, alternated.
 
 SQLite: the writer's upsert, `executemany` in transactions of 50 new traces, with the server's
 pragmas; the CPU of this process. PostgreSQL: a COPY of 200 new traces a transaction and the
@@ -31,8 +31,10 @@ import psycopg  # noqa: E402
 
 from tracehub.store import db, keys, tracerow  # noqa: E402
 
-REVISIONS = ("0016", "0017")
-COLUMNS = [c for c in tracerow.TRACE_COLUMNS if c != "own_text"]  # the columns both revisions have
+REVISIONS = ("without", "with")  # the roll-ups' triggers
+TRIGGERS = ("trace_hours_insert", "trace_hours_update", "trace_hours_delete", "trace_hours_eval_insert",
+            "trace_hours_eval_update", "trace_hours_eval_delete")
+COLUMNS = list(tracerow.TRACE_COLUMNS)
 UPSERT = (f"INSERT INTO traces ({', '.join(COLUMNS)}) VALUES ({{params}})"
           f" ON CONFLICT (project_id, trace_id) DO UPDATE SET "
           + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in ("project_id", "trace_id", "seq")))
@@ -45,8 +47,21 @@ def trace_row(i: int, spans: int, now: int, rng: random.Random) -> tuple[Any, ..
                end_ns=start + rng.randrange(10**9, 10**10), span_count=spans, running_span_count=0,
                missing_parent_count=0, error_count=0, input_tokens=100, output_tokens=50, cost_usd=0.001,
                updated_ns=now, seq=i + 1, last_span_ns=now, graph_name="g", name="agent",
-               input_text="q" * 1000, output_text="a" * 1000)
+               input_text="q" * 1000, output_text="a" * 1000, own_text=False)
     return tuple(row[c] for c in COLUMNS)
+
+
+def prepare(engine: Any, revision: str) -> None:
+    """A migrated store with the default project, without the roll-ups' triggers for "without"."""
+    db.migrate(engine)
+    keys.ensure_default_project(engine)
+    if revision == "without":
+        on = "" if engine.dialect.name == "sqlite" else " ON traces"
+        with engine.begin() as conn:
+            for trigger in TRIGGERS:
+                table = "evaluation_results" if "eval" in trigger else "traces"
+                conn.exec_driver_sql(f"DROP TRIGGER {trigger}" + (on.replace("traces", table) if on else ""))
+    engine.dispose()
 
 
 def sqlite_run(revision: str, traces: int, rewrite: float) -> float:
@@ -54,9 +69,7 @@ def sqlite_run(revision: str, traces: int, rewrite: float) -> float:
     with tempfile.TemporaryDirectory(prefix="tracehub_bench_") as tmp:
         path = f"{tmp}/rollups.db"
         engine = db.create_engine(f"sqlite:///{path}")
-        db.migrate(engine, revision)
-        keys.ensure_default_project(engine)
-        engine.dispose()
+        prepare(engine, revision)
         conn = sqlite3.connect(path, isolation_level=None)
         for pragma in db.SQLITE_PRAGMAS:
             conn.execute(pragma)
@@ -83,9 +96,7 @@ def postgres_run(revision: str, traces: int, rewrite: float, admin_url: str) -> 
     url = admin_url.rsplit("/", 1)[0] + f"/{name}"
     try:
         engine = db.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-        db.migrate(engine, revision)
-        keys.ensure_default_project(engine)
-        engine.dispose()
+        prepare(engine, revision)
         with psycopg.connect(url) as conn:
             backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
             conn.commit()

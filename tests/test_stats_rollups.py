@@ -293,42 +293,12 @@ def test_the_roll_ups_survive_a_restart(backend: str, server_factory: Callable[.
 
 
 @BACKENDS
-def test_the_migration_rolls_up_the_rows_already_stored(backend: str,
-                                                        database_url_factory: Callable[[str], str]) -> None:
-    engine = db.create_engine(database_url_factory(backend))
-    db.migrate(engine, "0016")
-    with engine.begin() as conn:
-        pid = conn.execute(sa.text("INSERT INTO projects (name, created_ns) VALUES ('old', 1) RETURNING id")).scalar_one()
-        now = time.time_ns()
-        rng = random.Random(3)
-        for i in range(30):
-            start = now - rng.randrange(0, 5 * HOUR)
-            conn.execute(sa.text(
-                "INSERT INTO traces (project_id, trace_id, status, start_ns, end_ns, span_count, running_span_count,"
-                " missing_parent_count, error_count, input_tokens, output_tokens, cost_usd, updated_ns, decision,"
-                " graph_name) VALUES (:p, :t, :s, :start, :end, 2, :run, :miss, 0, 5, 7, 0.25, :now, :d, :g)"),
-                {"p": pid, "t": f"{i:032x}", "s": "error" if i % 6 == 0 else "success", "start": start,
-                 "end": None if i % 10 == 0 else start + rng.randrange(1, 10**10), "run": int(i % 10 == 0),
-                 "miss": int(i % 8 == 0), "now": now, "d": ("BLOCK", "ESCALATE", None)[i % 3],
-                 "g": "g" if i % 4 == 0 else None})
-            conn.execute(sa.text("INSERT INTO evaluation_results (project_id, trace_id, eval_name, passed, metadata,"
-                                 " created_ns) VALUES (:p, :t, 'e', :ok, '{}', :now)"),
-                         {"p": pid, "t": f"{i * 2:032x}", "ok": i % 2 == 0, "now": now})
-    db.migrate(engine, "0017")
-    assert_same(engine, pid, [now, now + HOUR + GRACE], (1, 3, 24))
-    db.downgrade(engine, "0016")
-    db.migrate(engine, "0017")
-    assert_same(engine, pid, [now], (24,))
-    engine.dispose()
-
-
-@BACKENDS
 def test_the_bucket_of_a_duration_increases_with_it_and_python_agrees(
         backend: str, database_url_factory: Callable[[str], str]) -> None:
     durations = sorted({-5, 0, 1, 9, 10, 11, 99, 100, 109, 110, 999, 1000, 10**9, 999_999_999, 10**18,
                         *random.Random(1).sample(range(10**13), 200)})
     engine = db.create_engine(database_url_factory(backend))
-    db.migrate(engine, "0017")
+    db.migrate(engine)
     with engine.begin() as conn:
         conn.execute(traces.insert(), [
             {"project_id": 1, "trace_id": f"{i:032x}", "status": "success", "start_ns": 10**15, "end_ns": 10**15 + d,
@@ -346,7 +316,7 @@ def test_the_bucket_of_a_duration_increases_with_it_and_python_agrees(
 def test_the_reads_use_the_roll_up_indexes(tmp_path: Any) -> None:
     """SQLite once ranged over the start index for the traces awaiting parents (all of them)."""
     engine = db.create_engine(f"sqlite:///{tmp_path / 'plan.db'}")
-    db.migrate(engine, "0017")
+    db.migrate(engine)
     now = time.time_ns()
     statements: list[tuple[str, Any]] = []
     with engine.connect() as conn:
