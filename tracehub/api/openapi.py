@@ -12,7 +12,9 @@ from typing import Any
 from tracehub.api.cases import RESOLVE_BODY, SEVERITIES, WEBHOOK_BODY
 from tracehub.api.decide import MAX_BODY_BYTES as DECIDE_MAX_BODY_BYTES
 from tracehub.api.ingest import MAX_BODY_BYTES
-from tracehub.api.params import MAX_PAGE, MAX_PAGE_SIZE
+from tracehub.api import answers, traces
+from tracehub.api.operation import paths
+from tracehub.api.params import PAGE, PAGE_SIZE
 from tracehub.api.policies import (
     ACTIVATION_VIEW,
     BACKTEST_ANSWER,
@@ -25,9 +27,7 @@ from tracehub.api.policies import (
 )
 from tracehub.api.policies import MAX_BODY_BYTES as POLICY_BODY_BYTES
 from tracehub.api.project import PROJECT_PATCH, RETENTION_DAYS
-from tracehub.api.traces import MAX_SPANS_PAGE_SIZE, SPANS_PAGE_SIZE
-from tracehub.api.schemas import _SPAN_ID as SPAN_ID
-from tracehub.api.schemas import BODIES, MAX_DEPTH, STATUSES, TIME, TRACE_ID
+from tracehub.api.schemas import BODIES, MAX_DEPTH, TRACE_ID
 from tracehub.decision.policy import schema as policy_schema
 from tracehub.store.cases import CASE_STATUSES
 
@@ -51,25 +51,7 @@ _STR = {"type": "string"}
 _TEXT = {"type": "string", "pattern": "^[^\\x00]*$", "description": "Text without NUL."}
 _BOOL = {"type": "boolean"}
 
-TRACE_FILTERS = [
-    _query("page", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1}, "Page number, from 1."),
-    _query("page_size", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 50},
-           "Items per page."),
-    _query("status", {"enum": STATUSES}, "Trace status."),
-    _query("model", _TEXT, "Model name."),
-    _query("environment", _TEXT, "Deployment environment."),
-    _query("user_id", _TEXT, "End user id."),
-    _query("session_id", _TEXT, "Session / conversation id."),
-    _query("name", _TEXT, "Trace name (root span name or graph name)."),
-    _query("search", _TEXT, "Case-insensitive substring in names, input, output, attributes, events."),
-    _query("decision", _TEXT, "Latest decision action."),
-    _query("has_open_spans", _BOOL, "Traces with running spans or parents not yet received."),
-    _query("start_after", TIME, "Traces starting at or after this time."),
-    _query("start_before", TIME, "Traces starting before this time."),
-    _query("eval_name", _TEXT, "Traces with an evaluation of this name."),
-    _query("passed", _BOOL, "Traces with an evaluation (of eval_name, if given) that passed / failed."),
-    _query("user_review_passed", _BOOL, "Traces a reviewer marked passed / failed."),
-]
+PAGED = [PAGE.openapi(), PAGE_SIZE.openapi()]
 
 _OBJ = {"type": "object"}
 _PROJECT = {"type": "object", "required": ["name", "auto_decide", "trace_count", "retention_days"],
@@ -100,8 +82,6 @@ _ITEM_RESULTS = {
 _PAGE = {"type": "object", "required": ["items", "page", "page_size", "total"],
          "properties": {"items": {"type": "array", "items": _OBJ}, "page": {"type": "integer"},
                         "page_size": {"type": "integer"}, "total": {"type": "integer"}}}
-_TRACE_ID_PARAM = {"name": "trace_id", "in": "path", "required": True, "schema": TRACE_ID,
-                   "description": "32 hex characters or a UUID."}
 _CASE_ID = {"name": "case_id", "in": "path", "required": True, "schema": TRACE_ID,
             "description": "32 hex characters or a UUID."}
 _ENDPOINT_ID = {"name": "endpoint_id", "in": "path", "required": True,
@@ -182,6 +162,16 @@ def _dsl_components() -> dict[str, Any]:
     return {"PolicyDefinition": dsl, **{f"PolicyDsl_{name}": d for name, d in defs.items()}}
 
 
+def _schemas(*parts: dict[str, Any]) -> dict[str, Any]:
+    """The components' schemas: request bodies and answers, each name given once."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        taken = out.keys() & part.keys()
+        assert not taken, f"components named twice: {taken}"
+        out.update(part)
+    return out
+
+
 def _policy_paths() -> dict[str, Any]:
     ref = {"name": "policy", "in": "path", "required": True,
            "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"},
@@ -189,7 +179,7 @@ def _policy_paths() -> dict[str, Any]:
     version = {"name": "version", "in": "query", "required": True,
                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}, "description": "Version number."}
     body = {"schema": {"$ref": "#/components/schemas/PolicyBody"}}
-    paged = [*TRACE_FILTERS[:2]]
+    paged = [*PAGED]
     invalid = {**PROBLEM, "description": "The version does not validate under the current policy schema "
                                          "(errors name the paths); nothing changed."}
     page: dict[str, Any] = {"type": "object", "required": ["items", "page", "page_size", "total"],
@@ -270,45 +260,7 @@ def document() -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "security": [{"apiKey": []}, {"bearer": []}],
         "paths": {
-            "/api/v1/traces": {"get": {
-                "summary": "List traces, newest first", "tags": ["traces"], "parameters": TRACE_FILTERS,
-                "responses": {"200": _json({"type": "object", "required": ["items", "page", "page_size",
-                                                                           "total"],
-                                            "properties": {"items": {"type": "array", "items": _OBJ},
-                                                           "page": {"type": "integer"},
-                                                           "page_size": {"type": "integer"},
-                                                           "total": {"type": "integer"},
-                                                           "total_capped": {
-                                                               "type": "boolean",
-                                                               "description": "a common search counts "
-                                                               "1,000 matching traces at most: the total "
-                                                               "is that many or more"}}}, "A page."),
-                              **READ_ERRORS}}},
-            "/api/v1/traces/{trace_id}": {"get": {
-                "summary": "One trace: spans, tree, timeline, evals, decisions, judge runs",
-                "tags": ["traces"],
-                "parameters": [{"name": "trace_id", "in": "path", "required": True, "schema": TRACE_ID,
-                                "description": "32 hex characters or a UUID."}],
-                "responses": {"200": _json(_OBJ, "The trace."), "404": PROBLEM, **READ_ERRORS}}},
-            "/api/v1/traces/{trace_id}/spans": {"get": {
-                "summary": "A page of one trace's spans, light: ids, parent, name, type, status, times, model,"
-                           " tokens, cost (no texts, attributes or events), in start order",
-                "tags": ["traces"],
-                "parameters": [_TRACE_ID_PARAM,
-                               _query("page", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
-                                               "default": 1}, "Page number, from 1."),
-                               _query("page_size", {"type": "integer", "minimum": 1,
-                                                    "maximum": MAX_SPANS_PAGE_SIZE, "default": SPANS_PAGE_SIZE},
-                                      "Spans per page.")],
-                "responses": {"200": _json(_PAGE, "A page; total is the trace's span count."), "404": PROBLEM,
-                              **READ_ERRORS}}},
-            "/api/v1/traces/{trace_id}/spans/{span_id}": {"get": {
-                "summary": "One span in full, as in the trace's detail (attributes, resource, events, "
-                           "amendments)", "tags": ["traces"],
-                "parameters": [_TRACE_ID_PARAM,
-                               {"name": "span_id", "in": "path", "required": True, "schema": SPAN_ID,
-                                "description": "16 or 32 hex characters or a UUID."}],
-                "responses": {"200": _json(_OBJ, "The span."), "404": PROBLEM, **READ_ERRORS}}},
+            **paths(list(traces.OPERATIONS)),
             "/api/v1/traces/stats/overview": {"get": {
                 "summary": "Dashboard figures over the last hours", "tags": ["traces"],
                 "parameters": [_query("last_hours", {"type": "integer", "minimum": 1, "maximum": 720,
@@ -337,7 +289,7 @@ def document() -> dict[str, Any]:
                               **WRITE_ERRORS}}},
             "/api/v1/cases": {"get": {
                 "summary": "List cases (opened by ESCALATE decisions), newest first", "tags": ["cases"],
-                "parameters": [*TRACE_FILTERS[:2],
+                "parameters": [*PAGED,
                                _query("status", {"enum": list(CASE_STATUSES)}, "Case status."),
                                _query("severity", {"enum": list(SEVERITIES)}, "Severity."),
                                _query("reason_code", _TEXT, "Reason code, e.g. PII_DETECTED.")],
@@ -401,10 +353,6 @@ def document() -> dict[str, Any]:
         "components": {
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
                                 "bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {**BODIES, **_dsl_components(), "PolicyBody": POLICY_BODY,
-                        "Problem": {"type": "object", "properties": {
-                "type": _STR, "title": _STR, "status": {"type": "integer"}, "detail": _STR,
-                "errors": {"type": "array", "items": {"type": "object", "properties": {
-                    "path": _STR, "message": _STR}}}}}},
+            "schemas": _schemas(BODIES, _dsl_components(), {"PolicyBody": POLICY_BODY}, answers.COMPONENTS),
         },
     }

@@ -1,18 +1,25 @@
-"""Query-string and id parsing shared by the API routes; bad values become problem+json 422."""
+"""Query-string and id parsing shared by the API routes; bad values become problem+json 422.
+
+Each parameter is declared once as a `Param` (`query_int("page", ...)`, `path_id("trace_id", 32)`):
+the declaration gives both the reader a route calls and the parameter's entry in the OpenAPI
+document, so what the server takes is what the document says.
+"""
 
 from __future__ import annotations
 
 import functools
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from starlette.datastructures import QueryParams
+from starlette.requests import Request
 
 from tracehub.api.errors import ProblemError, field_error
-from tracehub.api.schemas import TIME
+from tracehub.api.schemas import _SPAN_ID, TIME, TRACE_ID
 from tracehub.collector import otlp
 
 MAX_PAGE_SIZE = 200
@@ -139,3 +146,66 @@ def page_params(q: QueryParams) -> tuple[int, int]:
 
 def page_body(items: list[Any], page: int, page_size: int, total: int) -> dict[str, Any]:
     return {"items": items, "page": page, "page_size": page_size, "total": total}
+
+
+# -- Declared parameters ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Param:
+    """A query or path parameter: its OpenAPI schema and description, and `read`, which takes its
+    value from a request (ProblemError 422 naming `query.<name>` / `path.<name>` when bad)."""
+
+    name: str
+    where: Literal["query", "path"]
+    schema: dict[str, Any]
+    description: str
+    read: Callable[[Request], Any]
+    required: bool = False
+
+    def openapi(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"name": self.name, "in": self.where, "required": self.required or self.where == "path"}
+        if self.where == "query" and not self.required:
+            entry["allowEmptyValue"] = True  # taken as left out, as HTML forms send unset fields
+        return {**entry, "schema": self.schema, "description": self.description}
+
+
+def query_int(name: str, description: str, default: int, lo: int, hi: int) -> Param:
+    return Param(name, "query", {"type": "integer", "minimum": lo, "maximum": hi, "default": default},
+                 description, lambda r: int_param(r.query_params, name, default, lo, hi))
+
+
+def required_int(name: str, description: str, lo: int, hi: int) -> Param:
+    def read(r: Request) -> int:
+        if not r.query_params.get(name):
+            raise field_error(f"query.{name}", "is required")
+        return int_param(r.query_params, name, 0, lo, hi)
+
+    return Param(name, "query", {"type": "integer", "minimum": lo, "maximum": hi}, description, read, required=True)
+
+
+def query_bool(name: str, description: str) -> Param:
+    return Param(name, "query", {"type": "boolean"}, description, lambda r: bool_param(r.query_params, name))
+
+
+_TEXT = {"type": "string", "pattern": "^[^\\x00]*$", "description": "Text without NUL."}
+
+
+def query_text(name: str, description: str, choices: Sequence[str] = ()) -> Param:
+    schema = {"enum": list(choices)} if choices else _TEXT
+    return Param(name, "query", schema, description, lambda r: str_param(r.query_params, name, choices))
+
+
+def query_time(name: str, description: str) -> Param:
+    return Param(name, "query", TIME, description, lambda r: time_param(r.query_params, name))
+
+
+def path_id(name: str, hex_len: int) -> Param:
+    """A trace, span or case id in the path, as stored (`normalize_id`)."""
+    schema, description = ((TRACE_ID, "32 hex characters or a UUID.") if hex_len == 32
+                           else (_SPAN_ID, "16 or 32 hex characters or a UUID."))
+    return Param(name, "path", schema, description,
+                 lambda r: normalize_id(r.path_params[name], hex_len, f"path.{name}"))
+
+
+PAGE = query_int("page", "Page number, from 1.", 1, 1, MAX_PAGE)
+PAGE_SIZE = query_int("page_size", "Items per page.", 50, 1, MAX_PAGE_SIZE)

@@ -14,19 +14,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
+from tracehub.api import answers
 from tracehub.api.auth import project_of
 from tracehub.api.errors import ProblemError
+from tracehub.api.operation import NOT_FOUND, READ_ERRORS, Operation, json_answer
 from tracehub.api.params import (
-    MAX_PAGE,
-    bool_param,
-    int_param,
+    PAGE,
+    PAGE_SIZE,
     iso,
-    normalize_id,
-    only_params,
     page_body,
-    page_params,
-    str_param,
-    time_param,
+    path_id,
+    query_bool,
+    query_int,
+    query_text,
+    query_time,
 )
 from tracehub.api.responses import JSONResponse
 from tracehub.api.schemas import STATUSES
@@ -271,10 +272,47 @@ def tree_and_timeline(rows: list[dict[str, Any]], trace_start: int | None
     return tree, timeline
 
 
-LIST_PARAMS = frozenset((
-    "page", "page_size", "status", "model", "environment", "user_id", "session_id", "name", "search",
-    "decision", "has_open_spans", "eval_name", "passed", "user_review_passed", "start_after",
-    "start_before"))
+# -- Operations ---------------------------------------------------------------------------------------
+
+TRACE_ID = path_id("trace_id", 32)
+LIST = Operation(
+    "GET", "/api/v1/traces", "List traces, newest first", "traces",
+    {"200": json_answer(answers.page(answers.TRACE, total_capped={
+        **answers.BOOL, "description": "a common search counts 1,000 matching traces at most: the total is that "
+                                       "many or more"}), "A page."), **READ_ERRORS},
+    params=(PAGE, PAGE_SIZE,
+            query_text("status", "Trace status.", STATUSES),
+            query_text("model", "Model name."),
+            query_text("environment", "Deployment environment."),
+            query_text("user_id", "End user id."),
+            query_text("session_id", "Session / conversation id."),
+            query_text("name", "Trace name (root span name or graph name)."),
+            query_text("search", "Case-insensitive substring in names, input, output, attributes, events."),
+            query_text("decision", "Latest decision action."),
+            query_bool("has_open_spans", "Traces with running spans or parents not yet received."),
+            query_text("eval_name", "Traces with an evaluation of this name."),
+            query_bool("passed", "Traces with an evaluation (of eval_name, if given) that passed / failed."),
+            query_bool("user_review_passed", "Traces a reviewer marked passed / failed."),
+            query_time("start_after", "Traces starting at or after this time."),
+            query_time("start_before", "Traces starting before this time.")))
+LIST_PARAMS = LIST.query_names
+DETAIL = Operation(
+    "GET", "/api/v1/traces/{trace_id}", "One trace: spans, tree, timeline, evals, decisions, judge runs", "traces",
+    {"200": json_answer(answers.TRACE_DETAIL, "The trace."), **NOT_FOUND, **READ_ERRORS},
+    params=(TRACE_ID,), refuse_unknown=False)
+SPANS = Operation(
+    "GET", "/api/v1/traces/{trace_id}/spans",
+    "A page of one trace's spans, light: ids, parent, name, type, status, times, model, tokens, cost (no texts,"
+    " attributes or events), in start order", "traces",
+    {"200": json_answer(answers.page(answers.LIGHT_SPAN), "A page; total is the trace's span count."),
+     **NOT_FOUND, **READ_ERRORS},
+    params=(TRACE_ID, PAGE, query_int("page_size", "Spans per page.", SPANS_PAGE_SIZE, 1, MAX_SPANS_PAGE_SIZE)))
+SPAN = Operation(
+    "GET", "/api/v1/traces/{trace_id}/spans/{span_id}",
+    "One span in full, as in the trace's detail (attributes, resource, events, amendments)", "traces",
+    {"200": json_answer(answers.SPAN, "The span."), **NOT_FOUND, **READ_ERRORS},
+    params=(TRACE_ID, path_id("span_id", 16)), refuse_unknown=False)
+OPERATIONS = (LIST, DETAIL, SPANS, SPAN)
 
 
 class TraceRoutes:
@@ -287,25 +325,22 @@ class TraceRoutes:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/api/v1/traces", self.list, methods=["GET"]),
-            Route("/api/v1/traces/{trace_id}", self.detail, methods=["GET"]),
-            Route("/api/v1/traces/{trace_id}/spans", self.spans, methods=["GET"]),
-            Route("/api/v1/traces/{trace_id}/spans/{span_id}", self.span, methods=["GET"]),
+            Route(LIST.path, self.list, methods=[LIST.method]),
+            Route(DETAIL.path, self.detail, methods=[DETAIL.method]),
+            Route(SPANS.path, self.spans, methods=[SPANS.method]),
+            Route(SPAN.path, self.span, methods=[SPAN.method]),
         ]
 
     async def list(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
-        q = request.query_params
-        only_params(q, LIST_PARAMS)
-        page, page_size = page_params(q)
+        a = LIST.args(request)
+        page, page_size = a["page"], a["page_size"]
         f = queries.TraceFilter(
-            status=str_param(q, "status", STATUSES), model=str_param(q, "model"),
-            environment=str_param(q, "environment"), user_id=str_param(q, "user_id"),
-            session_id=str_param(q, "session_id"), name=str_param(q, "name"),
-            search=str_param(q, "search"), decision=str_param(q, "decision"),
-            has_open_spans=bool_param(q, "has_open_spans"), eval_name=str_param(q, "eval_name"),
-            eval_passed=bool_param(q, "passed"), user_review_passed=bool_param(q, "user_review_passed"),
-            start_after_ns=time_param(q, "start_after"), start_before_ns=time_param(q, "start_before"),
+            status=a["status"], model=a["model"], environment=a["environment"], user_id=a["user_id"],
+            session_id=a["session_id"], name=a["name"], search=a["search"], decision=a["decision"],
+            has_open_spans=a["has_open_spans"], eval_name=a["eval_name"], eval_passed=a["passed"],
+            user_review_passed=a["user_review_passed"], start_after_ns=a["start_after"],
+            start_before_ns=a["start_before"],
         )
 
         def run() -> JSONResponse:  # rendering too: a 200-trace page must not hold the event loop
@@ -318,7 +353,7 @@ class TraceRoutes:
 
     async def detail(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
-        trace_id = normalize_id(request.path_params["trace_id"], 32, "path.trace_id")
+        trace_id = DETAIL.args(request)["trace_id"]
 
         def run() -> JSONResponse:
             with self.hub.reads.connect() as conn:
@@ -342,11 +377,8 @@ class TraceRoutes:
     async def spans(self, request: Request) -> JSONResponse:
         """A page of the trace's spans, light (`light_span_view`), in start order."""
         project_id = await project_of(request, self.hub)
-        trace_id = normalize_id(request.path_params["trace_id"], 32, "path.trace_id")
-        q = request.query_params
-        only_params(q, frozenset(("page", "page_size")))
-        page = int_param(q, "page", 1, 1, MAX_PAGE)
-        page_size = int_param(q, "page_size", SPANS_PAGE_SIZE, 1, MAX_SPANS_PAGE_SIZE)
+        a = SPANS.args(request)
+        trace_id, page, page_size = a["trace_id"], a["page"], a["page_size"]
 
         def run() -> JSONResponse:
             with self.hub.reads.connect() as conn:
@@ -361,8 +393,8 @@ class TraceRoutes:
     async def span(self, request: Request) -> JSONResponse:
         """One span in full, as in the trace's detail."""
         project_id = await project_of(request, self.hub)
-        trace_id = normalize_id(request.path_params["trace_id"], 32, "path.trace_id")
-        span_id = normalize_id(request.path_params["span_id"], 16, "path.span_id")
+        a = SPAN.args(request)
+        trace_id, span_id = a["trace_id"], a["span_id"]
 
         def run() -> JSONResponse:
             with self.hub.reads.connect() as conn:
