@@ -43,7 +43,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -54,7 +54,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCod
 
 from llm_trace_hub import attributes as attr
 from llm_trace_hub.http_api import HubAPI
-from llm_trace_hub.langgraph_runs import LangGraphRunsMixin
+from llm_trace_hub.langgraph_runs import LangGraphRunsMixin, TraceClient
 from llm_trace_hub.provider import build_span_processor, build_tracer_provider, hub_span_exporter
 from llm_trace_hub.serialize import to_text
 from llm_trace_hub.settings import DEFAULT_MAX_CONTENT_BYTES, HubSettings
@@ -535,3 +535,8 @@ class LLMTraceClient(LangGraphRunsMixin):
 
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
+
+
+if TYPE_CHECKING:
+    # mypy checks here that the client is what the LangGraph run methods take as ``self``.
+    _runs_client: type[TraceClient] = LLMTraceClient

@@ -30,19 +30,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 
 from llm_trace_hub import attributes as attr
+from llm_trace_hub.http_api import HubAPI
 from llm_trace_hub.serialize import to_json, to_jsonable
-from llm_trace_hub.spans import OpenTrace, SpanHandle, otel_attributes
-
-if TYPE_CHECKING:
-    from opentelemetry.context import Context
-
-    from llm_trace_hub.http_api import HubAPI
-    from llm_trace_hub.spans import SpanRegistry
+from llm_trace_hub.spans import OpenTrace, SpanHandle, SpanRegistry, SpanType, otel_attributes
 
 
 def _iso(value: datetime | str | None) -> str | None:
@@ -53,52 +49,66 @@ def _iso(value: datetime | str | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+class TraceClient(Protocol):
+    """What the run methods use of :class:`~llm_trace_hub.client.LLMTraceClient`.
+
+    The methods below take ``self`` as this protocol, so mypy checks the client against it
+    (``client.py`` asserts it once) instead of trusting a second copy of the client's signatures.
+    """
+
+    _registry: SpanRegistry
+    max_content_bytes: int
+    environment: str | None
+    api: HubAPI
+
+    def start_trace(
+        self,
+        name: str,
+        input_text: Any = None,
+        model: str | None = None,
+        environment: str | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        span_type: SpanType = "chain",
+    ) -> str: ...
+
+    def _resolve_trace(self, trace_id: str | None) -> OpenTrace | None: ...
+
+    def _open_span(
+        self,
+        name: str,
+        parent: Context,
+        tracer: trace.Tracer,
+        values: dict[str, Any],
+        current: Context | None = None,
+        owner: OpenTrace | None = None,
+        parent_trace: int | None = None,
+    ) -> SpanHandle: ...
+
+    def end_span(
+        self,
+        status: str = "success",
+        span_id: str | None = None,
+        output_text: Any = None,
+        attributes: Mapping[str, Any] | None = None,
+        error: BaseException | str | None = None,
+    ) -> None: ...
+
+
+def _langgraph_run(client: TraceClient, trace_id: str | None) -> OpenTrace:
+    open_trace = client._resolve_trace(trace_id)
+    if open_trace is None or open_trace.graph_name is None:
+        raise ValueError("no LangGraph run is open: call start_langgraph_run() first")
+    return open_trace
+
+
 class LangGraphRunsMixin:
     """The ``*_langgraph_*`` methods of :class:`LLMTraceClient`."""
 
-    if TYPE_CHECKING:  # provided by LLMTraceClient
-        _registry: SpanRegistry
-        max_content_bytes: int
-        environment: str | None
-        api: HubAPI
-
-        def start_trace(
-            self,
-            name: str,
-            input_text: Any = None,
-            model: str | None = None,
-            environment: str | None = None,
-            user_id: str | None = None,
-            session_id: str | None = None,
-            attributes: Mapping[str, Any] | None = None,
-            *,
-            span_type: str = "chain",
-        ) -> str: ...
-
-        def _resolve_trace(self, trace_id: str | None) -> OpenTrace | None: ...
-
-        def _open_span(
-            self,
-            name: str,
-            parent: Context,
-            tracer: trace.Tracer,
-            values: dict[str, Any],
-            current: Context | None = None,
-            owner: OpenTrace | None = None,
-            parent_trace: int | None = None,
-        ) -> SpanHandle: ...
-
-        def end_span(
-            self,
-            status: str = "success",
-            span_id: str | None = None,
-            output_text: Any = None,
-            attributes: Mapping[str, Any] | None = None,
-            error: BaseException | str | None = None,
-        ) -> None: ...
-
     def start_langgraph_run(
-        self,
+        self: TraceClient,
         graph_name: str,
         run_id: str | None = None,
         input_text: Any = None,
@@ -129,14 +139,8 @@ class LangGraphRunsMixin:
             open_trace.run_id = run_id
         return trace_id
 
-    def _langgraph_run(self, trace_id: str | None) -> OpenTrace:
-        open_trace = self._resolve_trace(trace_id)
-        if open_trace is None or open_trace.graph_name is None:
-            raise ValueError("no LangGraph run is open: call start_langgraph_run() first")
-        return open_trace
-
     def start_langgraph_node(
-        self,
+        self: TraceClient,
         node_id: str,
         node_name: str | None = None,
         node_type: str | None = None,
@@ -149,7 +153,7 @@ class LangGraphRunsMixin:
         attributes: Mapping[str, Any] | None = None,
     ) -> SpanHandle:
         """Open a node span; ``step`` defaults to the order nodes were started in this run."""
-        run = self._langgraph_run(trace_id)
+        run = _langgraph_run(self, trace_id)
         name = node_name or node_id
         run.steps += 1
         parent_handle = run.nodes.get(parent_node_id) if parent_node_id else None
@@ -186,7 +190,7 @@ class LangGraphRunsMixin:
         return handle
 
     def end_langgraph_node(
-        self,
+        self: TraceClient,
         node_id: str,
         output_state: Any = None,
         status: str = "success",
@@ -195,7 +199,7 @@ class LangGraphRunsMixin:
         trace_id: str | None = None,
     ) -> None:
         """End a node span, recording the state it produced."""
-        run = self._langgraph_run(trace_id)
+        run = _langgraph_run(self, trace_id)
         span_id = run.node_spans.pop(node_id, None)
         if span_id is None:
             return
@@ -206,7 +210,7 @@ class LangGraphRunsMixin:
         self.end_span(status=status, span_id=span_id, attributes=extra, error=error)
 
     def ingest_langgraph_run(
-        self,
+        self: TraceClient,
         graph_name: str,
         nodes: Sequence[Mapping[str, Any]],
         *,
