@@ -232,6 +232,7 @@ class Pricing:
         if time.time() >= self._fresh_until:
             self._refresh()
         cache = self._cache
+        key0, key1, key2, key3 = _PROVIDER_KEYS
         for s in spans:
             m = s.mapped
             if s.cost_usd is not None or m.span_type not in MODEL_CALL_SPAN_TYPES:
@@ -250,8 +251,7 @@ class Pricing:
                 if m.span_type != "embedding" or not m.total_tokens:
                     continue
                 tin = m.total_tokens
-            provider = (attrs.get(_PROVIDER_KEYS[0]) or attrs.get(_PROVIDER_KEYS[1])
-                        or attrs.get(_PROVIDER_KEYS[2]) or attrs.get(_PROVIDER_KEYS[3]))
+            provider = attrs.get(key0) or attrs.get(key1) or attrs.get(key2) or attrs.get(key3)
             if not isinstance(provider, str):
                 provider = None
             try:
