@@ -135,7 +135,10 @@ class Pricing:
         by_model = self._cache.get(provider)
         if by_model is not None and model in by_model:
             return by_model[model]
-        rate = self._resolve(model, provider)
+        try:
+            rate = self._resolve(model, provider)
+        except (ArithmeticError, LookupError, TypeError, ValueError):
+            rate = None  # an entry genai-prices cannot price: no cost, as for an unknown model
         if self._cached >= CACHE_MAX:
             self._cache.clear()
             self._cached = 0
