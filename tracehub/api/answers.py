@@ -160,6 +160,10 @@ DECISION_FIELDS: dict[str, Schema] = {
     "source": {"enum": ["api", "auto"]}, "judge_span_id": NSTR, "created_at": AT,
 }
 DECISION = component("Decision", closed(DECISION_FIELDS, description="A decision log entry."))
+DECIDE_ANSWER = closed({
+    **DECISION_FIELDS,
+    "trace_found": {**BOOL, "description": "Whether the trace was stored when decided on."},
+    "case_id": {**NSTR, "description": "The case an ESCALATE opened."}})
 
 JUDGE_RUN = closed({
     "decision_id": NSTR, "judge": STR, "judge_model": NSTR,

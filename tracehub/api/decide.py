@@ -20,8 +20,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.routing import Route
 
+from tracehub.api import answers
 from tracehub.api.auth import project_of
 from tracehub.api.errors import ProblemError
+from tracehub.api.operation import WRITE_ERRORS, Operation, json_answer, request_body
 from tracehub.api.params import normalize_id
 from tracehub.api.responses import JSONResponse
 from tracehub.api.schemas import validation_errors
@@ -35,13 +37,25 @@ from tracehub.store.writer import WriterStopped
 
 MAX_BODY_BYTES = 1024 * 1024
 
+DECIDE = Operation(
+    "POST", "/api/v1/decide", "Decide on a trace by the active policy and record the decision", "decisions",
+    {"201": json_answer(answers.DECIDE_ANSWER, "Decided and recorded."),
+     "200": json_answer(answers.DECIDE_ANSWER, "Replayed retry: the first decision."),
+     **{k: v for k, v in WRITE_ERRORS.items() if k != "429"}},
+    body=request_body({"$ref": "#/components/schemas/Decide"},
+                      f"At most {MAX_BODY_BYTES // 2**20} MiB after decompression, else 413."),
+    description="Writes the decision log entry, a judge run, a `judge` span in the trace's tree and the trace's "
+                "latest decision; ESCALATE opens a case and queues its webhooks. Not refused by ingest backpressure.",
+    refuse_unknown=False)
+OPERATIONS = (DECIDE,)
+
 
 class DecideRoutes:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
 
     def routes(self) -> list[Route]:
-        return [Route("/api/v1/decide", self.decide, methods=["POST"])]
+        return [Route(DECIDE.path, self.decide, methods=[DECIDE.method])]
 
     async def decide(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)

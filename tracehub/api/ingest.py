@@ -18,8 +18,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
+from tracehub.api import answers
 from tracehub.api.auth import project_of
 from tracehub.api.errors import ProblemError, field_error, problem
+from tracehub.api.operation import WRITE_ERRORS, Operation, json_answer, request_body
 from tracehub.api.params import normalize_id, parse_time_ns
 from tracehub.api.responses import JSONResponse
 from tracehub.api.schemas import validation_errors
@@ -43,6 +45,39 @@ from tracehub.store import queries
 from tracehub.store.batchwrite import WriteResult
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
+
+# -- Operations ---------------------------------------------------------------------------------------
+
+BODY_LIMIT = f"At most {MAX_BODY_BYTES // 2**20} MiB after decompression (gzip is read), else 413."
+_AS_SENT = {**answers.ANY, "description": "As sent."}
+
+
+def _ingest(path: str, summary: str, body: str, head: dict[str, answers.Schema], item: answers.Schema
+            ) -> Operation:
+    answer = answers.batch_answer(head, item)
+    refused = {"description": "No item was stored, all for this reason (`errors`); the batch answer's fields "
+                              "say which.",
+               "content": {"application/problem+json": {"schema": answers.batch_refusal(head, item)}}}
+    return Operation("POST", path, summary, "ingest",
+                     {"200": json_answer(answer, "Every item stored (or replayed)."),
+                      "207": json_answer(answer, "Some items failed; each says why."),
+                      **WRITE_ERRORS, "409": refused, "422": refused},
+                     body=request_body({"$ref": f"#/components/schemas/{body}"}, BODY_LIMIT), refuse_unknown=False)
+
+
+TRACES = _ingest("/api/v1/ingest/traces", "A trace and a batch of its spans", "IngestTraces",
+                 {"trace_id": answers.STR}, answers.item_result({"span_id": answers.STR}))
+SPANS = _ingest("/api/v1/ingest/spans", "Span events: LOG, AMENDMENT, START, END, ERROR", "IngestSpans", {},
+                answers.item_result({"event_type": _AS_SENT, "trace_id": answers.STR, "span_id": answers.STR},
+                                    optional=["trace_id", "span_id"]))
+LANGGRAPH = _ingest("/api/v1/ingest/langgraph-runs", "A LangGraph run and its nodes", "LangGraphRun",
+                    {"trace_id": answers.STR, "run_id": answers.STR, "root_span_id": answers.STR},
+                    answers.item_result({"node_id": _AS_SENT, "span_id": answers.STR}, optional=["span_id"]))
+EVAL = Operation("POST", "/api/v1/evals", "Attach an evaluation result to a trace", "evals",
+                 {"201": json_answer(answers.EVAL_ANSWER, "Stored."),
+                  "200": json_answer(answers.EVAL_ANSWER, "Replayed retry: the first answer."), **WRITE_ERRORS},
+                 body=request_body({"$ref": "#/components/schemas/Eval"}, BODY_LIMIT), refuse_unknown=False)
+OPERATIONS = (TRACES, SPANS, LANGGRAPH, EVAL)
 
 
 @dataclass
@@ -163,11 +198,10 @@ class IngestRoutes:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/api/v1/ingest/traces", self._endpoint("IngestTraces", self._traces), methods=["POST"]),
-            Route("/api/v1/ingest/spans", self._endpoint("IngestSpans", self._spans), methods=["POST"]),
-            Route("/api/v1/ingest/langgraph-runs", self._endpoint("LangGraphRun", self._langgraph),
-                  methods=["POST"]),
-            Route("/api/v1/evals", self._endpoint("Eval", self._eval, single=True), methods=["POST"]),
+            Route(TRACES.path, self._endpoint("IngestTraces", self._traces), methods=[TRACES.method]),
+            Route(SPANS.path, self._endpoint("IngestSpans", self._spans), methods=[SPANS.method]),
+            Route(LANGGRAPH.path, self._endpoint("LangGraphRun", self._langgraph), methods=[LANGGRAPH.method]),
+            Route(EVAL.path, self._endpoint("Eval", self._eval, single=True), methods=[EVAL.method]),
         ]
 
     def _endpoint(self, schema: str, build: Callable[[dict[str, Any], Batch, Items, set[str]], dict[str, Any]],

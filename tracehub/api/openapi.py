@@ -10,9 +10,8 @@ import json
 from typing import Any
 
 from tracehub.api.cases import RESOLVE_BODY, SEVERITIES, WEBHOOK_BODY
-from tracehub.api.decide import MAX_BODY_BYTES as DECIDE_MAX_BODY_BYTES
 from tracehub.api.ingest import MAX_BODY_BYTES
-from tracehub.api import answers, traces
+from tracehub.api import answers, decide, ingest, stats, traces
 from tracehub.api.operation import paths
 from tracehub.api.params import PAGE, PAGE_SIZE
 from tracehub.api.policies import (
@@ -58,25 +57,6 @@ _PROJECT = {"type": "object", "required": ["name", "auto_decide", "trace_count",
             "properties": {"name": _STR, "auto_decide": _BOOL, "trace_count": {"type": "integer"},
                            "retention_days": {**RETENTION_DAYS, "minimum": 1, "description":
                                               "Days a trace is kept after its last activity; null: for ever."}}}
-_EVAL_ANSWER = {
-    "type": "object", "required": ["trace_id", "eval_name", "status"],
-    "properties": {
-        "trace_id": _STR, "eval_name": _STR, "status": {"enum": ["created"]},
-        "trace_found": {**_BOOL, "description": "Whether the trace was stored when the eval came. The "
-                        "eval is kept either way; the stats count it once its trace is stored."},
-        "warning": {**_STR, "description": "Present when trace_found is false."},
-    },
-}
-_ITEM_RESULTS = {
-    "type": "object",
-    "properties": {
-        "results": {"type": "array", "items": {"type": "object", "required": ["status"], "properties": {
-            "status": {"enum": ["created", "duplicate", "error"]}, "replayed": _BOOL,
-            "error": {"type": "object", "properties": {"status": {"type": "integer"}, "path": _STR,
-                                                       "message": _STR}}}}},
-        "summary": _OBJ,
-    },
-}
 
 
 _PAGE = {"type": "object", "required": ["items", "page", "page_size", "total"],
@@ -92,49 +72,10 @@ _CASE_MOVE_ERRORS = {"404": PROBLEM, "409": {**PROBLEM, "description": "Not allo
 
 
 _NULLABLE_STR = {"type": ["string", "null"]}
-_DECISION = {
-    "type": "object",
-    "required": ["decision_id", "trace_id", "action", "reason_code", "severity", "rule", "signals",
-                 "policy_name", "policy_version", "judge", "judge_model", "cached", "latency_ms", "input_hash",
-                 "created_at", "trace_found", "case_id"],
-    "properties": {
-        "decision_id": _STR, "trace_id": _STR,
-        "action": {"enum": ["ALLOW_ANSWER", "BLOCK", "ESCALATE", "ALLOW_WITH_WARNING", "NEED_CLARIFICATION"]},
-        "reason_code": _STR, "severity": _STR,
-        "rule": {"type": ["object", "null"], "description": "The matched rule (index, priority, metadata, "
-                 "matched_fields); null when the policy's default decided."},
-        "signals": {**_OBJ, "description": "What the detectors found, masked: kinds, counts and `findings` "
-                    "(kind, where, offsets, masked match), never the matched text."},
-        "policy_name": {**_NULLABLE_STR, "description": "Null when no policy is active (reason_code "
-                        "NO_ACTIVE_POLICY)."},
-        "policy_version": {"type": ["integer", "null"]}, "judge": _STR, "judge_model": _NULLABLE_STR,
-        "cached": {**_BOOL, "description": "The judge's outcome came from the judge cache (same input_hash, "
-                   "policy version and judge model)."},
-        "latency_ms": {"type": "number", "description": "From the request to the decision, before it is "
-                       "written."},
-        "input_hash": {**_STR, "description": "SHA-256 of the canonical JSON of what was decided on: "
-                       "request, response, trace fields and evals."},
-        "shadow": _BOOL, "source": {"enum": ["api", "auto"]}, "judge_span_id": _NULLABLE_STR,
-        "created_at": _STR,
-        "trace_found": {**_BOOL, "description": "Whether the trace was stored when decided on."},
-        "case_id": {**_NULLABLE_STR, "description": "The case an ESCALATE opened."},
-    },
-}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _ingest(summary: str, body: str) -> dict[str, Any]:
-    return {"post": {
-        "summary": summary, "tags": ["ingest"],
-        "requestBody": {"required": True, "description": BODY_LIMIT, "content": {"application/json": {
-            "schema": {"$ref": f"#/components/schemas/{body}"}}}},
-        "responses": {"200": _json(_ITEM_RESULTS, "Every item stored (or replayed)."),
-                      "207": _json(_ITEM_RESULTS, "Some items failed; each says why."),
-                      **WRITE_ERRORS},
-    }}
 
 
 def _otlp(summary: str) -> dict[str, Any]:
@@ -261,32 +202,7 @@ def document() -> dict[str, Any]:
         "security": [{"apiKey": []}, {"bearer": []}],
         "paths": {
             **paths(list(traces.OPERATIONS)),
-            "/api/v1/traces/stats/overview": {"get": {
-                "summary": "Dashboard figures over the last hours", "tags": ["traces"],
-                "parameters": [_query("last_hours", {"type": "integer", "minimum": 1, "maximum": 720,
-                                                     "default": 24}, "Window in hours.")],
-                "responses": {"200": _json(_OBJ, "Totals and an hourly series."), **READ_ERRORS}}},
-            "/api/v1/ingest/traces": _ingest("A trace and a batch of its spans", "IngestTraces"),
-            "/api/v1/ingest/spans": _ingest("Span events: LOG, AMENDMENT, START, END, ERROR", "IngestSpans"),
-            "/api/v1/ingest/langgraph-runs": _ingest("A LangGraph run and its nodes", "LangGraphRun"),
-            "/api/v1/decide": {"post": {
-                "summary": "Decide on a trace by the active policy and record the decision", "tags": ["decisions"],
-                "description": "Writes the decision log entry, a judge run, a `judge` span in the trace's tree "
-                               "and the trace's latest decision; ESCALATE opens a case and queues its "
-                               "webhooks. Not refused by ingest backpressure.",
-                "requestBody": {"required": True, "description": f"At most {DECIDE_MAX_BODY_BYTES // 2**20} MiB"
-                                " after decompression, else 413.", "content": {"application/json": {
-                                    "schema": {"$ref": "#/components/schemas/Decide"}}}},
-                "responses": {"201": _json(_DECISION, "Decided and recorded."),
-                              "200": _json(_DECISION, "Replayed retry: the first decision."),
-                              **{k: v for k, v in WRITE_ERRORS.items() if k != "429"}}}},
-            "/api/v1/evals": {"post": {
-                "summary": "Attach an evaluation result to a trace", "tags": ["evals"],
-                "requestBody": {"required": True, "description": BODY_LIMIT, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/Eval"}}}},
-                "responses": {"201": _json(_EVAL_ANSWER, "Stored."),
-                              "200": _json(_EVAL_ANSWER, "Replayed retry: the first answer."),
-                              **WRITE_ERRORS}}},
+            **paths([*stats.OPERATIONS, *ingest.OPERATIONS[:3], *decide.OPERATIONS, ingest.EVAL]),
             "/api/v1/cases": {"get": {
                 "summary": "List cases (opened by ESCALATE decisions), newest first", "tags": ["cases"],
                 "parameters": [*PAGED,

@@ -21,7 +21,7 @@ def json_answer(schema: Schema, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def json_body(schema: Schema, description: str | None = None, required: bool = True) -> dict[str, Any]:
+def request_body(schema: Schema, description: str | None = None, required: bool = True) -> dict[str, Any]:
     body: dict[str, Any] = {"required": required, "content": {"application/json": {"schema": schema}}}
     return {**body, "description": description} if description else body
 

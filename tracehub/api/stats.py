@@ -14,16 +14,23 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
+from tracehub.api import answers
 from tracehub.api.auth import project_of
-from tracehub.api.params import int_param, iso, only_params
+from tracehub.api.operation import READ_ERRORS, Operation, json_answer
+from tracehub.api.params import iso, query_int
 from tracehub.api.responses import JSONResponse
 from tracehub.hub import Hub
 from tracehub.store import stats
 from tracehub.store.completion import completion
 
-PARAMS = frozenset({"last_hours"})
 DEFAULT_HOURS = 24
 MAX_HOURS = 720  # 30 days of hourly buckets
+
+OVERVIEW = Operation(
+    "GET", "/api/v1/traces/stats/overview", "Dashboard figures over the last hours", "traces",
+    {"200": json_answer(answers.OVERVIEW, "Totals and an hourly series."), **READ_ERRORS},
+    params=(query_int("last_hours", "Window in hours.", DEFAULT_HOURS, 1, MAX_HOURS),))
+OPERATIONS = (OVERVIEW,)
 
 
 def overview_view(found: dict[str, Any]) -> dict[str, Any]:
@@ -41,12 +48,11 @@ class StatsRoutes:
         self.grace_ns = hub.settings.missing_parent_grace_s * 1_000_000_000
 
     def routes(self) -> list[Route]:
-        return [Route("/api/v1/traces/stats/overview", self.overview, methods=["GET"])]
+        return [Route(OVERVIEW.path, self.overview, methods=[OVERVIEW.method])]
 
     async def overview(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
-        only_params(request.query_params, PARAMS)
-        last_hours = int_param(request.query_params, "last_hours", DEFAULT_HOURS, 1, MAX_HOURS)
+        last_hours = OVERVIEW.args(request)["last_hours"]
         now_ns = time.time_ns()
 
         def run() -> dict[str, Any]:
