@@ -101,7 +101,7 @@ def calibration() -> float:
 
 
 def otel_case(n: int, repeats: int) -> tuple[float, float]:
-    # Stock SDK: the hub's provider has its own sampler, which this reference must not get.
+    # The reference: a bare SDK provider (the facade's are SDK providers with the hub's resource).
     provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(processor(Discard(), n))
     tracer = provider.get_tracer("bench")

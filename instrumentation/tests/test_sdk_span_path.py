@@ -14,51 +14,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
 from llm_trace_hub import LLMTraceClient
 from llm_trace_hub.provider import build_resource, build_tracer_provider
 from llm_trace_hub.settings import HubSettings
-from llm_trace_hub.tracer import HubSpan, HubTracerProvider
-
-STATE = TraceState([("vendor", "x")])
-
-
-def parent(*, remote: bool, sampled: bool) -> Context:
-    flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
-    ctx = SpanContext(0xABC, 0xDEF, is_remote=remote, trace_flags=flags, trace_state=STATE)
-    return trace.set_span_in_context(NonRecordingSpan(ctx))
-
-
-PARENTS = {
-    "none": None,
-    "empty": Context(),
-    "local sampled": parent(remote=False, sampled=True),
-    "local not sampled": parent(remote=False, sampled=False),
-    "remote sampled": parent(remote=True, sampled=True),
-    "remote not sampled": parent(remote=True, sampled=False),
-}
-
-
-@pytest.mark.parametrize("case", list(PARENTS))
-def test_default_sampling_decides_as_the_sdk(case: str) -> None:
-    sdk = TracerProvider(shutdown_on_exit=False).get_tracer("t")
-    ours = HubTracerProvider(shutdown_on_exit=False).get_tracer("t")
-    for ctx in (PARENTS[case], PARENTS["local not sampled"], PARENTS[case]):
-        a = sdk.start_span("s", context=ctx, attributes={"k": 1})
-        b = ours.start_span("s", context=ctx, attributes={"k": 1})
-        assert b.is_recording() == a.is_recording()
-        assert type(b) is (HubSpan if a.is_recording() else NonRecordingSpan)
-        ca, cb = a.get_span_context(), b.get_span_context()
-        assert (cb.trace_flags, cb.trace_state, cb.is_remote) == (
-            ca.trace_flags,
-            ca.trace_state,
-            ca.is_remote,
-        )
-        if case not in ("none", "empty"):
-            assert cb.trace_id == ca.trace_id == 0xABC
-        if a.is_recording():
-            assert dict(b.attributes) == dict(a.attributes) == {"k": 1}
 
 
 def test_sampler_follows_otel_traces_sampler(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,7 +29,7 @@ def test_sampler_follows_otel_traces_sampler(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "1.0")
     provider = build_tracer_provider(HubSettings(), span_exporter=InMemorySpanExporter())
-    assert isinstance(provider.get_tracer("t").start_span("s"), HubSpan)  # sampled by the ratio
+    assert provider.get_tracer("t").start_span("s").is_recording()  # sampled by the ratio
     provider.shutdown()
 
 

@@ -29,7 +29,6 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from llm_trace_hub import attributes as attr
 from llm_trace_hub.delivery import HubBatchSpanProcessor
 from llm_trace_hub.settings import HubSettings
-from llm_trace_hub.tracer import HubTracerProvider
 
 logger = logging.getLogger(__name__)
 
@@ -88,13 +87,13 @@ def build_tracer_provider(
     span_processor: SpanProcessor | None = None,
     shutdown_on_exit: bool = True,
 ) -> TracerProvider:
-    """A private provider for the hub (its spans are :class:`~llm_trace_hub.tracer.HubSpan`).
+    """A private SDK ``TracerProvider`` for the hub. ``span_processor`` wins over ``span_exporter``.
 
-    ``span_processor`` wins over ``span_exporter``.
+    Sampler, span limits and id generator are the SDK's defaults (``OTEL_TRACES_SAMPLER``,
+    ``OTEL_SPAN_*_LIMIT``).
     """
-    provider = HubTracerProvider(
-        resource=build_resource(service_name, environment),
-        shutdown_on_exit=shutdown_on_exit,
+    provider = TracerProvider(
+        resource=build_resource(service_name, environment), shutdown_on_exit=shutdown_on_exit
     )
     processor = span_processor or build_span_processor(span_exporter or hub_span_exporter(hub))
     provider.add_span_processor(processor)
