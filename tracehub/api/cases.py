@@ -18,24 +18,28 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
+from tracehub.api import answers
 from tracehub.api.auth import project_of
 from tracehub.api.errors import ProblemError
-from tracehub.api.params import (
-    iso,
-    normalize_id,
-    only_params,
-    page_body,
-    page_params,
-    str_param,
+from tracehub.api.operation import (
+    BODY_ERRORS,
+    NOT_FOUND,
+    PROBLEM_ANSWER,
+    READ_ERRORS,
+    Operation,
+    json_answer,
+    request_body,
 )
+from tracehub.api.params import PAGE, PAGE_SIZE, Param, iso, page_body, path_id, query_text
 from tracehub.api.responses import JSONResponse
 from tracehub.api.schemas import json_path, limit_errors
+from tracehub.api.traces import decision_view
+from tracehub.decision import policy
 from tracehub.decision.webhooks import SECRET_PATTERN, RefusedTarget, Targets, new_secret
 from tracehub.hub import Hub
 from tracehub.store import cases as store
 
-SEVERITIES = ("low", "medium", "high", "critical")
-LIST_PARAMS = frozenset(("page", "page_size", "status", "severity", "reason_code"))
+SEVERITIES = policy.SEVERITIES
 MAX_BODY_BYTES = 64 * 1024
 MAX_NOTE = 10_000  # characters of a resolution note
 _NOTE = {"type": "string", "maxLength": MAX_NOTE, "pattern": "^[^\\x00]*$", "title": "text without NUL"}
@@ -107,17 +111,6 @@ def case_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def decision_view(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "decision_id": row["decision_id"], "trace_id": row["trace_id"], "action": row["action"],
-        "reason_code": row["reason_code"], "severity": row["severity"], "policy_name": row["policy_name"],
-        "policy_version": row["policy_version"], "rule": row["rule"], "signals": row["signals"],
-        "input_hash": row["input_hash"], "judge": row["judge"], "judge_model": row["judge_model"],
-        "cached": bool(row["cached"]), "latency_ms": row["latency_ms"], "shadow": bool(row["shadow"]),
-        "source": row["source"], "judge_span_id": row["judge_span_id"], "created_at": iso(row["created_ns"]),
-    }
-
-
 def notification_view(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "notification_id": row["id"], "endpoint_id": row["endpoint_id"], "event_type": row["event_type"],
@@ -164,8 +157,60 @@ def move_case(hub: Hub, pid: int, case_id: str, to: str, note: str | None) -> di
     return case_view(case)
 
 
-def _case_id(request: Request) -> str:
-    return normalize_id(request.path_params["case_id"], 32, "path.case_id")
+def _endpoint_id(request: Request) -> int:
+    raw = request.path_params["endpoint_id"]
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) < 2**63:
+        raise ProblemError(422, f"path.endpoint_id: expected a positive integer, got {raw!r}",
+                           [{"path": "path.endpoint_id", "message": "expected a positive integer"}])
+    return int(raw)
+
+
+# -- Operations ---------------------------------------------------------------------------------------
+
+CASE_ID = path_id("case_id", 32)
+ENDPOINT_ID = Param("endpoint_id", "path", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                    "The endpoint's id.", _endpoint_id)
+_MOVE_ERRORS = {**NOT_FOUND, "409": {**PROBLEM_ANSWER, "description": "Not allowed from the case's status, which "
+                                     "the detail says (open -> acknowledged -> resolved, or open -> resolved)."},
+                **READ_ERRORS}
+LIST = Operation(
+    "GET", "/api/v1/cases", "List cases (opened by ESCALATE decisions), newest first", "cases",
+    {"200": json_answer(answers.page(answers.CASE), "A page."), **READ_ERRORS},
+    params=(PAGE, PAGE_SIZE, query_text("status", "Case status.", store.CASE_STATUSES),
+            query_text("severity", "Severity.", SEVERITIES),
+            query_text("reason_code", "Reason code, e.g. PII_DETECTED.")))
+DETAIL = Operation(
+    "GET", "/api/v1/cases/{case_id}",
+    "One case: its decision, a link to its trace, its notifications and their delivery attempts", "cases",
+    {"200": json_answer(answers.CASE_DETAIL, "The case."), **NOT_FOUND, **READ_ERRORS},
+    params=(CASE_ID,), refuse_unknown=False)
+ACK = Operation(
+    "POST", "/api/v1/cases/{case_id}/ack", "Acknowledge an open case", "cases",
+    {"200": json_answer(answers.CASE, "The case, acknowledged."), **_MOVE_ERRORS},
+    params=(CASE_ID,), refuse_unknown=False)
+RESOLVE = Operation(
+    "POST", "/api/v1/cases/{case_id}/resolve", "Resolve an open or acknowledged case, with an optional note",
+    "cases", {"200": json_answer(answers.CASE, "The case, resolved."), **BODY_ERRORS, **_MOVE_ERRORS},
+    params=(CASE_ID,), body=request_body(RESOLVE_BODY, required=False), refuse_unknown=False)
+CREATE_WEBHOOK = Operation(
+    "POST", "/api/v1/webhooks", "Register a webhook endpoint for case notifications (Standard Webhooks)",
+    "webhooks", {"201": json_answer(answers.closed({**answers.ENDPOINT_FIELDS, "secret": answers.STR}),
+                                    "The endpoint with its secret, shown this once."), **BODY_ERRORS, **READ_ERRORS},
+    body=request_body(WEBHOOK_BODY), refuse_unknown=False)
+LIST_WEBHOOKS = Operation(
+    "GET", "/api/v1/webhooks", "List webhook endpoints (without secrets)", "webhooks",
+    {"200": json_answer(answers.closed({"items": answers.array(answers.ENDPOINT)}), "The endpoints."),
+     **READ_ERRORS})
+DELETE_WEBHOOK = Operation(
+    "DELETE", "/api/v1/webhooks/{endpoint_id}", "Delete a webhook endpoint (its pending notifications are disabled)",
+    "webhooks", {"200": json_answer(answers.closed({"id": answers.INT, "deleted": answers.TRUE}), "Deleted."),
+                 **NOT_FOUND, **READ_ERRORS},
+    params=(ENDPOINT_ID,), refuse_unknown=False)
+ENABLE_WEBHOOK = Operation(
+    "POST", "/api/v1/webhooks/{endpoint_id}/enable", "Enable a webhook endpoint again (after a 410 disabled it)",
+    "webhooks", {"200": json_answer(answers.ENDPOINT, "The endpoint."), **NOT_FOUND, **READ_ERRORS},
+    params=(ENDPOINT_ID,), refuse_unknown=False)
+OPERATIONS = (LIST, DETAIL, ACK, RESOLVE, CREATE_WEBHOOK, LIST_WEBHOOKS, DELETE_WEBHOOK, ENABLE_WEBHOOK)
 
 
 class CaseRoutes:
@@ -174,20 +219,17 @@ class CaseRoutes:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/api/v1/cases", self.list, methods=["GET"]),
-            Route("/api/v1/cases/{case_id}", self.detail, methods=["GET"]),
-            Route("/api/v1/cases/{case_id}/ack", self.ack, methods=["POST"]),
-            Route("/api/v1/cases/{case_id}/resolve", self.resolve, methods=["POST"]),
+            Route(LIST.path, self.list, methods=[LIST.method]),
+            Route(DETAIL.path, self.detail, methods=[DETAIL.method]),
+            Route(ACK.path, self.ack, methods=[ACK.method]),
+            Route(RESOLVE.path, self.resolve, methods=[RESOLVE.method]),
         ]
 
     async def list(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
-        q = request.query_params
-        only_params(q, LIST_PARAMS)
-        page, page_size = page_params(q)
-        f = store.CaseFilter(status=str_param(q, "status", store.CASE_STATUSES),
-                             severity=str_param(q, "severity", SEVERITIES),
-                             reason_code=str_param(q, "reason_code"))
+        a = LIST.args(request)
+        page, page_size = a["page"], a["page_size"]
+        f = store.CaseFilter(status=a["status"], severity=a["severity"], reason_code=a["reason_code"])
 
         def run() -> JSONResponse:
             with self.hub.reads.connect() as conn:
@@ -198,7 +240,7 @@ class CaseRoutes:
 
     async def detail(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
-        case_id = _case_id(request)
+        case_id = DETAIL.args(request)["case_id"]
 
         def run() -> JSONResponse:
             with self.hub.reads.connect() as conn:
@@ -211,11 +253,11 @@ class CaseRoutes:
 
     async def ack(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
-        return await self._move(project_id, _case_id(request), "acknowledged", None)
+        return await self._move(project_id, ACK.args(request)["case_id"], "acknowledged", None)
 
     async def resolve(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
-        case_id = _case_id(request)
+        case_id = RESOLVE.args(request)["case_id"]
         body = await json_body(request, RESOLVE_VALIDATOR, optional=True)
         return await self._move(project_id, case_id, "resolved", body.get("note"))
 
@@ -230,9 +272,9 @@ class WebhookRoutes:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/api/v1/webhooks", self.collection, methods=["GET", "POST"]),
-            Route("/api/v1/webhooks/{endpoint_id}", self.delete, methods=["DELETE"]),
-            Route("/api/v1/webhooks/{endpoint_id}/enable", self.enable, methods=["POST"]),
+            Route(LIST_WEBHOOKS.path, self.collection, methods=[LIST_WEBHOOKS.method, CREATE_WEBHOOK.method]),
+            Route(DELETE_WEBHOOK.path, self.delete, methods=[DELETE_WEBHOOK.method]),
+            Route(ENABLE_WEBHOOK.path, self.enable, methods=[ENABLE_WEBHOOK.method]),
         ]
 
     async def collection(self, request: Request) -> JSONResponse:
@@ -258,7 +300,7 @@ class WebhookRoutes:
 
     async def list(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
-        only_params(request.query_params, frozenset())
+        LIST_WEBHOOKS.args(request)
 
         def run() -> JSONResponse:
             with self.hub.reads.connect() as conn:
@@ -269,7 +311,7 @@ class WebhookRoutes:
 
     async def delete(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
-        endpoint_id = _endpoint_id(request)
+        endpoint_id = DELETE_WEBHOOK.args(request)["endpoint_id"]
 
         def run() -> JSONResponse:
             with self.hub.engine.begin() as conn:
@@ -281,7 +323,7 @@ class WebhookRoutes:
 
     async def enable(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
-        endpoint_id = _endpoint_id(request)
+        endpoint_id = ENABLE_WEBHOOK.args(request)["endpoint_id"]
 
         def run() -> JSONResponse:
             with self.hub.engine.begin() as conn:
@@ -291,11 +333,3 @@ class WebhookRoutes:
             return JSONResponse(endpoint_view(row))
 
         return await run_in_threadpool(run)
-
-
-def _endpoint_id(request: Request) -> int:
-    raw = request.path_params["endpoint_id"]
-    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) < 2**63:
-        raise ProblemError(422, f"path.endpoint_id: expected a positive integer, got {raw!r}",
-                           [{"path": "path.endpoint_id", "message": "expected a positive integer"}])
-    return int(raw)

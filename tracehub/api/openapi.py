@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tracehub.api.cases import RESOLVE_BODY, SEVERITIES, WEBHOOK_BODY
 from tracehub.api.ingest import MAX_BODY_BYTES
-from tracehub.api import answers, decide, ingest, stats, traces
+from tracehub.api import answers, cases, decide, ingest, stats, traces
 from tracehub.api.operation import paths
 from tracehub.api.params import PAGE, PAGE_SIZE
 from tracehub.api.policies import (
@@ -26,9 +25,8 @@ from tracehub.api.policies import (
 )
 from tracehub.api.policies import MAX_BODY_BYTES as POLICY_BODY_BYTES
 from tracehub.api.project import PROJECT_PATCH, RETENTION_DAYS
-from tracehub.api.schemas import BODIES, MAX_DEPTH, TRACE_ID
+from tracehub.api.schemas import BODIES, MAX_DEPTH
 from tracehub.decision.policy import schema as policy_schema
-from tracehub.store.cases import CASE_STATUSES
 
 PROBLEM = {"description": "Error (RFC 9457 problem details)",
            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
@@ -62,15 +60,6 @@ _PROJECT = {"type": "object", "required": ["name", "auto_decide", "trace_count",
 _PAGE = {"type": "object", "required": ["items", "page", "page_size", "total"],
          "properties": {"items": {"type": "array", "items": _OBJ}, "page": {"type": "integer"},
                         "page_size": {"type": "integer"}, "total": {"type": "integer"}}}
-_CASE_ID = {"name": "case_id", "in": "path", "required": True, "schema": TRACE_ID,
-            "description": "32 hex characters or a UUID."}
-_ENDPOINT_ID = {"name": "endpoint_id", "in": "path", "required": True,
-                "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
-_CASE_MOVE_ERRORS = {"404": PROBLEM, "409": {**PROBLEM, "description": "Not allowed from the case's status,"
-                                             " which the detail says (open -> acknowledged -> resolved, or"
-                                             " open -> resolved)."}, **READ_ERRORS}
-
-
 _NULLABLE_STR = {"type": ["string", "null"]}
 
 
@@ -203,43 +192,7 @@ def document() -> dict[str, Any]:
         "paths": {
             **paths(list(traces.OPERATIONS)),
             **paths([*stats.OPERATIONS, *ingest.OPERATIONS[:3], *decide.OPERATIONS, ingest.EVAL]),
-            "/api/v1/cases": {"get": {
-                "summary": "List cases (opened by ESCALATE decisions), newest first", "tags": ["cases"],
-                "parameters": [*PAGED,
-                               _query("status", {"enum": list(CASE_STATUSES)}, "Case status."),
-                               _query("severity", {"enum": list(SEVERITIES)}, "Severity."),
-                               _query("reason_code", _TEXT, "Reason code, e.g. PII_DETECTED.")],
-                "responses": {"200": _json(_PAGE, "A page."), **READ_ERRORS}}},
-            "/api/v1/cases/{case_id}": {"get": {
-                "summary": "One case: its decision, a link to its trace, its notifications and their"
-                           " delivery attempts", "tags": ["cases"], "parameters": [_CASE_ID],
-                "responses": {"200": _json(_OBJ, "The case."), "404": PROBLEM, **READ_ERRORS}}},
-            "/api/v1/cases/{case_id}/ack": {"post": {
-                "summary": "Acknowledge an open case", "tags": ["cases"], "parameters": [_CASE_ID],
-                "responses": {"200": _json(_OBJ, "The case, acknowledged."), **_CASE_MOVE_ERRORS}}},
-            "/api/v1/cases/{case_id}/resolve": {"post": {
-                "summary": "Resolve an open or acknowledged case, with an optional note", "tags": ["cases"],
-                "parameters": [_CASE_ID],
-                "requestBody": {"required": False, "content": {"application/json": {"schema": RESOLVE_BODY}}},
-                "responses": {"200": _json(_OBJ, "The case, resolved."), "400": PROBLEM, "413": PROBLEM,
-                              "415": PROBLEM, **_CASE_MOVE_ERRORS}}},
-            "/api/v1/webhooks": {
-                "post": {
-                    "summary": "Register a webhook endpoint for case notifications (Standard Webhooks)",
-                    "tags": ["webhooks"],
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": WEBHOOK_BODY}}},
-                    "responses": {"201": _json(_OBJ, "The endpoint with its secret, shown this once."),
-                                  "400": PROBLEM, "413": PROBLEM, "415": PROBLEM, **READ_ERRORS}},
-                "get": {"summary": "List webhook endpoints (without secrets)", "tags": ["webhooks"],
-                        "responses": {"200": _json(_OBJ, "The endpoints."), **READ_ERRORS}}},
-            "/api/v1/webhooks/{endpoint_id}": {"delete": {
-                "summary": "Delete a webhook endpoint (its pending notifications are disabled)",
-                "tags": ["webhooks"], "parameters": [_ENDPOINT_ID],
-                "responses": {"200": _json(_OBJ, "Deleted."), "404": PROBLEM, **READ_ERRORS}}},
-            "/api/v1/webhooks/{endpoint_id}/enable": {"post": {
-                "summary": "Enable a webhook endpoint again (after a 410 disabled it)", "tags": ["webhooks"],
-                "parameters": [_ENDPOINT_ID],
-                "responses": {"200": _json(_OBJ, "The endpoint."), "404": PROBLEM, **READ_ERRORS}}},
+            **paths(list(cases.OPERATIONS)),
             **_policy_paths(),
             "/api/v1/project": {
                 "get": {"summary": "The key's project and its settings", "tags": ["project"],
