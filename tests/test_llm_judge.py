@@ -30,7 +30,7 @@ from tracehub.decision.judges import JudgeInput, JudgeOutcome
 from tracehub.decision.llm_judge import ACTIONS, OUTPUT_SCHEMA, LlmJudge
 from tracehub.decision.policy import Verdict
 
-MODEL = "gpt-4.1-mini"  # in the shipped price table: $0.4 / $1.6 per million tokens
+MODEL = "gpt-4.1-mini"  # in the genai-prices catalogue: $0.4 / $1.6 per million tokens
 API_KEY = "sk-judge-test-key"
 EMAIL = "kim.minsu@example.com"
 CARD = "4111 1111 1111 1111"

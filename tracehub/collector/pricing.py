@@ -40,18 +40,19 @@ What this module must never do:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
-from genai_prices import Usage
-from genai_prices.data import providers as CATALOGUE
-from genai_prices.types import ModelInfo, Provider, TieredPrices, TimeOfDateConstraint
+
+if TYPE_CHECKING:
+    from genai_prices.types import ModelInfo, Provider
 
 from tracehub.records import MODEL_CALL_SPAN_TYPES, SpanRecord
 
@@ -84,10 +85,19 @@ _LANGFUSE_COST = "langfuse.observation.cost_details"
 _COST_PAIRS = (("llm.cost.prompt", "llm.cost.completion"),
                ("gen_ai.usage.input_cost", "gen_ai.usage.output_cost"))
 _ANY_COST_KEY = frozenset((*_COST_TOTAL_KEYS, _LANGFUSE_COST, *(k for pair in _COST_PAIRS for k in pair)))
-_BY_ID = {p.id: p for p in CATALOGUE}
 
 Price = tuple[float, float]  # (USD per million input tokens, USD per million output tokens)
-Found = tuple[Provider, ModelInfo]
+if TYPE_CHECKING:
+    Found = tuple[Provider, ModelInfo]
+
+
+@functools.cache
+def _catalogue() -> tuple[list[Provider], dict[str, Provider]]:
+    """genai-prices' providers, and by id; imported at the first model priced. Its models take
+    ~25 MiB, which a server at rest, and a process that never prices, need not hold."""
+    from genai_prices.data import providers
+
+    return providers, {p.id: p for p in providers}
 
 
 class Rate(NamedTuple):
@@ -176,7 +186,8 @@ class Pricing:
         if listed is not None:
             listed_name, price, exact = listed
             # A listed prefix yields to the catalogue where that catalogue lists it as another model.
-            other = None if exact or found is None else found[0].find_model(listed_name, all_providers=CATALOGUE)
+            other = (None if exact or found is None
+                     else found[0].find_model(listed_name, all_providers=_catalogue()[0]))
             if other is None or found is None or other is found[1]:
                 return Rate(price[0], price[1], 0.0, math.inf, None)
         return None if found is None else catalogue_rate(found)
@@ -222,6 +233,8 @@ class Pricing:
                 rate = timed
             if tin <= rate.flat_upto:
                 return rate.call + (tin * rate.input + tout * rate.output) / PER_MILLION
+            from genai_prices import Usage
+
             provider, model = found
             usage = Usage(input_tokens=tin, output_tokens=tout)
             return float(model.calc_price(usage, provider, genai_request_timestamp=_utc(start_ns)).total_price)
@@ -275,18 +288,19 @@ class Pricing:
 
 def find_model(name: str, provider: str | None = None) -> Found | None:
     """genai-prices' entry for a lowercase model name (see the module docstring for the order)."""
-    by_shape = next((p for p in CATALOGUE if p.model_match is not None and p.model_match.is_match(name)), None)
+    catalogues, by_id = _catalogue()
+    by_shape = next((p for p in catalogues if p.model_match is not None and p.model_match.is_match(name)), None)
     tries = [(_provider_named(provider) if provider else None, name), (by_shape, name)]
     if "/" in name:
         vendor, _, rest = name.partition("/")
         tries.append((_provider_named(vendor), rest))
-    tries.extend((_BY_ID.get(pid), name) for pid in FALLBACK_PROVIDERS)
+    tries.extend((by_id.get(pid), name) for pid in FALLBACK_PROVIDERS)
     seen: set[tuple[str, str]] = set()
     for catalogue, ref in tries:
         if catalogue is None or (catalogue.id, ref) in seen:
             continue
         seen.add((catalogue.id, ref))
-        model = catalogue.find_model(ref, all_providers=CATALOGUE)
+        model = catalogue.find_model(ref, all_providers=catalogues)
         if model is not None:
             return catalogue, model
     return None
@@ -298,6 +312,9 @@ def catalogue_rate(found: Found, at: datetime | None = None) -> Rate:
     The three figures are genai-prices' own totals for a call of no tokens (a per-request fee, as
     Perplexity charges), 1,000 input and 1,000 output tokens, so whatever it counts is counted.
     """
+    from genai_prices import Usage
+    from genai_prices.types import TieredPrices, TimeOfDateConstraint
+
     provider, model = found
     now = at or datetime.now(UTC)
 
@@ -325,9 +342,10 @@ def _utc(ns: int) -> datetime:
 def _provider_named(name: str) -> Provider | None:
     """The catalogue a span's provider names (openai, gcp.vertex_ai, aws.bedrock, mistral_ai, ...)."""
     name = name.strip().lower()
-    provider = _BY_ID.get(name)
+    catalogues, by_id = _catalogue()
+    provider = by_id.get(name)
     if provider is None:
-        provider = next((p for p in CATALOGUE if p.provider_match is not None and p.provider_match.is_match(name)),
+        provider = next((p for p in catalogues if p.provider_match is not None and p.provider_match.is_match(name)),
                         None)
     return provider
 
