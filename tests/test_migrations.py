@@ -19,7 +19,7 @@ from sqlalchemy.schema import CreateIndex
 from conftest import ServerProcess
 from otlp_helpers import make_span, post, request_of
 from tracehub.store import db, search
-from tracehub.store.batchwrite import Sql
+from tracehub.store.sql import Sql
 from tracehub.store.schema import metadata
 
 BACKENDS = pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

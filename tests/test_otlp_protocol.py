@@ -28,7 +28,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from conftest import ServerProcess
 from otlp_helpers import EXPORT_PATH, NS, make_span, new_trace_id, post, request_of
-from tracehub.store.batchwrite import StoredResources
+from tracehub.store.resources import StoredResources
 
 WIRE = Path(__file__).parent / "fixtures" / "otlp-wire"
 def detail(server: ServerProcess, trace_id: bytes) -> dict[str, Any]:

@@ -304,7 +304,7 @@ def test_the_search_index_waits_for_a_row_another_writer_commits_later(
     import psycopg
 
     from tracehub.store import db, search
-    from tracehub.store.batchwrite import Sql
+    from tracehub.store.sql import Sql
 
     url = database_url_factory("postgres")
     db.migrate(db.create_engine(url))

@@ -205,7 +205,7 @@ def _set_retention(engine: sa.Engine, name: str, text: str) -> int:
 def _prune(engine: sa.Engine, project: str | None, dry_run: bool) -> int:
     """`tracehub prune`: each chunk in a transaction of its own (run again after a conflict with
     another PostgreSQL transaction, as the writer does). 0 done, 1 no such project."""
-    from tracehub.store.batchwrite import Sql
+    from tracehub.store.sql import Sql
 
     sql = Sql(engine.dialect.name)
     pooled = engine.raw_connection()

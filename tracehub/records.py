@@ -1,8 +1,9 @@
-"""Internal records that flow from the collector to the store.
+"""Internal records that flow from the collector to the store, and the store's answer.
 
 Every receiver (OTLP gRPC, OTLP HTTP, the JSON ingest API) turns its input into these records and
-nothing else; the store writes them and the processors read them. They carry no behaviour and never
-import from collector, store or api, so every stage can depend on this module alone.
+nothing else; the store writes them and answers a `WriteResult`, which the processors read with them.
+They carry no behaviour and never import from collector, store or api, so every stage can depend on
+this module alone.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class SpanRecord:
     # The spans-table row, encoded ahead (by a decode worker or the receiving thread) so the writer
     # thread only writes. A span decoded in a worker has its JSON only here (and its resource in
     # its batch): `attributes`, `resource`, `scope`, `events` and `links` are empty
-    # (store.batchwrite.span_from_row).
+    # (store.spanrow.span_from_row).
     row: tuple[Any, ...] | None = None
     # The parent is in another process (an OTLP span's flags say so: W3C traceparent from a caller):
     # this span is a local root of the trace, and its parent is not waited for.
@@ -147,8 +148,29 @@ class Batch:
     traces: list[TraceRecord] = field(default_factory=list)
     evals: list[EvalRecord] = field(default_factory=list)
     require_parents: bool = False
-    # The spans' resources, JSON by id: their rows name them by id (store.batchwrite.RowEncoder).
+    # The spans' resources, JSON by id: their rows name them by id (store.spanrow.RowEncoder).
     resources: dict[int, bytearray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.spans) + len(self.events) + len(self.traces) + len(self.evals)
+
+
+@dataclass
+class WriteResult:
+    """What the store answers for one `Batch` (`store.batchwrite.BatchWriter`), once it is committed."""
+
+    spans_stored: int = 0
+    spans_duplicate: int = 0
+    events_stored: int = 0
+    evals_stored: int = 0
+    # Per idempotency key: "created", "duplicate" (same body seen before), "conflict" or "orphan".
+    keys: dict[str, str] = field(default_factory=dict)
+    # The first answer stored for each "duplicate" key, to replay verbatim.
+    replayed: dict[str, Any] = field(default_factory=dict)
+    # Spans refused because their parent is unknown (only with Batch.require_parents).
+    orphans: set[tuple[str, str]] = field(default_factory=set)
+    # Spans not stored because the same (trace_id, span_id) already was.
+    duplicates: set[tuple[str, str]] = field(default_factory=set)
+    # (project_id, trace_id) of the traces this batch completed (`tracerow.completed`): the
+    # writer hands them to the decision worker once committed.
+    completed: list[tuple[int, str]] = field(default_factory=list)

@@ -40,9 +40,9 @@ from tracehub.records import (
     Idem,
     SpanRecord,
     TraceRecord,
+    WriteResult,
 )
 from tracehub.store import queries
-from tracehub.store.batchwrite import WriteResult
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 

@@ -35,7 +35,7 @@ from tracehub.collector.errors import IngestError, invalid, unavailable
 from tracehub.collector.pipeline import encode_rows
 from tracehub.collector.pricing import Pricing
 from tracehub.store.background import name_os_thread
-from tracehub.store.batchwrite import span_from_row
+from tracehub.store.spanrow import span_from_row
 
 log = logging.getLogger(__name__)
 

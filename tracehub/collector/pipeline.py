@@ -20,9 +20,9 @@ from typing import Any, Protocol
 from tracehub import metrics
 from tracehub.collector.errors import IngestError, from_store, overloaded, unavailable
 from tracehub.collector.pricing import Pricing
-from tracehub.records import Batch, SpanRecord
-from tracehub.store.batchwrite import RowEncoder, WriteResult, span_row
+from tracehub.records import Batch, SpanRecord, WriteResult
 from tracehub.store.faults import Fault
+from tracehub.store.spanrow import RowEncoder, span_row
 from tracehub.store.writer import QueueFull, Writer, WriterStopped
 
 log = logging.getLogger(__name__)

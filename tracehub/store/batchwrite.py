@@ -5,23 +5,18 @@ Idempotent by construction: an item whose idempotency key was seen with the same
 and answered with the first result; a span already stored (same trace_id, span_id) is not stored or
 counted again. It uses the DB-API cursor and `executemany` only, no per-span ORM objects; it never
 commits (the writer does, once per group of requests).
+
+Beside it: the dialect's SQL (`sql`), the span rows it stores (`spanrow`), JSON columns
+(`jsoncolumns`) and the resources already stored (`resources`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import operator
-import sqlite3
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Iterator
-
-import orjson
-import psycopg
-from psycopg.adapt import Dumper
-from psycopg.pq import Format
+from dataclasses import replace
+from typing import Any, Iterator
 
 from tracehub.records import (
     STATUS_ERROR,
@@ -30,304 +25,22 @@ from tracehub.records import (
     EvalRecord,
     EventRecord,
     Idem,
-    Mapped,
     SpanRecord,
+    WriteResult,
 )
-from tracehub.store import amendment, spanbody, tracerow
+from tracehub.store import amendment, tracerow
+from tracehub.store.jsoncolumns import dumps, loads
+from tracehub.store.resources import StoredResources
+from tracehub.store.spanrow import SPAN_COLUMNS, SPAN_INSERT, SPAN_JSON, STORED, RowEncoder, span_row
+from tracehub.store.sql import Sql
 
 LIFECYCLE_END = frozenset(("END", "ERROR"))
-
-
-@dataclass
-class WriteResult:
-    spans_stored: int = 0
-    spans_duplicate: int = 0
-    events_stored: int = 0
-    evals_stored: int = 0
-    # Per idempotency key: "created", "duplicate" (same body seen before), "conflict" or "orphan".
-    keys: dict[str, str] = field(default_factory=dict)
-    # The first answer stored for each "duplicate" key, to replay verbatim.
-    replayed: dict[str, Any] = field(default_factory=dict)
-    # Spans refused because their parent is unknown (only with Batch.require_parents).
-    orphans: set[tuple[str, str]] = field(default_factory=set)
-    # Spans not stored because the same (trace_id, span_id) already was.
-    duplicates: set[tuple[str, str]] = field(default_factory=set)
-    # (project_id, trace_id) of the traces this batch completed (`tracerow.completed`): the
-    # writer hands them to the decision worker once committed.
-    completed: list[tuple[int, str]] = field(default_factory=list)
-
-
-def dumps(value: Any) -> bytearray:
-    """A JSON column's value: UTF-8 bytes, which the statements turn into text (`Sql.pj`).
-
-    As str, the JSON was decoded from orjson's UTF-8, encoded again to cross from a decode worker,
-    decoded there and encoded once more to be bound (UTF-8 encoding was 15% of the writer's
-    instructions); as bytes the writer runs 9% fewer, the decode side 12.6%. A bytearray, not
-    bytes: sqlite3 binds it without an adapter lookup.
-    UTF-8 as is (no \\u escapes) so search and storage see Korean text as written; json takes
-    what orjson refuses (ints beyond 64 bits).
-    """
-    try:
-        return bytearray(orjson.dumps(value, default=str))
-    except TypeError:
-        return bytearray(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str), "utf-8")
-
-
-class JsonBytes(Dumper):
-    """Binds a `dumps` value on PostgreSQL as json text, which the server only checks: no cast,
-    no detour through bytea. For the writer's connection (`bind_json_bytes`)."""
-
-    oid = psycopg.adapters.types["json"].oid
-
-    def dump(self, obj: bytearray) -> bytearray:
-        return obj
-
-
-class JsonBytesBinary(JsonBytes):
-    """The same in binary COPY, where json's binary form is its text."""
-
-    format = Format.BINARY
-
-
-_JSON_OID = JsonBytes.oid
-
-
-def bind_json_bytes(dbapi: Any) -> None:
-    dbapi.adapters.register_dumper(bytearray, JsonBytes)
-    dbapi.adapters.register_dumper(None, JsonBytesBinary)  # by type, for COPY's set_types
-
-
-def _loads(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
-# SQLite's limit on the parameters of a statement: 999 before 3.32, 32,766 since (or as built;
-# Debian's takes 250,000). `Sql.use_variable_limit` reads the connection's; statements bind a
-# few other parameters beside a list of values.
-SQLITE_MIN_VARIABLES = 999
-CHUNK_SPARE = 8
-
-# PostgreSQL's sequence trace_seq counts in steps of this (migration 0011): each value starts a block.
-TRACE_SEQ_BLOCK = 1000
-
-
-class Sql:
-    """The few differences between SQLite's and psycopg's SQL on the write path."""
-
-    def __init__(self, dialect: str) -> None:
-        self.pg = dialect == "postgresql"
-        self.p = "%s" if self.pg else "?"
-        # JSON goes in as UTF-8 bytes (`dumps`) and is stored as text / json (`JsonBytes`).
-        self.pj = "%s" if self.pg else "CAST(? AS TEXT)"
-        # SQLite keeps the left side of a CROSS JOIN as the outer loop; PostgreSQL plans freely.
-        self.join = "JOIN" if self.pg else "CROSS JOIN"
-        self._copy_types: dict[str, dict[str, int]] = {}  # table: column: type oid
-        self._seq_next = self._seq_end = 0  # PostgreSQL: the trace numbers reserved and not used yet
-        self._chunk = SQLITE_MIN_VARIABLES - CHUNK_SPARE  # SQLite: values bound in one statement
-
-    def use_variable_limit(self, dbapi: Any) -> None:
-        """SQLite: bind at most as many parameters a statement as the connection takes."""
-        self._chunk = dbapi.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - CHUNK_SPARE
-
-    def any_of(self, column: str, values: Iterable[Any]) -> Iterator[tuple[str, list[Any]]]:
-        """Conditions that `column` is among `values`, each with its parameters: one on PostgreSQL
-        (an array), one per `_chunk` values on SQLite, which caps the parameters of a statement."""
-        values = sorted(set(values))
-        if self.pg:
-            yield f"{column} = ANY(%s)", [values]
-            return
-        for part in _chunks(values, self._chunk):
-            yield f"{column} IN ({','.join('?' * len(part))})", part
-
-    def begin(self, cur: Any) -> None:
-        # SQLite: take the write lock up front so a read-modify-write cannot fail on upgrade.
-        cur.execute("BEGIN" if self.pg else "BEGIN IMMEDIATE")
-
-    def pairs(self, keys: Iterable[tuple[int, str]]) -> Iterator[tuple[str, list[Any]]]:
-        """Relations k(t, s) of (trace_seq, span_id) pairs to drive a join (`self.join`): one
-        index probe per pair, where `t IN (...) AND s IN (...)` probes every combination. One on
-        PostgreSQL, one per `_chunk` parameters on SQLite (`any_of`)."""
-        keys = sorted(keys)
-        if self.pg:
-            yield ("unnest(%s::bigint[], %s::text[]) AS k(t, s)",
-                   [[t for t, _ in keys], [i for _, i in keys]])
-            return
-        for part in _chunks(keys, self._chunk // 2):
-            values = ",".join("(?,?)" for _ in part)
-            yield f"(SELECT column1 AS t, column2 AS s FROM (VALUES {values})) AS k", [
-                v for key in part for v in key]
-
-    def next_seqs(self, cur: Any, n: int) -> Iterator[int]:
-        """`n` unused trace numbers (`traces.seq`), increasing."""
-        if not self.pg:
-            cur.execute("SELECT max(seq) FROM traces")  # under the write lock (`begin`)
-            top = cur.fetchone()[0] or 0
-            return iter(range(top + 1, top + 1 + n))
-        # Each nextval reserves a block (the sequence counts in TRACE_SEQ_BLOCK): one round trip
-        # per ~1,000 new traces instead of one per request; other processes get other blocks.
-        out: list[int] = []
-        while len(out) < n:
-            if self._seq_next >= self._seq_end:
-                cur.execute("SELECT nextval('trace_seq')")
-                self._seq_next = cur.fetchone()[0]
-                self._seq_end = self._seq_next + TRACE_SEQ_BLOCK
-            take = min(n - len(out), self._seq_end - self._seq_next)
-            out.extend(range(self._seq_next, self._seq_next + take))
-            self._seq_next += take
-        return iter(out)
-
-    def placeholders(self, columns: Iterable[str], json_columns: frozenset[str]) -> str:
-        return ", ".join(self.pj if c in json_columns else self.p for c in columns)
-
-    def insert_sql(self, table: str, columns: tuple[str, ...], json_columns: frozenset[str],
-                   on_conflict: str = "") -> str:
-        return (f"INSERT INTO {table} ({', '.join(columns)})"
-                f" VALUES ({self.placeholders(columns, json_columns)}) {on_conflict}")
-
-    def rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """PostgreSQL refuses NUL in text, which a client may send: there it becomes U+FFFD, SQLite
-        keeps it. JSON keeps it escaped on both (json takes \\u0000, jsonb did not)."""
-        if not self.pg:
-            return rows
-        return [tuple(_no_nul(v) for v in row) for row in rows]
-
-    def executemany(self, cur: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        cur.executemany(sql, self.rows(rows))
-
-    def insert(self, cur: Any, table: str, columns: tuple[str, ...], json_columns: frozenset[str],
-               rows: Iterable[tuple[Any, ...]], on_conflict: str = "") -> None:
-        """Insert rows known to be new. PostgreSQL COPYs them: row by row INSERTs started an executor
-        for each (~12% of the backend's time a span) and cost the writer thread more too. Binary
-        COPY spares both sides escaping and parsing text: in isolation the backend's time a span
-        went from ~76 to ~62 us, the writer thread's from ~44 to ~33. A row that is not new after
-        all fails the transaction there; SQLite takes `on_conflict`. The rows come through `rows`,
-        or are span rows, encoded without NUL for PostgreSQL (`RowEncoder`)."""
-        if self.pg:
-            types = self._copy_types.get(table)
-            if types is None:
-                cur.execute("SELECT attname, atttypid FROM pg_attribute WHERE attrelid = %s::regclass"
-                            " AND attnum > 0 AND NOT attisdropped", [table])
-                types = self._copy_types[table] = dict(cur.fetchall())
-            with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
-                # JSON goes in through `JsonBytesBinary`, also into a text column (a span's
-                # documents): in binary COPY both take the same bytes.
-                copy.set_types([_JSON_OID if c in json_columns else types[c] for c in columns])
-                for row in rows:
-                    copy.write_row(row)
-            return
-        cur.executemany(self.insert_sql(table, columns, json_columns, on_conflict), rows)
-
-
-def _chunks(values: list[Any], size: int) -> Iterator[list[Any]]:
-    if len(values) <= size:  # all but outsized requests: no copy
-        yield values
-        return
-    for i in range(0, len(values), size):
-        yield values[i:i + size]
-
-
-def _no_nul(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_no_nul(v) for v in value]
-    if isinstance(value, str) and "\x00" in value:
-        return value.replace("\x00", "\ufffd")
-    return value
-
-
-SPAN_COLUMNS = (
-    "project_id", "trace_id", "span_id", "parent_span_id", "parent_remote", "name", "kind", "span_type",
-    "status", "status_message", "start_ns", "end_ns", "model", "input_text", "output_text", "input_tokens",
-    "output_tokens", "total_tokens", "cost_usd", "user_id", "session_id", "environment",
-    "graph_name", "node_name", "step", "resource_id", "attributes", "scope", "events", "links", "body",
-)
-_SPAN_JSON = frozenset(("attributes", "scope", "events", "links"))
 _TRACE_JSON = frozenset(("attributes",))
 _RESOURCE_JSON = frozenset(("attributes",))
 EVENT_COLUMNS = ("project_id", "trace_id", "span_id", "event_type", "name", "time_ns", "payload",
                  "idempotency_key")
 EVAL_COLUMNS = ("project_id", "trace_id", "span_id", "eval_name", "eval_model", "score", "passed",
                 "metadata", "user_review_passed", "created_ns")
-
-
-class RowEncoder:
-    """Encodes one request's span rows. Its spans share their resource and scope objects: each is
-    encoded once, the rows share the one string, and each resource goes into `resources` (its id:
-    its JSON), which the writer stores once (`BatchWriter`); the rows name it by id.
-
-    With `nul_free` (PostgreSQL, which refuses NUL in text) a NUL in a text column becomes U+FFFD;
-    SQLite keeps it, and JSON keeps it escaped on both. Done here, in the decode worker, rather than
-    by the writer as it stores the rows: looking cost its thread ~3 us a span."""
-
-    def __init__(self, resources: dict[int, bytearray], nul_free: bool) -> None:
-        self.resources = resources
-        self.nul_free = nul_free
-        # By id(): the objects outlive the encoder, so an id is never reused in these.
-        self._scopes: dict[int, bytearray] = {}
-        self._resource_ids: dict[int, int | None] = {}
-
-    def resource_id(self, resource: dict[str, Any]) -> int | None:
-        key = id(resource)
-        if key in self._resource_ids:
-            return self._resource_ids[key]
-        rid = None
-        if resource:
-            doc = dumps(resource)
-            rid = content_id(doc)
-            self.resources[rid] = doc
-        self._resource_ids[key] = rid
-        return rid
-
-    def scope(self, scope: dict[str, Any]) -> bytearray:
-        out = self._scopes.get(id(scope))
-        if out is None:
-            out = self._scopes[id(scope)] = dumps(scope)
-        return out
-
-
-def content_id(doc: bytes | bytearray) -> int:
-    """A 64-bit name of a JSON document, from its bytes."""
-    return int.from_bytes(hashlib.blake2b(doc, digest_size=8).digest(), "big", signed=True)
-
-
-def span_row(project_id: int, s: SpanRecord, encoder: RowEncoder) -> tuple[Any, ...]:
-    """The spans-table row of `s`, all but its trace's number, which the writer adds, followed by
-    the span's input and output texts (`_STORED`), which the row has only in its body."""
-    m = s.mapped
-    if s.row is not None:  # a record rebuilt from its row has its JSON only there
-        resource_id, attributes, scope, events, links, body = s.row[_ENCODED_AT:_STORED]
-        # Packed again below: the texts may have changed.
-        attributes, scope, events, links = (v.encode() for v in spanbody.unpack(body)[2:])
-    else:
-        resource_id, attributes, scope = encoder.resource_id(s.resource), dumps(s.attributes), encoder.scope(s.scope)
-        events = dumps(s.events) if s.events else _NO_ITEMS
-        links = dumps(s.links) if s.links else _NO_ITEMS
-    texts = m.input_text, m.output_text
-    if encoder.nul_free and any(v and "\x00" in v for v in texts):
-        texts = tuple(_no_nul(v) for v in texts)
-    body = spanbody.pack(*texts, attributes, scope, events, links)
-    row = (
-        project_id, s.trace_id, s.span_id, s.parent_span_id, s.parent_remote or None, s.name, s.kind,
-        m.span_type, s.status, s.status_message, s.start_ns, s.end_ns, m.model, None, None,
-        m.input_tokens, m.output_tokens, m.total_tokens, s.cost_usd, m.user_id, m.session_id,
-        m.environment, m.graph_name, m.node_name, m.step, resource_id, _IN_BODY, _IN_BODY, _IN_BODY, _IN_BODY,
-        body, *texts,
-    )
-    if encoder.nul_free and any(v and "\x00" in v for v in _span_text(row)):
-        row = tuple(_no_nul(v) for v in row)
-    return row
-
-
-_ENCODED_AT = SPAN_COLUMNS.index("resource_id")
-_STORED = len(SPAN_COLUMNS)
-# What the writer stores: a span's row and its trace's number, which only the writer knows.
-_SPAN_INSERT = (*SPAN_COLUMNS, "trace_seq")
-_NO_ITEMS = bytearray(b"[]")  # most spans' events and links; shared, never changed
-_IN_BODY = bytearray(b"")  # the JSON columns of a row with a body (`spanbody`)
-# A span row's text from the client: where `RowEncoder.nul_free` looks for NUL (its input and output
-# are looked at before they go into the body).
-_span_text = operator.itemgetter(*(SPAN_COLUMNS.index(c) for c in (
-    "name", "span_type", "status_message", "model", "user_id", "session_id", "environment", "graph_name",
-    "node_name")))
 
 
 def insert_annotation_spans(cur: Any, sql: Sql, project_id: int, trace_id: str, spans: list[SpanRecord]) -> None:
@@ -340,31 +53,15 @@ def insert_annotation_spans(cur: Any, sql: Sql, project_id: int, trace_id: str, 
     q = sql.p
     # The JSON columns are '' (the body has the documents): bound, PostgreSQL would take '' as json.
     values = [f"COALESCE({q}, NULLIF(t.root_span_id, {q}))" if c == "parent_span_id" else
-              "''" if c in _SPAN_JSON else q for c in SPAN_COLUMNS]
-    statement = (f"INSERT INTO spans ({', '.join(_SPAN_INSERT)}) SELECT {', '.join(values)}, t.seq FROM traces t"
+              "''" if c in SPAN_JSON else q for c in SPAN_COLUMNS]
+    statement = (f"INSERT INTO spans ({', '.join(SPAN_INSERT)}) SELECT {', '.join(values)}, t.seq FROM traces t"
                  f" WHERE t.project_id = {q} AND t.trace_id = {q} ON CONFLICT (trace_seq, span_id) DO NOTHING")
     parent = SPAN_COLUMNS.index("parent_span_id")
     rows = []
     for s in spans:
-        row = [v for c, v in zip(SPAN_COLUMNS, span_row(project_id, s, encoder)) if c not in _SPAN_JSON]
+        row = [v for c, v in zip(SPAN_COLUMNS, span_row(project_id, s, encoder)) if c not in SPAN_JSON]
         rows.append((*row[:parent], s.parent_span_id, s.span_id, *row[parent + 1:], project_id, trace_id))
     sql.executemany(cur, statement, rows)
-
-
-def span_from_row(row: tuple[Any, ...]) -> SpanRecord:
-    """The record of a `span_row` (made in a decode worker): every field but the JSON ones, which
-    stay encoded in `row` (as bytes, not bytearrays, once they crossed from the worker: both bind
-    the same way)."""
-    (_pid, trace_id, span_id, parent_span_id, parent_remote, name, kind, span_type, status, status_message,
-     start_ns, end_ns, model, _input, _output, input_tokens, output_tokens, total_tokens, cost_usd,
-     user_id, session_id, environment, graph_name, node_name, step) = row[:_ENCODED_AT]
-    input_text, output_text = row[_STORED:]
-    # Positional: keywords cost a third more, on the server's event loop, for every span.
-    return SpanRecord(
-        trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status, status_message,
-        Mapped(span_type, model, input_text, output_text, input_tokens, output_tokens, total_tokens,
-               user_id, session_id, environment, graph_name, node_name, step),
-        {}, {}, {}, [], [], cost_usd, None, row, bool(parent_remote))
 
 
 def _span_values(s: SpanRecord) -> dict[str, Any]:
@@ -385,40 +82,6 @@ def _amended(s: SpanRecord, patches: list[Any]) -> SpanRecord:
         "span_type", "model", "input_text", "output_text", "input_tokens", "output_tokens", "total_tokens")})
     return replace(s, name=values["name"], status=values["status"], status_message=values["status_message"],
                    cost_usd=values["cost_usd"], mapped=mapped)
-
-
-class StoredResources:
-    """The resources a writer knows to be committed, so a request from a known process does not
-    store its resource again: that statement, one round trip per request, was ~6% of PostgreSQL's
-    writer thread. Ids count only once their transaction commits (`commit`). Retention deletes
-    resources no span names (tracehub/store/retention.py): known ids are forgotten every MAX_AGE_S,
-    far below the shortest retention, so none is taken as stored after that."""
-
-    LIMIT = 10_000  # a bound on memory; past it, known ids are forgotten and stored again
-    MAX_AGE_S = 600.0
-
-    def __init__(self) -> None:
-        self._committed: set[tuple[int, int]] = set()
-        self._pending: set[tuple[int, int]] = set()
-        self._since = time.monotonic()
-
-    def __contains__(self, key: tuple[int, int]) -> bool:
-        if time.monotonic() - self._since > self.MAX_AGE_S:
-            self._committed.clear()
-            self._since = time.monotonic()
-        return key in self._committed or key in self._pending
-
-    def written(self, pid: int, ids: Iterable[int]) -> None:
-        self._pending.update((pid, rid) for rid in ids)
-
-    def commit(self) -> None:
-        if len(self._committed) + len(self._pending) > self.LIMIT:
-            self._committed.clear()
-        self._committed |= self._pending
-        self._pending.clear()
-
-    def rollback(self) -> None:
-        self._pending.clear()
 
 
 def count_new_traces(cur: Any, sql: Sql, new_traces: dict[int, int]) -> None:
@@ -497,7 +160,7 @@ class BatchWriter:
         keyed = [i.idem for i in items if i.idem is not None]
         if not keyed:
             return items
-        seen = {key: (h, _loads(response)) for k_in, k_params in self.sql.any_of("key", [k.key for k in keyed])
+        seen = {key: (h, loads(response)) for k_in, k_params in self.sql.any_of("key", [k.key for k in keyed])
                 for key, h, response in self._select(
                     f"SELECT key, request_hash, response FROM idempotency_keys"
                     f" WHERE project_id = {self.sql.p} AND {k_in}", [pid, *k_params])}
@@ -547,7 +210,7 @@ class BatchWriter:
         rows = {}
         for r in found:
             row = dict(zip(tracerow.TRACE_COLUMNS, r))
-            row["attributes"] = _loads(row["attributes"])
+            row["attributes"] = loads(row["attributes"])
             rows[row["trace_id"]] = row
             if tracerow.completed(row):
                 self._completed_before.add(row["trace_id"])
@@ -607,9 +270,9 @@ class BatchWriter:
                     waiting.add(parent)
                     row["missing_parent_count"] += 1
                 encoded = s.row if s.row is not None and s.row[0] == pid else span_row(pid, s, self._encoder)
-                yield (*encoded[:_STORED], row["seq"])
+                yield (*encoded[:STORED], row["seq"])
 
-        self.sql.insert(self.cur, "spans", _SPAN_INSERT, _SPAN_JSON, folded(),
+        self.sql.insert(self.cur, "spans", SPAN_INSERT, SPAN_JSON, folded(),
                         "ON CONFLICT (trace_seq, span_id) DO NOTHING")
         for trace_id, waiting in awaited.items():
             rows[trace_id]["awaited_parents"] = " ".join(sorted(waiting)) or None
@@ -645,7 +308,7 @@ class BatchWriter:
             return {}
         by_span: dict[tuple[str, str], list[tuple[str, int, Any]]] = defaultdict(list)
         for trace_id, span_id, event_type, time_ns, payload in found:
-            by_span[(trace_id, span_id)].append((event_type, time_ns, _loads(payload)))
+            by_span[(trace_id, span_id)].append((event_type, time_ns, loads(payload)))
         amended: dict[tuple[str, str], SpanRecord] = {}
         for s in new:
             events = by_span.get((s.trace_id, s.span_id))
@@ -779,7 +442,7 @@ class BatchWriter:
                     f"SELECT trace_id, span_id, time_ns, payload FROM span_events WHERE project_id = {q}"
                     f" AND {t_in} AND event_type = 'AMENDMENT' ORDER BY time_ns, id", [pid, *t_params]):
                 if (trace_id, span_id) in stored:
-                    patches[(trace_id, span_id)].append((time_ns, False, amendment.patch_of(_loads(payload))))
+                    patches[(trace_id, span_id)].append((time_ns, False, amendment.patch_of(loads(payload))))
         for t, s, e in amends:
             if (t, s) in stored:
                 patches[(t, s)].append((e.time_ns, True, amendment.patch_of(e.payload)))
@@ -831,3 +494,4 @@ class BatchWriter:
             for e in reviewed:
                 if e.trace_id in rows:
                     rows[e.trace_id]["user_review_passed"] = e.user_review_passed
+

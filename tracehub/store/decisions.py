@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from tracehub.records import Batch, Idem, SpanRecord
-from tracehub.store.batchwrite import Sql, dumps, insert_annotation_spans
+from tracehub.store.batchwrite import insert_annotation_spans
+from tracehub.store.jsoncolumns import dumps
+from tracehub.store.sql import Sql
 from tracehub.store import queries
 from tracehub.store.completion import CUTOFF
 from tracehub.store.schema import (cases, evaluation_results, idempotency_keys, judge_cache, judge_runs, policies,

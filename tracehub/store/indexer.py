@@ -35,7 +35,7 @@ import sqlalchemy as sa
 
 from tracehub.store import search
 from tracehub.store.background import Background, rollback
-from tracehub.store.batchwrite import Sql
+from tracehub.store.sql import Sql
 from tracehub.store.faults import lost
 
 log = logging.getLogger(__name__)

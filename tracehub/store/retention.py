@@ -62,7 +62,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import sqlalchemy as sa
 
 from tracehub.store.background import Background
-from tracehub.store.batchwrite import Sql
+from tracehub.store.sql import Sql
 from tracehub.store.faults import lost
 from tracehub.store.search import DOCUMENT_COLUMNS, INDEXED, Indexed, document, padded
 from tracehub.store.writer import Writer, WriterStopped

@@ -41,7 +41,7 @@ from tracehub.store.faults import lost
 from tracehub.store.schema import SEARCH_DOCUMENT_PG, SEARCH_EVENTS_PG, SEARCH_TRACES_PG, traces
 
 if TYPE_CHECKING:
-    from tracehub.store.batchwrite import Sql
+    from tracehub.store.sql import Sql
 
 log = logging.getLogger(__name__)
 

@@ -51,20 +51,16 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import sqlalchemy as sa
 
 from tracehub import metrics
-from tracehub.records import Batch
+from tracehub.records import Batch, WriteResult
 from tracehub.store import search
 from tracehub.store.background import Backoff, OwnConnection, name_os_thread, rollback
-from tracehub.store.batchwrite import (
-    BatchWriter,
-    Sql,
-    StoredResources,
-    WriteResult,
-    bind_json_bytes,
-    count_new_traces,
-)
+from tracehub.store.batchwrite import BatchWriter, count_new_traces
 from tracehub.store.checkpoint import WRITER_AUTOCHECKPOINT_BYTES, Checkpointer
 from tracehub.store.faults import Unavailable, conflict, fault_of, lost, retryable
 from tracehub.store.indexer import SearchIndexer
+from tracehub.store.jsoncolumns import bind_json_bytes
+from tracehub.store.resources import StoredResources
+from tracehub.store.sql import Sql
 
 log = logging.getLogger(__name__)
 
