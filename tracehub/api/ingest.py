@@ -28,7 +28,7 @@ from tracehub.api.schemas import validation_errors
 from tracehub.collector import semconv
 from tracehub.collector.errors import IngestError
 from tracehub.collector.http import declared_length, read_body
-from tracehub.collector.pipeline import Reservation
+from tracehub.collector.admission import Reservation
 from tracehub.hub import Hub
 from tracehub.records import (
     STATUS_ERROR,

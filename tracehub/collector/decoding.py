@@ -32,8 +32,8 @@ from tracehub import metrics
 from tracehub.collector import otlp
 from tracehub.collector.arena import Arena
 from tracehub.collector.errors import IngestError, invalid, unavailable
-from tracehub.collector.pipeline import encode_rows
 from tracehub.collector.pricing import Pricing
+from tracehub.collector.rowencoding import encode_rows
 from tracehub.store.background import name_os_thread
 from tracehub.store.spanrow import span_from_row
 

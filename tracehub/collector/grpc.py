@@ -44,11 +44,11 @@ def _handler(hub: Hub, decode: Decode, response_type: Any,
     async def export(_requests: Any, context: grpc.aio.ServicerContext) -> bytes:
         try:
             project_id = await authenticate(hub, dict(context.invocation_metadata() or ()))
-            with await hub.pipeline.admit_waiting(hub.pipeline.typical_body_bytes) as held:
+            with await hub.pipeline.admit_waiting(hub.pipeline.admission.typical_body_bytes) as held:
                 body = await context.read()
                 if body is grpc.aio.EOF:
                     raise invalid("the request has no message")
-                hub.pipeline.note_body(len(body))
+                hub.pipeline.admission.note_body(len(body))
                 held.resize(len(body))
                 decoded = await decode(body, "protobuf", project_id)
                 del body

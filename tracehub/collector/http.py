@@ -20,10 +20,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tracehub import metrics
+from tracehub.collector.admission import Reservation
 from tracehub.collector.decoding import Decode
 from tracehub.collector.errors import IngestError, from_store, invalid, too_large, unsupported_media_type
 from tracehub.collector.errors import unauthenticated
-from tracehub.collector.pipeline import Reservation
 from tracehub.hub import Hub
 from tracehub.records import Batch
 from tracehub.store.faults import Fault

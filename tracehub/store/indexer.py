@@ -8,12 +8,12 @@ throughput. PostgreSQL takes concurrent writers and the steps write only the sea
 they run beside the writer. SQLite has one write lock, so there the writer still indexes between
 its own commits (`Writer._index`).
 
-The pacing is the writer's: while it is at work half the time or more (`Writer.busy`), one small
-step a second (ingest keeps the CPU and the index catches up afterwards) unless the index is more
-than INDEX_LAG_S behind, then steps without a pause; otherwise step after step until the index is
-complete. (Pausing whenever the writer had committed in the last 50 ms left a
-steady 2,000 spans/s ~39,000 rows behind after 20 s; now ~11,000, this machine's trigram indexing
-being slower than that, and a steady 1,000 spans/s keeps up.)
+The pacing is the writer's (`tracehub.store.indexpacing`): while it is at work half the time or
+more (`Writer.busy`), one small step a second (ingest keeps the CPU and the index catches up
+afterwards) unless the index is more than INDEX_LAG_S behind, then steps without a pause; otherwise
+step after step until the index is complete. (Pausing whenever the writer had committed in the last
+50 ms left a steady 2,000 spans/s ~39,000 rows behind after 20 s; now ~11,000, this machine's
+trigram indexing being slower than that, and a steady 1,000 spans/s keeps up.)
 
 Between steps the thread ANALYZEs the key columns of a table the writer has doubled (`ANALYZED`).
 Autovacuum looks once a minute; until then a new database had no statistics, and PostgreSQL planned

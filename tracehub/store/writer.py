@@ -13,12 +13,10 @@ none of them had, which two store first at once, fails one's transaction (a uniq
 that transaction is run again (`faults.conflict`): it then finds the row and locks it.
 
 What one batch writes, and how, is `tracehub.store.batchwrite`. On SQLite a second thread
-checkpoints the WAL (`tracehub.store.checkpoint`), so COMMIT does not wait for fsync. The SQLite
-writer indexes new rows for search in steps (`tracehub.store.search`) when idle and after commits
-while it has time to spare; when ingest keeps it busy, only a small step a second, so ingest keeps
-priority and the search index catches up afterwards, unless the index falls INDEX_LAG_S behind:
-then it indexes what it commits, and ingest slows instead of the lag growing. On PostgreSQL a thread of its own does the
-same steps beside the writer (`tracehub.store.indexer`).
+checkpoints the WAL (`tracehub.store.checkpoint`), so COMMIT does not wait for fsync. New rows are
+indexed for search as `tracehub.store.indexpacing` decides, which the writer tells of its work: on
+SQLite by the writer itself, in steps between its transactions (`tracehub.store.search`); on
+PostgreSQL by a thread of its own beside the writer (`tracehub.store.indexer`).
 
 A failed transaction is never acknowledged. Its requests are answered by what the failure means
 (`tracehub.store.faults`): a group that fails on its data is written again one request at a time,
@@ -52,7 +50,7 @@ import sqlalchemy as sa
 
 from tracehub import metrics
 from tracehub.records import Batch, WriteResult
-from tracehub.store import search
+from tracehub.store import indexpacing, search
 from tracehub.store.background import Backoff, OwnConnection, name_os_thread, rollback
 from tracehub.store.batchwrite import BatchWriter, count_new_traces
 from tracehub.store.checkpoint import WRITER_AUTOCHECKPOINT_BYTES, Checkpointer
@@ -64,28 +62,6 @@ from tracehub.store.sql import Sql
 
 log = logging.getLogger(__name__)
 
-# Indexing a span with ~2.5 KB of text costs ~0.3-0.5 ms of CPU. A writer with nothing queued for
-# INDEX_IDLE_S indexes in steps of INDEX_STEP_ROWS, so a request arriving meanwhile waits ~0.1 s at
-# most. Under load it indexes a step after each commit unless requests are waiting or it has been
-# at work BUSY_SHARE of the last LOAD_WINDOW_S (`busy`, which PostgreSQL's indexer thread follows
-# too): a steady 2,000 spans/s leaves only short gaps between requests, and waiting for idle ones
-# had indexed ~140 rows a second while 2,000 came in. A busy writer still indexes
-# INDEX_BUSY_STEP_ROWS every INDEX_EVERY_S, so the index moves under any load (200 rows there took
-# 16% of the writer under the benchmark's load). With a window of 1 s the writer indexed through
-# the first half second of a burst (SQLite's benchmark ran ~4% slower, about its noise); with 0.25 s
-# no difference showed.
-INDEX_IDLE_S = 0.05
-INDEX_EVERY_S = 1.0
-INDEX_STEP_ROWS = 200
-INDEX_BUSY_STEP_ROWS = 50
-# Past this lag the index no longer yields to ingest: after each commit the writer indexes as many
-# rows as it committed and a step more (PostgreSQL's indexer steps of INDEX_LAG_STEP_ROWS without a
-# pause), so under a load the machine cannot both ingest and index, ingest slows instead of the
-# lag, and the scan of unindexed rows every search pays, growing without bound.
-INDEX_LAG_S = 5.0
-INDEX_LAG_STEP_ROWS = 1_000
-LOAD_WINDOW_S = 0.25
-BUSY_SHARE = 0.5
 # Spans a second the writer is assumed to commit until it has measured itself (`drain_s`).
 FIRST_SPANS_PER_S = 5_000.0
 # Decision-lane jobs written in one transaction at most.
@@ -95,29 +71,8 @@ LANE_GROUP = 256
 # process that meets yet another one on a trace both store first needs the next; past these the
 # requests are answered 503 for their clients to retry.
 CONFLICT_RERUNS = 5
-# PostgreSQL's indexer is told of the lane's judge spans once the lane has been quiet this long (or
-# INDEX_EVERY_S after the first): woken after every decision, its steps, ANALYZE and VACUUM checks
-# and their commits ran beside the next decisions on the same two cores and delayed them.
-LANE_INDEX_WAIT_S = INDEX_IDLE_S
 
 T = TypeVar("T")
-
-
-class Load:
-    """The share of the last `window_s` that a thread spent at work, from the spells it reports."""
-
-    def __init__(self, window_s: float = LOAD_WINDOW_S) -> None:
-        self._window_s = window_s
-        self._spells: collections.deque[tuple[float, float]] = collections.deque()  # (end, seconds)
-
-    def add(self, started: float, ended: float) -> None:
-        self._spells.append((ended, ended - started))
-        while self._spells[0][0] < ended - self._window_s:
-            self._spells.popleft()
-
-    def share(self) -> float:
-        since = time.monotonic() - self._window_s
-        return sum(seconds for ended, seconds in tuple(self._spells) if ended > since) / self._window_s
 
 
 class QueueFull(Exception):
@@ -245,9 +200,12 @@ class Writer:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="tracehub-writer", daemon=True)
         self._checkpointer = None if self._sql.pg else Checkpointer(engine)
-        self._indexer = SearchIndexer(engine, self._sql, self.busy, INDEX_STEP_ROWS, INDEX_BUSY_STEP_ROWS,
-                                      INDEX_EVERY_S, INDEX_LAG_S, INDEX_LAG_STEP_ROWS) if self._sql.pg else None
-        self._load = Load()  # transactions, and on SQLite the search indexing between them
+        self._indexer = SearchIndexer(
+            engine, self._sql, self.busy, indexpacing.INDEX_STEP_ROWS, indexpacing.INDEX_BUSY_STEP_ROWS,
+            indexpacing.INDEX_EVERY_S, indexpacing.INDEX_LAG_S, indexpacing.INDEX_LAG_STEP_ROWS,
+        ) if self._sql.pg else None
+        self._pacing = (indexpacing.IndexPacing(tell=self._indexer.rows_committed) if self._indexer is not None
+                        else indexpacing.IndexPacing(step=self._index))
         self._spans_per_s = FIRST_SPANS_PER_S  # while at work: a moving average over transactions
         self._resources = StoredResources()
         self._db = OwnConnection(engine, self._setup)
@@ -272,10 +230,8 @@ class Writer:
         return self._queued / self._spans_per_s
 
     def busy(self) -> bool:
-        """Whether ingest should have the CPU before search indexing: the writer has been at work
-        at least BUSY_SHARE of the last LOAD_WINDOW_S. (PostgreSQL's indexer, which runs beside the
-        writer, takes a request that waits a moment as no reason to stop.)"""
-        return self._load.share() >= BUSY_SHARE
+        """Whether ingest should have the CPU before search indexing (`IndexPacing.busy`)."""
+        return self._pacing.busy()
 
     def start(self) -> None:
         self._thread.start()
@@ -365,37 +321,19 @@ class Writer:
         return None
 
     def _loop(self) -> None:
-        index_pending = self._indexer is None  # rows may be left unindexed by an earlier run
-        idle_wait = INDEX_IDLE_S
-        last_index = time.monotonic()
-        lane_unindexed = 0.0  # PostgreSQL: since when the lane committed rows the indexer was not told of
+        pacing = self._pacing
         while True:
             reconnect_in = self._connected()
             if self._lane:
                 self._write_lane()
-                if self._indexer is None:  # judge spans are searchable rows too
-                    index_pending = True
-                elif not lane_unindexed:
-                    lane_unindexed = time.monotonic()
-            if lane_unindexed and time.monotonic() - lane_unindexed > INDEX_EVERY_S:
-                self._indexer_told()
-                lane_unindexed = 0.0
+                pacing.lane_committed()
+            pacing.tick()
             try:
-                job = self._queue.get(timeout=reconnect_in if reconnect_in is not None
-                                      else idle_wait if index_pending
-                                      else LANE_INDEX_WAIT_S if lane_unindexed else None)
+                job = self._queue.get(timeout=reconnect_in if reconnect_in is not None else pacing.wait_s())
             except queue.Empty:
-                if lane_unindexed:
-                    self._indexer_told()
-                    lane_unindexed = 0.0
-                if reconnect_in is not None or not index_pending:
-                    continue
-                # Idle: catch the search index up, step by step, looking for work in between.
-                index_pending = self._index(INDEX_STEP_ROWS)
-                idle_wait = 0.001
-                last_index = time.monotonic()
+                pacing.idle(connected=reconnect_in is None)
                 continue
-            idle_wait = INDEX_IDLE_S
+            pacing.woke()
             if job is None:
                 self._write_lane()
                 return
@@ -429,30 +367,13 @@ class Writer:
                 ended = time.monotonic()
                 if size >= 1_000:  # small transactions measure their overhead, not the pace
                     self._spans_per_s += (size / max(ended - started, 1e-3) - self._spans_per_s) / 4
-                self._load.add(started, ended)
+                pacing.worked(started, ended)
                 metrics.WRITER_BUSY_SECONDS.inc(ended - started)
                 metrics.WRITER_TRANSACTIONS.inc()
             if stop:
                 self._write_lane()
                 return
-            if self._indexer is not None:  # PostgreSQL: indexed beside the writer
-                self._indexer.rows_committed()
-                lane_unindexed = 0.0
-                continue
-            index_pending = True
-            if not self._queued and not self.busy():
-                index_pending = self._index(INDEX_STEP_ROWS)
-                last_index = time.monotonic()
-            elif search.LAG.lag() > INDEX_LAG_S:
-                index_pending = self._index(size + INDEX_STEP_ROWS)
-                last_index = time.monotonic()
-            elif time.monotonic() - last_index > INDEX_EVERY_S:
-                index_pending = self._index(INDEX_BUSY_STEP_ROWS)
-                last_index = time.monotonic()
-
-    def _indexer_told(self) -> None:
-        if self._indexer is not None:
-            self._indexer.rows_committed()
+            pacing.committed(size, self._queued)
 
     def _write_lane(self) -> None:
         """The decision lane's waiting jobs, LANE_GROUP at most, in a transaction of their own."""
@@ -468,19 +389,16 @@ class Writer:
                 _settle(failed.future, exception=fault_of(exc))
         finally:
             ended = time.monotonic()
-            self._load.add(started, ended)
+            self._pacing.worked(started, ended)
             metrics.WRITER_BUSY_SECONDS.inc(ended - started)
             metrics.WRITER_TRANSACTIONS.inc()
 
     def _index(self, rows: int) -> bool:
-        """SQLite: one indexing step of up to `rows`, counted in the writer's load; True if more rows
-        may wait (not after a failure: no busy retry loop)."""
+        """SQLite: one indexing step of up to `rows` (`IndexPacing` counts it in the writer's load);
+        True if more rows may wait (not after a failure: no busy retry loop)."""
         if self._db.dbapi is None:
             return False
-        started = time.monotonic()
-        done = search.step_committed(self._db.dbapi, self._sql, rows)
-        self._load.add(started, time.monotonic())
-        return bool(done)
+        return bool(search.step_committed(self._db.dbapi, self._sql, rows))
 
     def _commit(self, jobs: Sequence[_Job | _LaneJob], again: bool = True, reruns: int = CONFLICT_RERUNS) -> None:
         """Write `jobs` in one transaction and answer them; on a broken connection, once more on a
