@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from fixture_js import REQUESTS, spans_of
 from tracehub.collector.semconv import MAX_PARSE_CHARS, map_log, map_span
 from tracehub.records import SPAN_TYPES, Mapped
 
@@ -23,8 +24,9 @@ CAPTURE_NAMES = sorted(p.name for p in CAPTURES.glob("*.json"))
 
 ENV = "capture"  # every capture's resource sets deployment.environment=capture
 QUESTION = "Which port does OTLP HTTP use?"
-WEATHER_CALL = 'call get_weather({"city": "Paris"})'
-CALC_CALL = 'call calculator({"expression": "18+2"})'
+# Tool-call arguments read as compact JSON, however the instrumentation sent them.
+WEATHER_CALL = 'call get_weather({"city":"Paris"})'
+CALC_CALL = 'call calculator({"expression":"18+2"})'
 SYSTEM_AGENT = "system: You are a helpful agent. Use tools."
 USER_AGENT = "user: Weather in Paris, and what is 18+2?"
 # The ReAct agent's last model call, rendered: the same text whichever instrumentation reports it.
@@ -238,7 +240,8 @@ def test_traceloop_router_rag() -> None:
     assert named["execute_task router"].output_text == '{"route": "retrieve"}'
     assert named["execute_task RunnableCallable"].output_text == "retrieve"
     assert named["vector_db_retrieve DocsRetriever"].input_text == QUESTION
-    assert named["execute_tool search_docs"].input_text == json.dumps({"query": QUESTION})
+    assert named["execute_tool search_docs"].input_text == json.dumps({"query": QUESTION},
+                                                                      separators=(",", ":"))
     assert named["execute_tool search_docs"].output_text == (
         f"Doc hit for '{QUESTION}': OTLP/HTTP listens on port 4318, gRPC on 4317.")
     assert named["execute_task answer"].output_text == json.dumps(
@@ -300,6 +303,182 @@ def test_traceloop_react_agent_with_content_in_log_records() -> None:
     assert joined_in == [m.input_text for m in oi_llms]
     assert joined_in[2] == REACT_FINAL_INPUT
     assert joined_out == [m.output_text for m in llms]
+
+
+# ---------------------------------------------------------------- JavaScript clients (otlp-js)
+
+WEATHER_SEOUL = 'call getWeather({"city":"Seoul"})'
+SEOUL_RESULT = '{"city":"Seoul","tempC":21,"condition":"sunny"}'
+SEOUL_ANSWER = "It is sunny in Seoul, 21°C. 서울은 맑아요."
+WEATHER_PROMPT = "system: You are a weather assistant.\nuser: What is the weather in Seoul?"
+REFUND_PROMPT = ("system: You answer questions about the refund policy.\n"
+                 "user: What is the refund policy?")
+
+
+def js_spans(stem: str) -> list[tuple[dict[str, Any], Mapped]]:
+    """The mapped spans of every request of one otlp-js capture, in the order they were sent."""
+    return [(s, map_span(s["name"], "INTERNAL", s["attributes"], s["resource"], s["events"]))
+            for path in REQUESTS if path.name.startswith(stem) for s in spans_of(path)]
+
+
+def test_every_js_capture_is_covered() -> None:
+    assert sorted({p.name.split(".")[0] for p in REQUESTS}) == [
+        "traceloop-instrumentation-openai_chat-tools", "traceloop-node-sdk_workflow_ai-sdk",
+        "vercel-ai-sdk_generate-and-stream"]
+
+
+def test_vercel_ai_sdk() -> None:
+    pairs = js_spans("vercel-ai-sdk")
+    assert [(s["name"], m.span_type) for s, m in pairs] == [
+        ("ai.generateText.doGenerate", "llm"), ("ai.toolCall", "tool"),
+        ("ai.generateText.doGenerate", "llm"), ("ai.generateText", "chain"),
+        ("ai.streamText.doStream", "llm"), ("ai.streamText", "chain")]
+    for _, m in pairs:  # only in ai.telemetry.metadata.*
+        assert (m.user_id, m.session_id) == ("u1", "s1")
+    first, tool, second, outer, stream, outer_stream = (m for _, m in pairs)
+    assert (first.input_text, first.output_text) == (WEATHER_PROMPT, WEATHER_SEOUL)
+    assert (tool.input_text, tool.output_text) == ('{"city":"Seoul"}', SEOUL_RESULT)
+    assert second.input_text == "\n".join(
+        [WEATHER_PROMPT, "assistant: " + WEATHER_SEOUL, "tool: " + SEOUL_RESULT])
+    assert second.output_text == SEOUL_ANSWER
+    # the outer span is the call as the application made it, with the usage of both model calls
+    assert (outer.input_text, outer.output_text) == (WEATHER_PROMPT, SEOUL_ANSWER)
+    assert (outer.model, tokens(outer)) == ("gpt-4o-mini", (104, 23, 127))
+    assert [(m.model, tokens(m)) for m in (first, second, stream)] == [
+        ("gpt-4o-mini-2024-07-18", (41, 9, 50)), ("gpt-4o-mini-2024-07-18", (63, 14, 77)),
+        ("gpt-4o-mini-2024-07-18", (30, 8, 38))]
+    assert (stream.input_text, stream.output_text) == (
+        REFUND_PROMPT, "Refunds are accepted within 7 days.")
+    assert (outer_stream.input_text, outer_stream.output_text) == (
+        stream.input_text, stream.output_text)
+    assert (tool.model, tokens(tool)) == (None, (None, None, None))
+
+
+def test_openllmetry_js_sdk_with_ai_sdk_spans() -> None:
+    pairs = js_spans("traceloop-node-sdk")
+    assert [(s["name"], m.span_type) for s, m in pairs] == [
+        ("retrieve_policy.task", "chain"), ("get_weather.tool", "tool"),
+        ("chat gpt-4o-mini", "llm"), ("support_chat.workflow", "chain"),
+        ("chat gpt-4o-mini", "llm"), ("execute_tool getWeather", "tool"),
+        ("chat gpt-4o-mini", "llm"),
+        ("chat gpt-4o-mini", "chain"),  # the rewritten ai.generateText: model and usage, no call
+        ("chat gpt-4o-mini", "llm"), ("chat gpt-4o-mini", "chain")]
+    for span_, m in pairs:  # user_id from the decorator, userId from the AI SDK's metadata
+        assert (m.user_id, m.session_id) == ("u1", "s1"), span_["attributes"]
+    task, tool, openai, workflow = (m for _, m in pairs[:4])
+    # decorated functions: the arguments, not the {"args": [...], "kwargs": {}} wrapper
+    assert (task.input_text, task.output_text) == (
+        "refund", "policy for refund: refunds within 7 days")
+    assert (tool.input_text, tool.output_text) == ("Seoul", '{"city":"Seoul","tempC":21}')
+    assert workflow.input_text is None  # called without arguments
+    assert workflow.output_text and json.loads(workflow.output_text)["weather"]["tempC"] == 21
+    assert (openai.model, tokens(openai)) == ("gpt-4o-mini-2024-07-18", (22, 7, 29))
+    assert openai.output_text == "환불은 7일 이내 가능합니다. Refunds within 7 days."
+    outer = pairs[7][1]
+    assert (outer.model, tokens(outer)) == ("gpt-4o-mini", (104, 23, 127))
+    assert (outer.input_text, outer.output_text) == (
+        "user: What is the weather in Seoul?", SEOUL_ANSWER)
+
+
+def test_a_tool_call_reads_the_same_whichever_instrumentation_reported_it() -> None:
+    # The same AI SDK run, reported by the AI SDK itself and rewritten by Traceloop's processor
+    # (arguments and results as JSON text in one, as objects in the other).
+    native = {s["name"]: m for s, m in js_spans("vercel-ai-sdk") if m.span_type in ("llm", "tool")}
+    traceloop = [m for s, m in js_spans("traceloop-node-sdk") if s["attributes"].get(
+        "ai.operationId") in ("ai.generateText.doGenerate", "ai.toolCall")]
+    vercel = [m for s, m in js_spans("vercel-ai-sdk") if s["name"] in (
+        "ai.generateText.doGenerate", "ai.toolCall")]
+    assert len(native) == 3 and len(traceloop) == len(vercel) == 3
+    for a, b in zip(vercel, traceloop):
+        assert (a.span_type, a.input_text, a.output_text) == (b.span_type, b.input_text,
+                                                               b.output_text)
+    # arguments as an object (OTel GenAI parts, Traceloop JS) and as a JSON string (OpenInference,
+    # OpenAI chat format), compact or spaced: one rendering
+    call = 'call get_weather({"city":"Seoul"})'
+    objects = span({"gen_ai.operation.name": "chat", "gen_ai.output.messages": json.dumps([
+        {"role": "assistant", "parts": [{"type": "tool_call", "name": "get_weather",
+                                         "arguments": {"city": "Seoul"}}]}])})
+    flat = span({"openinference.span.kind": "LLM",
+                 "llm.output_messages.0.message.role": "assistant",
+                 "llm.output_messages.0.message.tool_calls.0.tool_call.function.name":
+                     "get_weather",
+                 "llm.output_messages.0.message.tool_calls.0.tool_call.function.arguments":
+                     '{"city": "Seoul"}'})
+    chat_format = map_log("gen_ai.choice", {"index": 0, "message": {"tool_calls": [
+        {"function": {"name": "get_weather", "arguments": '{ "city" : "Seoul" }'}}]}}, {})
+    assert objects.output_text == flat.output_text == chat_format[1] == call
+    chat_tools = [m for _, m in js_spans("traceloop-instrumentation-openai")]
+    assert chat_tools[2].output_text == call
+    # a tool span's arguments and result, from OpenInference, Traceloop and the AI SDK
+    assert span({"openinference.span.kind": "TOOL", "input.value": '{"city": "Seoul"}'}) \
+        .input_text == span({"gen_ai.operation.name": "execute_tool",
+                             "gen_ai.tool.call.arguments": {"city": "Seoul"}}).input_text \
+        == span({"ai.operationId": "ai.toolCall", "ai.toolCall.args": '{"city":"Seoul"}'}) \
+        .input_text == '{"city":"Seoul"}'
+    # text that is not JSON stays as sent
+    assert span({"openinference.span.kind": "TOOL", "input.value": "{city: Seoul}"}) \
+        .input_text == "{city: Seoul}"
+
+
+@pytest.mark.parametrize(("operation", "expected"), [
+    ("ai.generateText", "chain"), ("ai.streamText", "chain"), ("ai.generateObject", "chain"),
+    ("ai.streamObject", "chain"), ("ai.embed", "chain"), ("ai.embedMany", "chain"),
+    ("ai.rerank", "chain"), ("ai.generateText.doGenerate", "llm"),
+    ("ai.streamText.doStream", "llm"), ("ai.generateObject.doGenerate", "llm"),
+    ("ai.streamObject.doStream", "llm"), ("ai.embed.doEmbed", "embedding"),
+    ("ai.embedMany.doEmbed", "embedding"), ("ai.rerank.doRerank", "reranker"),
+    ("ai.toolCall", "tool"), ("ai.somethingNew", "chain"), ("ai.somethingNew.doIt", "llm"),
+])
+def test_ai_sdk_operations(operation: str, expected: str) -> None:
+    # decided by the span's own operation id, whatever model attributes it carries
+    assert span({"ai.operationId": operation, "gen_ai.request.model": "m"}).span_type == expected
+
+
+def test_ai_sdk_content_of_other_operations_and_versions() -> None:
+    obj = span({"ai.operationId": "ai.generateObject", "ai.model.id": "m",
+                "ai.prompt": json.dumps({"prompt": [{"role": "user", "content": "Name a city"}]}),
+                "ai.response.object": '{"city":"Seoul"}'})
+    assert (obj.input_text, obj.output_text, obj.model) == (
+        "user: Name a city", '{"city":"Seoul"}', "m")
+    embed = span({"ai.operationId": "ai.embedMany.doEmbed", "ai.usage.tokens": 7,
+                  "ai.values": ['"sunny day"', '"rainy day"']})
+    assert (embed.span_type, embed.input_text, tokens(embed)) == (
+        "embedding", "sunny day\nrainy day", (7, None, None))
+    assert span({"ai.operationId": "ai.embed", "ai.value": '"one"'}).input_text == "one"
+    # AI SDK 3.x / 4.x names: ai.result.*, ai.usage.promptTokens, tool calls with `args`
+    old = span({"ai.operationId": "ai.generateText.doGenerate",
+                "ai.usage.promptTokens": 5, "ai.usage.completionTokens": 2,
+                "ai.prompt.messages": json.dumps([
+                    {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                    {"role": "assistant", "content": [
+                        {"type": "tool-call", "toolName": "f", "args": {"a": 1}}]},
+                    {"role": "tool", "content": [
+                        {"type": "tool-result", "toolName": "f", "result": "done"}]},
+                    {"role": "user", "content": [
+                        {"type": "image", "image": "AAAA", "mediaType": "image/png"}]}]),
+                "ai.result.text": "ok",
+                "ai.result.toolCalls": json.dumps([{"toolName": "g", "args": {"b": 2}}])})
+    assert tokens(old) == (5, 2, 7)
+    assert old.input_text == 'user: hi\nassistant: call f({"a":1})\ntool: done\nuser: [image image/png]'
+    assert old.output_text == 'ok\ncall g({"b":2})'
+    assert span({"ai.operationId": "ai.generateText", "ai.prompt": "plain"}).input_text == "plain"
+    snake = span({"ai.telemetry.metadata.user_id": "u", "ai.telemetry.metadata.session_id": "s"})
+    assert (snake.user_id, snake.session_id) == ("u", "s")
+
+
+@pytest.mark.parametrize(("entity_input", "expected"), [
+    ('{"args":[],"kwargs":{}}', None),
+    ('{"args":["refund"],"kwargs":{}}', "refund"),
+    ('{"args":[{"q":"x"}],"kwargs":{}}', '{"q": "x"}'),
+    ('{"args":["a",2],"kwargs":{}}', '["a", 2]'),
+    ('{"args":[],"kwargs":{"q":"x"}}', '{"q": "x"}'),
+    ('{"args":["a"],"kwargs":{"q":"x"}}', '{"args":["a"],"kwargs":{"q":"x"}}'),
+    ('{"args":["a"],"other":1}', '{"args":["a"],"other":1}'),
+    ('"quoted"', "quoted"),
+])
+def test_traceloop_decorated_call_inputs(entity_input: str, expected: str | None) -> None:
+    assert span({"traceloop.span.kind": "task", "traceloop.entity.input": entity_input}) \
+        .input_text == expected
 
 
 # ---------------------------------------------------------------- explicit attributes
@@ -423,7 +602,7 @@ def test_older_genai_attribute_names() -> None:
     })
     assert (m.span_type, m.model, tokens(m)) == ("llm", "gpt-3.5-turbo", (8, 2, 11))
     assert m.input_text == "system: Be brief.\nuser: 날씨 어때?"
-    assert m.output_text == 'call get_weather({"city": "서울"})'
+    assert m.output_text == 'call get_weather({"city":"서울"})'
 
 
 def test_genai_span_events_feed_input_and_output() -> None:
@@ -478,8 +657,8 @@ def test_korean_text_passes_through_unchanged() -> None:
                       {"type": "text", "content": answer},
                       {"type": "tool_call", "name": "검색", "arguments": {"질의": question}}]}])})
     assert m.input_text == "user: " + question
-    assert m.output_text == answer + "\ncall 검색(" + json.dumps({"질의": question},
-                                                               ensure_ascii=False) + ")"
+    assert m.output_text == answer + "\ncall 검색(" + json.dumps(
+        {"질의": question}, ensure_ascii=False, separators=(",", ":")) + ")"
     assert "\\u" not in (m.output_text or "")
     chain = span({"input.value": question, "output.value": answer, "user.id": "사용자"})
     assert (chain.input_text, chain.output_text, chain.user_id) == (question, answer, "사용자")
@@ -586,7 +765,7 @@ def test_map_log_shapes() -> None:
     assert map_log("gen_ai.tool.message", {"content": "20", "id": "c1"}, {}) == ("tool: 20", None)
     assert map_log("gen_ai.assistant.message", {"content": None, "tool_calls": [
         {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]}, {}) \
-        == ('assistant: call f({"a": 1})', None)
+        == ('assistant: call f({"a":1})', None)
     assert map_log("gen_ai.choice", {"index": 0, "message": {"role": "assistant", "content": "ok"},
                                      "finish_reason": "stop"}, {}) == (None, "ok")
     details = {"gen_ai.system_instructions": [{"type": "text", "content": "be nice"}],

@@ -3,7 +3,7 @@
 Every span the collector decodes passes through `map_span`, and every OTLP log record through
 `map_log`. They read the attribute names that LLM instrumentations use (OTel GenAI `gen_ai.*`,
 OpenInference `openinference.span.kind` / `input.value` / `llm.*`, Traceloop `traceloop.*`, Langfuse
-`langfuse.*`, and our own `tracehub.span.type` / `langgraph.*`) and fill a `records.Mapped`:
+`langfuse.*`, the Vercel AI SDK's `ai.*`, and our own `tracehub.span.type` / `langgraph.*`) and fill a `records.Mapped`:
 span_type, model, input/output text, tokens, user, session, environment and the LangGraph node.
 docs/SEMCONV.md lists the precedence per field and the node-detection rule; keep the two in step.
 
@@ -31,6 +31,9 @@ from tracehub.records import SPAN_TYPES, Mapped
 # Above this many characters a JSON attribute is used as raw text instead of being parsed, so one
 # huge value cannot stall the ingest path.
 MAX_PARSE_CHARS = 1_000_000
+# Tool arguments and results up to this size are written in one JSON style (`_json_text`); larger
+# ones stay as sent, so a big tool result costs no second pass.
+MAX_REWRITE_CHARS = 100_000
 _INT_MAX = 2**63 - 1  # the store's BIGINT range
 _STEP_MIN, _STEP_MAX = -(2**31), 2**31 - 1  # spans.step is an INTEGER
 
@@ -61,25 +64,50 @@ _TRACELOOP_KINDS = {
 _LLM_REQUEST_TYPES = {
     "chat": "llm", "completion": "llm", "embedding": "embedding", "rerank": "reranker",
 }
+# Vercel AI SDK `ai.operationId`: the `.do*` spans are the provider calls; the outer span is the call
+# as the application made it (its usage sums its model calls), so a chain. Traceloop's processor
+# keeps the id when it rewrites these spans into gen_ai.* (with a model but no operation name).
+_AI_SDK_OPERATIONS = {
+    "ai.generateText.doGenerate": "llm", "ai.streamText.doStream": "llm",
+    "ai.generateObject.doGenerate": "llm", "ai.streamObject.doStream": "llm",
+    "ai.embed.doEmbed": "embedding", "ai.embedMany.doEmbed": "embedding",
+    "ai.rerank.doRerank": "reranker", "ai.toolCall": "tool",
+    "ai.generateText": "chain", "ai.streamText": "chain", "ai.generateObject": "chain",
+    "ai.streamObject": "chain", "ai.embed": "chain", "ai.embedMany": "chain", "ai.rerank": "chain",
+}
 # Vendor types a LangGraph node span can carry; a more specific one (llm, tool, ...) is kept.
 _NODE_CONTAINER_TYPES = frozenset({"chain", "agent", "span"})
 
 _MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name",
-               "langfuse.observation.model.name", "llm.response.model", "llm.request.model")
+               "langfuse.observation.model.name", "llm.response.model", "llm.request.model",
+               "ai.response.model", "ai.model.id")
+# `ai.usage.*`: the Vercel AI SDK (promptTokens / completionTokens before 5.0, tokens on embeddings).
 _INPUT_TOKEN_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens",
-                     "llm.token_count.prompt", "llm.usage.prompt_tokens")
+                     "llm.token_count.prompt", "llm.usage.prompt_tokens", "ai.usage.inputTokens",
+                     "ai.usage.promptTokens", "ai.usage.tokens")
 _OUTPUT_TOKEN_KEYS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens",
-                      "llm.token_count.completion", "llm.usage.completion_tokens")
-_TOTAL_TOKEN_KEYS = ("gen_ai.usage.total_tokens", "llm.token_count.total", "llm.usage.total_tokens")
+                      "llm.token_count.completion", "llm.usage.completion_tokens",
+                      "ai.usage.outputTokens", "ai.usage.completionTokens")
+_TOTAL_TOKEN_KEYS = ("gen_ai.usage.total_tokens", "llm.token_count.total", "llm.usage.total_tokens",
+                     "ai.usage.totalTokens")
+# Traceloop JS copies the AI SDK's metadata keys as they are (camelCase) next to its own snake_case.
 _USER_KEYS = ("user.id", "langfuse.user.id", "traceloop.association.properties.user_id",
-              "enduser.id")
+              "traceloop.association.properties.userId", "enduser.id",
+              "ai.telemetry.metadata.userId", "ai.telemetry.metadata.user_id")
 # The explicit session before conversation / thread ids, which instrumentations derive on their own.
 _SESSION_KEYS = ("session.id", "langfuse.session.id", "traceloop.association.properties.session_id",
-                 "gen_ai.conversation.id", "traceloop.association.properties.thread_id")
+                 "traceloop.association.properties.sessionId", "ai.telemetry.metadata.sessionId",
+                 "ai.telemetry.metadata.session_id", "gen_ai.conversation.id",
+                 "traceloop.association.properties.thread_id")
 _RESOURCE_ENV_KEYS = ("deployment.environment.name", "deployment.environment")
 _SPAN_ENV_KEYS = ("deployment.environment.name", "deployment.environment", "langfuse.environment")
 _TOKEN_KEYS = _INPUT_TOKEN_KEYS + _OUTPUT_TOKEN_KEYS + _TOTAL_TOKEN_KEYS
-_LOOKUP_KEYS = frozenset(_MODEL_KEYS + _TOKEN_KEYS + _USER_KEYS + _SESSION_KEYS + _SPAN_ENV_KEYS)
+# What `_vendor_type` reads: a span with none of these (most spans of a plain app) skips it.
+_TYPE_KEYS = ("langfuse.observation.type", "openinference.span.kind", "ai.operationId",
+              "gen_ai.operation.name", "traceloop.span.kind", "llm.request.type",
+              "gen_ai.request.model", "llm.model_name")
+_LOOKUP_KEYS = frozenset(_MODEL_KEYS + _TOKEN_KEYS + _USER_KEYS + _SESSION_KEYS + _SPAN_ENV_KEYS
+                         + _TYPE_KEYS)
 
 # Traceloop wraps LangChain callback payloads: {"inputs": ..., "tags": ..., "metadata": ...}.
 _TL_INPUT_WRAPPERS = ("inputs", "input_str", "input", "query")
@@ -179,18 +207,19 @@ def _fill(m: Mapped, name: str, a: dict[str, Any], resource: dict[str, Any],
             graph = _scalar(get("gen_ai.agent.name"))
     m.node_name, m.step, m.graph_name = node, step, graph
 
+    # The keys of the lookups below that the span has, in one set operation: a group of which it
+    # has none (most spans have few) is then skipped instead of tried key by key.
+    found = _LOOKUP_KEYS.intersection(a)
+
     span_type = _override_type(get("tracehub.span.type"))
     if span_type is None:
-        vendor = _vendor_type(get)
+        vendor = None if found.isdisjoint(_TYPE_KEYS) else _vendor_type(get)
         if explicit_node or (own_node and (vendor is None or vendor in _NODE_CONTAINER_TYPES)):
             span_type = "node"
         else:
             span_type = vendor or "span"
     m.span_type = span_type
 
-    # The keys of the lookups below that the span has, in one set operation: a group of which it
-    # has none (most spans have few) is then skipped instead of tried key by key.
-    found = _LOOKUP_KEYS.intersection(a)
     m.model = None if found.isdisjoint(_MODEL_KEYS) else _first_scalar(get, _MODEL_KEYS)
 
     tin = tout = total = None
@@ -223,6 +252,9 @@ def _fill(m: Mapped, name: str, a: dict[str, Any], resource: dict[str, Any],
             in_sources, out_sources = _INPUT_SOURCES, _OUTPUT_SOURCES
         m.input_text = _first_text(in_sources, a, events, present)
         m.output_text = _first_text(out_sources, a, events, present)
+        if span_type == "tool":  # arguments and result read the same however they were sent
+            m.input_text = _json_text(m.input_text)
+            m.output_text = _json_text(m.output_text)
 
 
 def _override_type(value: Any) -> str | None:
@@ -242,6 +274,9 @@ def _vendor_type(get: Callable[[str], Any]) -> str | None:
     value = get("openinference.span.kind")
     if isinstance(value, str) and (found := _OPENINFERENCE_KINDS.get(value.upper())):
         return found
+    value = get("ai.operationId")
+    if isinstance(value, str) and (found := _ai_sdk_type(value)):
+        return found
     value = get("gen_ai.operation.name")
     if isinstance(value, str) and (found := _GENAI_OPERATIONS.get(value.lower())):
         return found
@@ -255,6 +290,13 @@ def _vendor_type(get: Callable[[str], Any]) -> str | None:
     if get("gen_ai.request.model") is not None or get("llm.model_name") is not None:
         return "llm"
     return None
+
+
+def _ai_sdk_type(operation: str) -> str | None:
+    found = _AI_SDK_OPERATIONS.get(operation)
+    if found is None and operation.startswith("ai.") and ".do" not in operation:
+        return "chain"  # an outer span of a newer function: never a second model call
+    return found
 
 
 def _meta_field(meta: str | dict[str, Any], key: str) -> Any:
@@ -352,14 +394,14 @@ def _src_traceloop_in(a: dict[str, Any], _e: list[dict[str, Any]]) -> str | None
     value = a.get("traceloop.entity.input")
     if value is None:
         value = a.get("gen_ai.task.input")
-    return _unwrap(value, _TL_INPUT_WRAPPERS, _TL_INPUT_NOISE)
+    return _unwrap(value, _TL_INPUT_WRAPPERS, _TL_INPUT_NOISE, True)
 
 
 def _src_traceloop_out(a: dict[str, Any], _e: list[dict[str, Any]]) -> str | None:
     value = a.get("traceloop.entity.output")
     if value is None:
         value = a.get("gen_ai.task.output")
-    return _unwrap(value, _TL_OUTPUT_WRAPPERS, _TL_OUTPUT_NOISE)
+    return _unwrap(value, _TL_OUTPUT_WRAPPERS, _TL_OUTPUT_NOISE, False)
 
 
 def _src_tool_args(a: dict[str, Any], _e: list[dict[str, Any]]) -> str | None:
@@ -395,6 +437,65 @@ def _src_completion_out(a: dict[str, Any], _e: list[dict[str, Any]]) -> str | No
     return _flat_text(a, "gen_ai.completion.", "", "", True)
 
 
+def _src_ai_messages_in(a: dict[str, Any], _e: list[dict[str, Any]]) -> str | None:
+    return _messages_text(a.get("ai.prompt.messages"), False)
+
+
+def _src_ai_prompt_in(a: dict[str, Any], _e: list[dict[str, Any]]) -> str | None:
+    # The AI SDK's call as the application made it: {"system", "prompt"} or {"system", "messages"}.
+    value = a.get("ai.prompt")
+    doc = (_as_dict(value) if isinstance(value, dict) or (isinstance(value, str)
+                                                         and value.startswith("{")) else None)
+    if doc is None or not ("prompt" in doc or "messages" in doc or "system" in doc):
+        return _plain(value)
+    prompt = doc.get("prompt")
+    if prompt is None:
+        prompt = doc.get("messages")
+    if isinstance(prompt, str):
+        body = f"user: {prompt}" if prompt else None
+    else:
+        body = _render(prompt, False) if isinstance(prompt, list) else None
+    return _join(_system_text(doc.get("system")), body)
+
+
+def _src_ai_values_in(a: dict[str, Any], _e: list[dict[str, Any]]) -> str | None:
+    # Embedding input: `ai.values` (array) or `ai.value`, each value JSON-encoded.
+    values = a.get("ai.values")
+    if not isinstance(values, list):
+        values = [a.get("ai.value") if values is None else values]
+    texts = [_unquote(v) for v in values]
+    return "\n".join(t for t in texts if t) or None
+
+
+def _src_ai_response_out(a: dict[str, Any], _e: list[dict[str, Any]]) -> str | None:
+    # `ai.response.*` since AI SDK 4.0, `ai.result.*` before.
+    pieces: list[str | None] = []
+    for prefix in ("ai.response.", "ai.result."):
+        text, calls, obj = (a.get(prefix + "text"), a.get(prefix + "toolCalls"),
+                            a.get(prefix + "object"))
+        if text is None and calls is None and obj is None:
+            continue
+        pieces.append(_plain(text))
+        if isinstance(calls, str):
+            calls = _loads(calls)
+        if isinstance(calls, list):
+            for call in calls:
+                if isinstance(call, dict):
+                    args = call.get("input") if "input" in call else call.get("args")
+                    pieces.append(_call(call.get("toolName"), args))
+        pieces.append(_plain(obj))
+        break
+    return "\n".join(p for p in pieces if p) or None
+
+
+def _src_ai_tool_args(a: dict[str, Any], _e: list[dict[str, Any]]) -> str | None:
+    return _plain(a.get("ai.toolCall.args"))
+
+
+def _src_ai_tool_result(a: dict[str, Any], _e: list[dict[str, Any]]) -> str | None:
+    return _plain(a.get("ai.toolCall.result"))
+
+
 def _src_events_in(_a: dict[str, Any], events: list[dict[str, Any]]) -> str | None:
     return _span_events_text(events, 0) if events else None
 
@@ -428,19 +529,27 @@ _TL_IN = (("traceloop.entity.input", "gen_ai.task.input"), _src_traceloop_in)
 _TL_OUT = (("traceloop.entity.output", "gen_ai.task.output"), _src_traceloop_out)
 _TOOL_ARGS = (("gen_ai.tool.call.arguments",), _src_tool_args)
 _TOOL_RESULT = (("gen_ai.tool.call.result",), _src_tool_result)
+_AI_MESSAGES_IN = (("ai.prompt.messages",), _src_ai_messages_in)
+_AI_PROMPT_IN = (("ai.prompt",), _src_ai_prompt_in)
+_AI_VALUES_IN = (("ai.values", "ai.value"), _src_ai_values_in)
+_AI_RESPONSE_OUT = (("ai.response.text", "ai.response.toolCalls", "ai.response.object",
+                     "ai.result.text", "ai.result.toolCalls", "ai.result.object"),
+                    _src_ai_response_out)
+_AI_TOOL_ARGS = (("ai.toolCall.args",), _src_ai_tool_args)
+_AI_TOOL_RESULT = (("ai.toolCall.result",), _src_ai_tool_result)
 
 _LLM_INPUT_SOURCES: _Sources = (
     _LF_OBS_IN, _GENAI_IN, _OI_IN, _PROMPT_IN, _EVENTS_IN, _VALUE_IN, _TL_IN, _TOOL_ARGS,
-    _LF_TRACE_IN)
+    _AI_MESSAGES_IN, _AI_VALUES_IN, _AI_PROMPT_IN, _LF_TRACE_IN)
 _LLM_OUTPUT_SOURCES: _Sources = (
     _LF_OBS_OUT, _GENAI_OUT, _OI_OUT, _COMPLETION_OUT, _EVENTS_OUT, _LLM_RESULT_OUT, _TL_OUT,
-    _TOOL_RESULT, _LF_TRACE_OUT)
+    _TOOL_RESULT, _AI_RESPONSE_OUT, _LF_TRACE_OUT)
 _INPUT_SOURCES: _Sources = (
     _LF_OBS_IN, _VALUE_IN, _TL_IN, _TOOL_ARGS, _GENAI_IN, _OI_IN, _PROMPT_IN, _EVENTS_IN,
-    _LF_TRACE_IN)
+    _AI_TOOL_ARGS, _AI_PROMPT_IN, _AI_VALUES_IN, _AI_MESSAGES_IN, _LF_TRACE_IN)
 _OUTPUT_SOURCES: _Sources = (
     _LF_OBS_OUT, _VALUE_OUT, _TL_OUT, _TOOL_RESULT, _GENAI_OUT, _OI_OUT, _COMPLETION_OUT,
-    _EVENTS_OUT, _LF_TRACE_OUT)
+    _EVENTS_OUT, _AI_TOOL_RESULT, _AI_RESPONSE_OUT, _LF_TRACE_OUT)
 _CONTENT_KEYS = frozenset(
     key for sources in (_LLM_INPUT_SOURCES, _LLM_OUTPUT_SOURCES, _INPUT_SOURCES, _OUTPUT_SOURCES)
     for keys, _ in sources if keys is not None for key in keys)
@@ -461,9 +570,14 @@ def _langfuse_text(value: Any, output: bool) -> str | None:
     return _plain(value)
 
 
-def _unwrap(value: Any, wrappers: tuple[str, ...], noise: frozenset[str]) -> str | None:
-    """Traceloop's `{"inputs": X, "tags": ..., "metadata": ...}` -> X; anything else as sent."""
+def _unwrap(value: Any, wrappers: tuple[str, ...], noise: frozenset[str],
+            call: bool) -> str | None:
+    """Traceloop's `{"inputs": X, "tags": ..., "metadata": ...}` -> X; with `call`, a decorated
+    function's `{"args": [...], "kwargs": {...}}` -> its arguments; a JSON string unquoted;
+    anything else as sent."""
     if isinstance(value, str):
+        if value.startswith('"'):  # the SDKs serialise a returned string as JSON
+            return _unquote(value)
         if not value.startswith("{") or len(value) > MAX_PARSE_CHARS:
             return value or None
         parsed = _loads(value)
@@ -474,6 +588,8 @@ def _unwrap(value: Any, wrappers: tuple[str, ...], noise: frozenset[str]) -> str
         doc = value
     else:
         return _plain(value)
+    if call and "args" in doc and all(k == "args" or k == "kwargs" for k in doc):
+        return _call_arguments(doc.get("args"), doc.get("kwargs"), value)
     # Only a pure envelope is unwrapped: a payload with keys of its own is shown whole.
     if all(k in noise or k in wrappers for k in doc):
         for key in wrappers:  # most structured first: a tool has both "inputs" and "input_str"
@@ -483,6 +599,30 @@ def _unwrap(value: Any, wrappers: tuple[str, ...], noise: frozenset[str]) -> str
                     return inner or None
                 return None if inner is None else _dumps(inner)
     return value if isinstance(value, str) else _dumps(value)
+
+
+def _call_arguments(args: Any, kwargs: Any, whole: Any) -> str | None:
+    """A decorated call's arguments: one argument as itself, several as a JSON list, keyword
+    arguments alone as a JSON object; "" (no input) for a call without arguments."""
+    if kwargs is None or kwargs == {}:
+        if isinstance(args, list):
+            if not args:
+                return ""
+            if len(args) == 1:
+                args = args[0]
+        return args if isinstance(args, str) else _dumps(args)
+    if args is None or args == []:
+        return _dumps(kwargs)
+    return whole if isinstance(whole, str) else _dumps(whole)
+
+
+def _unquote(value: Any) -> str | None:
+    """A JSON-encoded string as its text; any other value as `_plain` gives it."""
+    if isinstance(value, str) and value.startswith('"'):
+        parsed = _loads(value)
+        if isinstance(parsed, str):
+            return parsed
+    return _plain(value)
 
 
 def _system_text(value: Any) -> str | None:
@@ -645,7 +785,9 @@ def _message(message: Any) -> tuple[str | None, str | None]:
     source = inner if isinstance(inner, dict) else message
     if role is None:
         role = source.get("role")
-    pieces.append(_content(source.get("content")))
+    content = source.get("content")
+    pieces.append(_json_text(content) if role == "tool" and isinstance(content, str)
+                  else _content(content))
     calls = source.get("tool_calls") or (message.get("tool_calls") if source is not message
                                           else None)
     if isinstance(calls, str):
@@ -686,19 +828,52 @@ def _part(part: Any) -> str | None:
     if kind == "tool_call" or kind == "function_call":
         return _call(part.get("name"), part.get("arguments"))
     if kind == "tool_call_response":
-        return _content(part.get("response"))
+        return _json_text(part.get("response"))
+    if kind == "tool-call":  # Vercel AI SDK: `input` since 5.0, `args` before
+        return _call(part.get("toolName"), part.get("input") if "input" in part
+                     else part.get("args"))
+    if kind == "tool-result":
+        return _tool_output(part.get("output") if "output" in part else part.get("result"))
     if text is not None:
         return _content(text)
     if isinstance(kind, str):  # blob, uri, file, image_url, ...: name it, never inline the bytes
-        mime = part.get("mime_type") or part.get("modality")
+        mime = part.get("mime_type") or part.get("mediaType") or part.get("modality")
         return f"[{kind} {mime}]" if isinstance(mime, str) else f"[{kind}]"
     return _dumps(part)
 
 
+def _tool_output(output: Any) -> str | None:
+    # AI SDK 5+: {"type": "text" | "json" | "error-text" | "error-json" | "content", "value": ...}
+    if isinstance(output, dict) and "value" in output and isinstance(output.get("type"), str):
+        value = output["value"]
+        return _content(value) if output["type"] == "content" else _json_text(value)
+    return _json_text(output)
+
+
 def _call(name: Any, arguments: Any) -> str:
-    args = arguments if isinstance(arguments, str) else ("" if arguments is None
-                                                        else _dumps(arguments))
-    return f"call {name if isinstance(name, str) else '?'}({args})"
+    return f"call {name if isinstance(name, str) else '?'}({_json_text(arguments) or ''})"
+
+
+def _json_text(value: Any) -> str | None:
+    """Tool arguments and results, one rendering whichever way the client sent them: compact JSON
+    (as OpenAI and JavaScript clients send it), so `{"city": "Seoul"}` sent as text and
+    {"city": "Seoul"} sent as an object both read `{"city":"Seoul"}`. Other text stays as sent."""
+    if isinstance(value, str):
+        if value[:1] not in ("{", "[") or len(value) > MAX_REWRITE_CHARS:
+            return value or None
+        parsed = _loads(value)
+        if not isinstance(parsed, (dict, list)):
+            return value
+        value = parsed
+    elif value is None:
+        return None
+    try:
+        return orjson.dumps(value).decode()  # ~10x json's speed; tool calls are on every agent span
+    except TypeError:  # what orjson refuses (ints past 64 bits, deep nesting)
+        try:
+            return _COMPACT.encode(value)
+        except (ValueError, TypeError, RecursionError):
+            return str(value)
 
 
 # ---------------------------------------------------------------- value coercion
@@ -729,6 +904,7 @@ def _as_dict(value: Any) -> dict[str, Any] | None:
 
 # One encoder: json.dumps with options builds a new one each call (~60% of a tool call's text).
 _ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
+_COMPACT = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":"))
 
 
 def _dumps(value: Any) -> str:
