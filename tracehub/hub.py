@@ -1,6 +1,7 @@
 """The running hub: settings, engine, writer, pipeline and key resolver, built once and passed down.
 
-Receivers, API routes and the CLI take a `Hub`; nothing else creates engines or writers.
+API routes and the CLI take a `Hub`; the OTLP receivers take its `intake`, so they need not import
+this module. Nothing else creates engines or writers.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 
 from tracehub.collector import otlp
 from tracehub.collector.decoding import DecodePool, default_workers
+from tracehub.collector.intake import Intake
 from tracehub.collector.pipeline import Pipeline
 from tracehub.collector.pricing import Pricing
 from tracehub.decision.engine import Engine
@@ -45,6 +47,9 @@ class Hub:
         self.decoder = DecodePool(workers if workers >= 0 else default_workers(settings.database_url),
                                   self.pricing, self.writer.nul_free, settings.otlp_c_reader,
                                   nice=settings.decode_worker_nice)
+        # What the OTLP receivers take.
+        self.intake = Intake(self.keys.project_for, self.pipeline, self.decoder.decode_traces,
+                             self.decoder.decode_logs, settings.max_request_bytes)
         judge: Judge = LlmJudge.from_settings(settings, self.pricing) if settings.judge == "llm" else HeuristicJudge()
         # Decides on one trace and records it through the writer's decision lane.
         self.decisions = Engine(self.reads, self.writer, judge, settings.missing_parent_grace_s)

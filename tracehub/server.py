@@ -142,7 +142,7 @@ async def run(settings: Settings) -> None:
             http_servers.append(_uvicorn(create_otlp_app(hub), settings, settings.otlp_http_port, tls))
         grpc_server = None
         if settings.otlp_grpc_port:
-            grpc_server = create_server(hub)
+            grpc_server = create_server(hub.intake, settings.max_concurrent_requests)
             address = f"{settings.host}:{settings.otlp_grpc_port}"
             if tls is None:
                 grpc_server.add_insecure_port(address)

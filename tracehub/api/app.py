@@ -112,7 +112,7 @@ async def _openapi(_request: Request) -> JSONResponse:
 
 def create_app(hub: Hub) -> Starlette:
     """The main HTTP port: REST API, OTLP/HTTP, health and, under every other path, the web UI."""
-    routes = (_health_routes(hub) + OtlpHttp(hub).routes() + IngestRoutes(hub).routes()
+    routes = (_health_routes(hub) + OtlpHttp(hub.intake).routes() + IngestRoutes(hub).routes()
               + StatsRoutes(hub).routes() + TraceRoutes(hub).routes() + DecideRoutes(hub).routes()
               + CaseRoutes(hub).routes() + WebhookRoutes(hub).routes() + PolicyRoutes(hub).routes()
               + ProjectRoutes(hub).routes()
@@ -123,6 +123,6 @@ def create_app(hub: Hub) -> Starlette:
 
 def create_otlp_app(hub: Hub) -> Starlette:
     """The dedicated OTLP/HTTP port: only `/v1/traces`, `/v1/logs` and health."""
-    return Starlette(routes=_health_routes(hub) + OtlpHttp(hub).routes(),
+    return Starlette(routes=_health_routes(hub) + OtlpHttp(hub.intake).routes(),
                      exception_handlers=HANDLERS,
                      middleware=[*_cors(hub), Middleware(Guard, hub.settings.max_concurrent_requests, NOSNIFF)])

@@ -5,8 +5,8 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from tracehub.api.errors import ProblemError
-from tracehub.collector.http import presented_key
 from tracehub.hub import Hub
+from tracehub.requests import presented_key
 from tracehub.store.keys import RefusedKey
 
 

@@ -29,9 +29,9 @@ from tracehub.api.responses import JSONResponse
 from tracehub.api.schemas import validation_errors
 from tracehub.api.traces import decision_view
 from tracehub.collector.errors import IngestError
-from tracehub.collector.http import read_body
 from tracehub.decision.engine import IdempotencyConflict
 from tracehub.hub import Hub
+from tracehub.requests import read_body
 from tracehub.store import faults
 from tracehub.store.writer import WriterStopped
 

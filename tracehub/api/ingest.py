@@ -26,9 +26,8 @@ from tracehub.api.params import normalize_id, parse_time_ns
 from tracehub.api.responses import JSONResponse
 from tracehub.api.schemas import validation_errors
 from tracehub.collector import semconv
-from tracehub.collector.errors import IngestError
-from tracehub.collector.http import declared_length, read_body
 from tracehub.collector.admission import Reservation
+from tracehub.collector.errors import IngestError
 from tracehub.hub import Hub
 from tracehub.records import (
     STATUS_ERROR,
@@ -42,6 +41,7 @@ from tracehub.records import (
     TraceRecord,
     WriteResult,
 )
+from tracehub.requests import declared_length, read_body
 from tracehub.store import queries
 
 MAX_BODY_BYTES = 8 * 1024 * 1024

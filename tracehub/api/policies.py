@@ -24,13 +24,13 @@ from tracehub.api.params import int_param, iso, only_params, page_body, page_par
 from tracehub.api.responses import JSONResponse
 from tracehub.api.schemas import TIME, json_path, limit_errors
 from tracehub.collector.errors import IngestError
-from tracehub.collector.http import read_body
 from tracehub.decision import backtest
 from tracehub.decision.engine import NO_POLICY
 from tracehub.decision.policy import PolicyDefinition, PolicyError, SourceError, explain_error, load_source
 from tracehub.decision.policy import parse_policy
 from tracehub.decision.policy import schema as policy_schema
 from tracehub.hub import Hub
+from tracehub.requests import read_body
 from tracehub.store import policies as store
 from tracehub.store.completion import completion
 

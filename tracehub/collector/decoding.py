@@ -34,8 +34,8 @@ from tracehub.collector.arena import Arena
 from tracehub.collector.errors import IngestError, invalid, unavailable
 from tracehub.collector.pricing import Pricing
 from tracehub.collector.rowencoding import encode_rows
-from tracehub.store.background import name_os_thread
 from tracehub.store.spanrow import span_from_row
+from tracehub.threads import name_os_thread
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tracehub import metrics
 from tracehub.collector.decoding import Decode
 from tracehub.collector.errors import IngestError, invalid
-from tracehub.collector.http import authenticate
-from tracehub.hub import Hub
+from tracehub.collector.intake import Intake
 from tracehub.records import Batch
 
 
@@ -39,21 +38,23 @@ async def _abort(context: grpc.aio.ServicerContext, err: IngestError) -> NoRetur
     raise AssertionError("abort() raises")  # grpc's stubs do not say so
 
 
-def _handler(hub: Hub, decode: Decode, response_type: Any,
+def _handler(intake: Intake, decode: Decode, response_type: Any,
              rejected_field: str) -> grpc.RpcMethodHandler:
+    admission = intake.pipeline.admission
+
     async def export(_requests: Any, context: grpc.aio.ServicerContext) -> bytes:
         try:
-            project_id = await authenticate(hub, dict(context.invocation_metadata() or ()))
-            with await hub.pipeline.admit_waiting(hub.pipeline.admission.typical_body_bytes) as held:
+            project_id = await intake.authenticate(dict(context.invocation_metadata() or ()))
+            with await intake.pipeline.admit_waiting(admission.typical_body_bytes) as held:
                 body = await context.read()
                 if body is grpc.aio.EOF:
                     raise invalid("the request has no message")
-                hub.pipeline.admission.note_body(len(body))
+                admission.note_body(len(body))
                 held.resize(len(body))
                 decoded = await decode(body, "protobuf", project_id)
                 del body
-                await hub.pipeline.export(Batch(project_id, decoded.spans, decoded.events,
-                                                resources=decoded.resources))
+                await intake.pipeline.export(Batch(project_id, decoded.spans, decoded.events,
+                                                   resources=decoded.resources))
         except IngestError as err:
             metrics.INGEST_REQUESTS.labels("grpc", err.grpc_code.name).inc()
             await _abort(context, err)
@@ -68,8 +69,8 @@ def _handler(hub: Hub, decode: Decode, response_type: Any,
     return grpc.stream_unary_rpc_method_handler(export)
 
 
-def create_server(hub: Hub) -> grpc.aio.Server:
-    limit = hub.settings.max_request_bytes
+def create_server(intake: Intake, max_concurrent_requests: int) -> grpc.aio.Server:
+    limit = intake.max_request_bytes
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", 4 * 1024 * 1024),
@@ -78,14 +79,14 @@ def create_server(hub: Hub) -> grpc.aio.Server:
         # or waiting request can push into the server before its handler reads it.
         ("grpc.http2.bdp_probe", 0),
         ("grpc.http2.lookahead_bytes", 256 * 1024),
-    ], maximum_concurrent_rpcs=hub.settings.max_concurrent_requests)
+    ], maximum_concurrent_rpcs=max_concurrent_requests)
     server.add_generic_rpc_handlers((
         grpc.method_handlers_generic_handler("opentelemetry.proto.collector.trace.v1.TraceService", {
-            "Export": _handler(hub, hub.decoder.decode_traces, ExportTraceServiceResponse,
+            "Export": _handler(intake, intake.decode_traces, ExportTraceServiceResponse,
                                "rejected_spans"),
         }),
         grpc.method_handlers_generic_handler("opentelemetry.proto.collector.logs.v1.LogsService", {
-            "Export": _handler(hub, hub.decoder.decode_logs, ExportLogsServiceResponse,
+            "Export": _handler(intake, intake.decode_logs, ExportLogsServiceResponse,
                                "rejected_log_records"),
         }),
     ))

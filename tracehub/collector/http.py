@@ -8,7 +8,6 @@ as a google.rpc.Status; 429/503 with Retry-After under overload.
 
 from __future__ import annotations
 
-import zlib
 from typing import Any, Callable
 
 from google.protobuf import json_format
@@ -20,42 +19,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tracehub import metrics
-from tracehub.collector.admission import Reservation
 from tracehub.collector.decoding import Decode
-from tracehub.collector.errors import IngestError, from_store, invalid, too_large, unsupported_media_type
-from tracehub.collector.errors import unauthenticated
-from tracehub.hub import Hub
+from tracehub.collector.errors import IngestError, unsupported_media_type
+from tracehub.collector.intake import Intake
 from tracehub.records import Batch
-from tracehub.store.faults import Fault
-from tracehub.store.keys import RefusedKey
+from tracehub.requests import declared_length, read_body
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-
-
-def presented_key(headers: Any) -> str | None:
-    """The API key from `x-api-key` or `Authorization: Bearer` (OTLP exporters can send either)."""
-    key = headers.get("x-api-key")
-    if key:
-        return str(key)
-    auth = headers.get("authorization") or ""
-    if auth[:7].lower() == "bearer ":
-        return str(auth[7:].strip())
-    return None
-
-
-async def authenticate(hub: Hub, headers: Any) -> int:
-    """The project of the key in `headers`; raises the answer for an unknown key, or while the
-    database cannot be asked."""
-    try:
-        project_id = await hub.keys.project_for(presented_key(headers))
-    except Fault as fault:
-        raise from_store(fault) from None
-    except RefusedKey as exc:
-        raise unauthenticated(str(exc)) from None
-    if project_id is None:
-        raise unauthenticated()
-    return project_id
 
 
 def _codec(request: Request) -> str:
@@ -65,51 +36,6 @@ def _codec(request: Request) -> str:
     if ctype == JSON:
         return "json"
     raise unsupported_media_type(ctype)
-
-
-def declared_length(request: Request) -> int:
-    """The body size the client declares (Content-Length), 0 if it declares none."""
-    declared = request.headers.get("content-length", "")
-    return int(declared) if declared.isdigit() else 0
-
-
-async def read_body(request: Request, limit: int, reservation: Reservation | None = None) -> bytes:
-    """The request body, decompressed, never holding more than `limit` bytes of it; the bytes held
-    are reserved from the pipeline's budget as they arrive."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding in ("gzip", "x-gzip"):
-        inflater: Any = zlib.decompressobj(wbits=31)
-    elif encoding == "deflate":
-        inflater = zlib.decompressobj()
-    elif encoding in ("identity", ""):
-        inflater = None
-    else:
-        raise IngestError(f"unsupported content-encoding {encoding!r}: use gzip or none", 415)
-    if declared_length(request) > limit:
-        raise too_large(limit)
-    out = bytearray()
-    raw = 0
-    async for chunk in request.stream():
-        raw += len(chunk)
-        if raw > limit:
-            raise too_large(limit)
-        if inflater is None:
-            out += chunk
-        else:
-            try:
-                # max_length bounds the output of a small body that inflates hugely.
-                out += inflater.decompress(chunk, limit + 1 - len(out))
-            except zlib.error as exc:
-                raise invalid(f"cannot decompress body: {exc}") from None
-            if inflater.unconsumed_tail:
-                raise too_large(limit)
-        if len(out) > limit:
-            raise too_large(limit)
-        if reservation is not None:
-            reservation.resize(len(out))
-    if inflater is not None and not inflater.eof and out:
-        raise invalid("compressed body is truncated")
-    return bytes(out)
 
 
 def _encode(message: Any, codec: str) -> bytes:
@@ -125,15 +51,15 @@ def error_response(err: IngestError, codec: str = "protobuf") -> Response:
 
 
 class OtlpHttp:
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
 
     def routes(self) -> list[Route]:
         return [
-            Route("/v1/traces", self._handler(self.hub.decoder.decode_traces,
+            Route("/v1/traces", self._handler(self.intake.decode_traces,
                                               ExportTraceServiceResponse, "rejected_spans"),
                   methods=["POST"]),
-            Route("/v1/logs", self._handler(self.hub.decoder.decode_logs, ExportLogsServiceResponse,
+            Route("/v1/logs", self._handler(self.intake.decode_logs, ExportLogsServiceResponse,
                                             "rejected_log_records"), methods=["POST"]),
         ]
 
@@ -143,13 +69,13 @@ class OtlpHttp:
             codec = "protobuf"
             try:
                 codec = _codec(request)
-                project_id = await authenticate(self.hub, request.headers)
-                with await self.hub.pipeline.admit_waiting(declared_length(request)) as held:
-                    body = await read_body(request, self.hub.settings.max_request_bytes, held)
+                project_id = await self.intake.authenticate(request.headers)
+                with await self.intake.pipeline.admit_waiting(declared_length(request)) as held:
+                    body = await read_body(request, self.intake.max_request_bytes, held)
                     decoded = await decode(body, codec, project_id)
                     del body
-                    await self.hub.pipeline.export(Batch(project_id, decoded.spans, decoded.events,
-                                                         resources=decoded.resources))
+                    await self.intake.pipeline.export(Batch(project_id, decoded.spans, decoded.events,
+                                                            resources=decoded.resources))
             except IngestError as err:
                 metrics.INGEST_REQUESTS.labels("http", str(err.http_status)).inc()
                 return error_response(err, codec)

@@ -50,10 +50,10 @@ import sqlalchemy as sa
 
 from tracehub import metrics
 from tracehub.decision.engine import DecisionResult
-from tracehub.store.background import name_os_thread
 from tracehub.store.completion import completion
 from tracehub.store import policies as store_policies
 from tracehub.store.schema import projects, trace_decisions, traces
+from tracehub.threads import name_os_thread
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,6 @@ database refuses connections, so they outlive any outage without a restart of th
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import threading
 import time
@@ -18,17 +16,9 @@ from typing import Any, Callable
 import sqlalchemy as sa
 
 from tracehub.store.faults import lost
+from tracehub.threads import name_os_thread
 
 log = logging.getLogger(__name__)
-
-_PR_SET_NAME = 15  # prctl(2)
-
-
-def name_os_thread(name: str) -> None:
-    """Give the calling thread a name the OS shows (`top -H`, /proc/<pid>/task/*/comm, 15 bytes at
-    most), so the CPU of the writer, its helpers and the decode workers can be told apart."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:15])
 
 
 class OwnConnection:

@@ -51,7 +51,7 @@ import sqlalchemy as sa
 from tracehub import metrics
 from tracehub.records import Batch, WriteResult
 from tracehub.store import indexpacing, search
-from tracehub.store.background import Backoff, OwnConnection, name_os_thread, rollback
+from tracehub.store.background import Backoff, OwnConnection, rollback
 from tracehub.store.batchwrite import BatchWriter, count_new_traces
 from tracehub.store.checkpoint import WRITER_AUTOCHECKPOINT_BYTES, Checkpointer
 from tracehub.store.faults import Unavailable, conflict, fault_of, lost, retryable
@@ -59,6 +59,7 @@ from tracehub.store.indexer import SearchIndexer
 from tracehub.store.jsoncolumns import bind_json_bytes
 from tracehub.store.resources import StoredResources
 from tracehub.store.sql import Sql
+from tracehub.threads import name_os_thread
 
 log = logging.getLogger(__name__)
 
