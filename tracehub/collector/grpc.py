@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tracehub import metrics
 from tracehub.collector.decoding import Decode
 from tracehub.collector.errors import IngestError, invalid
-from tracehub.collector.intake import Intake
+from tracehub.collector.intake import Intake, export_answer
 from tracehub.records import Batch
 
 
@@ -59,12 +59,7 @@ def _handler(intake: Intake, decode: Decode, response_type: Any,
             metrics.INGEST_REQUESTS.labels("grpc", err.grpc_code.name).inc()
             await _abort(context, err)
         metrics.INGEST_REQUESTS.labels("grpc", "OK").inc()
-        answer = response_type()
-        if decoded.rejected:
-            metrics.SPANS_REJECTED.inc(decoded.rejected)
-            setattr(answer.partial_success, rejected_field, decoded.rejected)
-            answer.partial_success.error_message = decoded.error_message
-        return bytes(answer.SerializeToString())
+        return bytes(export_answer(response_type, rejected_field, decoded).SerializeToString())
 
     return grpc.stream_unary_rpc_method_handler(export)
 

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from tracehub import metrics
 from tracehub.collector.decoding import Decode
 from tracehub.collector.errors import IngestError, unsupported_media_type
-from tracehub.collector.intake import Intake
+from tracehub.collector.intake import Intake, export_answer
 from tracehub.records import Batch
 from tracehub.requests import declared_length, read_body
 
@@ -80,12 +80,7 @@ class OtlpHttp:
                 metrics.INGEST_REQUESTS.labels("http", str(err.http_status)).inc()
                 return error_response(err, codec)
             metrics.INGEST_REQUESTS.labels("http", "200").inc()
-            answer = response_type()
-            if decoded.rejected:
-                metrics.SPANS_REJECTED.inc(decoded.rejected)
-                setattr(answer.partial_success, rejected_field, decoded.rejected)
-                answer.partial_success.error_message = decoded.error_message
-            return Response(_encode(answer, codec), 200,
+            return Response(_encode(export_answer(response_type, rejected_field, decoded), codec), 200,
                             media_type=JSON if codec == "json" else PROTOBUF)
 
         return endpoint

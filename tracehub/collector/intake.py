@@ -4,7 +4,8 @@ the collector.
 
 It says who sent a request (`authenticate`, through the key resolver's `project_for`), where the
 request goes (`pipeline`: admission, then export), how its body is decoded (`decode_traces`,
-`decode_logs`) and the largest body taken (`max_request_bytes`).
+`decode_logs`) and the largest body taken (`max_request_bytes`). Both receivers answer a stored
+export with `export_answer`, its partial success naming what was rejected.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
+from tracehub import metrics
 from tracehub.collector.decoding import Decode
 from tracehub.collector.errors import from_store, unauthenticated
+from tracehub.collector.otlp import Decoded
 from tracehub.collector.pipeline import Pipeline
 from tracehub.requests import presented_key
 from tracehub.store.faults import Fault
@@ -43,3 +46,15 @@ class Intake:
         if project_id is None:
             raise unauthenticated()
         return project_id
+
+
+def export_answer(response_type: Any, rejected_field: str, decoded: Decoded) -> Any:
+    """The `response_type` message (ExportTraceServiceResponse, ExportLogsServiceResponse) that
+    answers a stored export: with OTLP's partial success when `decoded` had items rejected, counted
+    in its `rejected_field` (and in the metrics) and explained in its error_message."""
+    answer = response_type()
+    if decoded.rejected:
+        metrics.SPANS_REJECTED.inc(decoded.rejected)
+        setattr(answer.partial_success, rejected_field, decoded.rejected)
+        answer.partial_success.error_message = decoded.error_message
+    return answer
