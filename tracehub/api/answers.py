@@ -76,8 +76,7 @@ PROBLEM_FIELDS: dict[str, Schema] = {
     "errors": array(closed({"path": STR, "message": STR}), "Each bad field's path (`spans[1].start_time`, "
                                                           "`query.page`) and what is wrong with it."),
 }
-PROBLEM = component("Problem", {**closed(PROBLEM_FIELDS, optional=["errors"], description="RFC 9457 problem details."),
-                                 "additionalProperties": True})
+PROBLEM = component("Problem", closed(PROBLEM_FIELDS, optional=["errors"], description="RFC 9457 problem details."))
 
 # -- Traces -------------------------------------------------------------------------------------------
 

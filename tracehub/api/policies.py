@@ -18,9 +18,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
+from tracehub.api import answers
 from tracehub.api.auth import project_of
 from tracehub.api.errors import ProblemError
-from tracehub.api.params import int_param, iso, only_params, page_body, page_params, parse_time_ns
+from tracehub.api.operation import BODY_ERRORS, NOT_FOUND, PROBLEM_ANSWER, READ_ERRORS, Operation, json_answer
+from tracehub.api.params import PAGE, PAGE_SIZE, Param, iso, page_body, parse_time_ns, query_int, required_int
 from tracehub.api.responses import JSONResponse
 from tracehub.api.schemas import TIME, json_path, limit_errors
 from tracehub.collector.errors import IngestError
@@ -30,7 +32,7 @@ from tracehub.decision.policy import PolicyDefinition, PolicyError, SourceError,
 from tracehub.decision.policy import parse_policy
 from tracehub.decision.policy import schema as policy_schema
 from tracehub.hub import Hub
-from tracehub.requests import read_body
+from tracehub.collector.http import read_body
 from tracehub.store import policies as store
 from tracehub.store.completion import completion
 
@@ -210,19 +212,81 @@ def run_backtest(conn: Any, project_id: int, ref: str, version: int, last_hours:
             "window": {"start": iso(start), "end": iso(now)}, **outcome.view()}
 
 
+# -- Operations ---------------------------------------------------------------------------------------
+
+POLICY_REF = Param("policy", "path", {"type": "string", "minLength": 1, "pattern": "^[^/]+$"},
+                   "The policy's numeric id or its name.", lambda r: r.path_params["policy"])
+VERSION = required_int("version", "Version number.", 1, MAX_VERSION)
+_INVALID = {**PROBLEM_ANSWER, "description": "The version does not validate under the current policy schema "
+                                             "(errors name the paths); nothing changed."}
+_SOURCE = {"schema": {"$ref": "#/components/schemas/PolicyBody"}}
+SCHEMA = Operation(
+    "GET", "/api/v1/policies/schema", "The policy DSL's JSON Schema (2020-12), as shipped", "policies",
+    {"200": json_answer({"type": "object", "additionalProperties": True,
+                         "description": "The schema the PolicyDefinition component shows."}, "The JSON Schema."),
+     **READ_ERRORS})
+CREATE = Operation(
+    "POST", "/api/v1/policies", "Create a policy, or a new immutable version of the policy with this name",
+    "policies",
+    {"201": json_answer(answers.version_answer(answers.nullable(answers.ACTIVATION)), "A new version (and policy)."),
+     "200": json_answer(answers.version_answer(answers.nullable(answers.ACTIVATION)), "Unchanged: the newest version."),
+     **BODY_ERRORS, **READ_ERRORS},
+    body={"required": True, "content": {"application/json": _SOURCE, "application/yaml": _SOURCE}},
+    description=f"JSON or YAML (the same document), at most {MAX_BODY_BYTES // 1024} KiB. A definition the DSL "
+                "refuses is 422 with its paths under `definition.` and is not stored. The same definition and "
+                "effective time as the newest version answer that version, unchanged (200).")
+INDEX = Operation(
+    "GET", "/api/v1/policies", "List policies with their active, shadow, latest and in-force versions", "policies",
+    {"200": json_answer(answers.page(answers.POLICY), "A page."), **READ_ERRORS}, params=(PAGE, PAGE_SIZE))
+DETAIL = Operation(
+    "GET", "/api/v1/policies/{policy}", "A policy with its active, shadow and in-force versions", "policies",
+    {"200": json_answer(answers.POLICY_DETAIL, "The policy."), **NOT_FOUND, **READ_ERRORS}, params=(POLICY_REF,))
+VERSIONS = Operation(
+    "GET", "/api/v1/policies/{policy}/versions", "A policy's versions, newest first", "policies",
+    {"200": json_answer(answers.page(answers.LISTED_VERSION), "A page."), **NOT_FOUND, **READ_ERRORS},
+    params=(POLICY_REF, PAGE, PAGE_SIZE))
+ACTIVATE = Operation(
+    "POST", "/api/v1/policies/{policy}/activate",
+    "Make a version the project's active policy (from its effective_from, if later)", "policies",
+    {"200": json_answer(answers.version_answer(answers.ACTIVATION), "Activated (or already)."), **NOT_FOUND,
+     "409": _INVALID, **READ_ERRORS},
+    params=(POLICY_REF, VERSION),
+    description="One policy is active in a project: this replaces the other. Until the version's effective time "
+                "the version in force stays in force.")
+SHADOW = Operation(
+    "POST", "/api/v1/policies/{policy}/shadow", "Make a version the policy's shadow (decides alongside, only recorded)",
+    "policies", {"200": json_answer(answers.POLICY, "The policy."), **NOT_FOUND, "409": _INVALID, **READ_ERRORS},
+    params=(POLICY_REF, VERSION))
+UNSHADOW = Operation(
+    "DELETE", "/api/v1/policies/{policy}/shadow", "Clear the policy's shadow version", "policies",
+    {"200": json_answer(answers.POLICY, "The policy."), **NOT_FOUND, **READ_ERRORS}, params=(POLICY_REF,))
+BACKTEST = Operation(
+    "POST", "/api/v1/policies/{policy}/backtest",
+    "Replay a version over the stored traces against the version in force; nothing is written", "policies",
+    {"200": json_answer(answers.BACKTEST, "What would change."), **NOT_FOUND, "409": _INVALID, **READ_ERRORS},
+    params=(POLICY_REF, VERSION,
+            query_int("last_hours", "Hours back from now.", backtest.DEFAULT_HOURS, 1, backtest.MAX_HOURS)),
+    description="Each trace that started in the last `last_hours` gets the context an automatic decision builds; "
+                "the candidate version and the version in force now (none: ALLOW_ANSWER) both decide on it, "
+                "without a judge. The answer counts the transitions between their actions, with up to 5 sample "
+                "trace ids each.")
+OPERATIONS = (CREATE, INDEX, SCHEMA, DETAIL, VERSIONS, ACTIVATE, SHADOW, UNSHADOW, BACKTEST)
+
+
 class PolicyRoutes:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
 
     def routes(self) -> list[Route]:
         return [
-            Route("/api/v1/policies/schema", self.schema, methods=["GET"]),
-            Route("/api/v1/policies", self.collection, methods=["GET", "POST"]),  # one route: one Allow header
-            Route("/api/v1/policies/{policy}", self.detail, methods=["GET"]),
-            Route("/api/v1/policies/{policy}/versions", self.versions, methods=["GET"]),
-            Route("/api/v1/policies/{policy}/activate", self.activate, methods=["POST"]),
-            Route("/api/v1/policies/{policy}/shadow", self.shadow, methods=["POST", "DELETE"]),
-            Route("/api/v1/policies/{policy}/backtest", self.backtest, methods=["POST"]),
+            Route(SCHEMA.path, self.schema, methods=[SCHEMA.method]),
+            # One route a path, so that a 405's Allow names every method.
+            Route(INDEX.path, self.collection, methods=[INDEX.method, CREATE.method]),
+            Route(DETAIL.path, self.detail, methods=[DETAIL.method]),
+            Route(VERSIONS.path, self.versions, methods=[VERSIONS.method]),
+            Route(ACTIVATE.path, self.activate, methods=[ACTIVATE.method]),
+            Route(SHADOW.path, self.shadow, methods=[SHADOW.method, UNSHADOW.method]),
+            Route(BACKTEST.path, self.backtest, methods=[BACKTEST.method]),
         ]
 
     async def _read(self, work: Any) -> Any:
@@ -245,12 +309,12 @@ class PolicyRoutes:
 
     async def schema(self, request: Request) -> JSONResponse:
         await project_of(request, self.hub)
-        only_params(request.query_params, frozenset())
+        SCHEMA.args(request)
         return JSONResponse(policy_schema())
 
     async def create(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
-        only_params(request.query_params, frozenset())
+        CREATE.args(request)
         req = await _request_body(request)
         now = time.time_ns()
 
@@ -261,16 +325,15 @@ class PolicyRoutes:
 
     async def index(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
-        only_params(request.query_params, frozenset({"page", "page_size"}))
-        page, page_size = page_params(request.query_params)
+        a = INDEX.args(request)
+        page, page_size = a["page"], a["page_size"]
         rows = await self._read(lambda conn: store.list_policies(conn, project_id, time.time_ns()))
         items = [policy_view(r) for r in rows[(page - 1) * page_size: page * page_size]]
         return JSONResponse(page_body(items, page, page_size, len(rows)))
 
     async def detail(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
-        only_params(request.query_params, frozenset())
-        ref, now = request.path_params["policy"], time.time_ns()
+        ref, now = DETAIL.args(request)["policy"], time.time_ns()
 
         found = await self._read(lambda conn: policy_detail(conn, project_id, ref, now))
         return JSONResponse({**policy_view(found["policy"]),
@@ -278,9 +341,8 @@ class PolicyRoutes:
 
     async def versions(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
-        only_params(request.query_params, frozenset({"page", "page_size"}))
-        page, page_size = page_params(request.query_params)
-        ref = request.path_params["policy"]
+        a = VERSIONS.args(request)
+        ref, page, page_size = a["policy"], a["page"], a["page_size"]
 
         policy, rows = await self._read(lambda conn: policy_versions(conn, project_id, ref))
         items = [{**version_view(r), "active": r["version"] == policy["active_version"],
@@ -290,9 +352,8 @@ class PolicyRoutes:
 
     async def activate(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
-        only_params(request.query_params, frozenset({"version"}))
-        version = _version_param(request)
-        ref, now = request.path_params["policy"], time.time_ns()
+        a = ACTIVATE.args(request)
+        ref, version, now = a["policy"], a["version"], time.time_ns()
 
         done = await self._write(lambda conn: activate_version(conn, project_id, ref, version, now))
         return JSONResponse({**policy_view(done["policy"]), "version": version_view(done["version"]),
@@ -300,28 +361,19 @@ class PolicyRoutes:
 
     async def shadow(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
-        clear = request.method == "DELETE"
-        only_params(request.query_params, frozenset() if clear else frozenset({"version"}))
-        version = None if clear else _version_param(request)
-        ref = request.path_params["policy"]
+        a = (UNSHADOW if request.method == UNSHADOW.method else SHADOW).args(request)
+        ref, version = a["policy"], a.get("version")
 
         return JSONResponse(policy_view(await self._write(lambda conn: shadow_version(conn, project_id, ref, version))))
 
     async def backtest(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
-        only_params(request.query_params, frozenset({"version", "last_hours"}))
-        version = _version_param(request)
-        last_hours = int_param(request.query_params, "last_hours", backtest.DEFAULT_HOURS, 1, backtest.MAX_HOURS)
-        ref, now, t0 = request.path_params["policy"], time.time_ns(), time.perf_counter()
+        a = BACKTEST.args(request)
+        ref, version, last_hours = a["policy"], a["version"], a["last_hours"]
+        now, t0 = time.time_ns(), time.perf_counter()
         grace_ns = int(self.hub.settings.missing_parent_grace_s * 1e9)
         found = await self._read(lambda conn: run_backtest(conn, project_id, ref, version, last_hours, now, grace_ns))
         return JSONResponse({**found, "elapsed_ms": round((time.perf_counter() - t0) * 1000, 3)})
-
-
-def _version_param(request: Request) -> int:
-    if not request.query_params.get("version"):
-        raise ProblemError(422, "query.version: is required", [{"path": "query.version", "message": "is required"}])
-    return int_param(request.query_params, "version", 0, 1, MAX_VERSION)
 
 
 async def _request_body(request: Request) -> PolicyRequest:
@@ -351,74 +403,3 @@ def parse_source(text: str, source_format: str) -> PolicyRequest:
     except SourceError as exc:
         raise ProblemError(400, f"body: {exc}") from None
     return parse_request(body, source_format, text if source_format == "yaml" else None)
-
-
-# -- The OpenAPI document's parts (tracehub/api/openapi.py puts them in) -----------------------------
-
-_INT = {"type": "integer"}
-_NINT = {"type": ["integer", "null"]}
-_NTEXT = {"type": ["string", "null"]}
-POLICY_VIEW: dict[str, Any] = {
-    "type": "object",
-    "required": ["policy_id", "name", "active_version", "shadow_version", "latest_version", "in_force_version"],
-    "properties": {
-        "policy_id": _INT, "name": {"type": "string"}, "description": _NTEXT,
-        "active_version": {**_NINT, "description": "The designated version (the project's newest activation, "
-                                                   "in force from its effective time)."},
-        "shadow_version": {**_NINT, "description": "Decides alongside the active one; only recorded."},
-        "latest_version": _NINT,
-        "in_force_version": {**_NINT, "description": "This policy's version deciding now, if it is the "
-                                                     "project's policy in force."},
-        "created_at": _NTEXT, "updated_at": _NTEXT,
-    },
-}
-VERSION_VIEW: dict[str, Any] = {
-    "type": "object",
-    "required": ["policy_id", "version", "definition", "definition_hash"],
-    "properties": {
-        "policy_id": _INT, "version": _INT, "definition": {"$ref": "#/components/schemas/PolicyDefinition"},
-        "definition_hash": {"type": "string", "description": "SHA-256 of the definition's canonical JSON."},
-        "description": _NTEXT, "source_format": {"enum": ["json", "yaml"]},
-        "source_text": {**_NTEXT, "description": "The YAML body as sent (YAML only)."},
-        "effective_from": _NTEXT, "created_at": _NTEXT,
-        "active": {"type": "boolean"}, "shadow": {"type": "boolean"},
-    },
-}
-ACTIVATION_VIEW: dict[str, Any] = {
-    "type": ["object", "null"],
-    "properties": {"version": _INT, "activated_at": _NTEXT, "effective_at": _NTEXT, "in_force": {"type": "boolean"}},
-}
-VERSION_ANSWER: dict[str, Any] = {
-    **POLICY_VIEW, "required": [*POLICY_VIEW["required"], "version", "unchanged", "activation"],
-    "properties": {**POLICY_VIEW["properties"], "version": VERSION_VIEW, "activation": ACTIVATION_VIEW,
-                   "unchanged": {"type": "boolean", "description": "Nothing new was written: the newest version "
-                                                                   "already held this definition (and it was "
-                                                                   "already active if asked)."}},
-}
-_NVERSION = {"oneOf": [VERSION_VIEW, {"type": "null"}]}
-POLICY_DETAIL: dict[str, Any] = {
-    **POLICY_VIEW, "required": [*POLICY_VIEW["required"], "active", "shadow", "in_force"],
-    "properties": {**POLICY_VIEW["properties"], "active": _NVERSION, "shadow": _NVERSION, "in_force": _NVERSION},
-}
-_ACTIONS = {"type": "object", "additionalProperties": _INT, "description": "Traces by action."}
-BACKTEST_ANSWER: dict[str, Any] = {
-    "type": "object",
-    "required": ["policy", "policy_id", "version", "baseline", "window", "traces", "transitions", "by_action",
-                 "changed", "elapsed_ms"],
-    "properties": {
-        "policy": {"type": "string"}, "policy_id": _INT, "version": _INT,
-        "baseline": {"type": ["object", "null"], "properties": {"policy": {"type": "string"}, "version": _INT},
-                     "description": "The version in force now; null: none is, the default ALLOW_ANSWER."},
-        "window": {"type": "object", "properties": {"start": {"type": "string"}, "end": {"type": "string"}}},
-        "traces": {**_INT, "description": "Traces that started in the window."},
-        "transitions": {"type": "array", "description": "Baseline action -> candidate action, changes first.",
-                        "items": {"type": "object", "required": ["from", "to", "count", "sample_trace_ids"],
-                                  "properties": {"from": {"type": "string"}, "to": {"type": "string"},
-                                                 "count": _INT,
-                                                 "sample_trace_ids": {"type": "array", "maxItems": 5,
-                                                                      "items": {"type": "string"}}}}},
-        "by_action": {"type": "object", "properties": {"candidate": _ACTIONS, "baseline": _ACTIONS}},
-        "changed": {**_INT, "description": "Traces whose action would change."},
-        "elapsed_ms": {"type": "number"},
-    },
-}

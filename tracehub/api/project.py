@@ -14,9 +14,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
+from tracehub.api import answers
 from tracehub.api.auth import project_of
 from tracehub.api.cases import json_body
-from tracehub.api.params import only_params
+from tracehub.api.operation import BODY_ERRORS, READ_ERRORS, Operation, json_answer, request_body
 from tracehub.api.responses import JSONResponse
 from tracehub.hub import Hub
 from tracehub.store.retention import MAX_RETENTION_DAYS
@@ -39,6 +40,18 @@ PROJECT_PATCH = {
     "additionalProperties": False,
 }
 PATCH_VALIDATOR = Draft202012Validator(PROJECT_PATCH)
+_PROJECT = answers.closed({
+    "name": answers.STR, "auto_decide": answers.BOOL, "trace_count": answers.INT,
+    "retention_days": {**RETENTION_DAYS, "minimum": 1,
+                       "description": "Days a trace is kept after its last activity; null: for ever."}})
+READ = Operation("GET", "/api/v1/project", "The key's project and its settings", "project",
+                 {"200": json_answer(_PROJECT, "The project."), **READ_ERRORS})
+CHANGE = Operation(
+    "PATCH", "/api/v1/project", "Change the key's project's settings: automatic decisions, retention", "project",
+    {"200": json_answer(_PROJECT, "The project."), **BODY_ERRORS, **READ_ERRORS}, body=request_body(PROJECT_PATCH),
+    description="Only the fields sent change. A retention deletes the project's traces once their last activity "
+                "is older, in the server's passes (TRACEHUB_RETENTION_INTERVAL_S) or `tracehub prune`.")
+OPERATIONS = (READ, CHANGE)
 
 
 def _view(conn: sa.Connection, project_id: int) -> dict[str, Any]:
@@ -53,12 +66,12 @@ class ProjectRoutes:
         self.hub = hub
 
     def routes(self) -> list[Route]:
-        return [Route("/api/v1/project", self.endpoint, methods=["GET", "PATCH"])]
+        return [Route(READ.path, self.endpoint, methods=[READ.method, CHANGE.method])]
 
     async def endpoint(self, request: Request) -> JSONResponse:
         project_id = await project_of(request, self.hub)
-        only_params(request.query_params, frozenset())
-        if request.method == "GET":
+        (READ if request.method == READ.method else CHANGE).args(request)
+        if request.method == READ.method:
             def read() -> JSONResponse:
                 with self.hub.reads.connect() as conn:
                     return JSONResponse(_view(conn, project_id))
