@@ -32,7 +32,7 @@ from tracehub.decision.policy import PolicyDefinition, PolicyError, SourceError,
 from tracehub.decision.policy import parse_policy
 from tracehub.decision.policy import schema as policy_schema
 from tracehub.hub import Hub
-from tracehub.collector.http import read_body
+from tracehub.requests import read_body
 from tracehub.store import policies as store
 from tracehub.store.completion import completion
 
