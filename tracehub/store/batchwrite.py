@@ -494,4 +494,3 @@ class BatchWriter:
             for e in reviewed:
                 if e.trace_id in rows:
                     rows[e.trace_id]["user_review_passed"] = e.user_review_passed
-

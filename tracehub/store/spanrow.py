@@ -119,4 +119,3 @@ def span_from_row(row: tuple[Any, ...]) -> SpanRecord:
         Mapped(span_type, model, input_text, output_text, input_tokens, output_tokens, total_tokens,
                user_id, session_id, environment, graph_name, node_name, step),
         {}, {}, {}, [], [], cost_usd, None, row, bool(parent_remote))
-

@@ -142,4 +142,3 @@ def no_nul(value: Any) -> Any:
     if isinstance(value, str) and "\x00" in value:
         return value.replace("\x00", "\ufffd")
     return value
-
