@@ -3,8 +3,9 @@
 Every span the collector decodes passes through `map_span`, and every OTLP log record through
 `map_log`. They read the attribute names that LLM instrumentations use (OTel GenAI `gen_ai.*`,
 OpenInference `openinference.span.kind` / `input.value` / `llm.*`, Traceloop `traceloop.*`, Langfuse
-`langfuse.*`, the Vercel AI SDK's `ai.*`, and our own `tracehub.span.type` / `langgraph.*`) and fill a `records.Mapped`:
-span_type, model, input/output text, tokens, user, session, environment and the LangGraph node.
+`langfuse.*`, the Vercel AI SDK's `ai.*`, and our own `tracehub.span.type` / `langgraph.*`) and fill
+a `records.Mapped`: span_type, model, input/output text, tokens, user, session, environment and the
+LangGraph node.
 docs/SEMCONV.md lists the precedence per field and the node-detection rule; keep the two in step.
 
 What this module must never do:
