@@ -333,8 +333,8 @@ def test_vercel_ai_sdk() -> None:
         ("ai.generateText.doGenerate", "llm"), ("ai.toolCall", "tool"),
         ("ai.generateText.doGenerate", "llm"), ("ai.generateText", "chain"),
         ("ai.streamText.doStream", "llm"), ("ai.streamText", "chain")]
-    for _, m in pairs:  # only in ai.telemetry.metadata.*
-        assert (m.user_id, m.session_id) == ("u1", "s1")
+    for _, m in pairs:  # only in ai.telemetry.metadata.*; the function id names the trace
+        assert (m.user_id, m.session_id, m.trace_name) == ("u1", "s1", "demo")
     first, tool, second, outer, stream, outer_stream = (m for _, m in pairs)
     assert (first.input_text, first.output_text) == (WEATHER_PROMPT, WEATHER_SEOUL)
     assert (tool.input_text, tool.output_text) == ('{"city":"Seoul"}', SEOUL_RESULT)
@@ -549,6 +549,52 @@ def test_langfuse_attributes() -> None:
     assert (trace_level.input_text, trace_level.output_text) == ("q", '{"a": 1}')
     both = span({"langfuse.trace.input": "q", "input.value": "own"})
     assert both.input_text == "own"
+
+
+def test_langfuse_sdk_span() -> None:
+    """Attributes as the Langfuse Python SDK (5.x) sends them: propagated trace attributes,
+    flattened metadata with JSON values, observation fields as JSON text."""
+    m = span({
+        "user.id": "u1", "session.id": "s1", "langfuse.trace.name": "chat-turn",
+        "langfuse.trace.tags": ["t1", "t2"], "langfuse.trace.metadata.tenant": '"acme"',
+        "langfuse.observation.type": "generation", "langfuse.observation.model.name": "gpt-4o-mini",
+        "langfuse.observation.input": '[{"role": "user", "content": "hi"}]',
+        "langfuse.observation.output": '{"role": "assistant", "content": "hello"}',
+        "langfuse.observation.usage_details": '{"input": 10, "output": 5}',
+        "langfuse.observation.cost_details": '{"input": 0.001, "output": 0.002}',
+        "langfuse.observation.metadata.route": '"/chat"',
+    }, name="llm")
+    assert (m.span_type, m.model, tokens(m)) == ("llm", "gpt-4o-mini", (10, 5, 15))
+    assert (m.input_text, m.output_text) == ("user: hi", '{"role": "assistant", "content": "hello"}')
+    assert (m.user_id, m.session_id, m.trace_name) == ("u1", "s1", "chat-turn")
+    # Langfuse's name wins over the AI SDK's function id; a name that is no text names nothing
+    assert span({"ai.telemetry.functionId": "f", "langfuse.trace.name": "t"}).trace_name == "t"
+    assert span({"ai.telemetry.functionId": "f", "langfuse.trace.name": ["t"]}).trace_name == "f"
+    assert span({"langfuse.trace.name": " "}).trace_name is None
+
+
+@pytest.mark.parametrize(("observation_type", "expected"), [
+    ("generation", "llm"), ("agent", "agent"), ("tool", "tool"), ("retriever", "retriever"),
+    ("embedding", "embedding"), ("evaluator", "evaluator"), ("guardrail", "guardrail"),
+    ("chain", "chain"), ("span", "span"), ("event", "span"), ("GENERATION", "llm")])
+def test_langfuse_observation_types(observation_type: str, expected: str) -> None:
+    assert span({"langfuse.observation.type": observation_type}).span_type == expected
+
+
+@pytest.mark.parametrize(("usage", "expected"), [
+    ({"input": 10, "output": 5, "total": 15}, (10, 5, 15)),
+    # Langfuse's LangChain handler takes cached and reasoning tokens out of input and output;
+    # Langfuse adds every key naming input (output) back, as it does here
+    ({"input": 70, "input_cache_read": 30, "output": 4, "output_reasoning": 6}, (100, 10, 110)),
+    ({"input_tokens": 12, "cache_read_input_tokens": 8, "output_tokens": 3}, (20, 3, 23)),
+    # OpenAI's usage object as the Langfuse OpenAI integration passes it on
+    ({"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11,
+      "prompt_tokens_details": {"cached_tokens": 4}}, (9, 2, 11)),
+    ({"input": "n/a", "output": None, "total": 3}, (None, None, 3)),
+    ({"input": 2**62, "input_cached": 2**62}, (None, None, None)),  # past the store's range
+])
+def test_langfuse_usage_details(usage: dict[str, Any], expected: tuple[Any, ...]) -> None:
+    assert tokens(span({"langfuse.observation.usage_details": json.dumps(usage)})) == expected
 
 
 @pytest.mark.parametrize(("attributes", "expected"), [

@@ -42,6 +42,9 @@ class Mapped:
     graph_name: str | None = None
     node_name: str | None = None
     step: int | None = None
+    # The trace's name as the span states it (Langfuse's `langfuse.trace.name`, the Vercel AI SDK's
+    # function id); the root's names the trace instead of the root's own name.
+    trace_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

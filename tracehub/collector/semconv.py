@@ -4,8 +4,8 @@ Every span the collector decodes passes through `map_span`, and every OTLP log r
 `map_log`. They read the attribute names that LLM instrumentations use (OTel GenAI `gen_ai.*`,
 OpenInference `openinference.span.kind` / `input.value` / `llm.*`, Traceloop `traceloop.*`, Langfuse
 `langfuse.*`, the Vercel AI SDK's `ai.*`, and our own `tracehub.span.type` / `langgraph.*`) and fill
-a `records.Mapped`: span_type, model, input/output text, tokens, user, session, environment and the
-LangGraph node.
+a `records.Mapped`: span_type, model, input/output text, tokens, user, session, environment, the
+LangGraph node and the trace's name where a span states it.
 docs/SEMCONV.md lists the precedence per field and the node-detection rule; keep the two in step.
 
 What this module must never do:
@@ -100,6 +100,8 @@ _SESSION_KEYS = ("session.id", "langfuse.session.id", "traceloop.association.pro
                  "traceloop.association.properties.sessionId", "ai.telemetry.metadata.sessionId",
                  "ai.telemetry.metadata.session_id", "gen_ai.conversation.id",
                  "traceloop.association.properties.thread_id")
+# The trace's name as a span states it: Langfuse's, else the AI SDK's function id.
+_TRACE_NAME_KEYS = ("langfuse.trace.name", "ai.telemetry.functionId")
 _RESOURCE_ENV_KEYS = ("deployment.environment.name", "deployment.environment")
 _SPAN_ENV_KEYS = ("deployment.environment.name", "deployment.environment", "langfuse.environment")
 _TOKEN_KEYS = _INPUT_TOKEN_KEYS + _OUTPUT_TOKEN_KEYS + _TOTAL_TOKEN_KEYS
@@ -108,7 +110,7 @@ _TYPE_KEYS = ("langfuse.observation.type", "openinference.span.kind", "ai.operat
               "gen_ai.operation.name", "traceloop.span.kind", "llm.request.type",
               "gen_ai.request.model", "llm.model_name")
 _LOOKUP_KEYS = frozenset(_MODEL_KEYS + _TOKEN_KEYS + _USER_KEYS + _SESSION_KEYS + _SPAN_ENV_KEYS
-                         + _TYPE_KEYS)
+                         + _TYPE_KEYS + _TRACE_NAME_KEYS)
 
 # Traceloop wraps LangChain callback payloads: {"inputs": ..., "tags": ..., "metadata": ...}.
 _TL_INPUT_WRAPPERS = ("inputs", "input_str", "input", "query")
@@ -231,13 +233,16 @@ def _fill(m: Mapped, name: str, a: dict[str, Any], resource: dict[str, Any],
     if (tin is None or tout is None or total is None) and "langfuse.observation.usage_details" in a:
         usage = _as_dict(get("langfuse.observation.usage_details"))
         if usage is not None:
-            tin = tin if tin is not None else _int(usage.get("input"))
-            tout = tout if tout is not None else _int(usage.get("output"))
-            total = total if total is not None else _int(usage.get("total"))
+            lin, lout, ltotal = _langfuse_usage(usage)
+            tin = tin if tin is not None else lin
+            tout = tout if tout is not None else lout
+            total = total if total is not None else ltotal
     if total is None and tin is not None and tout is not None and tin + tout <= _INT_MAX:
         total = tin + tout
     m.input_tokens, m.output_tokens, m.total_tokens = tin, tout, total
 
+    m.trace_name = (None if found.isdisjoint(_TRACE_NAME_KEYS)
+                    else _first_scalar(get, _TRACE_NAME_KEYS))
     m.user_id = None if found.isdisjoint(_USER_KEYS) else _first_scalar(get, _USER_KEYS)
     m.session_id = None if found.isdisjoint(_SESSION_KEYS) else _first_scalar(get, _SESSION_KEYS)
     m.environment = (_first_scalar(resource.get, _RESOURCE_ENV_KEYS)
@@ -569,6 +574,37 @@ def _langfuse_text(value: Any, output: bool) -> str | None:
             if rendered is not None:
                 return rendered
     return _plain(value)
+
+
+def _langfuse_usage(usage: dict[str, Any]) -> tuple[int | None, int | None, int | None]:
+    """Tokens of `langfuse.observation.usage_details` as Langfuse counts them: input is the sum
+    of the counts whose key names input (`input`, `input_cached_tokens`,
+    `cache_read_input_tokens`, ...: its LangChain handler takes the cached tokens out of `input`),
+    output likewise, total is `total`. OpenAI's usage object (`prompt_tokens`, ...), which
+    Langfuse also takes, when no key names input or output."""
+    tin = tout = None
+    for key, value in usage.items():
+        if not isinstance(key, str):
+            continue
+        lowered = key.lower()
+        side = 1 if "input" in lowered else 2 if "output" in lowered else 0
+        count = _int(value) if side else None
+        if count is None:
+            continue
+        if side == 1:
+            tin = count if tin is None else tin + count
+        else:
+            tout = count if tout is None else tout + count
+    if tin is None:
+        tin = _int(usage.get("prompt_tokens"))
+    if tout is None:
+        tout = _int(usage.get("completion_tokens"))
+    total = _int(usage.get("total"))
+    if total is None:
+        total = _int(usage.get("total_tokens"))
+    # A sum past the store's BIGINT range maps to None, as one count past it does.
+    return (None if tin is not None and tin > _INT_MAX else tin,
+            None if tout is not None and tout > _INT_MAX else tout, total)
 
 
 def _unwrap(value: Any, wrappers: tuple[str, ...], noise: frozenset[str],

@@ -48,7 +48,8 @@ def fold_span(row: dict[str, Any], s: SpanRecord, declared: set[str]) -> None:
 
     The root is the span without a parent. Until it is stored, a local root stands in for it: a
     span whose parent is remote (the trace began in another process) or itself. A trace with
-    neither is named after its earliest span, the top of what arrived."""
+    neither is named after its earliest span, the top of what arrived. A span that states the
+    trace's name (`Mapped.trace_name`) names it so instead of by its own name."""
     m = s.mapped
     row["span_count"] += 1
     if s.end_ns is None:
@@ -64,9 +65,9 @@ def fold_span(row: dict[str, Any], s: SpanRecord, declared: set[str]) -> None:
     is_root = parent is None or ((s.parent_remote or parent == s.span_id) and row["root_span_id"] is None)
     if is_root:
         row["root_span_id"] = s.span_id
-        row["name"] = s.name
+        row["name"] = m.trace_name or s.name
     elif row["root_span_id"] is None and (row["name"] is None or earliest):
-        row["name"] = s.name
+        row["name"] = m.trace_name or s.name
     call = m.span_type in MODEL_CALL_SPAN_TYPES
     if call:
         row["input_tokens"] += m.input_tokens or 0
@@ -125,7 +126,9 @@ def amend_span(row: dict[str, Any], before: dict[str, Any], after: dict[str, Any
     row["error_count"] += (after["status"] == STATUS_ERROR) - (before["status"] == STATUS_ERROR)
     is_root = row["root_span_id"] == after["span_id"]
     text = (row["name"], row["input_text"], row["output_text"])
-    if is_root or (row["root_span_id"] is None and row["name"] == before["name"]):
+    # Only a new name renames the trace: a root's `trace_name` may have named it (`fold_span`).
+    if after["name"] != before["name"] and (
+            is_root or (row["root_span_id"] is None and row["name"] == before["name"])):
         row["name"] = after["name"]
     if after["model"] != before["model"] and row["model"] in (None, before["model"]):
         row["model"] = after["model"]
