@@ -66,7 +66,8 @@ def content_id(doc: bytes | bytearray) -> int:
 
 def span_row(project_id: int, s: SpanRecord, encoder: RowEncoder) -> tuple[Any, ...]:
     """The spans-table row of `s`, all but its trace's number, which the writer adds, followed by
-    the span's input and output texts (`STORED`), which the row has only in its body."""
+    the span's input and output texts (`STORED`), which the row has only in its body, and the
+    trace's name the span states, which has no column (`Mapped.trace_name`)."""
     m = s.mapped
     if s.row is not None:  # a record rebuilt from its row has its JSON only there
         resource_id, attributes, scope, events, links, body = s.row[_ENCODED_AT:STORED]
@@ -85,7 +86,7 @@ def span_row(project_id: int, s: SpanRecord, encoder: RowEncoder) -> tuple[Any, 
         m.span_type, s.status, s.status_message, s.start_ns, s.end_ns, m.model, None, None,
         m.input_tokens, m.output_tokens, m.total_tokens, s.cost_usd, m.user_id, m.session_id,
         m.environment, m.graph_name, m.node_name, m.step, resource_id, _IN_BODY, _IN_BODY, _IN_BODY, _IN_BODY,
-        body, *texts,
+        body, *texts, m.trace_name,
     )
     if encoder.nul_free and any(v and "\x00" in v for v in _span_text(row)):
         row = tuple(no_nul(v) for v in row)
@@ -112,10 +113,10 @@ def span_from_row(row: tuple[Any, ...]) -> SpanRecord:
     (_pid, trace_id, span_id, parent_span_id, parent_remote, name, kind, span_type, status, status_message,
      start_ns, end_ns, model, _input, _output, input_tokens, output_tokens, total_tokens, cost_usd,
      user_id, session_id, environment, graph_name, node_name, step) = row[:_ENCODED_AT]
-    input_text, output_text = row[STORED:]
+    input_text, output_text, trace_name = row[STORED:]
     # Positional: keywords cost a third more, on the server's event loop, for every span.
     return SpanRecord(
         trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status, status_message,
         Mapped(span_type, model, input_text, output_text, input_tokens, output_tokens, total_tokens,
-               user_id, session_id, environment, graph_name, node_name, step),
+               user_id, session_id, environment, graph_name, node_name, step, trace_name),
         {}, {}, {}, [], [], cost_usd, None, row, bool(parent_remote))
