@@ -1,6 +1,6 @@
 """What every HTTP endpoint that takes a body or a key reads from its request: the API key
-(`presented_key`), the declared body size (`declared_length`) and the body itself, bounded and
-decompressed (`read_body`).
+(`presented_key`, or HTTP Basic's pair where an endpoint takes it: `basic_credentials`), the
+declared body size (`declared_length`) and the body itself, bounded and decompressed (`read_body`).
 
 Shared by the OTLP/HTTP receiver and the JSON API, each of which turns the `IngestError`s raised
 here into its own answer. It knows no receiver and no route.
@@ -8,6 +8,8 @@ here into its own answer. It knows no receiver and no route.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import zlib
 from typing import Any, Protocol
 
@@ -31,6 +33,20 @@ def presented_key(headers: Any) -> str | None:
     if auth[:7].lower() == "bearer ":
         return str(auth[7:].strip())
     return None
+
+
+def basic_credentials(headers: Any) -> tuple[str, str] | None:
+    """HTTP Basic's (user, password) from `Authorization: Basic`; None without one, or when it does
+    not decode to `user:password`."""
+    auth = headers.get("authorization") or ""
+    if auth[:6].lower() != "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(auth[6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else None
 
 
 def declared_length(request: Request) -> int:

@@ -28,6 +28,7 @@ from tracehub.api.errors import (
     unavailable,
 )
 from tracehub.api.ingest import IngestRoutes
+from tracehub.api.langfuse import LangfuseRoutes
 from tracehub.api.middleware import NOSNIFF, OTLP_PATHS, Guard
 from tracehub.api.policies import PolicyRoutes
 from tracehub.api.project import ProjectRoutes
@@ -112,10 +113,11 @@ async def _openapi(_request: Request) -> JSONResponse:
 
 def create_app(hub: Hub) -> Starlette:
     """The main HTTP port: REST API, OTLP/HTTP, health and, under every other path, the web UI."""
-    routes = (_health_routes(hub) + OtlpHttp(hub.intake).routes() + IngestRoutes(hub).routes()
+    otlp = OtlpHttp(hub.intake).routes()
+    routes = (_health_routes(hub) + otlp + IngestRoutes(hub).routes()
               + StatsRoutes(hub).routes() + TraceRoutes(hub).routes() + DecideRoutes(hub).routes()
               + CaseRoutes(hub).routes() + WebhookRoutes(hub).routes() + PolicyRoutes(hub).routes()
-              + ProjectRoutes(hub).routes()
+              + ProjectRoutes(hub).routes() + LangfuseRoutes(hub, otlp).routes()
               + [Route("/api/v1/openapi.json", _openapi), Ui(hub).mount()])
     return Starlette(routes=routes, exception_handlers=HANDLERS,
                      middleware=[*_cors(hub), Middleware(Guard, hub.settings.max_concurrent_requests)])
