@@ -139,11 +139,6 @@ def only_params(q: QueryParams, names: frozenset[str]) -> None:
         raise ProblemError(422, f"{errors[0]['path']}: {errors[0]['message']}", errors)
 
 
-def page_params(q: QueryParams) -> tuple[int, int]:
-    return (int_param(q, "page", 1, 1, MAX_PAGE),
-            int_param(q, "page_size", 50, 1, MAX_PAGE_SIZE))
-
-
 def page_body(items: list[Any], page: int, page_size: int, total: int) -> dict[str, Any]:
     return {"items": items, "page": page, "page_size": page_size, "total": total}
 
@@ -175,6 +170,7 @@ def query_int(name: str, description: str, default: int, lo: int, hi: int) -> Pa
 
 
 def required_int(name: str, description: str, lo: int, hi: int) -> Param:
+    """Left out or empty, 422 `is required`."""
     def read(r: Request) -> int:
         if not r.query_params.get(name):
             raise field_error(f"query.{name}", "is required")

@@ -1,6 +1,8 @@
 """`/api/v1/traces` and `/api/v1/traces/{trace_id}`: the trace list and one trace's detail.
 
-Rows from `tracehub.store.queries` become the API's documented field names here and nowhere else.
+Rows from `tracehub.store.queries` become the API's documented field names here and nowhere else;
+`tracehub.api.answers` holds the shapes these views answer, and the operations at the end of the
+module the parameters the routes read, both as the OpenAPI document shows them.
 """
 
 from __future__ import annotations
