@@ -565,12 +565,18 @@ def test_langfuse_sdk_span() -> None:
         "langfuse.observation.metadata.route": '"/chat"',
     }, name="llm")
     assert (m.span_type, m.model, tokens(m)) == ("llm", "gpt-4o-mini", (10, 5, 15))
-    assert (m.input_text, m.output_text) == ("user: hi", '{"role": "assistant", "content": "hello"}')
+    assert (m.input_text, m.output_text) == ("user: hi", "hello")  # the one message returned
     assert (m.user_id, m.session_id, m.trace_name) == ("u1", "s1", "chat-turn")
     # Langfuse's name wins over the AI SDK's function id; a name that is no text names nothing
     assert span({"ai.telemetry.functionId": "f", "langfuse.trace.name": "t"}).trace_name == "t"
     assert span({"ai.telemetry.functionId": "f", "langfuse.trace.name": ["t"]}).trace_name == "f"
     assert span({"langfuse.trace.name": " "}).trace_name is None
+    # a message with tool calls reads as other instrumentations' do; other objects stay as sent
+    call = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Seoul"}'}}]}
+    assert span({"langfuse.observation.type": "generation",
+                 "langfuse.observation.output": json.dumps(call)}).output_text == 'call get_weather({"city":"Seoul"})'
+    assert span({"langfuse.observation.output": '{"role": "admin"}'}).output_text == '{"role": "admin"}'
 
 
 @pytest.mark.parametrize(("observation_type", "expected"), [

@@ -563,11 +563,14 @@ _CONTENT_KEYS = frozenset(
 
 def _langfuse_text(value: Any, output: bool) -> str | None:
     # Langfuse serialises observation input/output as JSON: unquote plain strings, render chat
-    # message lists, keep anything else as sent.
-    if isinstance(value, str) and value[:1] in ('"', "["):
+    # messages (a list, or the one message a generation returns), keep anything else as sent.
+    if isinstance(value, str) and value[:1] in ('"', "[", "{"):
         parsed = _loads(value)
         if isinstance(parsed, str):
             return parsed or None
+        if isinstance(parsed, dict) and "role" in parsed and (
+                "content" in parsed or "tool_calls" in parsed):
+            parsed = [parsed]
         if isinstance(parsed, list) and parsed and all(
                 isinstance(x, dict) and "role" in x for x in parsed):
             rendered = _render(parsed, output)
