@@ -197,6 +197,11 @@ def test_score_shapes_and_refusals(server: ServerProcess, project: tuple[Project
     assert (answer["accepted"], answer["rejected"]) == (2, 4)
     assert [(e["index"], e["id"]) for e in answer["errors"]] == [(2, None), (3, None), (4, score_id), (5, None)]
     assert "traceId" in answer["errors"][1]["message"]
+    r = httpx.post(server.url + SCORES, headers={**auth, "content-type": "application/json"},
+                   content=b'[{"traceId": "%s", "name": "\\ud800", "value": 1},'
+                           b' {"traceId": "%s", "name": "n", "value": 1e999}]' % (trace_id.encode(), trace_id.encode()))
+    assert [e["message"] for e in r.json()["errors"]] == [
+        "name: text is not valid Unicode (a lone surrogate)", "value: must be a finite number, not NaN or an infinity"]
     for bad, status in ((b"{", 400), (b"3", 400), (b"NaN", 400)):
         r = httpx.post(server.url + SCORES, content=bad, headers={**auth, "content-type": "application/json"})
         assert (r.status_code, r.headers["content-type"]) == (status, "application/problem+json"), r.text

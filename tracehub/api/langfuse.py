@@ -38,7 +38,7 @@ from tracehub.api.ingest import MAX_BODY_BYTES
 from tracehub.api.operation import WRITE_ERRORS, Operation, json_answer, request_body
 from tracehub.api.params import normalize_id
 from tracehub.api.responses import JSONResponse
-from tracehub.api.schemas import TRACE_ID
+from tracehub.api.schemas import TRACE_ID, limit_errors
 from tracehub.collector.errors import IngestError
 from tracehub.hub import Hub
 from tracehub.records import Batch, EvalRecord, Idem
@@ -110,6 +110,9 @@ def eval_of(raw: Any, now: int) -> EvalRecord:
     """One Langfuse score as the evaluation it becomes, keyed by its id."""
     if not isinstance(raw, dict):
         raise Refused("a score is a JSON object")
+    limits = limit_errors(raw)  # what no stored document may hold: lone surrogates, infinities, depth
+    if limits:
+        raise Refused(f"{limits[0]['path']}: {limits[0]['message']}")
     error = best_match(_VALIDATOR.iter_errors(raw))
     if error is not None:
         if error.validator == "required":
