@@ -376,6 +376,7 @@ def test_openllmetry_js_sdk_with_ai_sdk_spans() -> None:
     assert openai.output_text == "환불은 7일 이내 가능합니다. Refunds within 7 days."
     outer = pairs[7][1]
     assert (outer.model, tokens(outer)) == ("gpt-4o-mini", (104, 23, 127))
+    assert (outer.trace_name, workflow.trace_name) == ("demo", None)  # the AI SDK's function id
     assert (outer.input_text, outer.output_text) == (
         "user: What is the weather in Seoul?", SEOUL_ANSWER)
 
