@@ -202,6 +202,15 @@ def _walk(hub: ServerProcess, receiver: Receiver, key: str, checked: Checked) ->
     assert c.post("/v1/logs", json={"resourceLogs": []}).status_code == 200
     assert c.post("/v1/traces", content=b"{", headers={"content-type": "application/json"}).status_code == 400
 
+    # Langfuse's paths, with HTTP Basic (its secret key is the API key): spans, a score, a batch.
+    lf = httpx.Client(base_url=hub.url, auth=("pk-lf-schema", key), timeout=30, event_hooks={"response": [checked]})
+    assert lf.post("/api/public/otel/v1/traces", json=otlp).status_code == 200
+    score = {"id": secrets.token_hex(8), "traceId": trace_id, "name": "helpful", "value": 1, "dataType": "NUMERIC"}
+    assert lf.post("/api/public/scores", json=score).status_code == 200
+    assert lf.post("/api/public/scores", json=[{**score, "id": secrets.token_hex(8)}]).status_code == 202
+    assert lf.post("/api/public/scores", json=[{**score, "id": secrets.token_hex(8)}, {"name": "x"}]).status_code == 207
+    lf.close()
+
     # Decide: PII escalates to a case, whose webhook is delivered; a retry answers the first decision.
     decide = {"trace_id": trace_id, "idempotency_key": "schema-decide-" + trace_id}
     r = c.post("/api/v1/decide", json=decide)

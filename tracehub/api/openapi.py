@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tracehub.api import answers, cases, decide, ingest, policies, project, stats, traces
+from tracehub.api import answers, cases, decide, ingest, langfuse, policies, project, stats, traces
 from tracehub.api.operation import Operation, json_answer, paths
 from tracehub.api.schemas import BODIES, MAX_DEPTH
 from tracehub.decision.policy import schema as policy_schema
@@ -71,7 +71,9 @@ def _otlp(path: str, summary: str, rejected: str) -> Operation:
 
 
 OTLP = (_otlp("/v1/traces", "OTLP/HTTP trace export (protobuf or JSON, gzip or not)", "rejectedSpans"),
-        _otlp("/v1/logs", "OTLP/HTTP log export (GenAI content events)", "rejectedLogRecords"))
+        _otlp("/v1/logs", "OTLP/HTTP log export (GenAI content events)", "rejectedLogRecords"),
+        _otlp("/api/public/otel/v1/traces", "/v1/traces where the Langfuse SDK sends it (HTTP Basic taken)",
+              "rejectedSpans"))
 
 
 def _dsl_components() -> dict[str, Any]:
@@ -113,7 +115,8 @@ def document() -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "security": [{"apiKey": []}, {"bearer": []}],
         "paths": paths([*traces.OPERATIONS, *stats.OPERATIONS, *ingest.OPERATIONS, *decide.OPERATIONS,
-                        *cases.OPERATIONS, *policies.OPERATIONS, *project.OPERATIONS, *OTLP, *OPS]),
+                        *cases.OPERATIONS, *policies.OPERATIONS, *project.OPERATIONS, *langfuse.OPERATIONS,
+                        *OTLP, *OPS]),
         "components": {
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
                                 "bearer": {"type": "http", "scheme": "bearer"}},
