@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -24,6 +22,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from conftest import BACKENDS, ServerProcess, own_project
+from webhook_receiver import Receiver
 from tracehub.api.openapi import document
 
 DOC_URI = "urn:tracehub:openapi"
@@ -65,25 +64,6 @@ class Checked:
         self.seen.add((path, method, status))
 
 
-class Receiver:
-    """A webhook endpoint on loopback that takes every delivery."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                self.rfile.read(int(self.headers["content-length"]))
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/hook"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 def hub(request: pytest.FixtureRequest, server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     return server_factory(request.param, env=SERVER_ENV)
@@ -93,8 +73,7 @@ def hub(request: pytest.FixtureRequest, server_factory: Callable[..., ServerProc
 def receiver() -> Iterator[Receiver]:
     receiver = Receiver()
     yield receiver
-    receiver.http.shutdown()
-    receiver.http.server_close()
+    receiver.close()
 
 
 def _now(offset_s: float = 0.0) -> str:

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -23,6 +21,7 @@ import sqlalchemy as sa
 from standardwebhooks import Webhook
 
 from conftest import BACKENDS, ServerProcess
+from webhook_receiver import Receiver
 from tracehub.decision.cases import escalation_rows
 from tracehub.store import db
 from tracehub.store.schema import cases, notifications, projects, trace_decisions, webhook_endpoints
@@ -34,42 +33,6 @@ SERVER_ENV = {
     "TRACEHUB_WEBHOOK_MAX_ATTEMPTS": "3",
     "TRACEHUB_WEBHOOK_TIMEOUT_S": "5",
 }
-
-
-class Receiver:
-    """A webhook receiver on loopback that records every request and answers from a script."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.script: list[int] = []  # statuses to answer in turn; the last one repeats
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers["content-length"]))
-                with receiver.lock:
-                    receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                    status = receiver.script.pop(0) if len(receiver.script) > 1 else receiver.script[0]
-                self.send_response(status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
-        self.thread.start()
-
-    def received(self, path: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [r for r in self.requests if r["path"] == path]
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

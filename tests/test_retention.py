@@ -16,8 +16,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import httpx
 import pytest
@@ -28,6 +26,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from conftest import BACKENDS, Project, ServerProcess, own_project
+from webhook_receiver import Receiver
 from tracehub.api.params import iso
 from tracehub.store.rollups import bucket_of
 
@@ -40,34 +39,6 @@ SERVER_ENV = {"TRACEHUB_RETENTION_INTERVAL_S": "0",  # these tests prune with th
 @pytest.fixture(scope="module", params=BACKENDS)
 def hub(request: pytest.FixtureRequest, server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     return server_factory(request.param, env=SERVER_ENV)
-
-
-class Receiver:
-    """A webhook receiver on loopback that answers 200."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                self.rfile.read(int(self.headers["content-length"]))
-                receiver.count += 1
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/hook"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
 
 
 @pytest.fixture

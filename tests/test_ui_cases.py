@@ -7,47 +7,19 @@ from __future__ import annotations
 
 import re
 import secrets
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from conftest import BACKENDS, Project, ServerProcess, browser_session, csrf_of, own_project, ui_client
+from webhook_receiver import Receiver
 from tracehub.seed import DEFAULT_POLICY
 
 EMAIL = "kim.minsu@example.com"
 SERVER_ENV = {"TRACEHUB_WEBHOOK_ALLOW": "127.0.0.1", "TRACEHUB_WEBHOOK_RETRY_INITIAL_S": "0.1",
               "TRACEHUB_WEBHOOK_RETRY_MAX_S": "0.3", "TRACEHUB_WEBHOOK_MAX_ATTEMPTS": "3"}
-
-
-class Receiver:
-    """A webhook receiver on loopback: 503 to the first delivery, 204 after."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                self.rfile.read(int(self.headers["content-length"]))
-                receiver.count += 1
-                self.send_response(503 if receiver.count == 1 else 204)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/hook"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -84,7 +56,7 @@ def escalated(p: Project, text: str = f"my email is {EMAIL}") -> dict[str, Any]:
 
 
 def test_list_detail_ack_and_resolve_over_http(cases_server: ServerProcess, project: Project) -> None:
-    receiver = Receiver()
+    receiver = Receiver(503, 204)
     try:
         hook = project.client.post("/api/v1/webhooks", json={"url": receiver.url})
         assert hook.status_code == 201, hook.text
