@@ -65,6 +65,7 @@ class ServerProcess:
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = httpx.Client(base_url=self.url, headers={"x-api-key": API_KEY}, timeout=30)
+        self.clients: list[httpx.Client] = []  # made by ui_sign_in; closed at the end of their module
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACEHUB_", "OTEL_"))}
@@ -77,14 +78,18 @@ class ServerProcess:
                               cwd=self.workdir, capture_output=True, text=True, timeout=60)
 
     def start(self) -> ServerProcess:
-        log = open(self.workdir / f"server-{self.port}.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tracehub", "serve", "--host", self.host,
-             "--port", str(self.port), "--otlp-http-port", str(self.otlp_http_port),
-             "--otlp-grpc-port", str(self.grpc_port)],
-            env=self.env(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.workdir / f"server-{self.port}.log", "ab") as log:  # the process has its own copy
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tracehub", "serve", "--host", self.host,
+                 "--port", str(self.port), "--otlp-http-port", str(self.otlp_http_port),
+                 "--otlp-grpc-port", str(self.grpc_port)],
+                env=self.env(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
         wait_healthy(self.url, self.proc, self.log_text)
         return self
+
+    def close_clients(self) -> None:
+        while self.clients:
+            self.clients.pop().close()
 
     def log_text(self) -> str:
         return (self.workdir / f"server-{self.port}.log").read_text(errors="replace")[-4000:]
@@ -180,6 +185,8 @@ def started_servers() -> Iterator[Servers]:
 def _stop_the_modules_servers(started_servers: Servers) -> Iterator[None]:
     first = len(started_servers)
     yield
+    for server in started_servers:
+        server.close_clients()
     started_servers.stop_from(first)
 
 
@@ -254,8 +261,10 @@ def own_project(server: ServerProcess, prefix: str, auto_decide: bool = True) ->
 
 
 def ui_sign_in(server: ServerProcess, key: str, next_path: str = "/") -> tuple[httpx.Client, httpx.Response]:
-    """The sign-in form, filled and posted as a browser does: (the client with its cookies, the answer)."""
+    """The sign-in form, filled and posted as a browser does: (the client with its cookies, the answer).
+    The client is closed at the end of the test module."""
     client = httpx.Client(base_url=server.url, timeout=30)
+    server.clients.append(client)
     form = client.get("/login", params={"next": next_path})
     token = re.search(r'name="signin_token" value="([^"]+)"', form.text)
     assert token, form.text

@@ -84,11 +84,11 @@ class TlsServer(ServerProcess):
         return super().stop(sig)
 
     def start(self) -> TlsServer:
-        log = open(self.workdir / f"server-{self.port}.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tracehub", "serve", "--port", str(self.port),
-             "--otlp-http-port", str(self.otlp_http_port), "--otlp-grpc-port", str(self.grpc_port)],
-            env=self.env(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.workdir / f"server-{self.port}.log", "ab") as log:  # the process has its own copy
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tracehub", "serve", "--port", str(self.port),
+                 "--otlp-http-port", str(self.otlp_http_port), "--otlp-grpc-port", str(self.grpc_port)],
+                env=self.env(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -28,12 +28,12 @@ def project(shell_server: ServerProcess) -> Iterator[Project]:
 
 
 def test_pages_send_visitors_to_sign_in_and_back(shell_server: ServerProcess, project: Project) -> None:
-    anonymous = httpx.Client(base_url=shell_server.url)
-    for path in PAGES + ["/traces/" + "a" * 32, "/cases/1"]:
-        r = anonymous.get(path, params={"status": "error"} if path == "/" else None)
-        assert r.status_code == 303, path
-        assert r.headers["location"].startswith("/login?next=")
-    htmx = anonymous.get("/", headers={"hx-request": "true"})
+    with httpx.Client(base_url=shell_server.url) as anonymous:
+        for path in PAGES + ["/traces/" + "a" * 32, "/cases/1"]:
+            r = anonymous.get(path, params={"status": "error"} if path == "/" else None)
+            assert r.status_code == 303, path
+            assert r.headers["location"].startswith("/login?next=")
+        htmx = anonymous.get("/", headers={"hx-request": "true"})
     assert htmx.status_code == 401 and htmx.headers["hx-redirect"] == "/login?next=%2F"
     client, answer = ui_sign_in(shell_server, project.key, "/cases?status=open")
     assert answer.status_code == 303 and answer.headers["location"] == "/cases?status=open"
