@@ -40,6 +40,7 @@ REPLICAS = 3
 TRACES = 600
 TRACES_PER_REQUEST = 8
 KEYED = 40  # keyed events and evals, each sent to every process at once
+RACE_ROUNDS = 50
 PII = "Please reset my password, my e-mail is jane.doe@example.com"
 
 
@@ -166,9 +167,7 @@ def test_replicas_share_one_postgresql_without_loss_duplicates_or_second_decisio
         assert r.status_code == 201, r.text
         traces = _make_traces(TRACES)
         _send_spread_and_again(replicas, project.key, traces)
-        # The race this test is for took place: a process stored a trace's first row after another
-        # had looked for it (each run here has met several).
-        assert sum(_metric(s, "tracehub_writer_conflicts_total") for s in replicas) > 0
+        traces.update(_race_until_conflict(replicas, project.key))
         _check_rows(project, traces)
         _check_decisions(project, traces, receiver)
     assert {s.url: _refusals(s) for s in replicas} == {s.url: {} for s in replicas}
@@ -199,6 +198,38 @@ def _send_spread_and_again(replicas: list[ServerProcess], key: str, traces: dict
     with ThreadPoolExecutor(len(senders)) as pool:
         results = [r for done in [pool.submit(send, *s) for s in senders] for r in done.result()]
     assert Counter(results) == {SpanExportResult.SUCCESS: len(results)}
+
+
+def _race_until_conflict(replicas: list[ServerProcess], key: str) -> dict[str, list[ReadableSpan]]:
+    """Makes sure the race this test is for took place (a process stored a trace's first row after
+    another had looked for it): the spread sending above usually meets it, and if it did not, new
+    traces go whole to every process at the same moment until one does. Returns the traces sent."""
+    def conflicts() -> float:
+        return sum(_metric(s, "tracehub_writer_conflicts_total") for s in replicas)
+
+    sent: dict[str, list[ReadableSpan]] = {}
+    exporters = [_exporter(server, key, grpc=False) for server in replicas]
+    try:
+        with ThreadPoolExecutor(len(replicas)) as pool:
+            for _ in range(RACE_ROUNDS):
+                if conflicts():
+                    return sent
+                trace = _make_traces(1)
+                sent.update(trace)
+                (spans,) = trace.values()
+                start = threading.Barrier(len(replicas))
+                answers = [pool.submit(_export_at, start, e, spans) for e in exporters]
+                assert {a.result() for a in answers} == {SpanExportResult.SUCCESS}
+    finally:
+        for exporter in exporters:
+            exporter.shutdown()
+    assert conflicts() > 0, f"no write conflict in {RACE_ROUNDS} rounds of one trace sent to every process at once"
+    return sent
+
+
+def _export_at(start: threading.Barrier, exporter: Any, spans: list[ReadableSpan]) -> SpanExportResult:
+    start.wait()
+    return exporter.export(spans)
 
 
 def _check_rows(project: Project, traces: dict[str, list[ReadableSpan]]) -> None:
