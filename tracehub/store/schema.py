@@ -131,8 +131,11 @@ spans = sa.Table(
     sa.Column("span_type", sa.String(16), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("status_message", sa.Text),
+    # OTel's status code (0 UNSET, 1 OK, 2 ERROR), which `status` folds; NULL: the JSON ingest API's.
+    sa.Column("status_code", sa.SmallInteger),
     sa.Column("start_ns", sa.BigInteger, nullable=False),
     sa.Column("end_ns", sa.BigInteger),
+    sa.Column("first_token_ms", sa.Float),  # a streaming model call's time to its first chunk
     sa.Column("model", sa.Text),
     sa.Column("input_text", sa.Text),
     sa.Column("output_text", sa.Text),
