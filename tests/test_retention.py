@@ -474,3 +474,77 @@ def test_sqlite_gives_pages_back_with_incremental_auto_vacuum(
             assert conn.execute("PRAGMA page_count").fetchone()[0] < pages - 100
         assert_search_index_whole(server, p.engine)
         assert_counted(p)
+
+
+@pytest.mark.postgres
+def test_postgresql_drops_a_partition_once_all_its_traces_are_past_retention(
+        server_factory: Callable[..., ServerProcess]) -> None:
+    """Spans go into a partition a day (tracehub/store/partitions.py). A partition holding a trace a
+    project keeps stays (its expired traces go row by row); once all of its traces are past their
+    projects' retention it loses its trace rows and is dropped whole, while the traces stored since
+    the roll-over stay."""
+    hub = server_factory("postgres", env=SERVER_ENV)
+    now = time.time_ns()
+    mark = uuid.uuid4().hex[:8]
+
+    def partitions() -> dict[int, int | None]:
+        with sa.create_engine(hub.database_url).connect() as conn:
+            return dict(conn.execute(sa.text("SELECT number, started_ns FROM span_partitions")).all())
+
+    def backdate(number: int, days: float) -> None:
+        with sa.create_engine(hub.database_url).begin() as conn:
+            conn.execute(sa.text("UPDATE span_partitions SET started_ns = started_ns - :d WHERE number = :k"),
+                         {"d": int(days * DAY), "k": number})
+
+    with own_project(hub, "keeps", auto_decide=False) as keeps, own_project(hub, "short", auto_decide=False) as short:
+        names = {p.id: p.client.get("/api/v1/project").json()["name"] for p in (keeps, short)}
+        kept = agent_trace(hub, keeps.key, f"old-svc-{mark}", f"zqx kept {mark}", now)
+        early, dropped = (agent_trace(hub, short.key, f"old-svc-{mark}", f"zqx short {mark}", now) for _ in range(2))
+        r = short.client.post("/api/v1/evals", json={"trace_id": dropped, "eval_name": "ok", "score": 1.0})
+        assert r.status_code in (200, 201), r.text
+        assert set(partitions()) == {0, 1}
+        backdate(0, 2)
+        hub.stop()  # a server gives up its block of trace numbers within a minute; this one at once
+        assert hub.cli("prune").returncode == 0
+        assert partitions().keys() == {0, 1, 2}  # rolled over to 1, 2 made ahead
+        hub.start()
+        later = agent_trace(hub, short.key, f"new-svc-{mark}", f"kwv later {mark}", now)
+        wait_indexed(hub)
+        with short.engine.connect() as conn:
+            seqs = dict(conn.execute(sa.text("SELECT trace_id, seq >> 40 FROM traces")).all())
+        assert seqs == {kept: 0, early: 0, dropped: 0, later: 1}
+
+        # Partition 0 holds a trace of a project without retention: the short one's old trace goes
+        # row by row, the partition stays.
+        assert hub.cli("projects", "set-retention", names[short.id], "7").returncode == 0
+        age(short.engine, short.id, [early], 10)
+        backdate(1, 0.5)  # past the grace a partition gets after its last new trace, not yet a day old
+        done = hub.cli("prune")
+        assert done.returncode == 0 and f"{names[short.id]}: deleted 1 traces (3 spans);" in done.stdout, done.stdout
+        assert set(partitions()) == {0, 1, 2}
+
+        # Every trace of partition 0 is past retention: it goes whole, `later` stays.
+        assert hub.cli("projects", "set-retention", names[keeps.id], "30").returncode == 0
+        age(keeps.engine, keeps.id, [kept], 40)
+        age(short.engine, short.id, [dropped], 10)
+        done = hub.cli("prune")
+        assert done.returncode == 0, done.stderr
+        assert f"{names[short.id]}: deleted 1 traces (3 spans, 1 evaluations, 1 resources);" in done.stdout, done.stdout
+        assert f"{names[keeps.id]}: deleted 1 traces (3 spans, 1 resources);" in done.stdout, done.stdout
+        assert set(partitions()) == {1, 2}
+        with short.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT to_regclass('spans_p0')")).scalar() is None
+            assert conn.execute(sa.text("SELECT count(*) FROM spans")).scalar_one() == 3
+            services = {a["service.name"] for (a,) in conn.execute(sa.text("SELECT attributes FROM resources"))}
+        assert services == {f"new-svc-{mark}"}
+        for p, gone in ((keeps, kept), (short, dropped)):
+            assert p.client.get(f"/api/v1/traces/{gone}").status_code == 404
+            assert set(rows_of(p.engine, p.id, [gone]).values()) == {0}
+            assert_counted(p)
+            assert_rollups_match(p)
+        assert len(short.client.get(f"/api/v1/traces/{later}").json()["spans"]) == 3
+        assert search_ids(short, "zqx") == set() and search_ids(short, f"later {mark}") == {later}
+        assert_search_index_whole(hub, short.engine)
+        # New traces keep going to the active partition.
+        again = agent_trace(hub, short.key, f"new-svc-{mark}", f"kwv again {mark}", time.time_ns())
+        assert len(hub.wait_trace(again, client=short.client)["spans"]) == 3

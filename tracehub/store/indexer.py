@@ -141,9 +141,13 @@ class SearchIndexer(Background):
         first). A column list leaves n_mod_since_analyze to autovacuum, so the test is reltuples."""
         cur = dbapi.cursor()
         try:
+            # A partitioned table (spans on PostgreSQL) counts no rows of its own: its partitions'
+            # counts say when, and ANALYZE of the table covers it and them.
             cur.execute(
-                "SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
-                " WHERE s.relid = ANY(%s::regclass[]) AND s.n_live_tup >= greatest(%s, 2 * c.reltuples)",
+                "SELECT DISTINCT coalesce(i.inhparent, s.relid)::regclass::text FROM pg_stat_user_tables s"
+                " JOIN pg_class c ON c.oid = s.relid LEFT JOIN pg_inherits i ON i.inhrelid = s.relid"
+                " WHERE coalesce(i.inhparent, s.relid) = ANY(%s::regclass[])"
+                " AND s.n_live_tup >= greatest(%s, 2 * c.reltuples)",
                 [list(ANALYZED), ANALYZE_MIN_ROWS])
             for (table,) in cur.fetchall():
                 cur.execute("BEGIN")

@@ -61,6 +61,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import sqlalchemy as sa
 
+from tracehub.store import partitions
 from tracehub.store.background import Background
 from tracehub.store.sql import Sql
 from tracehub.store.faults import lost
@@ -163,9 +164,11 @@ def candidates(cur: Any, sql: Sql, project_id: int, cutoff_ns: int, after: tuple
              f" ORDER BY start_ns, trace_id LIMIT {int(limit)}", params)]
 
 
-def prune_chunk(cur: Any, sql: Sql, project_id: int, trace_ids: list[str], cutoff_ns: int) -> Pruned:
+def prune_chunk(cur: Any, sql: Sql, project_id: int, trace_ids: list[str], cutoff_ns: int,
+                keep_spans: bool = False) -> Pruned:
     """Delete the traces among `trace_ids` whose last activity is still before the cutoff, with
-    everything that hangs off them, in the caller's transaction (it commits)."""
+    everything that hangs off them, in the caller's transaction (it commits). With `keep_spans`
+    their spans stay for their partition's DROP (PostgreSQL, `_drop_partitions`)."""
     p = sql.p
     done = Pruned()
     if sql.pg:
@@ -185,6 +188,8 @@ def prune_chunk(cur: Any, sql: Sql, project_id: int, trace_ids: list[str], cutof
     by_seq = list(sql.any_of("trace_seq", seqs))
 
     named: set[int] = set()
+    if keep_spans:
+        by_seq = []
     for cond, params in by_seq:
         named.update(r[0] for r in _fetch(
             cur, f"SELECT DISTINCT resource_id FROM spans WHERE {cond} AND resource_id IS NOT NULL", params))
@@ -215,20 +220,17 @@ def prune_chunk(cur: Any, sql: Sql, project_id: int, trace_ids: list[str], cutof
         _delete(cur, "notification_attempts", list(sql.any_of("notification_id", notes)))
         done.notifications = _delete(cur, "notifications", by_case)
         done.cases = _delete(cur, "cases", by_trace)
-    for cond, params in sql.any_of("resource_id", named):
-        cur.execute(f"DELETE FROM resources WHERE project_id = {p} AND {cond} AND NOT EXISTS (SELECT 1 FROM spans s"
-                    " WHERE s.project_id = resources.project_id AND s.resource_id = resources.resource_id)",
-                    [project_id, *params])
-        done.resources += max(cur.rowcount, 0)
+    done.resources = _unused_resources(project_id, named, cur, sql)
     if done.traces:
         cur.execute(f"UPDATE projects SET trace_count = trace_count - {p} WHERE id = {p}", [done.traces, project_id])
     return done
 
 
-def _chunk(project_id: int, ids: list[str], cutoff_ns: int, cur: Any, sql: Sql) -> tuple[Pruned, float]:
+def _chunk(project_id: int, ids: list[str], cutoff_ns: int, cur: Any, sql: Sql,
+           keep_spans: bool = False) -> tuple[Pruned, float]:
     """`prune_chunk` and the seconds it took (the writer's time, not the wait for it)."""
     started = time.monotonic()
-    done = prune_chunk(cur, sql, project_id, ids, cutoff_ns)
+    done = prune_chunk(cur, sql, project_id, ids, cutoff_ns, keep_spans)
     return done, time.monotonic() - started
 
 
@@ -339,7 +341,13 @@ def prune(cur: Any, sql: Sql, run: Run[Any], now_ns: int, project: str | None = 
     """One pass: each project with a retention (or `project`), its old traces deleted a chunk at a
     time through `run`. `cur` reads candidates outside the chunks' transactions (autocommit).
     `pause(seconds)` is called between chunks; False stops the pass. Yields each project's pass."""
-    for project_id, name, days in projects_with_retention(cur, sql, project):
+    kept = projects_with_retention(cur, sql, project)
+    dropped: dict[int, Pruned] = {}
+    if sql.pg and not dry_run:
+        partitions.maintain(cur, now_ns)
+        if project is None:
+            dropped = _drop_partitions(cur, sql, run, now_ns, {pid: days for pid, _, days in kept if days}, pause)
+    for project_id, name, days in kept:
         if not days:
             yield ProjectPass(name, 0, 0, Pruned())
             continue
@@ -347,7 +355,7 @@ def prune(cur: Any, sql: Sql, run: Run[Any], now_ns: int, project: str | None = 
         if dry_run:
             yield ProjectPass(name, days, cutoff, plan(cur, sql, project_id, cutoff))
             continue
-        result = ProjectPass(name, days, cutoff, Pruned())
+        result = ProjectPass(name, days, cutoff, dropped.get(project_id, Pruned()))
         after, budget = None, FIRST_CHUNK_SPANS
         rows, spent = 0, 0.0  # the pace so far: FTS5's merges make single chunks vary fivefold
         while found := candidates(cur, sql, project_id, cutoff, after):
@@ -363,6 +371,52 @@ def prune(cur: Any, sql: Sql, run: Run[Any], now_ns: int, project: str | None = 
             if not pause(seconds):
                 break
         yield result
+
+
+def _drop_partitions(cur: Any, sql: Sql, run: Run[Any], now_ns: int, days: dict[int, int],
+                     pause: Callable[[float], bool]) -> dict[int, Pruned]:
+    """PostgreSQL: each partition of spans whose every trace is past its project's retention
+    (`partitions.droppable`) loses its trace rows and what hangs off them in chunks, its spans
+    left, then is dropped whole. A chunk that keeps a trace (written to meanwhile) keeps the
+    partition too. Returns what went, by project."""
+    out: dict[int, Pruned] = collections.defaultdict(Pruned)
+    for k in partitions.droppable(cur, now_ns):
+        whole = True
+        while whole and (found := partitions.traces_in(cur, k, CHUNK_TRACES)):
+            by_project: dict[int, list[str]] = collections.defaultdict(list)
+            for project_id, trace_id in found:
+                by_project[project_id].append(trace_id)
+            for project_id, ids in by_project.items():
+                if project_id not in days:  # its retention was turned off since `droppable`
+                    whole = False
+                    break
+                done, seconds = run(functools.partial(_chunk, project_id, ids, cutoff_of(now_ns, days[project_id]),
+                                                      keep_spans=True))
+                out[project_id].add(done)
+                whole = whole and done.traces == len(ids)
+                if not pause(seconds):
+                    return out
+        if not whole:
+            continue
+        spans, named = partitions.drop(cur, k)
+        for project_id, n in spans.items():
+            out[project_id].spans += n
+        for project_id in {pid for pid, _ in named}:
+            out[project_id].resources += run(functools.partial(
+                _unused_resources, project_id, {rid for pid, rid in named if pid == project_id}))
+        log.info("retention: dropped partition %s (%d spans)", partitions.name(k), sum(spans.values()))
+    return out
+
+
+def _unused_resources(project_id: int, named: set[int], cur: Any, sql: Sql) -> int:
+    """Delete the project's resources among `named` that no span names; how many went."""
+    n = 0
+    for cond, params in sql.any_of("resource_id", named):
+        cur.execute(f"DELETE FROM resources WHERE project_id = {sql.p} AND {cond} AND NOT EXISTS (SELECT 1 FROM spans s"
+                    " WHERE s.project_id = resources.project_id AND s.resource_id = resources.resource_id)",
+                    [project_id, *params])
+        n += max(cur.rowcount, 0)
+    return n
 
 
 def _within(found: list[tuple[int, str, int]], spans: int) -> list[tuple[int, str, int]]:

@@ -6,6 +6,7 @@ parameter limit, joins on key pairs, trace numbers, COPY on PostgreSQL). It neve
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any, Iterable, Iterator
 
 from tracehub.store.jsoncolumns import JSON_OID
@@ -18,6 +19,9 @@ CHUNK_SPARE = 8
 
 # PostgreSQL's sequence trace_seq counts in steps of this (migration 0011): each value starts a block.
 TRACE_SEQ_BLOCK = 1000
+# A block's numbers left unused after this long are given up: its partition may have stopped being
+# the active one (tracehub/store/partitions.py), and must get no new traces once dropping is due.
+SEQ_BLOCK_MAX_AGE_S = 60.0
 
 
 class Sql:
@@ -32,6 +36,7 @@ class Sql:
         self.join = "JOIN" if self.pg else "CROSS JOIN"
         self._copy_types: dict[str, dict[str, int]] = {}  # table: column: type oid
         self._seq_next = self._seq_end = 0  # PostgreSQL: the trace numbers reserved and not used yet
+        self._seq_taken = 0.0  # when that block was reserved (time.monotonic)
         self._chunk = SQLITE_MIN_VARIABLES - CHUNK_SPARE  # SQLite: values bound in one statement
 
     def use_variable_limit(self, dbapi: Any) -> None:
@@ -75,11 +80,14 @@ class Sql:
         # Each nextval reserves a block (the sequence counts in TRACE_SEQ_BLOCK): one round trip
         # per ~1,000 new traces instead of one per request; other processes get other blocks.
         out: list[int] = []
+        if time.monotonic() - self._seq_taken > SEQ_BLOCK_MAX_AGE_S:
+            self._seq_next = self._seq_end
         while len(out) < n:
             if self._seq_next >= self._seq_end:
                 cur.execute("SELECT nextval('trace_seq')")
                 self._seq_next = cur.fetchone()[0]
                 self._seq_end = self._seq_next + TRACE_SEQ_BLOCK
+                self._seq_taken = time.monotonic()
             take = min(n - len(out), self._seq_end - self._seq_next)
             out.extend(range(self._seq_next, self._seq_next + take))
             self._seq_next += take
