@@ -80,6 +80,34 @@ def test_sdk_exporter_spans_are_stored_and_mapped(server: ServerProcess, transpo
     assert detail["evals"] == [] and detail["decisions"] == [] and detail["judge_runs"] == []
 
 
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+def test_status_code_keeps_unset_and_ok_apart(server: ServerProcess, transport: str) -> None:
+    """`status` reads success for OTel's UNSET and OK alike; `status_code` says which was sent, in the
+    trace's detail, the light span list and one span."""
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(_exporters(server)[transport]()))
+    tracer = provider.get_tracer("test.app")
+    with tracer.start_as_current_span("request") as root:
+        with tracer.start_as_current_span("unset"):
+            pass
+        with tracer.start_as_current_span("ok") as ok:
+            ok.set_status(Status(StatusCode.OK))
+        with tracer.start_as_current_span("failed") as failed:
+            failed.set_status(Status(StatusCode.ERROR, "boom"))
+    provider.shutdown()
+    trace_id = format(root.get_span_context().trace_id, "032x")
+
+    detail = server.wait_trace(trace_id, 4)
+    expected = {"request": ("success", "UNSET"), "unset": ("success", "UNSET"), "ok": ("success", "OK"),
+                "failed": ("error", "ERROR")}
+    assert {s["name"]: (s["status"], s["status_code"]) for s in detail["spans"]} == expected
+    light = server.client.get(f"/api/v1/traces/{trace_id}/spans").json()["items"]
+    assert {s["name"]: (s["status"], s["status_code"]) for s in light} == expected
+    ok_id = format(ok.get_span_context().span_id, "016x")
+    one = server.client.get(f"/api/v1/traces/{trace_id}/spans/{ok_id}").json()
+    assert (one["status"], one["status_code"], one["time_to_first_token_ms"]) == ("success", "OK", None)
+
+
 def test_bad_key_is_unauthenticated_on_every_transport(server: ServerProcess) -> None:
     from opentelemetry.sdk.trace.export import SpanExportResult
 

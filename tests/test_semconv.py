@@ -467,6 +467,21 @@ def test_ai_sdk_content_of_other_operations_and_versions() -> None:
     assert (snake.user_id, snake.session_id) == ("u", "s")
 
 
+def test_time_to_first_token() -> None:
+    # The AI SDK's in milliseconds, OTel GenAI's in seconds; the AI SDK's first when both are there
+    assert span({"ai.response.msToFirstChunk": 1.5}).first_token_ms == 1.5
+    assert span({"ai.response.msToFirstChunk": 12}).first_token_ms == 12.0
+    assert span({"gen_ai.response.time_to_first_chunk": 0.25}).first_token_ms == 250.0
+    assert span({"ai.response.msToFirstChunk": 3.0, "gen_ai.response.time_to_first_chunk": 9.0}) \
+        .first_token_ms == 3.0
+    # what is not a finite number >= 0 says nothing, and the next source may
+    for bad in ("1.5", True, -1.0, float("nan"), float("inf"), None, [1.0]):
+        assert span({"ai.response.msToFirstChunk": bad}).first_token_ms is None, bad
+        assert span({"ai.response.msToFirstChunk": bad, "gen_ai.response.time_to_first_chunk": 2}) \
+            .first_token_ms == 2000.0
+    assert span({"ai.response.msToFinish": 5.0}).first_token_ms is None
+
+
 @pytest.mark.parametrize(("entity_input", "expected"), [
     ('{"args":[],"kwargs":{}}', None),
     ('{"args":["refund"],"kwargs":{}}', "refund"),

@@ -13,8 +13,9 @@ import pytest
 
 from conftest import Project, ServerProcess, own_project
 
-LIGHT = {"span_id", "parent_span_id", "parent_remote", "name", "span_type", "status", "start_time", "end_time",
-         "duration_ms", "model", "input_tokens", "output_tokens", "total_tokens", "cost_usd"}
+LIGHT = {"span_id", "parent_span_id", "parent_remote", "name", "span_type", "status", "status_code", "start_time",
+         "end_time", "duration_ms", "time_to_first_token_ms", "model", "input_tokens", "output_tokens", "total_tokens",
+         "cost_usd"}
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,8 @@ def test_light_pages_match_the_detail(project: Project) -> None:
         assert light == {k: full[k] for k in LIGHT}
     assert seen[1]["name"] == "renamed" and seen[1]["total_tokens"] == 10  # the amendment applied
     assert seen[-1]["end_time"] is None and seen[-1]["status"] == "running"
+    # The JSON ingest API states no OTel code (tests/test_otlp_exporters.py has spans that do).
+    assert {s["status_code"] for s in seen} == {None}
     everything = project.client.get(f"/api/v1/traces/{trace_id}/spans").json()
     assert everything["page_size"] == 500 and len(everything["items"]) == 23
 

@@ -23,6 +23,8 @@ MODEL_CALL_SPAN_TYPES = frozenset(("llm", "embedding"))
 STATUS_RUNNING = "running"
 STATUS_SUCCESS = "success"
 STATUS_ERROR = "error"
+# OTel's status codes by their number (`SpanRecord.status_code`): the status folds UNSET and OK.
+OTEL_STATUS_CODES = ("UNSET", "OK", "ERROR")
 
 
 @dataclass(slots=True)
@@ -45,6 +47,8 @@ class Mapped:
     # The trace's name as the span states it (Langfuse's `langfuse.trace.name`, the Vercel AI SDK's
     # function id); the root's names the trace instead of the root's own name.
     trace_name: str | None = None
+    # A streaming model call's time to its first chunk, in ms (the Vercel AI SDK's msToFirstChunk).
+    first_token_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,9 @@ class SpanRecord:
     # The parent is in another process (an OTLP span's flags say so: W3C traceparent from a caller):
     # this span is a local root of the trace, and its parent is not waited for.
     parent_remote: bool = False
+    # OTel's status code as sent (0 UNSET, 1 OK, 2 ERROR), which `status` folds into success / error;
+    # None where there is none (the JSON ingest API's spans, judge spans).
+    status_code: int | None = None
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 from tracehub.api.schemas import STATUSES
 from tracehub.decision.policy import ACTIONS, SEVERITIES
+from tracehub.records import OTEL_STATUS_CODES
 from tracehub.store.cases import CASE_STATUSES
 
 Schema = dict[str, Any]
@@ -66,6 +67,11 @@ ANY: Schema = {"description": "Any JSON value."}
 STATUS: Schema = {"enum": STATUSES}
 ACTION: Schema = {"enum": list(ACTIONS)}
 DURATION: Schema = {**NNUM, "description": "Milliseconds from start to end; null while running."}
+STATUS_CODE: Schema = {"enum": [*OTEL_STATUS_CODES, None],
+                       "description": "OTel's status code as sent (`status` says success for UNSET and OK alike);"
+                                      " null where none was sent (the JSON ingest API's spans, judge spans)."}
+FIRST_TOKEN: Schema = {**NNUM, "description": "Milliseconds to a streaming model call's first chunk, where its"
+                                              " instrumentation states it."}
 BY_ACTION: Schema = {"type": "object", "propertyNames": ACTION, "additionalProperties": INT,
                      "description": "Traces by action."}
 
@@ -103,10 +109,10 @@ SPAN = component("Span", closed({
     "parent_remote": {**BOOL, "description": "The parent is in another process."},
     "name": STR, "kind": {**STR, "description": "OTLP span kind: INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER, "
                                                 "UNSPECIFIED."},
-    "span_type": STR, "status": STATUS, "status_message": NSTR, "start_time": AT, "end_time": NAT,
-    "duration_ms": DURATION, "model": NSTR, "input_text": NSTR, "output_text": NSTR, "input_tokens": NINT,
-    "output_tokens": NINT, "total_tokens": NINT, "cost_usd": NNUM, "user_id": NSTR, "session_id": NSTR,
-    "environment": NSTR,
+    "span_type": STR, "status": STATUS, "status_code": STATUS_CODE, "status_message": NSTR, "start_time": AT,
+    "end_time": NAT, "duration_ms": DURATION, "time_to_first_token_ms": FIRST_TOKEN, "model": NSTR,
+    "input_text": NSTR, "output_text": NSTR, "input_tokens": NINT, "output_tokens": NINT, "total_tokens": NINT,
+    "cost_usd": NNUM, "user_id": NSTR, "session_id": NSTR, "environment": NSTR,
     "langgraph": nullable(closed({"graph_name": NSTR, "node_name": NSTR, "step": NINT},
                                  description="For LangGraph spans.")),
     "attributes": {**OPEN, "description": "As stored, with AMENDMENTs applied."},
@@ -120,8 +126,9 @@ SPAN = component("Span", closed({
 
 LIGHT_SPAN = component("SpanLight", closed({
     "span_id": STR, "parent_span_id": NSTR, "parent_remote": BOOL, "name": STR, "span_type": STR,
-    "status": STATUS, "start_time": AT, "end_time": NAT, "duration_ms": DURATION, "model": NSTR,
-    "input_tokens": NINT, "output_tokens": NINT, "total_tokens": NINT, "cost_usd": NNUM}))
+    "status": STATUS, "status_code": STATUS_CODE, "start_time": AT, "end_time": NAT, "duration_ms": DURATION,
+    "time_to_first_token_ms": FIRST_TOKEN, "model": NSTR, "input_tokens": NINT, "output_tokens": NINT,
+    "total_tokens": NINT, "cost_usd": NNUM}))
 
 TREE_NODE = component("TreeNode", closed({
     "span_id": STR, "name": STR, "span_type": STR, "status": STATUS, "duration_ms": DURATION,

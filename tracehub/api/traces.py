@@ -34,6 +34,7 @@ from tracehub.api.params import (
 from tracehub.api.responses import JSONResponse
 from tracehub.api.schemas import STATUSES
 from tracehub.hub import Hub
+from tracehub.records import OTEL_STATUS_CODES
 from tracehub.store import amendment, queries
 from tracehub.store import spans as span_store
 from tracehub.store.completion import cutoff
@@ -132,6 +133,10 @@ def judge_run_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _status_code(code: int | None) -> str | None:
+    return None if code is None else OTEL_STATUS_CODES[code]
+
+
 def span_view(row: dict[str, Any]) -> dict[str, Any]:
     """One span of the read model (`readmodel.TraceModel.spans`: amendments applied); its JSON
     columns may be embedded as text (`orjson.Fragment`), so the view is for encoding with orjson."""
@@ -150,10 +155,12 @@ def span_view(row: dict[str, Any]) -> dict[str, Any]:
         "kind": row["kind"],
         "span_type": row["span_type"],
         "status": row["status"],
+        "status_code": _status_code(row["status_code"]),
         "status_message": row["status_message"],
         "start_time": iso(row["start_ns"]),
         "end_time": iso(row["end_ns"]),
         "duration_ms": _duration_ms(row["start_ns"], row["end_ns"]),
+        "time_to_first_token_ms": row["first_token_ms"],
         "model": row["model"],
         "input_text": row["input_text"],
         "output_text": row["output_text"],
@@ -181,8 +188,9 @@ def light_span_view(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "span_id": row["span_id"], "parent_span_id": row["parent_span_id"],
         "parent_remote": bool(row["parent_remote"]), "name": row["name"], "span_type": row["span_type"],
-        "status": row["status"], "start_time": iso(row["start_ns"]), "end_time": iso(row["end_ns"]),
-        "duration_ms": _duration_ms(row["start_ns"], row["end_ns"]), "model": row["model"],
+        "status": row["status"], "status_code": _status_code(row["status_code"]), "start_time": iso(row["start_ns"]),
+        "end_time": iso(row["end_ns"]), "duration_ms": _duration_ms(row["start_ns"], row["end_ns"]),
+        "time_to_first_token_ms": row["first_token_ms"], "model": row["model"],
         "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
         "total_tokens": row["total_tokens"], "cost_usd": row["cost_usd"],
     }

@@ -255,6 +255,8 @@ def _span(part: SpanParts, resources: list[dict[str, Any]], scopes: list[dict[st
     )
     if parent is not None and flags & _PARENT_IS_REMOTE == _PARENT_IS_REMOTE:
         record.parent_remote = True
+    # A code the spec does not define (the wire holds any int32) is none of the three: not kept.
+    record.status_code = code if 0 <= code <= _STATUS_CODE_ERROR else None
     return record
 
 

@@ -5,7 +5,7 @@ Every span the collector decodes passes through `map_span`, and every OTLP log r
 OpenInference `openinference.span.kind` / `input.value` / `llm.*`, Traceloop `traceloop.*`, Langfuse
 `langfuse.*`, the Vercel AI SDK's `ai.*`, and our own `tracehub.span.type` / `langgraph.*`) and fill
 a `records.Mapped`: span_type, model, input/output text, tokens, user, session, environment, the
-LangGraph node and the trace's name where a span states it.
+LangGraph node, the trace's name where a span states it, and a streaming call's time to first token.
 docs/SEMCONV.md lists the precedence per field and the node-detection rule; keep the two in step.
 
 What this module must never do:
@@ -105,12 +105,17 @@ _TRACE_NAME_KEYS = ("langfuse.trace.name", "ai.telemetry.functionId")
 _RESOURCE_ENV_KEYS = ("deployment.environment.name", "deployment.environment")
 _SPAN_ENV_KEYS = ("deployment.environment.name", "deployment.environment", "langfuse.environment")
 _TOKEN_KEYS = _INPUT_TOKEN_KEYS + _OUTPUT_TOKEN_KEYS + _TOTAL_TOKEN_KEYS
+# Time to first token, with what turns each into milliseconds: the Vercel AI SDK's (ms, also kept by
+# Traceloop's rewrite of its spans), then OTel GenAI's (seconds). OpenInference and Traceloop state
+# none on spans (Traceloop only as a metric).
+_FIRST_TOKEN_KEYS = (("ai.response.msToFirstChunk", 1.0), ("gen_ai.response.time_to_first_chunk", 1000.0))
+_FIRST_TOKEN_NAMES = tuple(key for key, _ in _FIRST_TOKEN_KEYS)
 # What `_vendor_type` reads: a span with none of these (most spans of a plain app) skips it.
 _TYPE_KEYS = ("langfuse.observation.type", "openinference.span.kind", "ai.operationId",
               "gen_ai.operation.name", "traceloop.span.kind", "llm.request.type",
               "gen_ai.request.model", "llm.model_name")
 _LOOKUP_KEYS = frozenset(_MODEL_KEYS + _TOKEN_KEYS + _USER_KEYS + _SESSION_KEYS + _SPAN_ENV_KEYS
-                         + _TYPE_KEYS + _TRACE_NAME_KEYS)
+                         + _TYPE_KEYS + _TRACE_NAME_KEYS + _FIRST_TOKEN_NAMES)
 
 # Traceloop wraps LangChain callback payloads: {"inputs": ..., "tags": ..., "metadata": ...}.
 _TL_INPUT_WRAPPERS = ("inputs", "input_str", "input", "query")
@@ -240,6 +245,9 @@ def _fill(m: Mapped, name: str, a: dict[str, Any], resource: dict[str, Any],
     if total is None and tin is not None and tout is not None and tin + tout <= _INT_MAX:
         total = tin + tout
     m.input_tokens, m.output_tokens, m.total_tokens = tin, tout, total
+
+    if not found.isdisjoint(_FIRST_TOKEN_NAMES):
+        m.first_token_ms = _first_token_ms(get)
 
     m.trace_name = (None if found.isdisjoint(_TRACE_NAME_KEYS)
                     else _first_scalar(get, _TRACE_NAME_KEYS))
@@ -1015,6 +1023,17 @@ def _int(value: Any, low: int = 0, high: int = _INT_MAX) -> int | None:
     else:
         return None
     return number if low <= number <= high else None
+
+
+def _first_token_ms(get: Callable[[str], Any]) -> float | None:
+    """The first time to first token stated as a finite number >= 0, in milliseconds."""
+    for key, to_ms in _FIRST_TOKEN_KEYS:
+        value = get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            ms = float(value) * to_ms
+            if math.isfinite(ms) and ms >= 0:
+                return ms
+    return None
 
 
 def _first_int(get: Callable[[str], Any], keys: tuple[str, ...]) -> int | None:
