@@ -129,6 +129,8 @@ spans = sa.Table(
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("span_type", sa.String(16), nullable=False),
+    # A tool span's tool, which the name need not say (the Vercel AI SDK's are all `ai.toolCall`).
+    sa.Column("tool_name", sa.Text),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("status_message", sa.Text),
     # OTel's status code (0 UNSET, 1 OK, 2 ERROR), which `status` folds; NULL: the JSON ingest API's.
