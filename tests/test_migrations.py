@@ -184,6 +184,38 @@ def test_the_sqlite_search_index_drives_the_span_lookup(tmp_path: Path) -> None:
         assert "VIRTUAL TABLE INDEX" in plan[0] and "USING INTEGER PRIMARY KEY (rowid=?)" in plan[1], plan
 
 
+@pytest.mark.postgres
+def test_postgresql_finds_korean_words_of_one_or_two_syllables_through_the_index(
+        database_url_factory: Callable[[str], str]) -> None:
+    """Shorter than a trigram, a query made pg_trgm read its whole GIN index (or, as strpos, every
+    document); behind their marks the short pieces of a document are trigrams it looks up."""
+    engine = db.create_engine(database_url_factory("postgres"))
+    db.migrate(engine)
+    with engine.connect() as conn:
+        docs = [f"question {i} about order {i * 7}" for i in range(3000)]
+        docs[1234] = "환불은 언제 되나요 내일"
+        conn.execute(sa.text("INSERT INTO span_search (id, project_id, trace_id, doc) VALUES (:i, 1, :t, :d)"),
+                     [{"i": i, "t": f"{i:032x}", "d": d + search.SEPARATOR + search.short_pieces(d)}
+                      for i, d in enumerate(docs)])
+        conn.exec_driver_sql("SELECT gin_clean_pending_list('ix_span_search_doc')")  # as autovacuum would
+        conn.exec_driver_sql("ANALYZE span_search")
+        conn.exec_driver_sql("SET enable_seqscan = off")  # small rows: a scan costs little at this size
+        for text in ("환불", "날", "일", "뷁"):
+            statements = search.probe_queries(conn, "postgresql", text, {"spans": 3000, "span_events": 0})
+            assert statements is not None
+            sql, extra = statements[0]
+            params = {"p": 1, "q": f"%{text}%", "n": 10, **extra}
+            plan = " ".join(r[0] for r in conn.execute(sa.text(f"EXPLAIN {sql}"), params))
+            assert "Bitmap Index Scan on ix_span_search_doc" in plan, plan
+            found = conn.execute(sa.text(sql), params).scalars().all()
+            assert found == ([] if text in ("날", "뷁") else [f"{1234:032x}"]), text
+        conn.rollback()
+    engine.dispose()
+    assert search.short_pieces("환불을 doc 날 a환") == " ".join(sorted(
+        {"\ua66e환불", "\ua66e불을", "\ua66e\ua66e환", "\ua66e\ua66e불", "\ua66e\ua66e을", "\ua66e\ua66e날",
+         "\ua66ea환"}))
+
+
 def test_new_sqlite_databases_get_16k_pages_and_old_ones_keep_theirs(tmp_path: Path) -> None:
     old = tmp_path / "old.db"
     conn = sqlite3.connect(old)

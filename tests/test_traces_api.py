@@ -251,3 +251,8 @@ def test_search_index_catches_up_and_serves_from_the_index(server: ServerProcess
     # others: the index's candidates are checked.
     for query in ("abcde", "zebra crossing", "확인 문장", "bcde abcz", "z  bc", "용 확"):
         assert _list(server, environment=env, search=query)["total"] == 0, query
+    # Korean words of one or two syllables, from the index on both databases.
+    for query in ("인덱", "덱스", "확", "문"):
+        assert [t["trace_id"] for t in _list(server, environment=env, search=query)["items"]] == [wanted], query
+    for query in ("스확", "용문", "뷁"):
+        assert _list(server, environment=env, search=query)["total"] == 0, query

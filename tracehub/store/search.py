@@ -14,8 +14,10 @@ a spans document lists the trace's distinct words (`document`). A query with wor
 characters finds the documents that hold all of their trigrams, then keeps the traces whose rows
 contain it; one or two characters (many Korean words are two syllables) take the
 indexed trigrams that start with them (`fts5vocab`, by range). PostgreSQL: side tables of
-lower-cased documents with pg_trgm GIN indexes; there a query of one or two characters scans the
-documents, and the spans above the mark are read in Python (`_pg_spans_tail`).
+lower-cased documents with pg_trgm GIN indexes, and the spans above the mark are read in Python
+(`_pg_spans_tail`); a spans document ends with the short pieces of its non-ASCII words behind marks
+(`short_pieces`), so one or two such characters are a trigram too. Other queries of one or two
+characters scan the documents.
 
 A trace's name and text are a span's, found with it, unless they are its own (`traces.own_text`).
 
@@ -84,6 +86,9 @@ def padded(t: Indexed, column: str) -> str:
 # PostgreSQL: between the spans' texts in a trace's document. A query holds no such character, so
 # none is found across two spans.
 SEPARATOR = "\x1f"
+# PostgreSQL: marks a spans document's short pieces (`short_pieces`): a letter, so pg_trgm takes it
+# into its trigrams, and one no query holds.
+SHORT_MARK = "\ua66e"
 
 
 def fts_values(t: Indexed) -> str:
@@ -210,9 +215,12 @@ def probe_queries(conn: sa.Connection, dialect: str, text: str,
             # Shorter than a trigram, LIKE made PostgreSQL read the whole GIN index and recheck
             # every row (5 s for "환불" at 300,000 spans); strpos scans the documents in order and
             # stops at the limit, soon for a common word.
-            has = "doc LIKE :q" if len(text) >= 3 else "strpos(doc, :lower) > 0"
-            out.append((f"SELECT trace_id FROM {t.pg_table} WHERE project_id = :p AND {has} LIMIT :n",
-                        {"lower": text.lower()}))
+            has, extra = "doc LIKE :q", {}
+            if len(text) < 3 and t.table == "spans" and not text.isascii():
+                has, extra = "doc LIKE :short", {"short": _like(SHORT_MARK * (3 - len(text)) + text.lower())}
+            elif len(text) < 3:
+                has, extra = "strpos(doc, :lower) > 0", {"lower": text.lower()}
+            out.append((f"SELECT trace_id FROM {t.pg_table} WHERE project_id = :p AND {has} LIMIT :n", extra))
             if t.table != "spans":  # the spans' text is in their bodies: `_pg_spans_tail`
                 out.append((f"SELECT trace_id FROM {t.table} WHERE project_id = :p AND {tail}"
                             f" AND {t.pg_document} LIKE :q LIMIT :n", {}))
@@ -364,10 +372,12 @@ def _index_spans(cur: Any, pg: bool, t: Indexed, mark: int, upto: int) -> int:
         by_trace: dict[Any, list[tuple[Any, ...]]] = {}
         for row in rows:
             by_trace.setdefault((row[1], row[2]), []).append(row)
+        docs = []
+        for (pid, trace_id), group in by_trace.items():
+            doc = SEPARATOR.join(_pg_text(*r[3:]) for r in group)
+            docs.append((group[0][0], pid, trace_id, doc + SEPARATOR + short_pieces(doc)))
         cur.executemany(f"INSERT INTO {t.pg_table} (id, project_id, trace_id, doc) VALUES (%s, %s, %s, %s)"
-                        " ON CONFLICT (id) DO NOTHING",
-                        [(group[0][0], pid, trace_id, SEPARATOR.join(_pg_text(*r[3:]) for r in group))
-                         for (pid, trace_id), group in by_trace.items()])
+                        " ON CONFLICT (id) DO NOTHING", docs)
         return len(rows)
     cur.execute(f"SELECT id, trace_seq, {DOCUMENT_COLUMNS} FROM spans WHERE id > ? AND id <= ? ORDER BY id",
                 [mark, upto])
@@ -396,6 +406,25 @@ def _pg_text(name: str, body: bytes | None, *columns: str | None) -> str:
     """PostgreSQL: a span's part of its trace's document, lower-cased (queries are), without NUL
     (which PostgreSQL's text refuses)."""
     return " ".join(v for v in _values(name, body, *columns) if v is not None).lower().replace("\x00", "\ufffd")
+
+
+def short_pieces(text: str) -> str:
+    """PostgreSQL: the one- and two-character pieces of `text`'s words that hold a non-ASCII
+    character, each behind SHORT_MARK to make three characters, once each. A Korean word of one
+    or two syllables is shorter than a trigram, and pg_trgm would read its whole GIN index for
+    it; with its marks it is a trigram the index finds, only here. ASCII pieces are left out:
+    the most common, and English words of two letters are found in the first documents read."""
+    pieces: set[str] = set()
+    for word in set(text.split()):
+        if word.isascii():
+            continue
+        for i, char in enumerate(word):
+            if not char.isascii():
+                pieces.add(SHORT_MARK * 2 + char)
+            pair = word[i:i + 2]
+            if len(pair) == 2 and not pair.isascii():
+                pieces.add(SHORT_MARK + pair)
+    return " ".join(sorted(pieces))
 
 
 def document(spans: list[tuple[Any, ...]]) -> tuple[str | None, ...]:
