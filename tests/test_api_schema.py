@@ -188,6 +188,9 @@ def _walk(hub: ServerProcess, receiver: Receiver, key: str, checked: Checked) ->
     assert lf.post("/api/public/scores", json=score).status_code == 200
     assert lf.post("/api/public/scores", json=[{**score, "id": secrets.token_hex(8)}]).status_code == 202
     assert lf.post("/api/public/scores", json=[{**score, "id": secrets.token_hex(8)}, {"name": "x"}]).status_code == 207
+    batch = {"batch": [{"id": secrets.token_hex(8), "type": "score-create", "body": {**score, "id": secrets.token_hex(8)}},
+                       {"id": secrets.token_hex(8), "type": "trace-create", "body": {}}], "metadata": {}}
+    assert lf.post("/api/public/ingestion", json=batch).status_code == 207
     lf.close()
 
     # Decide: PII escalates to a case, whose webhook is delivered; a retry answers the first decision.

@@ -26,6 +26,7 @@ from conftest import API_KEY, Project, ServerProcess, own_project
 
 TRACES = "/api/public/otel/v1/traces"
 SCORES = "/api/public/scores"
+INGESTION = "/api/public/ingestion"
 
 
 def basic(public: str, secret: str) -> dict[str, str]:
@@ -145,7 +146,7 @@ def test_scores_are_evaluations_of_the_trace_and_the_span(sent: dict[str, Any]) 
 
 def test_credentials(server: ServerProcess, project: tuple[Project, str]) -> None:
     made, name = project
-    for path in (TRACES, SCORES):
+    for path in (TRACES, SCORES, INGESTION):
         for headers in (basic(name, "wrong"), basic("pk-lf-1", ""), {"authorization": "Basic !!"}, {}):
             r = httpx.post(server.url + path, headers={**headers, "content-type": "application/json"},
                            content=b"[]")
@@ -228,3 +229,53 @@ def test_scores_of_a_trace_not_yet_stored_wait_for_it(server: ServerProcess, pro
     detail = server.wait_trace(trace_id, 1, client=made.client)
     assert (detail["trace"]["name"], detail["spans"][0]["span_type"]) == ("json-turn", "agent")
     assert [(e["eval_name"], e["span_id"], e["score"]) for e in detail["evals"]] == [("early", span_id, 3.0)]
+
+
+def test_scores_of_sdks_3_and_4_through_the_ingestion_batch(server: ServerProcess,
+                                                            project: tuple[Project, str]) -> None:
+    """SDKs 3.x and 4.x send scores as `score-create` events to /api/public/ingestion (their
+    ScoreIngestionConsumer's batch_post: a `batch` and its `metadata`, HTTP Basic), and read a 207's
+    `errors`. Events of other types (the v2 SDK's) are refused one by one; the rest are kept."""
+    made, name = project
+    trace_id, span_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    now = "2026-12-08T04:00:00.000000Z"
+
+    def event(body: dict[str, Any], kind: str = "score-create") -> dict[str, Any]:
+        return {"id": str(uuid.uuid4()), "type": kind, "timestamp": now, "body": body}
+
+    scores = [event({"id": "s-" + trace_id[:8], "traceId": trace_id, "name": "correct", "value": 1,
+                     "dataType": "BOOLEAN", "comment": "checked", "environment": "default"}),
+              event({"id": "r-" + trace_id[:8], "traceId": trace_id, "observationId": span_id, "name": "relevance",
+                     "value": 0.25})]
+    refused = [event({"id": trace_id, "name": "v2 trace"}, "trace-create"),
+               event({"traceId": trace_id, "value": 1}),  # no name
+               {"type": "score-create", "body": {}}]
+    body = {"batch": [*scores, *refused],
+            "metadata": {"batch_size": 5, "sdk_name": "python", "sdk_version": "4.0.0", "public_key": name}}
+    headers = {**basic(name, made.key), "x-langfuse-sdk-name": "python", "x-langfuse-public-key": name}
+    for _ in range(2):  # the SDK retries a batch it saw fail: stored once
+        r = httpx.post(server.url + INGESTION, content=json.dumps(body), timeout=30,
+                       headers={**headers, "content-type": "application/json"})
+        assert r.status_code == 207, r.text
+        answer = r.json()
+        assert answer["successes"] == [{"id": e["id"], "status": 201} for e in scores]
+        assert [(e["id"], e["status"]) for e in answer["errors"]] == [
+            (refused[0]["id"], 400), (refused[1]["id"], 400), (None, 400)]
+        assert "OpenTelemetry" in answer["errors"][0]["message"] and "name" in answer["errors"][1]["message"]
+    r = httpx.post(server.url + INGESTION, headers=basic(name, made.key), json={"batch": [
+        event({"id": "s-" + trace_id[:8], "traceId": trace_id, "name": "correct", "value": 0, "dataType": "BOOLEAN"})]})
+    assert r.status_code == 207 and r.json()["errors"][0]["status"] == 409, r.text
+    for bad in ([], {"events": []}, "x"):
+        r = httpx.post(server.url + INGESTION, headers=basic(name, made.key), json=bad)
+        assert (r.status_code, r.headers["content-type"]) == (400, "application/problem+json"), r.text
+    now_ns = time.time_ns()
+    otlp = {"resourceSpans": [{"resource": {}, "scopeSpans": [{"scope": {"name": "langfuse-sdk"}, "spans": [{
+        "traceId": trace_id, "spanId": span_id, "name": "answer", "kind": 1,
+        "startTimeUnixNano": str(now_ns), "endTimeUnixNano": str(now_ns + 1000)}]}]}]}
+    assert httpx.post(server.url + TRACES, json=otlp, headers=basic(name, made.key)).status_code == 200
+    detail = server.wait_trace(trace_id, 1, client=made.client)
+    evals = {e["eval_name"]: e for e in detail["evals"]}
+    assert len(detail["evals"]) == 2
+    assert (evals["correct"]["score"], evals["correct"]["passed"], evals["correct"]["span_id"]) == (1.0, True, None)
+    assert evals["correct"]["metadata"]["comment"] == "checked"
+    assert (evals["relevance"]["score"], evals["relevance"]["span_id"]) == (0.25, span_id)

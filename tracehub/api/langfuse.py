@@ -3,6 +3,10 @@ hub by changing LANGFUSE_HOST alone.
 
 - `POST /api/public/otel/v1/traces`: OTLP/HTTP, which the SDK sends (protobuf, gzip). It is the
   `/v1/traces` receiver itself, behind `BasicAuth`: one decode path, the same answers.
+- `POST /api/public/ingestion`: Langfuse's batch API, where SDKs 3.x and 4.x send their scores
+  (`score-create` events, whose bodies are scores as below). Other events (the v2 SDK's traces and
+  observations) are refused one by one: spans come over OpenTelemetry. Langfuse's answer, 207
+  with `successes` and `errors` by event id.
 - `POST /api/public/scores`: the SDK's scores, a JSON array (a single score object too). Each
   becomes an evaluation of its trace, and of its span when it names an `observationId`: the name,
   the value (NUMERIC as the score, BOOLEAN as the score 1 or 0 and passed, CATEGORICAL, TEXT and
@@ -97,7 +101,31 @@ SCORES = Operation(
                       "A score, or an array of them (the Langfuse SDK's batches). HTTP Basic is taken: the "
                       "password (Langfuse's secret key) is the API key."),
     refuse_unknown=False)
-OPERATIONS = (SCORES,)
+EVENT: answers.Schema = {
+    "type": "object", "required": ["id", "type", "body"],
+    "properties": {"id": {"type": "string", "minLength": 1, "maxLength": 200}, "type": {"type": "string"},
+                   "timestamp": {"type": "string"}, "body": {"type": "object"}},
+    "additionalProperties": True,
+}
+_EVENT_VALIDATOR = Draft202012Validator(EVENT)
+SCORE_EVENT = "score-create"
+INGESTION = Operation(
+    "POST", "/api/public/ingestion", "Langfuse's batch API: its score-create events, as evaluations", "langfuse",
+    {"207": json_answer(answers.closed({
+        "successes": answers.array(answers.closed({"id": answers.STR, "status": answers.INT}),
+                                   "The events stored (or stored before), by id: status 201."),
+        "errors": answers.array(answers.closed({"id": answers.NSTR, "status": answers.INT, "message": answers.STR,
+                                                "error": answers.STR}),
+                                "The events refused, by id, with an HTTP status and why.")}),
+        "Every event's outcome, as Langfuse answers."),
+     **WRITE_ERRORS},
+    body=request_body({"type": "object", "required": ["batch"], "additionalProperties": True, "properties": {
+                          "batch": answers.array(EVENT, "Events; a score-create event's body is a score."),
+                          "metadata": answers.ANY}},
+                      "Langfuse's ingestion batch, as its SDKs 3.x and 4.x send their scores. HTTP Basic is taken: "
+                      "the password (Langfuse's secret key) is the API key."),
+    refuse_unknown=False)
+OPERATIONS = (SCORES, INGESTION)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -160,7 +188,8 @@ class LangfuseRoutes:
 
     def routes(self) -> list[Route]:
         return [Route(TRACES_PATH, self._traces, methods=["POST"]),
-                Route(SCORES.path, self._scores, methods=[SCORES.method])]
+                Route(SCORES.path, self._scores, methods=[SCORES.method]),
+                Route(INGESTION.path, self._ingestion, methods=[INGESTION.method])]
 
     async def _traces(self, request: Request) -> Response:
         _, key = await self.auth.project_of(request)
@@ -171,6 +200,14 @@ class LangfuseRoutes:
         return await self.receiver(Request({**request.scope, "headers": headers}, request.receive))
 
     async def _scores(self, request: Request) -> Response:
+        return await self._json(request, self._score_body)
+
+    async def _ingestion(self, request: Request) -> Response:
+        return await self._json(request, self._events)
+
+    async def _json(self, request: Request, answer: Callable[[int, Any], Awaitable[JSONResponse]]) -> Response:
+        """`answer(project, body)` for the caller's project and its JSON body, within the pipeline's
+        admission of the request."""
         project_id, _ = await self.auth.project_of(request)
         try:
             reservation = await self.hub.pipeline.admit_waiting(declared_length(request))
@@ -186,11 +223,44 @@ class LangfuseRoutes:
                 raise _problem(err) from None
             except (ValueError, RecursionError) as exc:
                 raise ProblemError(400, f"body is not valid JSON: {exc}") from None
-            if isinstance(body, dict):
-                return await self._single(project_id, body)
-            if not isinstance(body, list):
-                raise ProblemError(400, "send a score (a JSON object) or an array of them")
-            return await self._batch(project_id, body)
+            return await answer(project_id, body)
+
+    async def _score_body(self, project_id: int, body: Any) -> JSONResponse:
+        if isinstance(body, dict):
+            return await self._single(project_id, body)
+        if not isinstance(body, list):
+            raise ProblemError(400, "send a score (a JSON object) or an array of them")
+        return await self._batch(project_id, body)
+
+    async def _events(self, project_id: int, body: Any) -> JSONResponse:
+        events = body.get("batch") if isinstance(body, dict) else None
+        if not isinstance(events, list):
+            raise ProblemError(400, "send Langfuse's ingestion batch: an object with a `batch` array of events")
+        now = time.time_ns()
+        successes: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        kept: list[tuple[str, EvalRecord]] = []
+        for index, event in enumerate(events):
+            event_id = event.get("id") if isinstance(event, dict) else None
+            event_id = event_id if isinstance(event_id, str) else None
+            error = best_match(_EVENT_VALIDATOR.iter_errors(event))
+            try:
+                if error is not None:
+                    where = ".".join(map(str, [index, *error.absolute_path]))
+                    raise Refused(f"batch.{where}: {error.message}")
+                if event["type"] != SCORE_EVENT:
+                    raise Refused(f"{event['type']!r} events are not kept: the hub takes Langfuse's traces and"
+                                  f" observations over OpenTelemetry (/api/public/otel/v1/traces, SDK v3 and later)")
+                kept.append((event["id"], eval_of(event["body"], now)))
+            except Refused as exc:
+                errors.append({"id": event_id, "status": 400, "message": str(exc), "error": "invalid event"})
+        outcomes = await self._store(project_id, [record for _, record in kept])
+        for (event_id, _), outcome in zip(kept, outcomes):
+            if outcome is None:
+                successes.append({"id": event_id, "status": 201})
+            else:
+                errors.append({"id": event_id, "status": 409, "message": outcome, "error": "conflict"})
+        return JSONResponse({"successes": successes, "errors": errors}, 207)
 
     async def _single(self, project_id: int, raw: dict[str, Any]) -> JSONResponse:
         try:
