@@ -12,6 +12,7 @@ the usage of their calls.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
@@ -71,6 +72,13 @@ def kind_of(attrs: dict[str, Any]) -> str:
     if operation == "ai.toolCall" or attrs.get("traceloop.span.kind") == "tool":
         return "tool"
     return {"workflow": "chain", "task": "chain"}.get(attrs.get("traceloop.span.kind", ""), "span")
+
+
+def tool_of(attrs: dict[str, Any]) -> Any:
+    """The tool a tool span ran, as its instrumentation states it; None for other spans."""
+    if kind_of(attrs) != "tool":
+        return None
+    return next(attrs[k] for k in ("ai.toolCall.name", "gen_ai.tool.name", "traceloop.entity.name") if k in attrs)
 
 
 def user_of(attrs: dict[str, Any]) -> Any:
@@ -257,8 +265,8 @@ def test_a_tool_is_found_by_its_name_whichever_instrumentation_reported_it(
         project: Project, replayed: tuple[Spans, dict[str, dict[str, Any]]]) -> None:
     # OpenInference and Traceloop name a tool's span after the tool (`get_weather`, `get_weather.tool`,
     # `execute_tool getWeather`); the AI SDK names it `ai.toolCall` and states the tool in
-    # `ai.toolCall.name`. No column holds a tool's name (docs/SEMCONV.md): the span keeps the
-    # attribute as sent, and the list's search, which reads names and attributes alike, finds it.
+    # `ai.toolCall.name`. The span keeps the attribute as sent, and the list's search, which reads
+    # names and attributes alike, finds it.
     tools = {span["attributes"].get("ai.toolCall.name", span["attributes"].get("gen_ai.tool.name")): span
              for span, out in stored(replayed) if out["span_type"] == "tool"}
     ai_sdk = next(span for span, _ in stored(replayed) if span["name"] == "ai.toolCall")
@@ -269,3 +277,34 @@ def test_a_tool_is_found_by_its_name_whichever_instrumentation_reported_it(
         r = project.client.get("/api/v1/traces", params={"search": name, "page_size": 50})
         assert r.status_code == 200, r.text
         assert span["trace_id"] in {t["trace_id"] for t in r.json()["items"]}, name
+
+
+def test_every_tool_span_names_its_tool(
+        server: ServerProcess, project: Project, replayed: tuple[Spans, dict[str, dict[str, Any]]]) -> None:
+    # The span's name stays as sent (the AI SDK's `ai.toolCall`); its tool is `tool_name`, in the
+    # full and the light answer, and the tree and panel show it where the name does not say it.
+    for span, out in stored(replayed):
+        assert (out["name"], out["tool_name"]) == (span["name"], tool_of(span["attributes"])), span["name"]
+    tools = [(span, out) for span, out in stored(replayed) if out["span_type"] == "tool"]
+    assert sorted((span["name"], out["tool_name"]) for span, out in tools) == [
+        ("ai.toolCall", "getWeather"), ("execute_tool getWeather", "getWeather"),
+        ("get_weather.tool", "get_weather")]
+    with closing(ui_client(server, project.key)) as ui:
+        for span, out in tools:
+            trace_id = span["trace_id"]
+            light = project.client.get(f"/api/v1/traces/{trace_id}/spans").json()["items"]
+            assert next(s for s in light if s["span_id"] == span["span_id"])["tool_name"] == out["tool_name"]
+            page = ui.get(f"/traces/{trace_id}")
+            assert page.status_code == 200, page.text
+            found = re.search(r'<script type="application/json" id="spans">(.*?)</script>', page.text, re.S)
+            assert found, page.text[:2000]
+            labels = {row[0]: row[1] for row in json.loads(found.group(1))["rows"]}
+            panel = ui.get(f"/traces/{trace_id}/spans/{span['span_id']}", headers={"hx-request": "true"})
+            assert panel.status_code == 200, panel.text
+            title = re.search(r'<h2 class="span-title">(.*?)</h2>', panel.text, re.S)
+            assert title, panel.text[:2000]
+            if span["name"] == "ai.toolCall":
+                assert labels[span["span_id"]] == "ai.toolCall · getWeather"
+                assert title.group(1) == 'ai.toolCall <span class="muted tool-name">· getWeather</span>'
+            else:  # the name says it already
+                assert labels[span["span_id"]] == span["name"] and title.group(1) == span["name"]

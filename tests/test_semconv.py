@@ -58,6 +58,12 @@ def tokens(m: Mapped) -> tuple[int | None, int | None, int | None]:
     return m.input_tokens, m.output_tokens, m.total_tokens
 
 
+def tool_names(pairs: list[tuple[dict[str, Any], Mapped]]) -> list[tuple[str, str | None]]:
+    """(span name, tool name) of the tool spans; no other span has a tool name."""
+    assert [s["name"] for s, m in pairs if m.span_type != "tool" and m.tool_name is not None] == []
+    return [(s["name"], m.tool_name) for s, m in pairs if m.span_type == "tool"]
+
+
 def test_every_capture_is_covered() -> None:
     assert CAPTURE_NAMES == [
         "openai-v2_chat_span_only.json", "openai-v2_error_span_only.json",
@@ -75,6 +81,7 @@ def test_mapping_is_valid_and_leaves_attributes_untouched(name: str) -> None:
         assert m.environment == ENV
         for text in (m.input_text, m.output_text):
             assert text is None or (isinstance(text, str) and text)
+        assert (m.tool_name is not None) == (m.span_type == "tool")  # every capture's tools state theirs
     assert capture["spans"] == before  # the mapping only reads
 
 
@@ -140,6 +147,7 @@ def test_openinference_router_rag() -> None:
     capture = load("openinference_router_rag.json")
     pairs = mapped_spans(capture)
     assert rows(pairs) == ROUTER_RAG_ROWS
+    assert tool_names(pairs) == [("search_docs", "search_docs")]  # tool.name
     for _, m in pairs:
         assert (m.user_id, m.session_id) == ("user-42", "sess-0001")
         assert m.input_text and m.output_text
@@ -163,6 +171,7 @@ def test_openinference_router_rag() -> None:
 def test_openinference_llm_error() -> None:
     pairs = mapped_spans(load("openinference_llm_error.json"))
     assert rows(pairs) == ROUTER_RAG_ROWS
+    assert tool_names(pairs) == [("search_docs", "search_docs")]
     failed = {s["name"] for s, _ in pairs if s["status"]["code"] == "ERROR"}
     assert failed == {"router_rag_graph", "answer", "FakeToolChatModel"}
     for span, m in pairs:
@@ -190,6 +199,7 @@ def test_openinference_react_agent() -> None:
     capture = load("openinference_react_agent.json")
     pairs = mapped_spans(capture)
     assert rows(pairs) == REACT_OI_ROWS
+    assert tool_names(pairs) == [("get_weather", "get_weather"), ("calculator", "calculator")]
     assert pairs[0][1].graph_name == "react_agent"
     for _, m in pairs:
         assert (m.user_id, m.session_id) == ("user-42", "sess-0001")
@@ -225,6 +235,7 @@ def test_traceloop_router_rag() -> None:
         ("execute_task answer", "node", "answer", 3),
         ("FakeToolChatModel.chat", "llm", "answer", 3),
     ]
+    assert tool_names(pairs) == [("execute_tool search_docs", "search_docs")]
     assert {m.graph_name for _, m in pairs} == {"router_rag_graph"}
     root = pairs[0][1]
     # the root only carries gen_ai.conversation.id (LangGraph's thread id): the session fallback
@@ -274,6 +285,8 @@ def test_traceloop_react_agent_with_content_in_log_records() -> None:
                      ("FakeToolChatModel.chat", "llm", "agent", step),
                      ("execute_task should_continue", "chain", "agent", step)]
     assert rows(pairs) == expected
+    assert tool_names(pairs) == [("execute_tool get_weather", "get_weather"),
+                                 ("execute_tool calculator", "calculator")]
     assert {m.graph_name for _, m in pairs} == {"react_agent"}
     create = pairs[0][1]
     assert create.input_text == SYSTEM_AGENT  # gen_ai.system_instructions as a plain string
@@ -333,6 +346,7 @@ def test_vercel_ai_sdk() -> None:
         ("ai.generateText.doGenerate", "llm"), ("ai.toolCall", "tool"),
         ("ai.generateText.doGenerate", "llm"), ("ai.generateText", "chain"),
         ("ai.streamText.doStream", "llm"), ("ai.streamText", "chain")]
+    assert tool_names(pairs) == [("ai.toolCall", "getWeather")]  # ai.toolCall.name
     for _, m in pairs:  # only in ai.telemetry.metadata.*; the function id names the trace
         assert (m.user_id, m.session_id, m.trace_name) == ("u1", "s1", "demo")
     first, tool, second, outer, stream, outer_stream = (m for _, m in pairs)
@@ -363,6 +377,8 @@ def test_openllmetry_js_sdk_with_ai_sdk_spans() -> None:
         ("chat gpt-4o-mini", "llm"),
         ("chat gpt-4o-mini", "chain"),  # the rewritten ai.generateText: model and usage, no call
         ("chat gpt-4o-mini", "llm"), ("chat gpt-4o-mini", "chain")]
+    # the decorated tool by its entity name; the rewritten ai.toolCall by gen_ai.tool.name
+    assert tool_names(pairs) == [("get_weather.tool", "get_weather"), ("execute_tool getWeather", "getWeather")]
     for span_, m in pairs:  # user_id from the decorator, userId from the AI SDK's metadata
         assert (m.user_id, m.session_id) == ("u1", "s1"), span_["attributes"]
     task, tool, openai, workflow = (m for _, m in pairs[:4])
@@ -480,6 +496,35 @@ def test_time_to_first_token() -> None:
         assert span({"ai.response.msToFirstChunk": bad, "gen_ai.response.time_to_first_chunk": 2}) \
             .first_token_ms == 2000.0
     assert span({"ai.response.msToFinish": 5.0}).first_token_ms is None
+
+
+def test_tool_name() -> None:
+    # each convention's attribute, on the spans it makes tools
+    assert span({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "a"}).tool_name == "a"
+    assert span({"openinference.span.kind": "TOOL", "tool.name": "b"}).tool_name == "b"
+    assert span({"ai.operationId": "ai.toolCall", "ai.toolCall.name": "c"}).tool_name == "c"
+    assert span({"traceloop.span.kind": "tool", "traceloop.entity.name": "d"}).tool_name == "d"
+    assert span({"langfuse.observation.type": "tool", "gen_ai.tool.name": "e"}).tool_name == "e"
+    assert span({"tracehub.span.type": "tool", "tool.name": "f"}).tool_name == "f"
+    # OTel GenAI's first (Traceloop's rewrite of an AI SDK tool call states it with its entity name)
+    assert span({"traceloop.span.kind": "tool", "traceloop.entity.name": "entity",
+                 "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "genai"}).tool_name == "genai"
+    assert span({"ai.operationId": "ai.toolCall", "ai.toolCall.name": "sdk", "tool.name": "oi"}).tool_name == "oi"
+    # a Traceloop entity names a tool only where the span kind says tool
+    for kind in ("workflow", "task", "agent"):
+        assert span({"traceloop.span.kind": kind, "traceloop.entity.name": "x"}).tool_name is None
+    assert span({"openinference.span.kind": "TOOL", "traceloop.entity.name": "x"}).tool_name is None
+    # only tool spans: a model call that lists a tool, or a tool span typed otherwise, has none
+    assert span({"gen_ai.operation.name": "chat", "gen_ai.tool.name": "x"}).tool_name is None
+    assert span({"tracehub.span.type": "chain", "ai.operationId": "ai.toolCall",
+                 "ai.toolCall.name": "x"}).tool_name is None
+    assert span({"tool.name": "x"}).tool_name is None
+    # what is not a name says nothing, and the next source may
+    for bad in ("", "  ", True, None, ["x"], {"a": 1}):
+        assert span({"openinference.span.kind": "TOOL", "tool.name": bad}).tool_name is None, bad
+        assert span({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": bad,
+                     "ai.toolCall.name": "next"}).tool_name == "next", bad
+    assert span({"openinference.span.kind": "TOOL"}).tool_name is None
 
 
 @pytest.mark.parametrize(("entity_input", "expected"), [

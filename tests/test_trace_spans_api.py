@@ -13,8 +13,8 @@ import pytest
 
 from conftest import Project, ServerProcess, own_project
 
-LIGHT = {"span_id", "parent_span_id", "parent_remote", "name", "span_type", "status", "status_code", "start_time",
-         "end_time", "duration_ms", "time_to_first_token_ms", "model", "input_tokens", "output_tokens", "total_tokens",
+LIGHT = {"span_id", "parent_span_id", "parent_remote", "name", "span_type", "tool_name", "status", "status_code",
+         "start_time", "end_time", "duration_ms", "time_to_first_token_ms", "model", "input_tokens", "output_tokens", "total_tokens",
          "cost_usd"}
 
 

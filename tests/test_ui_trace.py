@@ -81,6 +81,10 @@ def agent(trace_server: ServerProcess, project: Project) -> dict[str, Any]:
                 pass
         with tracer.start_as_current_span("lookup") as failing:
             failing.set_status(Status(StatusCode.ERROR, "tool timed out"))
+        # The Vercel AI SDK's tool span: its name says only `ai.toolCall`, its tool (untrusted text) more.
+        with tracer.start_as_current_span("ai.toolCall", attributes={
+                "ai.operationId": "ai.toolCall", "ai.toolCall.name": HOSTILE}):
+            pass
         with tracer.start_as_current_span(HOSTILE_NAME):
             pass
         with tracer.start_as_current_span("plan"):
@@ -89,7 +93,7 @@ def agent(trace_server: ServerProcess, project: Project) -> dict[str, Any]:
         root.set_attribute("output.value", "Noted, we will call you.")
         trace_id = format(root.get_span_context().trace_id, "032x")
     provider.shutdown()
-    detail = _wait(project, trace_id, 5 + RETRIEVES + 1)
+    detail = _wait(project, trace_id, 6 + RETRIEVES + 1)
     decided = project.client.post("/api/v1/decide", json={"trace_id": trace_id})
     assert decided.status_code == 201, decided.text
     detail = project.client.get(f"/api/v1/traces/{trace_id}").json()
@@ -121,6 +125,8 @@ def test_page_panel_and_errors_over_http(trace_server: ServerProcess, project: P
     [group] = [row for row in rows if row[8] & 256]
     assert (group[1], group[10], group[9] - rows.index(group) - 1) == ("retrieve", RETRIEVES, RETRIEVES)
     assert next(row for row in rows if row[1] == "lookup")[8] & 1  # error flag
+    assert HOSTILE not in page and next(row for row in rows if row[0] == spans["ai.toolCall"]["span_id"])[1] == (
+        "ai.toolCall · " + HOSTILE)
     assert next(row for row in rows if row[2] == "judge")[8] & 4  # judge flag
     critical = [row[1] for row in rows if row[8] & 8 and not row[8] & 256]
     assert critical[0] == "agent.request" and len(critical) >= 2
@@ -132,6 +138,9 @@ def test_page_panel_and_errors_over_http(trace_server: ServerProcess, project: P
     assert "custom.flag" in fragment.text and "&lt;img src=x onerror=" in fragment.text and HOSTILE not in fragment.text
     plain = client.get(f"/traces/{trace_id}/spans/{llm}")
     assert plain.status_code == 303 and plain.headers["location"] == f"/traces/{trace_id}?span={llm}"
+    tool = client.get(f"/traces/{trace_id}/spans/{spans['ai.toolCall']['span_id']}", headers={"hx-request": "true"})
+    assert tool.status_code == 200 and HOSTILE not in tool.text
+    assert '<h2 class="span-title">ai.toolCall <span class="muted tool-name">· &lt;img src=x onerror=' in tool.text
     deep = client.get(f"/traces/{trace_id.upper()}?span={llm}")
     assert deep.status_code == 200 and 'data-span-id="' + llm in deep.text and f'data-selected="{llm}"' in deep.text
 
@@ -165,6 +174,7 @@ def test_tree_panel_jumps_and_decision_in_a_browser(chromium: Any, trace_server:
         assert shown[0] == "agent.request" and f"retrieve ×{RETRIEVES}" in shown and "retrieve" not in shown
         assert "think" in shown and ui.page.inner_text("#tt-count") == str(len(shown))
         assert HOSTILE_NAME in shown and ui.page.evaluate("window.__xss") is None
+        assert "ai.toolCall · " + HOSTILE in shown  # as text
         # The group of repeated siblings opens; the root collapses and expands.
         ui.page.click(f".tt-row.group:has-text('retrieve ×{RETRIEVES}')")
         assert _rows(ui).count("retrieve") == RETRIEVES
@@ -263,15 +273,19 @@ def test_layout_is_the_apis_tree() -> None:
     missing parents, the nesting cut), every span once; repeated siblings become a group row."""
     rows: list[dict[str, Any]] = []
 
-    def span(span_id: str, parent: str | None, name: str = "op", remote: bool = False, end: bool = True) -> None:
+    def span(span_id: str, parent: str | None, name: str = "op", remote: bool = False, end: bool = True,
+             tool: str | None = None) -> None:
         start = 1_000 + len(rows)
         rows.append({"span_id": span_id, "parent_span_id": parent, "parent_remote": remote, "name": name,
-                     "span_type": "span", "status": "success", "start_ns": start, "end_ns": start + 5 if end else None,
-                     "total_tokens": None})
+                     "span_type": "tool" if tool else "span", "tool_name": tool, "status": "success",
+                     "start_ns": start, "end_ns": start + 5 if end else None, "total_tokens": None})
 
     span("root", None)
     for i in range(250):  # a chain: cut at 100 and 200 levels
         span(f"c{i}", "root" if i == 0 else f"c{i - 1}")
+    for i in range(7):  # one group a tool: five calls of one, one of another
+        span(f"t{i}", "root", name="ai.toolCall", tool="search" if i == 3 else "getWeather")
+    span("t7", "root", name="get_weather", tool="get_weather")  # the name says it
     for i in range(7):
         span(f"r{i}", "root", name="retrieve")
     span("a", "b")  # a two-span cycle, with a child
@@ -310,7 +324,9 @@ def test_layout_is_the_apis_tree() -> None:
         for mark, bit in marks.items():
             assert bool(row[8] & bit) == bool(node.get(mark)), (row[0], mark)
         assert out[row[9] - 1] is row or row[9] > at  # a subtree ends after its row
-    [group] = [r for r in out if r[8] & 256]
+    tools, group = [r for r in out if r[8] & 256]
+    assert (tools[1], tools[10]) == ("ai.toolCall · getWeather", 6)
+    assert [r[1] for r in out if r[0] in ("t3", "t7")] == ["ai.toolCall · search", "get_weather"]
     assert (group[1], group[10]) == ("retrieve", 7)
     assert all(out[out.index(group) + 1 + i][1] == "retrieve" for i in range(7))
     [still_open] = [r for r in out if r[0] == "missing"]

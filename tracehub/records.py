@@ -49,6 +49,8 @@ class Mapped:
     trace_name: str | None = None
     # A streaming model call's time to its first chunk, in ms (the Vercel AI SDK's msToFirstChunk).
     first_token_ms: float | None = None
+    # A tool span's tool (the Vercel AI SDK's `ai.toolCall.name`: its spans are all `ai.toolCall`).
+    tool_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

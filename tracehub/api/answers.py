@@ -70,6 +70,8 @@ DURATION: Schema = {**NNUM, "description": "Milliseconds from start to end; null
 STATUS_CODE: Schema = {"enum": [*OTEL_STATUS_CODES, None],
                        "description": "OTel's status code as sent (`status` says success for UNSET and OK alike);"
                                       " null where none was sent (the JSON ingest API's spans, judge spans)."}
+TOOL_NAME: Schema = {**NSTR, "description": "A tool span's tool, which its name need not say (the Vercel AI SDK"
+                                            " names every tool span `ai.toolCall`); null for other spans."}
 FIRST_TOKEN: Schema = {**NNUM, "description": "Milliseconds to a streaming model call's first chunk, where its"
                                               " instrumentation states it."}
 BY_ACTION: Schema = {"type": "object", "propertyNames": ACTION, "additionalProperties": INT,
@@ -109,8 +111,8 @@ SPAN = component("Span", closed({
     "parent_remote": {**BOOL, "description": "The parent is in another process."},
     "name": STR, "kind": {**STR, "description": "OTLP span kind: INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER, "
                                                 "UNSPECIFIED."},
-    "span_type": STR, "status": STATUS, "status_code": STATUS_CODE, "status_message": NSTR, "start_time": AT,
-    "end_time": NAT, "duration_ms": DURATION, "time_to_first_token_ms": FIRST_TOKEN, "model": NSTR,
+    "span_type": STR, "tool_name": TOOL_NAME, "status": STATUS, "status_code": STATUS_CODE, "status_message": NSTR,
+    "start_time": AT, "end_time": NAT, "duration_ms": DURATION, "time_to_first_token_ms": FIRST_TOKEN, "model": NSTR,
     "input_text": NSTR, "output_text": NSTR, "input_tokens": NINT, "output_tokens": NINT, "total_tokens": NINT,
     "cost_usd": NNUM, "user_id": NSTR, "session_id": NSTR, "environment": NSTR,
     "langgraph": nullable(closed({"graph_name": NSTR, "node_name": NSTR, "step": NINT},
@@ -126,9 +128,9 @@ SPAN = component("Span", closed({
 
 LIGHT_SPAN = component("SpanLight", closed({
     "span_id": STR, "parent_span_id": NSTR, "parent_remote": BOOL, "name": STR, "span_type": STR,
-    "status": STATUS, "status_code": STATUS_CODE, "start_time": AT, "end_time": NAT, "duration_ms": DURATION,
-    "time_to_first_token_ms": FIRST_TOKEN, "model": NSTR, "input_tokens": NINT, "output_tokens": NINT,
-    "total_tokens": NINT, "cost_usd": NNUM}))
+    "tool_name": TOOL_NAME, "status": STATUS, "status_code": STATUS_CODE, "start_time": AT, "end_time": NAT,
+    "duration_ms": DURATION, "time_to_first_token_ms": FIRST_TOKEN, "model": NSTR, "input_tokens": NINT,
+    "output_tokens": NINT, "total_tokens": NINT, "cost_usd": NNUM}))
 
 TREE_NODE = component("TreeNode", closed({
     "span_id": STR, "name": STR, "span_type": STR, "status": STATUS, "duration_ms": DURATION,

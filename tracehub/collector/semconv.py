@@ -5,7 +5,8 @@ Every span the collector decodes passes through `map_span`, and every OTLP log r
 OpenInference `openinference.span.kind` / `input.value` / `llm.*`, Traceloop `traceloop.*`, Langfuse
 `langfuse.*`, the Vercel AI SDK's `ai.*`, and our own `tracehub.span.type` / `langgraph.*`) and fill
 a `records.Mapped`: span_type, model, input/output text, tokens, user, session, environment, the
-LangGraph node, the trace's name where a span states it, and a streaming call's time to first token.
+LangGraph node, the trace's name where a span states it, a streaming call's time to first token, and a
+tool span's tool.
 docs/SEMCONV.md lists the precedence per field and the node-detection rule; keep the two in step.
 
 What this module must never do:
@@ -110,6 +111,9 @@ _TOKEN_KEYS = _INPUT_TOKEN_KEYS + _OUTPUT_TOKEN_KEYS + _TOTAL_TOKEN_KEYS
 # none on spans (Traceloop only as a metric).
 _FIRST_TOKEN_KEYS = (("ai.response.msToFirstChunk", 1.0), ("gen_ai.response.time_to_first_chunk", 1000.0))
 _FIRST_TOKEN_NAMES = tuple(key for key, _ in _FIRST_TOKEN_KEYS)
+# A tool span's tool: OTel GenAI's, OpenInference's, the Vercel AI SDK's (which names every tool span
+# `ai.toolCall`); Traceloop's entity name only where its span kind says tool (`_tool_name`).
+_TOOL_NAME_KEYS = ("gen_ai.tool.name", "tool.name", "ai.toolCall.name")
 # What `_vendor_type` reads: a span with none of these (most spans of a plain app) skips it.
 _TYPE_KEYS = ("langfuse.observation.type", "openinference.span.kind", "ai.operationId",
               "gen_ai.operation.name", "traceloop.span.kind", "llm.request.type",
@@ -249,6 +253,9 @@ def _fill(m: Mapped, name: str, a: dict[str, Any], resource: dict[str, Any],
     if not found.isdisjoint(_FIRST_TOKEN_NAMES):
         m.first_token_ms = _first_token_ms(get)
 
+    if span_type == "tool":
+        m.tool_name = _tool_name(get)
+
     m.trace_name = (None if found.isdisjoint(_TRACE_NAME_KEYS)
                     else _first_scalar(get, _TRACE_NAME_KEYS))
     m.user_id = None if found.isdisjoint(_USER_KEYS) else _first_scalar(get, _USER_KEYS)
@@ -304,6 +311,15 @@ def _vendor_type(get: Callable[[str], Any]) -> str | None:
     if get("gen_ai.request.model") is not None or get("llm.model_name") is not None:
         return "llm"
     return None
+
+
+def _tool_name(get: Callable[[str], Any]) -> str | None:
+    name = _first_scalar(get, _TOOL_NAME_KEYS)
+    if name is None:
+        kind = get("traceloop.span.kind")
+        if isinstance(kind, str) and kind.lower() == "tool":  # else the entity is a workflow or task
+            name = _scalar(get("traceloop.entity.name"))
+    return name
 
 
 def _ai_sdk_type(operation: str) -> str | None:

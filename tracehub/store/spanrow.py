@@ -19,8 +19,8 @@ SPAN_COLUMNS = (
     "project_id", "trace_id", "span_id", "parent_span_id", "parent_remote", "name", "kind", "span_type",
     "status", "status_message", "status_code", "start_ns", "end_ns", "model", "input_text", "output_text",
     "input_tokens", "output_tokens", "total_tokens", "cost_usd", "user_id", "session_id", "environment",
-    "graph_name", "node_name", "step", "first_token_ms", "resource_id", "attributes", "scope", "events", "links",
-    "body",
+    "graph_name", "node_name", "step", "first_token_ms", "tool_name", "resource_id", "attributes", "scope", "events",
+    "links", "body",
 )
 SPAN_JSON = frozenset(("attributes", "scope", "events", "links"))
 
@@ -86,7 +86,7 @@ def span_row(project_id: int, s: SpanRecord, encoder: RowEncoder) -> tuple[Any, 
         project_id, s.trace_id, s.span_id, s.parent_span_id, s.parent_remote or None, s.name, s.kind,
         m.span_type, s.status, s.status_message, s.status_code, s.start_ns, s.end_ns, m.model, None, None,
         m.input_tokens, m.output_tokens, m.total_tokens, s.cost_usd, m.user_id, m.session_id,
-        m.environment, m.graph_name, m.node_name, m.step, m.first_token_ms, resource_id,
+        m.environment, m.graph_name, m.node_name, m.step, m.first_token_ms, m.tool_name, resource_id,
         _IN_BODY, _IN_BODY, _IN_BODY, _IN_BODY, body, *texts, m.trace_name,
     )
     if encoder.nul_free and any(v and "\x00" in v for v in _span_text(row)):
@@ -104,7 +104,7 @@ _IN_BODY = bytearray(b"")  # the JSON columns of a row with a body (`spanbody`)
 # are looked at before they go into the body).
 _span_text = operator.itemgetter(*(SPAN_COLUMNS.index(c) for c in (
     "name", "span_type", "status_message", "model", "user_id", "session_id", "environment", "graph_name",
-    "node_name")))
+    "node_name", "tool_name")))
 
 
 def span_from_row(row: tuple[Any, ...]) -> SpanRecord:
@@ -113,11 +113,12 @@ def span_from_row(row: tuple[Any, ...]) -> SpanRecord:
     the same way)."""
     (_pid, trace_id, span_id, parent_span_id, parent_remote, name, kind, span_type, status, status_message,
      status_code, start_ns, end_ns, model, _input, _output, input_tokens, output_tokens, total_tokens, cost_usd,
-     user_id, session_id, environment, graph_name, node_name, step, first_token_ms) = row[:_ENCODED_AT]
+     user_id, session_id, environment, graph_name, node_name, step, first_token_ms, tool_name) = row[:_ENCODED_AT]
     input_text, output_text, trace_name = row[STORED:]
     # Positional: keywords cost a third more, on the server's event loop, for every span.
     return SpanRecord(
         trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status, status_message,
         Mapped(span_type, model, input_text, output_text, input_tokens, output_tokens, total_tokens,
-               user_id, session_id, environment, graph_name, node_name, step, trace_name, first_token_ms),
+               user_id, session_id, environment, graph_name, node_name, step, trace_name, first_token_ms,
+               tool_name),
         {}, {}, {}, [], [], cost_usd, None, row, bool(parent_remote), status_code)

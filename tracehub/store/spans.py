@@ -20,9 +20,9 @@ from tracehub.store import amendment
 from tracehub.store.queries import _dicts, _trace_spans_query, span_rows
 from tracehub.store.schema import span_events, spans, traces
 
-LIGHT_COLUMNS = ("span_id", "parent_span_id", "parent_remote", "name", "span_type", "status", "status_code",
-                 "start_ns", "end_ns", "first_token_ms", "model", "input_tokens", "output_tokens", "total_tokens",
-                 "cost_usd", "graph_name", "node_name", "step")
+LIGHT_COLUMNS = ("span_id", "parent_span_id", "parent_remote", "name", "span_type", "tool_name", "status",
+                 "status_code", "start_ns", "end_ns", "first_token_ms", "model", "input_tokens", "output_tokens",
+                 "total_tokens", "cost_usd", "graph_name", "node_name", "step")
 
 
 def _trace_seq() -> sa.ScalarSelect[Any]:

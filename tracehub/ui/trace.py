@@ -4,7 +4,7 @@ The page reads the trace's spans light (`store.spans.light_spans`: no texts, att
 events), lays them out as the API's `tree_and_timeline` does (cycles cut, remote and missing
 parents, the nesting cut), flattens the tree in display order and embeds it as a JSON data island
 (`layout`); trace.js draws only the rows in view, so a trace of any size costs the browser the
-same few dozen rows. Repeated siblings (same name and type, GROUP_MIN or more under one parent)
+same few dozen rows. Repeated siblings (same name, type and tool, GROUP_MIN or more under one parent)
 become one group row; the critical path (from the root, each time the child that ends last) is
 marked. A span's full record comes on its own, as a panel (`_span_panel.html`), when a row is
 opened or the URL names it (`?span=`).
@@ -64,9 +64,16 @@ def _critical(rows: list[dict[str, Any]], kids: dict[int, list[int]], tops: list
     return path
 
 
+def label(name: str, tool_name: str | None) -> str:
+    """A span's name as the tree shows it: a tool span's followed by its tool where the name does
+    not say it (the Vercel AI SDK's `ai.toolCall · getWeather`; not OpenInference's `get_weather`
+    nor Traceloop's `execute_tool get_weather`)."""
+    return name if tool_name is None or tool_name in name else f"{name} · {tool_name}"
+
+
 def layout(rows: list[dict[str, Any]], trace: dict[str, Any]) -> dict[str, Any]:
     """The data island of trace.js: the tree flattened in display order, one list per row:
-    [span id ("" for a group), name, span type, status, level, start (ms from the trace's
+    [span id ("" for a group), name (`label`), span type, status, level, start (ms from the trace's
     start), duration (ms; None while open), total tokens, flags, end (index after its subtree),
     count (a group's members, a span's children), parent (index, -1 for a top)]; and the scale.
 
@@ -102,7 +109,7 @@ def layout(rows: list[dict[str, Any]], trace: dict[str, Any]) -> dict[str, Any]:
         flags = (marks | (ERROR if r["status"] == "error" else 0) | (OPEN if end is None else 0)
                  | (JUDGE if r["span_type"] == "judge" else 0) | (CRITICAL if i in critical else 0)
                  | (CONTINUED if depth and depth % TREE_NESTING == 0 else 0))
-        return [r["span_id"], r["name"][:NAME_CHARS], r["span_type"], r["status"], level,
+        return [r["span_id"], label(r["name"], r["tool_name"])[:NAME_CHARS], r["span_type"], r["status"], level,
                 round((r["start_ns"] - base) / 1e6, 3),
                 None if end is None else round(max(0, end - r["start_ns"]) / 1e6, 3),
                 r["total_tokens"] or 0, flags, 0, 0, parent]
@@ -147,11 +154,12 @@ def layout(rows: list[dict[str, Any]], trace: dict[str, Any]) -> dict[str, Any]:
             if len(children) < GROUP_MIN:
                 entries = [("span", k, level + 1, depth + 1, at, 0) for k in children]
             else:
-                groups: dict[tuple[str, str], list[int]] = {}
+                # Tool calls repeat a name and type whichever tool ran: one group a tool.
+                groups: dict[tuple[str, str, str | None], list[int]] = {}
                 for k in children:
-                    groups.setdefault((rows[k]["name"], rows[k]["span_type"]), []).append(k)
+                    groups.setdefault((rows[k]["name"], rows[k]["span_type"], rows[k]["tool_name"]), []).append(k)
                 for k in children:
-                    members = groups[(rows[k]["name"], rows[k]["span_type"])]
+                    members = groups[(rows[k]["name"], rows[k]["span_type"], rows[k]["tool_name"])]
                     if len(members) < GROUP_MIN:
                         entries.append(("span", k, level + 1, depth + 1, at, 0))
                     elif members[0] == k:  # the group stands where its first member started
