@@ -144,9 +144,11 @@ def test_lifecycle_events_open_and_close_spans(hub: ServerProcess) -> None:
     tid, sid, child = uuid.uuid4().hex, secrets.token_hex(8), secrets.token_hex(8)
     events = [
         {"trace_id": tid, "span_id": sid, "event_type": "START", "event_time": "2026-03-01T00:00:00Z",
-         "payload": {"name": "agent", "span_type": "agent", "input_text": "hello"}},
+         "payload": {"name": "agent", "span_type": "agent", "input_text": "hello",
+                     "attributes": {"openinference.span.kind": "TOOL", "tool.name": "not this one"}}},
         {"trace_id": tid, "span_id": child, "event_type": "START", "event_time": "2026-03-01T00:00:01Z",
-         "payload": {"name": "search", "span_type": "tool", "parent_span_id": sid}},
+         "payload": {"name": "search", "span_type": "tool", "parent_span_id": sid,
+                     "attributes": {"gen_ai.tool.name": "web_search"}}},
     ]
     assert send(hub, "/api/v1/ingest/spans", json.dumps({"events": events})).status_code == 200
     t = hub.client.get(f"/api/v1/traces/{tid}").json()["trace"]
@@ -162,6 +164,9 @@ def test_lifecycle_events_open_and_close_spans(hub: ServerProcess) -> None:
     spans = {s["name"]: s for s in got["spans"]}
     assert spans["search"]["status"] == "error" and spans["search"]["status_message"] == "search backend down"
     assert spans["agent"]["output_text"] == "bye" and t["input_text"] == "hello"
+    # The type stated wins over the attributes', and the tool name goes with it.
+    assert (spans["agent"]["span_type"], spans["agent"]["tool_name"]) == ("agent", None)
+    assert (spans["search"]["span_type"], spans["search"]["tool_name"]) == ("tool", "web_search")
 
 
 def test_end_before_start_waits_for_the_span(hub: ServerProcess) -> None:

@@ -156,6 +156,8 @@ def span_record(raw: dict[str, Any], trace_id: str, path: str, now: int,
     mapped = semconv.map_span(raw["name"], "INTERNAL", attrs, {}, [])
     if raw.get("span_type"):
         mapped.span_type = str(raw["span_type"])
+        # The type stated wins, and with it whether the span names a tool.
+        mapped.tool_name = semconv.tool_name(attrs.get) if mapped.span_type == "tool" else None
     plain_model = attrs.get("model") if isinstance(attrs.get("model"), str) else None
     mapped.model = raw.get("model") or plain_model or mapped.model
     for name in ("input_text", "output_text"):

@@ -112,7 +112,7 @@ _TOKEN_KEYS = _INPUT_TOKEN_KEYS + _OUTPUT_TOKEN_KEYS + _TOTAL_TOKEN_KEYS
 _FIRST_TOKEN_KEYS = (("ai.response.msToFirstChunk", 1.0), ("gen_ai.response.time_to_first_chunk", 1000.0))
 _FIRST_TOKEN_NAMES = tuple(key for key, _ in _FIRST_TOKEN_KEYS)
 # A tool span's tool: OTel GenAI's, OpenInference's, the Vercel AI SDK's (which names every tool span
-# `ai.toolCall`); Traceloop's entity name only where its span kind says tool (`_tool_name`).
+# `ai.toolCall`); Traceloop's entity name only where its span kind says tool (`tool_name`).
 _TOOL_NAME_KEYS = ("gen_ai.tool.name", "tool.name", "ai.toolCall.name")
 # What `_vendor_type` reads: a span with none of these (most spans of a plain app) skips it.
 _TYPE_KEYS = ("langfuse.observation.type", "openinference.span.kind", "ai.operationId",
@@ -254,7 +254,7 @@ def _fill(m: Mapped, name: str, a: dict[str, Any], resource: dict[str, Any],
         m.first_token_ms = _first_token_ms(get)
 
     if span_type == "tool":
-        m.tool_name = _tool_name(get)
+        m.tool_name = tool_name(get)
 
     m.trace_name = (None if found.isdisjoint(_TRACE_NAME_KEYS)
                     else _first_scalar(get, _TRACE_NAME_KEYS))
@@ -313,7 +313,8 @@ def _vendor_type(get: Callable[[str], Any]) -> str | None:
     return None
 
 
-def _tool_name(get: Callable[[str], Any]) -> str | None:
+def tool_name(get: Callable[[str], Any]) -> str | None:
+    """The tool a tool span ran, from the attributes `get` reads."""
     name = _first_scalar(get, _TOOL_NAME_KEYS)
     if name is None:
         kind = get("traceloop.span.kind")
