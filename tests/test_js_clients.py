@@ -294,6 +294,12 @@ def test_every_tool_span_names_its_tool(
             trace_id = span["trace_id"]
             light = project.client.get(f"/api/v1/traces/{trace_id}/spans").json()["items"]
             assert next(s for s in light if s["span_id"] == span["span_id"])["tool_name"] == out["tool_name"]
+            detail = project.client.get(f"/api/v1/traces/{trace_id}").json()
+            nodes, timeline = list(detail["tree"]), detail["timeline"]
+            while not any(n["span_id"] == span["span_id"] for n in nodes):
+                nodes = [c for n in nodes for c in n["children"]]
+            assert next(n for n in nodes if n["span_id"] == span["span_id"])["tool_name"] == out["tool_name"]
+            assert next(e for e in timeline if e["span_id"] == span["span_id"])["tool_name"] == out["tool_name"]
             page = ui.get(f"/traces/{trace_id}")
             assert page.status_code == 200, page.text
             found = re.search(r'<script type="application/json" id="spans">(.*?)</script>', page.text, re.S)

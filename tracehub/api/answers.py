@@ -133,7 +133,7 @@ LIGHT_SPAN = component("SpanLight", closed({
     "output_tokens": NINT, "total_tokens": NINT, "cost_usd": NNUM}))
 
 TREE_NODE = component("TreeNode", closed({
-    "span_id": STR, "name": STR, "span_type": STR, "status": STATUS, "duration_ms": DURATION,
+    "span_id": STR, "name": STR, "span_type": STR, "tool_name": TOOL_NAME, "status": STATUS, "duration_ms": DURATION,
     "depth": {**INT, "description": "Levels below the top of the trace."},
     "cycle": {**TRUE, "description": "One span of a parent cycle, its parent link cut."},
     "parent_remote": {**TRUE, "description": "Its parent is in another process."},
@@ -143,8 +143,8 @@ TREE_NODE = component("TreeNode", closed({
 }, optional=["cycle", "parent_remote", "parent_not_received", "continued_from"]))
 
 TIMELINE_ENTRY = closed({
-    "span_id": STR, "parent_span_id": NSTR, "name": STR, "span_type": STR, "status": STATUS, "depth": INT,
-    "start_offset_ms": {**NUM, "description": "From the trace's start."}, "duration_ms": DURATION})
+    "span_id": STR, "parent_span_id": NSTR, "name": STR, "span_type": STR, "tool_name": TOOL_NAME, "status": STATUS,
+    "depth": INT, "start_offset_ms": {**NUM, "description": "From the trace's start."}, "duration_ms": DURATION})
 
 EVAL = component("EvalResult", closed({
     "trace_id": STR, "span_id": NSTR, "eval_name": STR, "eval_model": NSTR, "score": NNUM, "passed": NBOOL,

@@ -234,7 +234,7 @@ def tree_and_timeline(rows: list[dict[str, Any]], trace_start: int | None
 
     def node(r: dict[str, Any], level: int, marks: dict[str, Any]) -> dict[str, Any]:
         depth[r["span_id"]] = level
-        return {"span_id": r["span_id"], "name": r["name"], "span_type": r["span_type"],
+        return {"span_id": r["span_id"], "name": r["name"], "span_type": r["span_type"], "tool_name": r["tool_name"],
                 "status": r["status"], "duration_ms": _duration_ms(r["start_ns"], r["end_ns"]),
                 "depth": level, **marks, "children": []}
 
@@ -277,7 +277,7 @@ def tree_and_timeline(rows: list[dict[str, Any]], trace_start: int | None
     base = trace_start if trace_start is not None else (rows[0]["start_ns"] if rows else 0)
     timeline = [{
         "span_id": r["span_id"], "parent_span_id": r["parent_span_id"], "name": r["name"],
-        "span_type": r["span_type"], "status": r["status"], "depth": depth[r["span_id"]],
+        "span_type": r["span_type"], "tool_name": r["tool_name"], "status": r["status"], "depth": depth[r["span_id"]],
         "start_offset_ms": round((r["start_ns"] - base) / 1e6, 3),
         "duration_ms": _duration_ms(r["start_ns"], r["end_ns"]),
     } for r in rows]
