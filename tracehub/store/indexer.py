@@ -46,6 +46,11 @@ ANALYZED = {
     "spans": "id, project_id, trace_seq, span_id",
     "traces": "project_id, trace_id, status, start_ns, environment, session_id, user_id",
     "span_events": "id, project_id, trace_id, span_id, event_type",
+    # The search's side tables: their row counts, without which the probe's planner took the index
+    # on (project_id, trace_id) over the trigram index (`search._document_cost`); no `doc`, whose
+    # sample would detoast thousands of documents.
+    "span_search": "project_id, trace_id",
+    "span_event_search": "project_id, trace_id",
 }
 ANALYZE_MIN_ROWS = 200
 # Rows the search index may not take yet (`search.Horizon`) are looked at again this much later.

@@ -15,7 +15,7 @@ characters finds the documents that hold all of their trigrams, then keeps the t
 contain it; one or two characters (many Korean words are two syllables) take the
 indexed trigrams that start with them (`fts5vocab`, by range). PostgreSQL: side tables of
 lower-cased documents with pg_trgm GIN indexes, and the spans above the mark are read in Python
-(`_pg_spans_tail`); a spans document ends with the short pieces of its non-ASCII words behind marks
+(`_pg_spans_tail`); a spans document starts with the short pieces of its non-ASCII words behind marks
 (`short_pieces`), so one or two such characters are a trigram too. Other queries of one or two
 characters scan the documents.
 
@@ -29,11 +29,12 @@ which finds the newest 50 of 90,000 matches in a few dozen checks, and the count
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import sqlalchemy as sa
 
@@ -108,6 +109,8 @@ SEARCH_CAP = 1000
 # PostgreSQL: rows the index may answer before a search counts as common (its DISTINCT reads them
 # all before it answers; SQLite's stops at SEARCH_CAP traces). Rows of one trace repeat.
 PROBE_ROWS = 4 * SEARCH_CAP
+# PostgreSQL: cpu_operator_cost while probing (`_document_cost`); its default is 0.0025.
+DOCUMENT_OPERATOR_COST = 0.25
 # Enough trigrams to make the candidates few; the substring check afterwards decides.
 MAX_QUERY_TRIGRAMS = 24
 # SQLite, a query of one or two characters: the indexed trigrams that start with it, at most this
@@ -196,12 +199,30 @@ def _probe(conn: sa.Connection, dialect: str, project_id: int, text: str,
         parts.append(f"SELECT {i} AS part, trace_id FROM ({sql}) AS part{i}")
     counts = [0] * len(parts)
     found: set[str] = set()
-    for part, trace_id in conn.execute(sa.text(" UNION ALL ".join(parts)), params):
-        counts[part] += 1
-        found.add(trace_id)
+    with _document_cost(conn, dialect):
+        for part, trace_id in conn.execute(sa.text(" UNION ALL ".join(parts)), params):
+            counts[part] += 1
+            found.add(trace_id)
     if max(counts, default=0) >= limit or len(found) > SEARCH_CAP:
         return None
     return found
+
+
+@contextlib.contextmanager
+def _document_cost(conn: sa.Connection, dialect: str) -> Iterator[None]:
+    """PostgreSQL prices a LIKE as one operator call, but on a document it detoasts and scans a
+    trace's text (~24 KB): it read every document (650 ms at 100,000 spans, the heap being small
+    with the text in TOAST) or every one of the project's, rather than the trigram index (2 ms).
+    The probe runs with operators priced as what they are here, on the read connection, which is
+    in autocommit (no SET LOCAL), so the setting is reset after."""
+    if dialect == "sqlite":
+        yield
+        return
+    conn.exec_driver_sql(f"SET cpu_operator_cost = {DOCUMENT_OPERATOR_COST}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql("RESET cpu_operator_cost")
 
 
 def probe_queries(conn: sa.Connection, dialect: str, text: str,
@@ -375,7 +396,8 @@ def _index_spans(cur: Any, pg: bool, t: Indexed, mark: int, upto: int) -> int:
         docs = []
         for (pid, trace_id), group in by_trace.items():
             doc = SEPARATOR.join(_pg_text(*r[3:]) for r in group)
-            docs.append((group[0][0], pid, trace_id, doc + SEPARATOR + short_pieces(doc)))
+            # The pieces first: a LIKE that finds one stops there, not at the end of the text.
+            docs.append((group[0][0], pid, trace_id, short_pieces(doc) + SEPARATOR + doc))
         cur.executemany(f"INSERT INTO {t.pg_table} (id, project_id, trace_id, doc) VALUES (%s, %s, %s, %s)"
                         " ON CONFLICT (id) DO NOTHING", docs)
         return len(rows)

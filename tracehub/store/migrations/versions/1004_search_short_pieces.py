@@ -1,4 +1,4 @@
-"""PostgreSQL: a spans search document now ends with the short pieces of its non-ASCII words behind
+"""PostgreSQL: a spans search document now starts with the short pieces of its non-ASCII words behind
 marks, so Korean words of one or two syllables are found through the index (tracehub/store/
 search.py, `short_pieces`). The documents made before lack them: they go, and the index is built
 again from the spans. Search stays complete meanwhile (the rows above the index's mark are read),
