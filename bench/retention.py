@@ -16,6 +16,16 @@ and what it does to ingest going on meanwhile.
 Printed: the prune's time from the PATCH and from the first trace gone to the last (traces and spans
 a second), the writer's busy share, and for each phase the requests' latency (p50 / p99 / max) and
 acknowledged spans a second; the database's size and free pages after.
+
+`--partition` (PostgreSQL) measures the drop of a day's partition of spans instead
+(tracehub/store/partitions.py): after step 1 the steady ingest starts, the active partition is
+moved over a day back so the server's next pass rolls over, and after sql.SEQ_BLOCK_MAX_AGE_S and
+a margin (the server gives up its block of trace numbers; new traces go to the next partition) the
+old partition's traces, the steady ones that went there too, are aged as in step 2 and the next
+partition's start is moved past partitions.GRACE_NS. Then baseline and prune as in steps 3 and 4,
+until the old partition is gone: its trace rows in chunks, then DETACH CONCURRENTLY + DROP TABLE.
+A watcher samples the database every WATCH_S for the chunks' transactions (they hold a lock on
+span_search) and the DETACH.
 """
 
 from __future__ import annotations
@@ -36,8 +46,13 @@ import ingest  # noqa: E402  (the workload, the server process, /metrics)
 import orjson  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
+from tracehub.store import partitions  # noqa: E402
+from tracehub.store.retention import CHUNK_TRACES  # noqa: E402
+from tracehub.store.sql import SEQ_BLOCK_MAX_AGE_S  # noqa: E402
+
 DAY_NS = 86_400 * 10**9
 LOAD_ENV, STEADY_ENV = "retention-load", "retention-steady"
+WATCH_S = 0.05
 
 
 class Steady(threading.Thread):
@@ -130,6 +145,84 @@ def wait_indexed(handle: ingest.ServerHandle, key: str) -> float:
         time.sleep(1)
 
 
+class Watch(threading.Thread):
+    """Samples partition `k` every WATCH_S on a connection of its own: its trace rows left, the
+    retention chunks' transactions (holding SHARE ROW EXCLUSIVE on span_search) and how long each
+    has run, when a DETACH of it started and when its table was gone (the database's clock)."""
+
+    SAMPLE = sa.text(
+        "SELECT clock_timestamp(), to_regclass(:t) IS NULL,"
+        " (SELECT count(*) FROM traces WHERE seq >= :lo AND seq < :hi),"
+        " (SELECT a.xact_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        "  WHERE l.relation = 'span_search'::regclass AND l.mode = 'ShareRowExclusiveLock' AND l.granted LIMIT 1),"
+        " (SELECT min(query_start) FROM pg_stat_activity WHERE datname = current_database() AND state = 'active'"
+        "  AND query LIKE 'ALTER TABLE spans DETACH PARTITION%')")
+
+    def __init__(self, engine: sa.Engine, k: int) -> None:
+        super().__init__(daemon=True)
+        self.engine, self.k = engine, k
+        self.left: int | None = None
+        self.first_gone: float | None = None  # perf_counter, as Steady's
+        self.rows_gone_db: Any = None  # database clock from here on
+        self.detach_db: Any = None
+        self.gone_db: Any = None
+        self.chunks: dict[Any, float] = {}  # xact_start -> longest seen running
+        self.dropped = threading.Event()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        lo, hi = partitions.bounds(self.k)
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            while not self.stop.wait(WATCH_S):
+                now, gone, left, chunk, detach = conn.execute(
+                    self.SAMPLE, {"t": partitions.name(self.k), "lo": lo, "hi": hi}).one()
+                if self.left is not None and left < self.left and self.first_gone is None:
+                    self.first_gone = time.perf_counter()
+                if left == 0 and self.rows_gone_db is None:
+                    self.rows_gone_db = now
+                self.left = left
+                if chunk is not None:
+                    self.chunks[chunk] = max(self.chunks.get(chunk, 0.0), (now - chunk).total_seconds())
+                if detach is not None and self.detach_db is None:
+                    self.detach_db = detach
+                if gone:
+                    self.gone_db = now
+                    self.dropped.set()
+                    return
+
+
+def age(engine: sa.Engine, below: int | None = None) -> None:
+    """Moves the traces (numbered below `below`) 40 days back, then ANALYZE."""
+    with engine.connect() as conn:
+        seqs = conn.execute(sa.text("SELECT seq FROM traces" + (" WHERE seq < :b" if below else "") + " ORDER BY seq"),
+                            {"b": below}).scalars().all()
+    for i in range(0, len(seqs), 10_000):  # the writer's lock for a moment at a time
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE traces SET start_ns = start_ns - :d, end_ns = end_ns - :d,"
+                                 " updated_ns = updated_ns - :d WHERE seq >= :lo AND seq <= :hi"),
+                         {"d": 40 * DAY_NS, "lo": seqs[i], "hi": seqs[min(i + 10_000, len(seqs)) - 1]})
+    # Real traces age with their statistics: without them PostgreSQL planned the prune's
+    # re-check of a chunk on the start index and read every old trace (18 ms a chunk, not 0.3).
+    with engine.begin() as conn:
+        conn.execute(sa.text("ANALYZE traces"))
+
+
+def roll_over(engine: sa.Engine) -> int:
+    """Moves the active partition's start over a day back and waits for the server's pass to roll
+    over; returns the partition left behind."""
+    with engine.begin() as conn:
+        k = int(conn.execute(sa.text("SELECT last_value FROM trace_seq")).scalar_one()) // partitions.STRIDE
+        conn.execute(sa.text("UPDATE span_partitions SET started_ns = coalesce(started_ns, :now) - :d"
+                             " WHERE number = :k"), {"now": time.time_ns(), "d": 2 * DAY_NS, "k": k})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            if int(conn.execute(sa.text("SELECT last_value FROM trace_seq")).scalar_one()) // partitions.STRIDE > k:
+                return k
+        time.sleep(0.5)
+    raise RuntimeError("the server's retention pass did not roll the partitions over within 60 s")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -140,8 +233,12 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256, help="spans per steady request")
     p.add_argument("--baseline-s", type=float, default=60.0, help="steady ingest before the prune")
     p.add_argument("--steady-spans", type=int, default=1_200_000, help="steady spans built (the most sent)")
+    p.add_argument("--partition", action="store_true",
+                   help="PostgreSQL: the loaded traces' partition dropped whole, not their rows pruned")
     p.add_argument("--keep", action="store_true", help="keep the database")
     args = p.parse_args()
+    if args.partition and args.db != "postgres":
+        p.error("--partition needs --db postgres")
     args.python, args.server_log_level, args.start_timeout, args.api_key = (
         str(ingest.VENV_PYTHON), "info", 60.0, "dev-key")
     args.profile = args.cprofile = False
@@ -162,51 +259,84 @@ def main() -> None:
         seconds = load(handle, args.api_key, loaded, 4)
         print(f"loaded in {seconds:.0f} s; search index caught up {wait_indexed(handle, args.api_key):.0f} s later",
               flush=True)
-        aged = time.perf_counter()
-        with engine.connect() as conn:
-            seqs = conn.execute(sa.text("SELECT seq FROM traces ORDER BY seq")).scalars().all()
-        for i in range(0, len(seqs), 10_000):  # the writer's lock for a moment at a time
-            with engine.begin() as conn:
-                conn.execute(sa.text("UPDATE traces SET start_ns = start_ns - :d, end_ns = end_ns - :d,"
-                                     " updated_ns = updated_ns - :d WHERE seq >= :lo AND seq <= :hi"),
-                             {"d": 40 * DAY_NS, "lo": seqs[i], "hi": seqs[min(i + 10_000, len(seqs)) - 1]})
-        # Real traces age with their statistics: without them PostgreSQL planned the prune's
-        # re-check of a chunk on the start index and read every old trace (18 ms a chunk, not 0.3).
-        with engine.begin() as conn:
-            conn.execute(sa.text("ANALYZE traces"))
-        print(f"aged in {time.perf_counter() - aged:.0f} s", flush=True)
-
         sender = Steady(handle.otlp_http, args.api_key, steady, args.rate)
+        watch = None
+        if args.partition:
+            sender.start()
+            k = roll_over(engine)
+            rolled = time.perf_counter()
+            print(f"rolled over from {partitions.name(k)}; waiting {SEQ_BLOCK_MAX_AGE_S:.0f} s + 15 for the server"
+                  " to give up its block of trace numbers", flush=True)
+            time.sleep(max(0.0, rolled + SEQ_BLOCK_MAX_AGE_S + 15 - time.perf_counter()))
+            hi = partitions.bounds(k)[1]
+            with engine.connect() as conn:
+                newer = conn.execute(sa.text("SELECT count(*) FROM traces WHERE seq >= :hi"), {"hi": hi}).scalar_one()
+            if not newer:
+                raise RuntimeError("no trace went to the next partition: is the steady ingest running?")
+            aged = time.perf_counter()
+            age(engine, hi)
+            with engine.begin() as conn:
+                conn.execute(sa.text("UPDATE span_partitions SET started_ns = started_ns - :d WHERE number = :k"),
+                             {"d": partitions.GRACE_NS + 60 * 10**9, "k": k + 1})
+                total, spans_total = (conn.execute(sa.text(q), {"hi": hi}).scalar_one() for q in (
+                    "SELECT count(*) FROM traces WHERE seq < :hi", f"SELECT count(*) FROM {partitions.name(k)}"))
+            print(f"aged {total:,} traces ({spans_total:,} spans; {total - loaded.traces:,} of them steady ones"
+                  f" from before the roll-over) in {time.perf_counter() - aged:.0f} s", flush=True)
+            watch = Watch(engine, k)
+            watch.start()
+        else:
+            aged = time.perf_counter()
+            age(engine)
+            print(f"aged in {time.perf_counter() - aged:.0f} s", flush=True)
+            total, spans_total = loaded.traces, loaded.spans
+
         busy0 = ingest.writer_counters(handle.api_url)
         base_start = time.perf_counter()
-        sender.start()
+        if not sender.is_alive():
+            sender.start()
         time.sleep(args.baseline_s)
         busy1 = ingest.writer_counters(handle.api_url)
         patched = time.perf_counter()
         api(handle, "PATCH", "/api/v1/project", args.api_key, {"retention_days": 30})
         first_gone = ran_out = None
-        total = loaded.traces
         while True:
-            left = int(api(handle, "GET", f"/api/v1/traces?page_size=1&environment={LOAD_ENV}", args.api_key)["total"])
-            if left < total and first_gone is None:
-                first_gone = time.perf_counter()
-            if left == 0:
-                break
+            if watch is not None:
+                if watch.dropped.wait(0.2) or not watch.is_alive():
+                    first_gone = watch.first_gone
+                    break
+            else:
+                left = int(api(handle, "GET", f"/api/v1/traces?page_size=1&environment={LOAD_ENV}",
+                               args.api_key)["total"])
+                if left < total and first_gone is None:
+                    first_gone = time.perf_counter()
+                if left == 0:
+                    break
+                time.sleep(0.2)
             if not sender.is_alive() and ran_out is None:
                 ran_out = time.perf_counter()
                 print("the steady workload ran out (raise --steady-spans); pruning goes on alone", flush=True)
-            time.sleep(0.2)
         ended = time.perf_counter()
         busy2 = ingest.writer_counters(handle.api_url)
         sender.stop.set()
         sender.join()
+        if watch is not None and not watch.dropped.is_set():
+            raise RuntimeError("the partition watcher stopped before the partition went")
         assert first_gone is not None
         base = sender.between(base_start + 2, patched)
         during = sender.between(first_gone, ran_out or ended)
         prune_s = ended - first_gone
-        print(f"pruned {total:,} traces ({loaded.spans:,} spans) in {prune_s:.0f} s"
-              f" ({total / prune_s:,.0f} traces/s, {loaded.spans / prune_s:,.0f} spans/s);"
+        print(f"pruned {total:,} traces ({spans_total:,} spans) in {prune_s:.0f} s"
+              f" ({total / prune_s:,.0f} traces/s, {spans_total / prune_s:,.0f} spans/s);"
               f" first trace gone {first_gone - patched:.1f} s after the PATCH")
+        if watch is not None:
+            assert watch.gone_db is not None and watch.rows_gone_db is not None
+            seen = watch.chunks.values()
+            tail = (watch.gone_db - watch.rows_gone_db).total_seconds()
+            detach = ("too short to be seen" if watch.detach_db is None else
+                      f"{(watch.gone_db - watch.detach_db).total_seconds():.2f} s")
+            print(f"trace rows: {-(-total // CHUNK_TRACES)} chunks of {CHUNK_TRACES} traces, {len(seen)} seen running"
+                  f" (sampled every {WATCH_S * 1000:.0f} ms), the longest at least {max(seen, default=0):.2f} s;"
+                  f" the last trace row gone -> the partition gone {tail:.2f} s, DETACH + DROP {detach}")
         if busy0 and busy1 and busy2:
             print(f"writer busy: baseline {(busy1[0] - busy0[0]) / (patched - base_start):.0%},"
                   f" while pruning {(busy2[0] - busy1[0]) / (ended - patched):.0%}")
@@ -214,8 +344,11 @@ def main() -> None:
             print(f"steady ingest, {name:8}: {phase['spans_per_s']:7,.0f} spans/s acked, {phase['requests']} requests,"
                   f" latency p50 {phase['p50_ms']} ms, p90 {phase['p90_ms']} ms, p99 {phase['p99_ms']} ms,"
                   f" max {phase['max_ms']} ms; over 250 ms: {phase['over_250ms']}, over 1 s: {phase['over_1s']}")
-        passes = [line for line in Path(handle.log_path or "").read_text(errors="replace").splitlines()
-                  if "retention: project" in line]
+        log_text = Path(handle.log_path or "").read_text
+        deadline = time.monotonic() + 10  # the pass logs its project's line after the DROP
+        while watch and "retention: project" not in log_text(errors="replace") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        passes = [line for line in log_text(errors="replace").splitlines() if "retention: " in line]
         for line in passes:
             print("server:", line.split("retention: ", 1)[1])
         print(f"refused (429/503) requests: {sender.refused}")
