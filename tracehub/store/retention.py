@@ -342,11 +342,11 @@ def prune(cur: Any, sql: Sql, run: Run[Any], now_ns: int, project: str | None = 
     time through `run`. `cur` reads candidates outside the chunks' transactions (autocommit).
     `pause(seconds)` is called between chunks; False stops the pass. Yields each project's pass."""
     kept = projects_with_retention(cur, sql, project)
-    dropped: dict[int, Pruned] = {}
+    dropped: dict[int, ProjectPass] = {}
     if sql.pg and not dry_run:
         partitions.maintain(cur, now_ns)
         if project is None:
-            dropped = _drop_partitions(cur, sql, run, now_ns, {pid: days for pid, _, days in kept if days}, pause)
+            dropped = _drop_partitions(cur, sql, run, now_ns, kept, pause)
     for project_id, name, days in kept:
         if not days:
             yield ProjectPass(name, 0, 0, Pruned())
@@ -355,7 +355,7 @@ def prune(cur: Any, sql: Sql, run: Run[Any], now_ns: int, project: str | None = 
         if dry_run:
             yield ProjectPass(name, days, cutoff, plan(cur, sql, project_id, cutoff))
             continue
-        result = ProjectPass(name, days, cutoff, dropped.get(project_id, Pruned()))
+        result = dropped.get(project_id) or ProjectPass(name, days, cutoff, Pruned())
         after, budget = None, FIRST_CHUNK_SPANS
         rows, spent = 0, 0.0  # the pace so far: FTS5's merges make single chunks vary fivefold
         while found := candidates(cur, sql, project_id, cutoff, after):
@@ -373,13 +373,14 @@ def prune(cur: Any, sql: Sql, run: Run[Any], now_ns: int, project: str | None = 
         yield result
 
 
-def _drop_partitions(cur: Any, sql: Sql, run: Run[Any], now_ns: int, days: dict[int, int],
-                     pause: Callable[[float], bool]) -> dict[int, Pruned]:
+def _drop_partitions(cur: Any, sql: Sql, run: Run[Any], now_ns: int, kept: list[tuple[int, str, int | None]],
+                     pause: Callable[[float], bool]) -> dict[int, ProjectPass]:
     """PostgreSQL: each partition of spans whose every trace is past its project's retention
     (`partitions.droppable`) loses its trace rows and what hangs off them in chunks, its spans
     left, then is dropped whole. A chunk that keeps a trace (written to meanwhile) keeps the
-    partition too. Returns what went, by project."""
-    out: dict[int, Pruned] = collections.defaultdict(Pruned)
+    partition too. Returns each project's part, by id."""
+    days = {pid: d for pid, _, d in kept if d}
+    out = {pid: ProjectPass(name, d, cutoff_of(now_ns, d), Pruned()) for pid, name, d in kept if d}
     for k in partitions.droppable(cur, now_ns):
         whole = True
         while whole and (found := partitions.traces_in(cur, k, CHUNK_TRACES)):
@@ -392,18 +393,23 @@ def _drop_partitions(cur: Any, sql: Sql, run: Run[Any], now_ns: int, days: dict[
                     break
                 done, seconds = run(functools.partial(_chunk, project_id, ids, cutoff_of(now_ns, days[project_id]),
                                                       keep_spans=True))
-                out[project_id].add(done)
+                part = out[project_id]
+                part.pruned.add(done)
+                part.chunks += 1
+                part.longest_s = max(part.longest_s, seconds)
                 whole = whole and done.traces == len(ids)
                 if not pause(seconds):
                     return out
         if not whole:
             continue
         spans, named = partitions.drop(cur, k)
-        for project_id, n in spans.items():
-            out[project_id].spans += n
         for project_id in {pid for pid, _ in named}:
-            out[project_id].resources += run(functools.partial(
-                _unused_resources, project_id, {rid for pid, rid in named if pid == project_id}))
+            gone = run(functools.partial(_unused_resources, project_id, {r for p, r in named if p == project_id}))
+            if project_id in out:  # else spans an earlier pass left, its retention turned off since
+                out[project_id].pruned.resources += gone
+        for project_id, n in spans.items():
+            if project_id in out:
+                out[project_id].pruned.spans += n
         log.info("retention: dropped partition %s (%d spans)", partitions.name(k), sum(spans.values()))
     return out
 
