@@ -57,7 +57,7 @@ schema = schemathesis.openapi.from_dict(document(), config=SchemathesisConfig.fr
     "checks": {"enabled": True, "negative_data_rejection": {"expected-statuses": REFUSED}},
     "generation": {"mode": "all", "max-examples": 15},
     # Ingest answers a batch item by item: its invalid items are refused in a 207 that stores the rest.
-    "operations": [{"include-path-regex": "^/api/(v1/ingest/|public/scores)",
+    "operations": [{"include-path-regex": "^/api/(v1/ingest/|public/(scores|ingestion))",
                     "checks": {"negative_data_rejection": {"expected-statuses": [*REFUSED, "207"]}}},
                    # A webhook URL must resolve to an allowed address, which no schema can state.
                    {"include-name": "POST /api/v1/webhooks",
