@@ -13,9 +13,9 @@ maintain(): under an advisory lock, once the active partition is PERIOD_NS old: 
   │         and only while it is below it, so no number is handed out twice); the one after is
   │         made ahead (CREATE TABLE LIKE + ATTACH: no lock that stops ingest)
   ▼
-droppable(): partitions no longer active for GRACE_NS whose every trace is past its project's
-  │          retention. Writers give up a reserved block of numbers after
-  │          sql.SEQ_BLOCK_MAX_AGE_S, far below GRACE_NS, so none still makes traces there.
+ended(): partitions no longer active for GRACE_NS; retention drops those whose every trace is
+  │      past its project's retention (`holds_trace`). Writers give up a reserved block of numbers after
+  │      sql.SEQ_BLOCK_MAX_AGE_S, far below GRACE_NS, so none still makes traces there.
   ▼
 retention.prune: the partition's trace rows and what hangs off them go in chunks (each checked
                  again under its lock: a trace written to meanwhile stays, and so does its
@@ -96,24 +96,20 @@ def maintain(cur: Any, now_ns: int) -> int | None:
         raise
 
 
-def droppable(cur: Any, now_ns: int) -> list[int]:
-    """Partitions, oldest first, that ended over GRACE_NS ago and hold no trace a project keeps:
-    one without a retention, or one whose last activity is within it."""
+def ended(cur: Any, now_ns: int) -> list[int]:
+    """Partitions, oldest first, that stopped being the active one over GRACE_NS ago."""
     started = _started(cur)
     current = active(cur)
-    out = []
-    for k in sorted(started):
-        after = started.get(k + 1)
-        if after is None or after > now_ns - GRACE_NS or k >= current:
-            continue
-        lo, hi = bounds(k)
-        kept = _one(cur, "SELECT 1 FROM traces t JOIN projects p ON p.id = t.project_id"
-                         " WHERE t.seq >= %s AND t.seq < %s AND NOT (coalesce(p.retention_days, 0) > 0"
-                         " AND greatest(t.start_ns, coalesce(t.end_ns, t.start_ns), t.updated_ns)"
-                         " < %s - p.retention_days::bigint * 86400000000000) LIMIT 1", [lo, hi, now_ns])
-        if kept is None:
-            out.append(k)
-    return out
+    return [k for k in sorted(started) if k < current
+            and (after := started.get(k + 1)) is not None and after <= now_ns - GRACE_NS]
+
+
+def holds_trace(cur: Any, k: int, condition: str) -> bool:
+    """Whether partition `k` numbers a trace row meeting `condition` (over traces `t` and their
+    projects `p`)."""
+    lo, hi = bounds(k)
+    return _one(cur, f"SELECT 1 FROM traces t JOIN projects p ON p.id = t.project_id"
+                     f" WHERE t.seq >= %s AND t.seq < %s AND {condition} LIMIT 1", [lo, hi]) is not None
 
 
 def traces_in(cur: Any, k: int, limit: int) -> list[tuple[int, str]]:

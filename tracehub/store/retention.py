@@ -375,25 +375,28 @@ def prune(cur: Any, sql: Sql, run: Run[Any], now_ns: int, project: str | None = 
 
 def _drop_partitions(cur: Any, sql: Sql, run: Run[Any], now_ns: int, kept: list[tuple[int, str, int | None]],
                      pause: Callable[[float], bool]) -> dict[int, ProjectPass]:
-    """PostgreSQL: each partition of spans whose every trace is past its project's retention
-    (`partitions.droppable`) loses its trace rows and what hangs off them in chunks, its spans
+    """PostgreSQL: each partition of spans no longer active (`partitions.ended`) whose every trace is
+    past its project's retention loses its trace rows and what hangs off them in chunks, its spans
     left, then is dropped whole. A chunk that keeps a trace (written to meanwhile) keeps the
     partition too. Returns each project's part, by id."""
-    days = {pid: d for pid, _, d in kept if d}
     out = {pid: ProjectPass(name, d, cutoff_of(now_ns, d), Pruned()) for pid, name, d in kept if d}
-    for k in partitions.droppable(cur, now_ns):
+    # A trace its project keeps: one without a retention, or last active within it.
+    cutoff = f"({int(now_ns)} - p.retention_days::bigint * {DAY_NS})"
+    keeps = f"NOT (coalesce(p.retention_days, 0) > 0 AND {_OLD.format(p=cutoff)})"
+    for k in partitions.ended(cur, now_ns):
+        if partitions.holds_trace(cur, k, keeps):
+            continue
         whole = True
         while whole and (found := partitions.traces_in(cur, k, CHUNK_TRACES)):
             by_project: dict[int, list[str]] = collections.defaultdict(list)
             for project_id, trace_id in found:
                 by_project[project_id].append(trace_id)
             for project_id, ids in by_project.items():
-                if project_id not in days:  # its retention was turned off since `droppable`
+                part = out.get(project_id)
+                if part is None:  # its retention was turned off since the check
                     whole = False
                     break
-                done, seconds = run(functools.partial(_chunk, project_id, ids, cutoff_of(now_ns, days[project_id]),
-                                                      keep_spans=True))
-                part = out[project_id]
+                done, seconds = run(functools.partial(_chunk, project_id, ids, part.cutoff_ns, keep_spans=True))
                 part.pruned.add(done)
                 part.chunks += 1
                 part.longest_s = max(part.longest_s, seconds)
