@@ -156,10 +156,11 @@ def layout(rows: list[dict[str, Any]], trace: dict[str, Any]) -> dict[str, Any]:
             else:
                 # Tool calls repeat a name and type whichever tool ran: one group a tool.
                 groups: dict[tuple[str, str, str | None], list[int]] = {}
+                keys = {k: (rows[k]["name"], rows[k]["span_type"], rows[k]["tool_name"]) for k in children}
                 for k in children:
-                    groups.setdefault((rows[k]["name"], rows[k]["span_type"], rows[k]["tool_name"]), []).append(k)
+                    groups.setdefault(keys[k], []).append(k)
                 for k in children:
-                    members = groups[(rows[k]["name"], rows[k]["span_type"], rows[k]["tool_name"])]
+                    members = groups[keys[k]]
                     if len(members) < GROUP_MIN:
                         entries.append(("span", k, level + 1, depth + 1, at, 0))
                     elif members[0] == k:  # the group stands where its first member started
