@@ -437,6 +437,8 @@ def short_pieces(text: str) -> str:
     it; with its marks it is a trigram the index finds, only here. ASCII pieces are left out:
     the most common, and English words of two letters are found in the first documents read."""
     pieces: set[str] = set()
+    if text.isascii():  # most documents: no word to split out
+        return ""
     for word in set(text.split()):
         if word.isascii():
             continue
